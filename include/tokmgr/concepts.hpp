@@ -1,0 +1,224 @@
+// tokmgr/concepts.hpp — what each policy of token_manager must provide.
+//
+// Under C++20 each policy is a named concept whose conjuncts are numbered
+// below; under C++17 the same requirements are checked by one static_assert
+// per member, whose message spells the missing signature.
+//
+// Transport — posts one HTTP request:
+//   1. `http_response t.send(const http_request&, std::error_code&)`
+//      On failure it sets the error_code (preferably a tokmgr::errc, so the
+//      manager knows whether the request may have reached the server; see
+//      `request_not_sent`) and returns a response whose content is ignored.
+//      A non-2xx status is not a transport error.
+//
+// Clock — the time the manager schedules by:
+//   1. `C::time_point`, a std::chrono::time_point
+//   2. `C::time_point c.now() const` — monotonic
+//   3. `std::chrono::system_clock::time_point c.wall_now() const` — wall
+//      time, used only to read a JWT that carries `exp` without `iat`
+//
+// Storage — where the token set is persisted; called by one thread at a time
+// (the single refresh in flight), so it needs no lock of its own:
+//   1. `std::optional<token_set> s.load(std::error_code&)`
+//   2. `void s.store(const token_set&, std::error_code&)`
+//
+// Json — encodes requests and decodes responses:
+//   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
+//   2. `std::string j.refresh_body(std::string_view refresh_token) const`
+//   3. `token_pair j.parse_token_response(std::string_view body, std::error_code&) const`
+//      sets errc::protocol_error unless the body is a JSON object with string
+//      members "jwt" and "refreshToken" (other members are ignored)
+//   4. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
+//   5. `std::string j.error_message(std::string_view body) const` — the first
+//      string member of "message", "detail", "title", "errorMessage"; empty if none
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "http.hpp"
+#include "token_set.hpp"
+
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L && __has_include(<concepts>)
+#include <concepts>
+#define TOKMGR_HAS_CONCEPTS 1
+#else
+#define TOKMGR_HAS_CONCEPTS 0
+#endif
+
+namespace tokmgr {
+namespace detail {
+
+template <class T>
+using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
+template <class, template <class> class, class = void>
+struct detect : std::false_type {};
+template <class T, template <class> class Op>
+struct detect<T, Op, std::void_t<Op<T>>> : std::true_type {};
+
+template <class T>
+struct is_time_point : std::false_type {};
+template <class C, class D>
+struct is_time_point<std::chrono::time_point<C, D>> : std::true_type {};
+
+// Transport
+template <class T>
+using send_result = decltype(std::declval<T&>().send(std::declval<const http_request&>(),
+                                                     std::declval<std::error_code&>()));
+
+// Clock
+template <class C>
+using clock_time_point = typename C::time_point;
+template <class C>
+using clock_now_result = decltype(std::declval<const C&>().now());
+template <class C>
+using clock_wall_now_result = decltype(std::declval<const C&>().wall_now());
+
+template <class C>
+constexpr bool clock_has_time_point() {
+    if constexpr (detect<C, clock_time_point>::value) return is_time_point<typename C::time_point>::value;
+    else return false;
+}
+template <class C>
+constexpr bool clock_has_now() {
+    if constexpr (clock_has_time_point<C>() && detect<C, clock_now_result>::value)
+        return std::is_same_v<clock_now_result<C>, typename C::time_point>;
+    else return false;
+}
+template <class C>
+constexpr bool clock_has_wall_now() {
+    if constexpr (detect<C, clock_wall_now_result>::value)
+        return std::is_same_v<clock_wall_now_result<C>, std::chrono::system_clock::time_point>;
+    else return false;
+}
+
+// Storage
+template <class S>
+using storage_load_result = decltype(std::declval<S&>().load(std::declval<std::error_code&>()));
+template <class S>
+using storage_store_result =
+    decltype(std::declval<S&>().store(std::declval<const token_set&>(), std::declval<std::error_code&>()));
+
+template <class S>
+constexpr bool storage_has_load() {
+    if constexpr (detect<S, storage_load_result>::value)
+        return std::is_same_v<storage_load_result<S>, std::optional<token_set>>;
+    else return false;
+}
+template <class S>
+constexpr bool storage_has_store() { return detect<S, storage_store_result>::value; }
+
+// Json
+template <class J>
+using json_login_body = decltype(std::declval<const J&>().login_body(std::string_view{}, std::string_view{}));
+template <class J>
+using json_refresh_body = decltype(std::declval<const J&>().refresh_body(std::string_view{}));
+template <class J>
+using json_parse_tokens = decltype(std::declval<const J&>().parse_token_response(
+    std::string_view{}, std::declval<std::error_code&>()));
+template <class J>
+using json_parse_claims =
+    decltype(std::declval<const J&>().parse_jwt_claims(std::string_view{}, std::declval<std::error_code&>()));
+template <class J>
+using json_error_message = decltype(std::declval<const J&>().error_message(std::string_view{}));
+
+template <class J, template <class> class Op, class R>
+constexpr bool returns() {
+    if constexpr (detect<J, Op>::value) return std::is_same_v<Op<J>, R>;
+    else return false;
+}
+
+}  // namespace detail
+
+// ---- Traits usable in both language modes ---------------------------------
+
+template <class T>
+inline constexpr bool is_transport_v = detail::returns<T, detail::send_result, http_response>();
+
+template <class C>
+inline constexpr bool is_clock_v = detail::clock_has_time_point<C>() && detail::clock_has_now<C>() &&
+                                   detail::clock_has_wall_now<C>();
+
+template <class S>
+inline constexpr bool is_storage_v = detail::storage_has_load<S>() && detail::storage_has_store<S>();
+
+template <class J>
+inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, std::string>() &&
+                                  detail::returns<J, detail::json_refresh_body, std::string>() &&
+                                  detail::returns<J, detail::json_parse_tokens, token_pair>() &&
+                                  detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
+                                  detail::returns<J, detail::json_error_message, std::string>();
+
+#if TOKMGR_HAS_CONCEPTS
+
+template <class T>
+concept transport = requires(T& t, const http_request& request, std::error_code& ec) {
+    { t.send(request, ec) } -> std::same_as<http_response>;  // 1
+};
+
+template <class C>
+concept clock = detail::is_time_point<typename C::time_point>::value  // 1
+                && requires(const C& c) {
+                       { c.now() } -> std::same_as<typename C::time_point>;                     // 2
+                       { c.wall_now() } -> std::same_as<std::chrono::system_clock::time_point>;  // 3
+                   };
+
+template <class S>
+concept storage = requires(S& s, const token_set& set, std::error_code& ec) {
+    { s.load(ec) } -> std::same_as<std::optional<token_set>>;  // 1
+    s.store(set, ec);                                          // 2
+};
+
+template <class J>
+concept json = requires(const J& j, std::string_view text, std::error_code& ec) {
+    { j.login_body(text, text) } -> std::same_as<std::string>;         // 1
+    { j.refresh_body(text) } -> std::same_as<std::string>;             // 2
+    { j.parse_token_response(text, ec) } -> std::same_as<token_pair>;  // 3
+    { j.parse_jwt_claims(text, ec) } -> std::same_as<jwt_claims>;      // 4
+    { j.error_message(text) } -> std::same_as<std::string>;            // 5
+};
+
+#endif
+
+namespace detail {
+
+/// One static_assert per requirement, so a wrong policy produces one line
+/// naming the missing member. Used by token_manager in both language modes.
+template <class Transport, class Clock, class Storage, class Json>
+constexpr bool check_policies() {
+    static_assert(detail::returns<Transport, send_result, http_response>(),
+                  "tokmgr: the Transport policy needs "
+                  "`http_response send(const tokmgr::http_request&, std::error_code&)`");
+    static_assert(clock_has_time_point<Clock>(),
+                  "tokmgr: the Clock policy needs a nested `time_point` that is a std::chrono::time_point");
+    static_assert(clock_has_now<Clock>(), "tokmgr: the Clock policy needs `time_point now() const`");
+    static_assert(clock_has_wall_now<Clock>(),
+                  "tokmgr: the Clock policy needs `std::chrono::system_clock::time_point wall_now() const`");
+    static_assert(storage_has_load<Storage>(),
+                  "tokmgr: the Storage policy needs `std::optional<tokmgr::token_set> load(std::error_code&)`");
+    static_assert(storage_has_store<Storage>(),
+                  "tokmgr: the Storage policy needs `void store(const tokmgr::token_set&, std::error_code&)`");
+    static_assert(returns<Json, json_login_body, std::string>(),
+                  "tokmgr: the Json policy needs "
+                  "`std::string login_body(std::string_view user, std::string_view password) const`");
+    static_assert(returns<Json, json_refresh_body, std::string>(),
+                  "tokmgr: the Json policy needs `std::string refresh_body(std::string_view refresh_token) const`");
+    static_assert(returns<Json, json_parse_tokens, token_pair>(),
+                  "tokmgr: the Json policy needs "
+                  "`tokmgr::token_pair parse_token_response(std::string_view, std::error_code&) const`");
+    static_assert(returns<Json, json_parse_claims, jwt_claims>(),
+                  "tokmgr: the Json policy needs "
+                  "`tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const`");
+    static_assert(returns<Json, json_error_message, std::string>(),
+                  "tokmgr: the Json policy needs `std::string error_message(std::string_view body) const`");
+    return true;
+}
+
+}  // namespace detail
+}  // namespace tokmgr

@@ -1,0 +1,27 @@
+// tokmgr/fwd.hpp — forward declarations and the default policies.
+//
+// Including this header costs nothing: it names the defaults without pulling
+// in Asio, simdjson or OpenSSL. `tokmgr/tokmgr.hpp` brings their definitions.
+#pragma once
+
+namespace tokmgr {
+
+class asio_transport;  // <tokmgr/transport/asio.hpp>
+class steady_clock;    // <tokmgr/clock.hpp>
+class memory_storage;  // <tokmgr/storage/memory.hpp>
+class simdjson_json;   // <tokmgr/json/simdjson.hpp>
+
+/// The token manager. `token_manager<>` is the everyday configuration: the
+/// Asio HTTP transport, the steady clock, in-memory storage and simdjson.
+template <class Transport = asio_transport, class Clock = steady_clock, class Storage = memory_storage,
+          class Json = simdjson_json>
+class token_manager;
+
+class api_key_source;
+
+namespace testing {
+class manual_clock;    // <tokmgr/testing/manual_clock.hpp>
+class fake_transport;  // <tokmgr/testing/fake_transport.hpp>
+}  // namespace testing
+
+}  // namespace tokmgr

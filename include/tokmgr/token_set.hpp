@@ -1,0 +1,38 @@
+// tokmgr/token_set.hpp — token values: plain data, no I/O.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+#include "secret.hpp"
+
+namespace tokmgr {
+
+/// What login and token_refresh answer: a JWT and the refresh token that
+/// replaces every earlier one.
+struct token_pair {
+    secret jwt;
+    secret refresh_token;
+};
+
+/// The JWT claims the client reads (it does not verify the signature).
+/// Seconds since the Unix epoch, as in the token.
+struct jwt_claims {
+    std::optional<std::int64_t> issued_at;   ///< "iat"
+    std::optional<std::int64_t> expires_at;  ///< "exp"
+};
+
+/// The token set as the storage policy persists it. Times are wall-clock so
+/// that a set stored by one process means the same to the next one; the
+/// manager itself schedules on its monotonic clock.
+struct token_set {
+    secret jwt;
+    secret refresh_token;
+    std::chrono::system_clock::time_point received_at{};  ///< wall clock when the pair arrived
+    std::chrono::seconds jwt_lifetime{0};                 ///< from the claims, or configured
+    std::chrono::seconds refresh_lifetime{0};             ///< configured refresh-token lifetime
+    std::uint64_t generation = 0;                         ///< 1 for the first pair, +1 per rotation
+};
+
+}  // namespace tokmgr
