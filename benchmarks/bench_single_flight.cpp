@@ -1,0 +1,170 @@
+// bench_single_flight.cpp — a crowd of threads released together at a due
+// refresh, against a fake transport that takes 1 ms.
+//
+// Each round moves the manager's (manual) clock past the JWT's hard
+// threshold, so no caller may be handed the old JWT, then releases every
+// thread of the crowd at once into get_token(). The transport answers only
+// after its 1 ms delay and after every thread of the crowd has entered
+// get_token, so the whole crowd is there for the one refresh.
+//
+// Reported per crowd size:
+//   Time                 mean, over rounds, of the time from the transport's
+//                        answer until the last thread of the crowd has its JWT
+//   last_p50_us/_max_us  the same, median and worst round
+//   calls_per_refresh    transport calls per round: must be 1
+//   joined_per_refresh   callers that waited for the flight another started
+//   failures             rounds in which a thread got an error or no JWT
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <tokmgr/json/simdjson.hpp>
+#include <tokmgr/storage/memory.hpp>
+#include <tokmgr/testing/manual_clock.hpp>
+#include <tokmgr/token_manager.hpp>
+
+#include "bench_common.hpp"
+
+namespace {
+
+using tokmgr_bench::counting_transport;
+using manager_type = tokmgr::token_manager<counting_transport, tokmgr::testing::manual_clock,
+                                           tokmgr::memory_storage, tokmgr::simdjson_json>;
+
+/// N threads parked on a futex; each round releases all of them into
+/// get_token and records when each one had its JWT.
+class crowd {
+public:
+    crowd(std::size_t size, manager_type& manager) : manager_(manager), done_ns_(size), ok_(size) {
+        threads_.reserve(size);
+        for (std::size_t i = 0; i < size; ++i) threads_.emplace_back([this, i] { run(i); });
+    }
+
+    crowd(const crowd&) = delete;
+    crowd& operator=(const crowd&) = delete;
+
+    ~crowd() {
+        stop_.store(true, std::memory_order_relaxed);
+        round_.fetch_add(1, std::memory_order_release);
+        round_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+
+    /// Releases the crowd and returns once every thread has its answer.
+    void release() {
+        arrived_.store(0, std::memory_order_relaxed);
+        finished_.store(0, std::memory_order_relaxed);
+        round_.fetch_add(1, std::memory_order_release);
+        round_.notify_all();
+        for (auto n = finished_.load(std::memory_order_acquire); n != size();
+             n = finished_.load(std::memory_order_acquire))
+            finished_.wait(n, std::memory_order_acquire);
+    }
+
+    /// Waits (up to a second) until every thread has entered get_token.
+    void await_arrivals() const {
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        while (arrived_.load(std::memory_order_acquire) != size() && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::yield();
+    }
+
+    std::size_t size() const noexcept { return threads_.size(); }
+    std::int64_t last_done_ns() const { return *std::max_element(done_ns_.begin(), done_ns_.end()); }
+    bool all_ok() const { return std::all_of(ok_.begin(), ok_.end(), [](char ok) { return ok != 0; }); }
+
+private:
+    void run(std::size_t index) {
+        std::uint32_t seen = 0;
+        for (;;) {
+            round_.wait(seen, std::memory_order_acquire);
+            const auto now = round_.load(std::memory_order_acquire);
+            if (now == seen) continue;
+            seen = now;
+            if (stop_.load(std::memory_order_relaxed)) return;
+            arrived_.fetch_add(1, std::memory_order_acq_rel);
+            std::error_code ec;
+            const auto jwt = manager_.get_token(ec);
+            done_ns_[index] = counting_transport::now_ns();
+            ok_[index] = !ec && jwt.size() > 250;
+            if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) finished_.notify_all();
+        }
+    }
+
+    manager_type& manager_;
+    std::vector<std::thread> threads_;
+    std::vector<std::int64_t> done_ns_;
+    std::vector<char> ok_;
+    std::atomic<std::uint32_t> round_{0};
+    std::atomic<std::size_t> arrived_{0};
+    std::atomic<std::size_t> finished_{0};
+    std::atomic<bool> stop_{false};
+};
+
+void single_flight(benchmark::State& state) {
+    const auto crowd_size = static_cast<std::size_t>(state.range(0));
+
+    counting_transport::state transport;
+    transport.delay = std::chrono::milliseconds(1);
+    tokmgr::testing::manual_clock clock;
+    tokmgr::manager_options options;
+    options.jitter_seed = 42;
+    manager_type manager(counting_transport(transport), tokmgr::credentials{"bench-user", tokmgr::secret("bench-pw")},
+                         options, clock);
+    crowd threads(crowd_size, manager);
+    threads.release();  // the first round logs in: not timed
+    transport.before_answer = [&threads] { threads.await_arrivals(); };
+
+    std::vector<double> last_us;
+    std::uint64_t calls = 0, joined = 0, rounds = 0, failures = 0;
+    for (auto _ : state) {
+        clock.advance(std::chrono::minutes(31));  // past the 30-minute JWT's hard threshold
+        const auto calls_before = transport.calls.load();
+        const auto joined_before = manager.counters().joined;
+        threads.release();
+        const auto answer_ns = transport.last_answer_ns.load(std::memory_order_acquire);
+        const double seconds = static_cast<double>(threads.last_done_ns() - answer_ns) * 1e-9;
+        state.SetIterationTime(seconds);
+        last_us.push_back(seconds * 1e6);
+        calls += transport.calls.load() - calls_before;
+        joined += manager.counters().joined - joined_before;
+        failures += threads.all_ok() ? 0 : 1;
+        ++rounds;
+    }
+    transport.before_answer = nullptr;
+
+    std::sort(last_us.begin(), last_us.end());
+    state.counters["calls_per_refresh"] = static_cast<double>(calls) / static_cast<double>(rounds);
+    state.counters["joined_per_refresh"] = static_cast<double>(joined) / static_cast<double>(rounds);
+    state.counters["last_p50_us"] = last_us[last_us.size() / 2];
+    state.counters["last_max_us"] = last_us.back();
+    state.counters["failures"] = static_cast<double>(failures);
+}
+
+void crowd_sizes() {
+    // Fewer rounds for the larger crowds: a round of 1,000 threads costs milliseconds.
+    const std::pair<int, int> sizes[] = {{1, 200}, {16, 200}, {256, 50}, {1000, 30}};
+    for (const auto& [threads, rounds] : sizes)
+        benchmark::RegisterBenchmark("single_flight/crowd", single_flight)
+            ->Arg(threads)
+            ->Iterations(rounds)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    crowd_sizes();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
