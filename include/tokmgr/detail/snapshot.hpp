@@ -1,0 +1,76 @@
+// tokmgr/detail/snapshot.hpp — the immutable, published state that the hot
+// path reads, and the per-thread cache that lets it read without touching any
+// memory another reader writes.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "../secret.hpp"
+
+namespace tokmgr::detail {
+
+/// One JWT as served: the full header value "<scheme> <jwt>" (one allocation,
+/// the JWT is its suffix) and its two deadlines on the manager's clock, as
+/// nanoseconds since that clock's epoch. Never modified once published.
+struct snapshot {
+    std::string authorization;
+    std::size_t jwt_offset = 0;
+    std::int64_t soft_ns = 0;
+    std::int64_t hard_ns = 0;
+    std::uint64_t generation = 0;  ///< of the token set it came from
+
+    snapshot() = default;
+    snapshot(const snapshot&) = delete;
+    snapshot& operator=(const snapshot&) = delete;
+    ~snapshot() { secure_clear(authorization); }
+
+    secret_view jwt() const noexcept {
+        return secret_view(std::string_view(authorization).substr(jwt_offset));
+    }
+    secret_view header() const noexcept { return secret_view(authorization); }
+};
+
+/// A thread's copy of one manager's current snapshot. `publication` is the
+/// manager's publication counter when the copy was taken: while the counter
+/// has not moved, the copy is current, and reading it touches only this
+/// thread's memory and the immutable snapshot.
+struct cache_slot {
+    std::uint64_t owner = 0;        ///< manager id; 0 = free
+    std::uint64_t publication = 0;  ///< counter value the copy belongs to
+    std::shared_ptr<const snapshot> current;
+};
+
+/// A few slots per thread, so a thread that alternates between a handful of
+/// managers keeps a hit on each. Evicts round-robin.
+struct thread_cache {
+    static constexpr std::size_t slot_count = 4;
+    std::array<cache_slot, slot_count> slots{};
+    std::size_t next_victim = 0;
+
+    cache_slot& slot_for(std::uint64_t owner) noexcept {
+        for (auto& slot : slots)
+            if (slot.owner == owner) return slot;
+        return claim(owner);
+    }
+
+    cache_slot& claim(std::uint64_t owner) noexcept {
+        cache_slot& slot = slots[next_victim];
+        next_victim = (next_victim + 1) % slot_count;
+        slot.owner = owner;
+        slot.publication = 0;
+        slot.current.reset();
+        return slot;
+    }
+
+    /// The one cache of this thread, shared by every manager type.
+    static thread_cache& local() noexcept {
+        static thread_local thread_cache cache;
+        return cache;
+    }
+};
+
+}  // namespace tokmgr::detail

@@ -1,0 +1,562 @@
+// tokmgr/impl/token_manager.hpp — bodies of token_manager; included by
+// token_manager.hpp, not meant to be included directly.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "../detail/flight.hpp"
+#include "../detail/jwt_lifetime.hpp"
+#include "../detail/retry_after.hpp"
+#include "../detail/snapshot.hpp"
+#include "../schedule.hpp"
+
+namespace tokmgr {
+namespace detail {
+
+template <class T, class = void>
+struct has_endpoint : std::false_type {};
+template <class T>
+struct has_endpoint<T, std::void_t<decltype(std::declval<const T&>().endpoint())>> : std::true_type {};
+
+/// Where a request went, for error text: the transport's own description if
+/// it offers one.
+template <class Transport>
+std::string endpoint_of(const Transport& transport) {
+    if constexpr (has_endpoint<Transport>::value) return std::string(transport.endpoint());
+    else return "the server";
+}
+
+/// Server-supplied text made safe to show: no control characters, at most 200
+/// bytes, and no secret the manager knows of, even if the server echoed one.
+inline std::string sanitize_server_message(std::string text, std::initializer_list<std::string_view> secrets) {
+    for (std::string_view s : secrets) {
+        if (s.size() < 4) continue;  // a very short "secret" would redact ordinary words
+        for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at))
+            text.replace(at, s.size(), redacted_text);
+    }
+    for (char& c : text)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    if (text.size() > 200) text.resize(200);
+    return text;
+}
+
+inline std::uint64_t next_manager_id() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+/// The outcome of one login or refresh attempt (after any fallback).
+struct attempt {
+    std::optional<token_pair> tokens;
+    bool by_login = false;  ///< which request produced `tokens`
+    error_info error;
+    std::optional<std::chrono::seconds> retry_after;
+    bool refresh_token_spent = false;  ///< the server may have rotated it: never send it again
+};
+
+template <class Transport, class Clock, class Storage, class Json>
+class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json>> {
+public:
+    manager_core(Transport transport, credentials login, manager_options options, Clock clock, Storage storage,
+                 Json json)
+        : clock_(std::move(clock)),
+          transport_(std::move(transport)),
+          storage_(std::move(storage)),
+          json_(std::move(json)),
+          credentials_(std::move(login)),
+          options_(std::move(options)) {
+        if (error_info invalid = validate(options_)) throw error(invalid);
+        lifetimes_ = options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment();
+        random_.seed(options_.jitter_seed != 0 ? options_.jitter_seed
+                                               : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}());
+        std::error_code ec;
+        if (auto stored = storage_.load(ec); stored && !ec) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            adopt_locked(*stored);
+        } else if (ec) {
+            last_error_ = {ec, "loading the stored token set"};
+        }
+    }
+
+    // ---- the hot path ------------------------------------------------------
+
+    /// `detail`, when given, receives the failure's description.
+    const snapshot* acquire(std::error_code& ec, error_info* detail = nullptr) {
+        const std::int64_t now = now_ns();
+        cache_slot& slot = thread_cache::local().slot_for(id_);
+        if (slot.publication == publication_.load(std::memory_order_acquire)) {
+            const snapshot* current = slot.current.get();
+            if (current != nullptr && now < current->soft_ns) {
+                ec.clear();
+                return current;
+            }
+        }
+        return acquire_slow(slot, now, ec, detail);
+    }
+
+    std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec, error_info* detail = nullptr) {
+        if (acquire(ec, detail) == nullptr) return nullptr;
+        return thread_cache::local().slot_for(id_).current;  // acquire left its result there
+    }
+
+    // ---- the rest ----------------------------------------------------------
+
+    void invalidate(secret_view jwt) {
+        std::uint64_t generation = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!current_ || !(current_->jwt() == jwt)) return;  // already replaced: nothing to do
+            generation = current_->generation;
+            current_.reset();
+            publication_.fetch_add(1, std::memory_order_release);
+        }
+        emit({event_kind::invalidated, {}, generation, {}});
+    }
+
+    manager_counters counters() const noexcept {
+        return {logins_.load(std::memory_order_relaxed), refreshes_.load(std::memory_order_relaxed),
+                failures_.load(std::memory_order_relaxed), joined_.load(std::memory_order_relaxed)};
+    }
+
+    error_info last_error() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return last_error_;
+    }
+
+    const Clock& clock() const noexcept { return clock_; }
+
+private:
+    std::int64_t now_ns() const noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+    }
+
+    /// Points the slot at the current snapshot; called with mutex_ held.
+    void refill_locked(cache_slot& slot) const {
+        slot.current = current_;
+        slot.publication = publication_.load(std::memory_order_relaxed);
+    }
+
+    const snapshot* acquire_slow(cache_slot& slot, std::int64_t now, std::error_code& ec, error_info* detail) {
+        auto fail = [&](const error_info& why) -> const snapshot* {
+            ec = why.code;
+            if (detail != nullptr) *detail = why;
+            return nullptr;
+        };
+        std::unique_lock<std::mutex> lock(mutex_);
+        refill_locked(slot);
+        const std::shared_ptr<const snapshot> current = current_;
+        if (current && now < current->soft_ns) {
+            ec.clear();
+            return current.get();
+        }
+        if (current && now < current->hard_ns) {
+            // Soft-expired: serve the current JWT; at most one caller refreshes.
+            if (in_flight_ || now < next_attempt_ns_) {
+                ec.clear();
+                return current.get();
+            }
+            auto pending = begin_flight_locked();
+            lock.unlock();
+            if (options_.executor) {
+                std::weak_ptr<manager_core> weak = this->shared_from_this();
+                options_.executor([weak, pending] {
+                    if (auto self = weak.lock()) self->run_flight(pending);
+                    else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
+                });
+                ec.clear();
+                return current.get();
+            }
+            run_flight(pending);
+            if (pending->result()) {
+                slot.current = pending->result();  // the slot keeps what we return alive
+                ec.clear();
+                return slot.current.get();
+            }
+            if (now_ns() < current->hard_ns) {  // the refresh failed, but this JWT is still good
+                ec.clear();
+                return current.get();
+            }
+            return fail(pending->error());
+        }
+        // No JWT that may be served: wait for the one login or refresh.
+        std::shared_ptr<flight> pending = in_flight_;
+        if (pending) {
+            joined_.fetch_add(1, std::memory_order_relaxed);
+            lock.unlock();
+            pending->wait();
+        } else if (last_error_ && now < next_attempt_ns_) {
+            return fail(last_error_);  // backing off: fail fast instead of hammering the server
+        } else {
+            pending = begin_flight_locked();
+            lock.unlock();
+            run_flight(pending);
+        }
+        if (!pending->result()) return fail(pending->error());
+        slot.current = pending->result();
+        ec.clear();
+        return slot.current.get();
+    }
+
+    std::shared_ptr<flight> begin_flight_locked() {
+        in_flight_ = std::make_shared<flight>();
+        return in_flight_;
+    }
+
+    /// The single flight: run by exactly one thread at a time, without
+    /// mutex_ held except to read and publish state.
+    void run_flight(const std::shared_ptr<flight>& pending) {
+        if (adopt_newer_from_storage(pending)) return;
+        secret refresh_token;  // read after any adoption: never an older one than storage holds
+        std::uint64_t generation = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!refresh_token_.empty() && now_ns() < refresh_hard_ns_) refresh_token = refresh_token_;
+            generation = generation_;
+        }
+        attempt outcome = refresh_token.empty() ? login(generation) : refresh(refresh_token, generation);
+        refresh_token.clear();
+        finish(pending, std::move(outcome), generation);
+    }
+
+    /// Another writer of the storage may have rotated already; sending our
+    /// refresh token then would be a reuse. True when that left a JWT to serve.
+    bool adopt_newer_from_storage(const std::shared_ptr<flight>& pending) {
+        std::error_code ec;
+        std::optional<token_set> stored = storage_.load(ec);
+        std::shared_ptr<const snapshot> adopted;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (ec || !stored || stored->generation <= generation_) return false;
+            adopt_locked(*stored);
+            if (!current_ || current_->generation != stored->generation) return false;
+            adopted = current_;
+            in_flight_.reset();
+        }
+        pending->complete(adopted, {});
+        return true;
+    }
+
+    /// Takes over a stored token set whose refresh token is still valid.
+    void adopt_locked(const token_set& stored) {
+        using namespace std::chrono;
+        const auto age = duration_cast<nanoseconds>(clock_.wall_now() - stored.received_at);
+        const std::int64_t received_ns = now_ns() - age.count();
+        const auto refresh_lifetime = nanoseconds(stored.refresh_lifetime);
+        const std::int64_t refresh_hard =
+            received_ns + (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
+        if (now_ns() >= refresh_hard || stored.generation <= generation_) return;
+        refresh_token_ = stored.refresh_token;
+        refresh_hard_ns_ = refresh_hard;
+        generation_ = stored.generation;
+        auto adopted = make_snapshot(stored.jwt.reveal(), received_ns, nanoseconds(stored.jwt_lifetime), stored.generation);
+        current_ = now_ns() < adopted->hard_ns ? std::move(adopted) : nullptr;
+        publication_.fetch_add(1, std::memory_order_release);
+    }
+
+    std::shared_ptr<const snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
+                                                  std::chrono::nanoseconds lifetime, std::uint64_t generation) {
+        const refresh_schedule schedule = schedule_for(lifetime, options_, jitter_unit());
+        auto made = std::make_shared<snapshot>();
+        made->authorization.reserve(options_.scheme.size() + 1 + jwt.size());
+        made->authorization.append(options_.scheme).append(" ");
+        made->jwt_offset = made->authorization.size();
+        made->authorization.append(jwt.data(), jwt.size());
+        made->soft_ns = received_ns + schedule.soft.count();
+        made->hard_ns = received_ns + schedule.hard.count();
+        made->generation = generation;
+        return made;
+    }
+
+    double jitter_unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
+
+    // ---- requests ----------------------------------------------------------
+
+    attempt refresh(const secret& refresh_token, std::uint64_t generation) {
+        emit({event_kind::refresh_started, {}, generation, {}});
+        refreshes_.fetch_add(1, std::memory_order_relaxed);
+        const secret body(json_.refresh_body(refresh_token.reveal()));
+        const auto started = std::chrono::steady_clock::now();
+        attempt outcome = exchange(options_.refresh_path, body, "refresh", {refresh_token.reveal()});
+        const auto took = std::chrono::steady_clock::now() - started;
+        if (outcome.tokens) return outcome;
+        emit({event_kind::refresh_failed, outcome.error.code, generation, took});
+        if (outcome.error.code == errc::refresh_rejected) {
+            // Expired, revoked or replaced on the server: one login instead.
+            attempt fallback = login(generation);
+            fallback.refresh_token_spent = true;
+            return fallback;
+        }
+        return outcome;
+    }
+
+    attempt login(std::uint64_t generation) {
+        if (credentials_.user_name.empty() && credentials_.password.empty()) {
+            attempt outcome;
+            outcome.error = {make_error_code(errc::no_credentials),
+                             "login needed (no usable refresh token) but the manager has no credentials"};
+            outcome.refresh_token_spent = true;
+            return outcome;
+        }
+        emit({event_kind::login_started, {}, generation, {}});
+        logins_.fetch_add(1, std::memory_order_relaxed);
+        const secret body(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
+        const auto started = std::chrono::steady_clock::now();
+        attempt outcome = exchange(options_.login_path, body, "login", {credentials_.password.reveal()});
+        outcome.by_login = true;
+        if (!outcome.tokens)
+            emit({event_kind::login_failed, outcome.error.code, generation, std::chrono::steady_clock::now() - started});
+        return outcome;
+    }
+
+    /// One POST and its interpretation. `operation` is "login" or "refresh".
+    attempt exchange(const std::string& path, const secret& body, const char* operation,
+                     std::initializer_list<std::string_view> sent_secrets) {
+        const bool is_login = std::string_view(operation) == "login";
+        http_request request;
+        request.method = "POST";
+        request.target = path;
+        request.body = body.reveal();
+        std::error_code ec;
+        http_response response = transport_.send(request, ec);
+        attempt outcome;
+        const std::string where = std::string(operation) + " at " + endpoint_of(transport_);
+        if (ec) {
+            failures_.fetch_add(1, std::memory_order_relaxed);
+            outcome.error = {ec, where};
+            outcome.refresh_token_spent = !is_login && !request_not_sent(ec);
+            secure_clear(response.body);
+            return outcome;
+        }
+        if (response.ok()) {
+            std::error_code parse_error;
+            token_pair tokens = json_.parse_token_response(response.body, parse_error);
+            secure_clear(response.body);
+            if (!parse_error) {
+                outcome.tokens = std::move(tokens);
+                return outcome;
+            }
+            failures_.fetch_add(1, std::memory_order_relaxed);
+            outcome.error = {make_error_code(errc::protocol_error),
+                             where + ": status " + std::to_string(response.status) +
+                                 " with a body that is not JSON with string fields \"jwt\" and \"refreshToken\""};
+            outcome.refresh_token_spent = !is_login;  // the server answered 2xx: it has rotated
+            return outcome;
+        }
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        const int status = response.status;
+        errc code = errc::protocol_error;
+        if (status >= 300 && status < 400) code = errc::unexpected_redirect;
+        else if (is_login && (status == 401 || status == 403)) code = errc::credentials_rejected;
+        else if (!is_login && (status == 400 || status == 401)) code = errc::refresh_rejected;
+        else if (status == 429) code = errc::rate_limited;
+        else if (status == 503) code = errc::service_unavailable;
+        else if (status >= 500 && status < 600) code = errc::server_error;
+        else if (status >= 400 && status < 500) code = errc::request_rejected;
+        std::string detail = where + ": status " + std::to_string(status);
+        std::string said = sanitize_server_message(json_.error_message(response.body), sent_secrets);
+        secure_clear(response.body);
+        if (!said.empty()) detail += ": " + said;
+        if (auto value = find_header(response.headers, "Retry-After"))
+            outcome.retry_after = parse_retry_after(*value, clock_.wall_now());
+        outcome.error = {make_error_code(code), std::move(detail)};
+        // A 5xx may come from a proxy after the auth server rotated; other
+        // answers come from a server that refused before rotating.
+        outcome.refresh_token_spent = !is_login && status >= 500;
+        return outcome;
+    }
+
+    /// Publishes the outcome, then wakes the waiters, then tells the hook.
+    void finish(const std::shared_ptr<flight>& pending, attempt outcome, std::uint64_t generation) {
+        using namespace std::chrono;
+        std::shared_ptr<const snapshot> published;
+        std::error_code lifetime_error;
+        nanoseconds lifetime{0};
+        if (outcome.tokens) {
+            lifetime = jwt_lifetime(json_, outcome.tokens->jwt.reveal(), clock_.wall_now(),
+                                    nanoseconds(lifetimes_.jwt), lifetime_error);
+            if (lifetime_error) {
+                failures_.fetch_add(1, std::memory_order_relaxed);
+                outcome.error = {lifetime_error, std::string(outcome.by_login ? "login" : "refresh") + " at " +
+                                                     endpoint_of(transport_) +
+                                                     ": the JWT is already expired on arrival (check the clocks)"};
+                outcome.tokens.reset();
+                outcome.refresh_token_spent = true;
+            }
+        }
+        error_info storage_error;
+        if (outcome.tokens) {
+            token_set stored{outcome.tokens->jwt, outcome.tokens->refresh_token, clock_.wall_now(),
+                             duration_cast<seconds>(lifetime), lifetimes_.refresh, generation + 1};
+            std::error_code ec;
+            storage_.store(stored, ec);
+            if (ec) storage_error = {ec, "storing the new token set (it is still used in memory)"};
+        }
+        const std::int64_t now = now_ns();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (outcome.tokens) {
+                published = make_snapshot(outcome.tokens->jwt.reveal(), now, lifetime, generation + 1);
+                current_ = published;
+                refresh_token_ = std::move(outcome.tokens->refresh_token);
+                const nanoseconds refresh_lifetime(lifetimes_.refresh);
+                refresh_hard_ns_ = now + (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
+                generation_ = generation + 1;
+                consecutive_failures_ = 0;
+                next_attempt_ns_ = 0;
+                last_error_ = storage_error;
+                publication_.fetch_add(1, std::memory_order_release);
+            } else {
+                if (outcome.refresh_token_spent) refresh_token_.clear();
+                ++consecutive_failures_;
+                next_attempt_ns_ = now + backoff_locked(outcome).count();
+                last_error_ = outcome.error;
+            }
+            in_flight_.reset();
+        }
+        pending->complete(published, outcome.error);
+        if (published) {
+            emit({outcome.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {},
+                  generation + 1, {}});
+        }
+    }
+
+    std::chrono::nanoseconds backoff_locked(const attempt& outcome) {
+        using namespace std::chrono;
+        if (outcome.error.code == errc::credentials_rejected) return options_.rejected_credentials_backoff;
+        const int doublings = std::min(consecutive_failures_ - 1, 20);
+        const nanoseconds ceiling = std::min<nanoseconds>(options_.backoff_initial * (1LL << doublings),
+                                                          options_.backoff_max);
+        // "Equal jitter": at least half the delay, so a failing fleet spreads out
+        // without any instance retrying immediately.
+        nanoseconds delay = duration_cast<nanoseconds>(ceiling * (0.5 + 0.5 * jitter_unit()));
+        if (outcome.retry_after) delay = std::max<nanoseconds>(delay, std::min(*outcome.retry_after, options_.max_retry_after));
+        return delay;
+    }
+
+    void emit(const event& happened) const {
+        if (options_.on_event) options_.on_event(happened);
+    }
+
+    // Read by every caller of the hot path; written only when a new snapshot
+    // is published, so the line stays shared-clean between refreshes.
+    alignas(64) std::atomic<std::uint64_t> publication_{1};
+    const std::uint64_t id_ = next_manager_id();
+    Clock clock_;
+
+    // The slow path's state, guarded by mutex_.
+    alignas(64) mutable std::mutex mutex_;
+    std::shared_ptr<const snapshot> current_;
+    std::shared_ptr<flight> in_flight_;
+    secret refresh_token_;
+    std::int64_t refresh_hard_ns_ = 0;
+    std::uint64_t generation_ = 0;
+    int consecutive_failures_ = 0;
+    std::int64_t next_attempt_ns_ = 0;
+    error_info last_error_;
+    std::mt19937_64 random_;
+
+    // Used only by the thread running the flight (or set once at construction).
+    Transport transport_;
+    Storage storage_;
+    Json json_;
+    const credentials credentials_;
+    const manager_options options_;
+    lifetimes lifetimes_;
+
+    alignas(64) std::atomic<std::uint64_t> logins_{0};
+    std::atomic<std::uint64_t> refreshes_{0};
+    std::atomic<std::uint64_t> failures_{0};
+    std::atomic<std::uint64_t> joined_{0};
+};
+
+}  // namespace detail
+
+// ---- token_manager: a thin handle on the shared core ------------------------
+
+template <class Transport, class Clock, class Storage, class Json>
+token_manager<Transport, Clock, Storage, Json>::token_manager(Transport transport, credentials login,
+                                                              manager_options options, Clock clock, Storage storage,
+                                                              Json json)
+    : core_(std::make_shared<detail::manager_core<Transport, Clock, Storage, Json>>(
+          std::move(transport), std::move(login), std::move(options), std::move(clock), std::move(storage),
+          std::move(json))) {}
+
+template <class Transport, class Clock, class Storage, class Json>
+token_manager<Transport, Clock, Storage, Json>::~token_manager() = default;
+
+template <class Transport, class Clock, class Storage, class Json>
+secret_view token_manager<Transport, Clock, Storage, Json>::get_token(std::error_code& ec) {
+    const detail::snapshot* current = core_->acquire(ec);
+    return current != nullptr ? current->jwt() : secret_view();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+secret_view token_manager<Transport, Clock, Storage, Json>::get_token() {
+    std::error_code ec;
+    error_info why;
+    const detail::snapshot* current = core_->acquire(ec, &why);
+    if (current == nullptr) throw error(why);
+    return current->jwt();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+secret_view token_manager<Transport, Clock, Storage, Json>::authorization(std::error_code& ec) {
+    const detail::snapshot* current = core_->acquire(ec);
+    return current != nullptr ? current->header() : secret_view();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+secret_view token_manager<Transport, Clock, Storage, Json>::authorization() {
+    std::error_code ec;
+    error_info why;
+    const detail::snapshot* current = core_->acquire(ec, &why);
+    if (current == nullptr) throw error(why);
+    return current->header();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle(std::error_code& ec) {
+    return token_handle(core_->acquire_shared(ec));
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle() {
+    std::error_code ec;
+    error_info why;
+    token_handle handle(core_->acquire_shared(ec, &why));
+    if (!handle) throw error(why);
+    return handle;
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+void token_manager<Transport, Clock, Storage, Json>::invalidate(secret_view jwt) {
+    core_->invalidate(jwt);
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+manager_counters token_manager<Transport, Clock, Storage, Json>::counters() const noexcept {
+    return core_->counters();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+error_info token_manager<Transport, Clock, Storage, Json>::last_error() const {
+    return core_->last_error();
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+const Clock& token_manager<Transport, Clock, Storage, Json>::clock() const noexcept {
+    return core_->clock();
+}
+
+}  // namespace tokmgr

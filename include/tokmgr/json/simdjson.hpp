@@ -1,0 +1,85 @@
+// tokmgr/json/simdjson.hpp — the default Json policy, on simdjson's DOM API.
+//
+// Parsing copies the body into simdjson's own buffers, which are freed but not
+// wiped; a process whose freed memory must hold no token needs a policy that
+// parses in place.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <simdjson.h>
+
+#include "../detail/json_text.hpp"
+#include "../errc.hpp"
+#include "../token_set.hpp"
+
+namespace tokmgr {
+
+class simdjson_json {
+public:
+    std::string login_body(std::string_view user, std::string_view password) const {
+        return detail::login_request_json(user, password);
+    }
+
+    std::string refresh_body(std::string_view refresh_token) const {
+        return detail::refresh_request_json(refresh_token);
+    }
+
+    token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
+        ec.clear();
+        simdjson::dom::parser parser;
+        simdjson::dom::object object;
+        if (parser.parse(body.data(), body.size()).get_object().get(object)) {
+            ec = make_error_code(errc::protocol_error);
+            return {};
+        }
+        std::string_view jwt, refresh_token;
+        if (object["jwt"].get_string().get(jwt) || object["refreshToken"].get_string().get(refresh_token) ||
+            jwt.empty() || refresh_token.empty()) {
+            ec = make_error_code(errc::protocol_error);
+            return {};
+        }
+        return {secret(jwt), secret(refresh_token)};
+    }
+
+    jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const {
+        ec.clear();
+        simdjson::dom::parser parser;
+        simdjson::dom::object object;
+        if (parser.parse(payload.data(), payload.size()).get_object().get(object)) {
+            ec = make_error_code(errc::protocol_error);
+            return {};
+        }
+        return {seconds_claim(object, "iat"), seconds_claim(object, "exp")};
+    }
+
+    std::string error_message(std::string_view body) const {
+        simdjson::dom::parser parser;
+        simdjson::dom::object object;
+        if (parser.parse(body.data(), body.size()).get_object().get(object)) return {};
+        for (const char* key : {"message", "detail", "title", "errorMessage"}) {
+            std::string_view text;
+            if (!object[key].get_string().get(text) && !text.empty()) return std::string(text);
+        }
+        return {};
+    }
+
+private:
+    static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object, const char* key) {
+        simdjson::dom::element value;
+        if (object[key].get(value)) return std::nullopt;
+        std::int64_t whole = 0;
+        if (!value.get_int64().get(whole)) return whole;
+        double fractional = 0;  // NumericDate may carry a fraction (RFC 7519 §2)
+        if (!value.get_double().get(fractional) && std::isfinite(fractional) && std::fabs(fractional) < 1e15)
+            return static_cast<std::int64_t>(std::floor(fractional));
+        return std::nullopt;
+    }
+};
+
+}  // namespace tokmgr

@@ -1,0 +1,150 @@
+// tokmgr/options.hpp — what a token manager is told: who logs in, how long
+// tokens live, when to refresh, and whom to tell.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "error.hpp"
+#include "event.hpp"
+#include "secret.hpp"
+
+namespace tokmgr {
+
+/// A Textual user name and password. The password is a `secret`.
+struct credentials {
+    std::string user_name;
+    secret password;
+};
+
+/// Token lifetimes the client assumes when the server does not say.
+struct lifetimes {
+    std::chrono::seconds jwt{std::chrono::minutes(30)};          ///< used when the JWT has no exp claim
+    std::chrono::seconds refresh{std::chrono::minutes(10000)};  ///< the refresh token's, counted from receipt
+};
+
+/// Runs a refresh somewhere other than the calling thread (a thread pool, an
+/// Asio executor: `[ex](auto f) { asio::post(ex, std::move(f)); }`). When set,
+/// the caller that crosses the soft threshold hands the refresh to it and
+/// returns the current JWT at once.
+using refresh_executor = std::function<void(std::function<void()>)>;
+
+struct manager_options {
+    /// Lifetimes to assume; unset means the SOLAR_* environment variables,
+    /// else the documented defaults (see `lifetimes_from_environment`).
+    std::optional<lifetimes> assumed_lifetimes;
+
+    /// Where in a token's lifetime the proactive refresh starts, as a fraction
+    /// of the time until the hard threshold (0.75: after three quarters).
+    double refresh_ahead_fraction = 0.75;
+    /// The soft point is moved earlier by up to this fraction of the lifetime,
+    /// uniformly at random per token, so a fleet does not refresh in lockstep.
+    double jitter_fraction = 0.05;
+    /// Seed for the jitter; 0 picks one at random. Tests fix it.
+    std::uint64_t jitter_seed = 0;
+
+    /// The hard threshold is expiry minus a leeway of 1 s (claims are whole
+    /// seconds) plus 5% of the lifetime, capped at `max_leeway`.
+    std::chrono::seconds max_leeway{60};
+
+    /// Backoff after a failed login or refresh: first delay, doubled per
+    /// consecutive failure (with jitter), capped; Retry-After is honoured up to
+    /// `max_retry_after`. During backoff, callers that need a new token get the
+    /// last error at once instead of another request.
+    std::chrono::milliseconds backoff_initial{200};
+    std::chrono::milliseconds backoff_max{std::chrono::seconds(30)};
+    std::chrono::seconds max_retry_after{std::chrono::minutes(5)};
+    /// After the server rejected the credentials, no new login is tried for
+    /// this long: the password will not become right by itself.
+    std::chrono::seconds rejected_credentials_backoff{std::chrono::minutes(5)};
+
+    /// Authorization scheme for `authorization()`: "<scheme> <jwt>".
+    std::string scheme = "Bearer";
+    std::string login_path = "/api/auth/login";
+    std::string refresh_path = "/api/auth/token_refresh";
+
+    /// Optional; see refresh_executor.
+    refresh_executor executor;
+    /// Optional; called without any lock held, on the thread that ran the
+    /// request. Never receives a secret.
+    event_handler on_event;
+};
+
+namespace detail {
+
+/// Reads a positive whole number of minutes from `name`. Unset leaves `out`.
+inline void read_minutes_variable(const char* name, std::chrono::seconds& out, std::error_code& ec,
+                                  std::string& detail) {
+    const char* text = std::getenv(name);
+    if (text == nullptr) return;
+    const std::string_view value(text);
+    std::int64_t minutes = 0;
+    bool valid = !value.empty() && value.size() <= 9;  // 9 digits: far beyond any sane lifetime
+    for (char c : value) {
+        if (c < '0' || c > '9') {
+            valid = false;
+            break;
+        }
+        minutes = minutes * 10 + (c - '0');
+    }
+    if (!valid || minutes <= 0) {
+        ec = make_error_code(errc::invalid_configuration);
+        detail = std::string(name) + "='" + std::string(value.substr(0, 40)) +
+                 "' is not a positive whole number of minutes; unset it or set e.g. 30";
+        return;
+    }
+    out = std::chrono::minutes(minutes);
+}
+
+}  // namespace detail
+
+/// The documented defaults (JWT 30 minutes, refresh token 10,000 minutes),
+/// overridden by SOLAR_JWT_EXPIRATION_IN_MINUTES and
+/// SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES when set, as on a self-hosted
+/// server. A set but invalid variable is an error, not silently ignored.
+inline lifetimes lifetimes_from_environment(std::error_code& ec, std::string* detail = nullptr) {
+    ec.clear();
+    lifetimes result;
+    std::string text;
+    detail::read_minutes_variable("SOLAR_JWT_EXPIRATION_IN_MINUTES", result.jwt, ec, text);
+    if (!ec) detail::read_minutes_variable("SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES", result.refresh, ec, text);
+    if (detail != nullptr) *detail = text;
+    return result;
+}
+
+inline lifetimes lifetimes_from_environment() {
+    std::error_code ec;
+    std::string detail;
+    lifetimes result = lifetimes_from_environment(ec, &detail);
+    if (ec) throw error(ec, detail);
+    return result;
+}
+
+/// Checks options for values that make no sense; says which and why.
+inline error_info validate(const manager_options& options) {
+    auto bad = [](std::string what) {
+        return error_info{make_error_code(errc::invalid_configuration), std::move(what)};
+    };
+    if (!(options.refresh_ahead_fraction > 0.0 && options.refresh_ahead_fraction <= 1.0))
+        return bad("refresh_ahead_fraction must be in (0, 1]");
+    if (!(options.jitter_fraction >= 0.0 && options.jitter_fraction < options.refresh_ahead_fraction))
+        return bad("jitter_fraction must be in [0, refresh_ahead_fraction)");
+    if (options.assumed_lifetimes &&
+        (options.assumed_lifetimes->jwt.count() <= 0 || options.assumed_lifetimes->refresh.count() <= 0))
+        return bad("assumed lifetimes must be positive");
+    if (options.max_leeway.count() < 0) return bad("max_leeway must not be negative");
+    if (options.backoff_initial.count() < 0 || options.backoff_max < options.backoff_initial)
+        return bad("backoff_initial must be >= 0 and <= backoff_max");
+    if (options.login_path.empty() || options.login_path[0] != '/' || options.refresh_path.empty() ||
+        options.refresh_path[0] != '/')
+        return bad("login_path and refresh_path must start with '/'");
+    return {};
+}
+
+}  // namespace tokmgr

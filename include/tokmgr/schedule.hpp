@@ -1,0 +1,42 @@
+// tokmgr/schedule.hpp — when a token is refreshed and when it stops being
+// served, as a function of its lifetime. Pure functions, no clock.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+
+#include "options.hpp"
+
+namespace tokmgr {
+
+/// Offsets from the moment a token was received.
+struct refresh_schedule {
+    std::chrono::nanoseconds soft;  ///< from here on, one caller refreshes while the others keep the JWT
+    std::chrono::nanoseconds hard;  ///< from here on, the JWT is never handed out
+};
+
+/// The leeway kept before a token's expiry: 1 s because claims are whole
+/// seconds, plus 5% of the lifetime for clock drift and time in flight, at
+/// most `max_leeway`, and never more than half the lifetime, so a token of a
+/// few seconds is still served for a while.
+inline std::chrono::nanoseconds leeway_for(std::chrono::nanoseconds lifetime,
+                                           std::chrono::seconds max_leeway) noexcept {
+    using std::chrono::nanoseconds;
+    const nanoseconds proportional = std::chrono::seconds(1) + lifetime / 20;
+    return std::min({proportional, nanoseconds(max_leeway), lifetime / 2});
+}
+
+/// `jitter_unit` in [0, 1) moves the soft point earlier by up to
+/// `jitter_fraction` of the lifetime.
+inline refresh_schedule schedule_for(std::chrono::nanoseconds lifetime, const manager_options& options,
+                                     double jitter_unit) noexcept {
+    using std::chrono::nanoseconds;
+    const nanoseconds hard = lifetime - leeway_for(lifetime, options.max_leeway);
+    const auto ahead = static_cast<double>(hard.count()) * options.refresh_ahead_fraction;
+    const auto jitter = static_cast<double>(lifetime.count()) * options.jitter_fraction * jitter_unit;
+    const nanoseconds soft(static_cast<std::int64_t>(std::max(0.0, ahead - jitter)));
+    return {std::min(soft, hard), hard};
+}
+
+}  // namespace tokmgr

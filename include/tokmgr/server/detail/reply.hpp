@@ -1,0 +1,101 @@
+// tokmgr/server/detail/reply.hpp — the reference server's answers: a status,
+// a JSON body, a few headers, and their HTTP/1.1 wire form. No Asio.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../../http.hpp"
+
+namespace tokmgr::server::detail {
+
+struct reply {
+    int status = 200;
+    std::string body;                  ///< JSON
+    std::vector<http_header> headers;  ///< beyond Content-Type, Content-Length and Connection
+    bool close = false;                ///< close the connection after this answer
+};
+
+inline std::string_view reason_phrase(int status) noexcept {
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/// Appends `s` as a JSON string literal, quotes included.
+inline void append_json_string(std::string& out, std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    out += '"';
+    for (char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (u < 0x20) {
+                out += "\\u00";
+                out += hex[u >> 4];
+                out += hex[u & 15];
+            } else {
+                out += c;
+            }
+        }
+    }
+    out += '"';
+}
+
+/// `{"title": "<reason phrase>", "detail": "<detail>"}` — the detail is always
+/// the server's own text, never a part of the request, so nothing a client
+/// sent (a password, a token) can come back in an error.
+inline reply error_reply(int status, std::string_view detail) {
+    reply r;
+    r.status = status;
+    r.body = "{\"title\":";
+    append_json_string(r.body, reason_phrase(status));
+    r.body += ",\"detail\":";
+    append_json_string(r.body, detail);
+    r.body += '}';
+    return r;
+}
+
+/// The wire form: status line, headers, blank line, body.
+inline std::string serialize(const reply& r, bool keep_alive) {
+    std::string out;
+    out.reserve(160 + r.body.size());
+    out += "HTTP/1.1 ";
+    out += std::to_string(r.status);
+    out += ' ';
+    out += reason_phrase(r.status);
+    out += "\r\nContent-Type: application/json\r\nContent-Length: ";
+    out += std::to_string(r.body.size());
+    out += keep_alive && !r.close ? "\r\nConnection: keep-alive" : "\r\nConnection: close";
+    for (const auto& h : r.headers) {
+        out += "\r\n";
+        out += h.name;
+        out += ": ";
+        out += h.value;
+    }
+    out += "\r\n\r\n";
+    out += r.body;
+    return out;
+}
+
+}  // namespace tokmgr::server::detail

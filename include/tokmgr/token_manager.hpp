@@ -1,0 +1,120 @@
+// tokmgr/token_manager.hpp — keeps one Textual session authenticated and
+// hands its JWT to any number of threads.
+//
+//   tokmgr::token_manager<> manager(tokmgr::asio_transport({"https://textual.example.com"}),
+//                                   tokmgr::credentials{"svc@example.com", tokmgr::secret(password)});
+//   request.set("Authorization", manager.authorization().reveal());
+//
+// How it behaves (the spec in docs/ has the reasons):
+// - The first call logs in. Each JWT gets two thresholds from its lifetime
+//   (see schedule.hpp): past the soft one, exactly one caller refreshes (or
+//   hands the refresh to `manager_options::executor`) while every other
+//   caller keeps the current JWT without waiting; past the hard one, nobody is
+//   handed that JWT and callers wait for the one refresh in flight.
+// - Single flight: however many callers find a refresh or login due, one
+//   request is in flight and every waiter receives its result or its error.
+//   No lock is held while the transport runs; hooks run without locks.
+// - Rotation: a successful refresh replaces both tokens; a replaced refresh
+//   token is never sent again. A refresh whose outcome is unknown (the request
+//   may have reached the server) retires the refresh token too, and the next
+//   attempt logs in instead of risking a reuse that would revoke the family.
+// - A refresh answered 400/401 falls back to one login; a refresh token past
+//   its lifetime is not sent at all. Rejected credentials are reported to
+//   every waiter and not retried for `rejected_credentials_backoff`.
+// - After a failure, new attempts wait out an exponential backoff (or the
+//   server's Retry-After); meanwhile a JWT before its hard threshold is still
+//   served, and callers that need a new one get the last error at once.
+//
+// Thread safety: every member function may be called concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <system_error>
+
+#include "clock.hpp"
+#include "concepts.hpp"
+#include "error.hpp"
+#include "event.hpp"
+#include "fwd.hpp"
+#include "options.hpp"
+#include "secret.hpp"
+#include "storage/memory.hpp"
+#include "token_handle.hpp"
+
+namespace tokmgr {
+
+/// Read without locks; each value is exact once the manager is quiet.
+struct manager_counters {
+    std::uint64_t logins = 0;     ///< login requests sent
+    std::uint64_t refreshes = 0;  ///< token_refresh requests sent
+    std::uint64_t failures = 0;   ///< requests that failed (transport error, non-2xx, bad body)
+    std::uint64_t joined = 0;     ///< callers that waited for a request another caller started
+};
+
+namespace detail {
+template <class Transport, class Clock, class Storage, class Json>
+class manager_core;
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+class token_manager {
+    static_assert(detail::check_policies<Transport, Clock, Storage, Json>());
+
+public:
+    using transport_type = Transport;
+    using clock_type = Clock;
+    using storage_type = Storage;
+    using json_type = Json;
+
+    /// Throws tokmgr::error (errc::invalid_configuration) for invalid options
+    /// or SOLAR_* variables; check beforehand with `validate(options)` and
+    /// `lifetimes_from_environment(ec)` to avoid the exception. A token set
+    /// found in `storage` is used before any login.
+    token_manager(Transport transport, credentials login, manager_options options = {}, Clock clock = {},
+                  Storage storage = {}, Json json = {});
+
+    token_manager(const token_manager&) = delete;
+    token_manager& operator=(const token_manager&) = delete;
+    ~token_manager();
+
+    /// The current JWT; logs in or refreshes when due (see above).
+    ///
+    /// The view stays valid until the calling thread calls get_token,
+    /// authorization or get_token_handle again on this manager (or on four
+    /// other managers), and no longer: copy it, or use get_token_handle, to
+    /// keep it across a coroutine suspension or hand it to another thread.
+    /// A fresh token costs one clock read and one acquire load; no memory
+    /// another caller reads is written.
+    secret_view get_token(std::error_code& ec);
+    secret_view get_token();
+
+    /// "<scheme> <jwt>" (scheme from the options, "Bearer" by default), with
+    /// the same validity as get_token's view.
+    secret_view authorization(std::error_code& ec);
+    secret_view authorization();
+
+    /// The current JWT with shared ownership: valid for as long as it is held.
+    token_handle get_token_handle(std::error_code& ec);
+    token_handle get_token_handle();
+
+    /// A service was answered 401 for `jwt`. If it is still the current JWT it
+    /// is not handed out again, and the next caller starts one (deduplicated)
+    /// refresh; if it was already replaced, nothing happens.
+    void invalidate(secret_view jwt);
+
+    manager_counters counters() const noexcept;
+
+    /// The most recent failure, with a detail that names the operation, the
+    /// endpoint and what the server said; empty after a success.
+    error_info last_error() const;
+
+    const Clock& clock() const noexcept;
+
+private:
+    std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>> core_;
+};
+
+}  // namespace tokmgr
+
+#include "impl/token_manager.hpp"

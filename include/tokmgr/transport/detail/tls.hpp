@@ -1,0 +1,98 @@
+// tokmgr/transport/detail/tls.hpp — the OpenSSL details of the Asio transport:
+// the client context, per-connection verification settings, session reuse
+// and telling a certificate failure from other handshake failures.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include <asio/ssl.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "../../errc.hpp"
+#include "url.hpp"
+
+namespace tokmgr::detail {
+
+struct ssl_session_free {
+    void operator()(SSL_SESSION* session) const noexcept { SSL_SESSION_free(session); }
+};
+/// A session kept to resume the next TLS connection to the same server.
+using tls_session_ptr = std::unique_ptr<SSL_SESSION, ssl_session_free>;
+
+/// The client context: TLS 1.2 or newer, peer verification against the
+/// system store or `ca_file` unless `verify` is false. Sets errc::invalid_configuration
+/// and `why` when the CA file cannot be used.
+inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bool verify, std::error_code& ec,
+                                                  std::string& why) {
+    asio::ssl::context context(asio::ssl::context::tls_client);
+    context.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                        asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_compression);
+    SSL_CTX_set_min_proto_version(context.native_handle(), TLS1_2_VERSION);
+    // Sessions are kept by the transport itself (one per server), not in
+    // OpenSSL's client cache.
+    SSL_CTX_set_session_cache_mode(context.native_handle(), SSL_SESS_CACHE_OFF);
+    if (!verify) {
+        context.set_verify_mode(asio::ssl::verify_none);
+        ec.clear();
+        return context;
+    }
+    context.set_verify_mode(asio::ssl::verify_peer);
+    std::error_code load_ec;
+    if (ca_file.empty()) {
+        context.set_default_verify_paths(load_ec);
+        if (load_ec) {
+            ec = make_error_code(errc::invalid_configuration);
+            why = "the system's trusted CA certificates could not be loaded (" + load_ec.message() +
+                  "); install ca-certificates or set ca_file";
+            return context;
+        }
+    } else {
+        context.load_verify_file(ca_file, load_ec);
+        if (load_ec) {
+            ec = make_error_code(errc::invalid_configuration);
+            why = "the CA file '" + ca_file + "' could not be loaded as PEM certificates (" + load_ec.message() + ")";
+            return context;
+        }
+    }
+    ec.clear();
+    return context;
+}
+
+/// Per connection: SNI for host names (RFC 6066 forbids it for IP literals),
+/// the name or address the certificate must carry, and the session to resume.
+inline void prepare_tls_connection(SSL* ssl, const parsed_url& url, bool verify, SSL_SESSION* resume) {
+    if (!url.host_is_ip()) SSL_set_tlsext_host_name(ssl, url.host.c_str());
+    if (verify) {
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (url.host_is_ip()) X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
+        else X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), url.host.size());
+    }
+    if (resume != nullptr) SSL_set_session(ssl, resume);
+}
+
+/// The session to resume next time, if the server offered a resumable one.
+inline tls_session_ptr take_resumable_session(SSL* ssl) {
+    tls_session_ptr session(SSL_get1_session(ssl));
+    if (session && !SSL_SESSION_is_resumable(session.get())) session.reset();
+    return session;
+}
+
+/// After a failed handshake: errc::certificate_verification_failed with
+/// OpenSSL's reason ("hostname mismatch", "unable to get local issuer
+/// certificate") when verification rejected the peer, else errc::tls_handshake_failed.
+inline errc classify_handshake_failure(SSL* ssl, bool verify, const std::error_code& handshake_ec, std::string& reason) {
+    const long verify_result = SSL_get_verify_result(ssl);
+    if (verify && verify_result != X509_V_OK) {
+        reason = X509_verify_cert_error_string(verify_result);
+        return errc::certificate_verification_failed;
+    }
+    reason = handshake_ec.message();
+    return errc::tls_handshake_failed;
+}
+
+}  // namespace tokmgr::detail

@@ -1,0 +1,338 @@
+// tokmgr/transport/impl/response_parser.hpp — bodies of detail::response_parser.
+#pragma once
+
+#include <algorithm>
+#include <limits>
+
+namespace tokmgr::detail {
+
+namespace http_chars {
+
+inline bool is_token_char(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/// Field values may hold visible characters, spaces, tabs and obs-text, never controls.
+inline bool is_field_value_char(char c) noexcept {
+    const auto u = static_cast<unsigned char>(c);
+    return u == '\t' || (u >= 0x20 && u != 0x7f);
+}
+
+inline std::string_view trim_ows(std::string_view s) noexcept {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+/// Calls f(element) for each comma-separated, trimmed, non-empty element.
+template <class F>
+void for_each_list_element(std::string_view list, F f) {
+    while (true) {
+        const std::size_t comma = list.find(',');
+        const std::string_view element = trim_ows(list.substr(0, comma));
+        if (!element.empty()) f(element);
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+    }
+}
+
+}  // namespace http_chars
+
+inline bool response_parser::fail(std::error_code& ec, errc code, std::string detail) {
+    ec = make_error_code(code);
+    error_detail_ = std::move(detail);
+    state_ = state::done;  // nothing more is consumed
+    keep_alive_ = false;
+    return false;
+}
+
+// Moves bytes into line_ up to and including '\n'. `complete` is set when the
+// line ended; CR LF and a bare LF both end a line (RFC 9112 §2.2 allows it).
+inline bool response_parser::take_line(std::string_view data, std::size_t& used, bool& complete,
+                                       std::error_code& ec) {
+    complete = false;
+    const std::size_t newline = data.find('\n');
+    const std::size_t take = newline == std::string_view::npos ? data.size() : newline + 1;
+    header_bytes_ += take;
+    if (header_bytes_ > limits_.max_header_bytes)
+        return fail(ec, errc::response_too_large,
+                    "the response headers exceed " + std::to_string(limits_.max_header_bytes) + " bytes");
+    line_.append(data.data(), take);
+    used += take;
+    if (newline != std::string_view::npos) {
+        line_.pop_back();
+        if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+        complete = true;
+    }
+    return true;
+}
+
+inline std::size_t response_parser::feed(std::string_view data, std::error_code& ec) {
+    ec.clear();
+    std::size_t used = 0;
+    while (used < data.size() && state_ != state::done) {
+        const std::string_view rest = data.substr(used);
+        switch (state_) {
+        case state::status_line:
+        case state::header_line:
+        case state::chunk_size:
+        case state::trailer_line: {
+            bool complete = false;
+            const std::size_t before = used;
+            if (!take_line(rest, used, complete, ec)) return used;
+            received_ += used - before;
+            if (!complete) break;
+            std::string line;
+            line.swap(line_);
+            bool ok = true;
+            if (state_ == state::status_line) ok = on_status_line(line, ec);
+            else if (state_ == state::header_line) ok = on_header_line(line, ec);
+            else if (state_ == state::chunk_size) ok = on_chunk_size_line(line, ec);
+            else ok = on_trailer_line(line, ec);
+            if (!ok) return used;
+            break;
+        }
+        case state::body_length:
+        case state::chunk_data: {
+            const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, rest.size()));
+            if (!append_body(rest.substr(0, take), ec)) return used;
+            used += take;
+            received_ += take;
+            remaining_ -= take;
+            if (remaining_ == 0) state_ = state_ == state::body_length ? state::done : state::chunk_data_end;
+            break;
+        }
+        case state::chunk_data_end: {
+            // Exactly CR LF (or a bare LF) must follow the chunk's data.
+            bool complete = false;
+            const std::size_t before = used;
+            if (!take_line(rest, used, complete, ec)) return used;
+            received_ += used - before;
+            const bool only_cr_so_far = !complete && line_ == "\r";
+            if (!line_.empty() && !only_cr_so_far) {
+                fail(ec, errc::protocol_error, "a chunk is longer than its announced size");
+                return used;
+            }
+            if (complete) state_ = state::chunk_size;
+            break;
+        }
+        case state::body_to_eof: {
+            if (!append_body(rest, ec)) return used;
+            used += rest.size();
+            received_ += rest.size();
+            break;
+        }
+        case state::done:
+            break;
+        }
+    }
+    return used;
+}
+
+inline void response_parser::finish(std::error_code& ec) {
+    ec.clear();
+    if (state_ == state::done) return;
+    if (state_ == state::body_to_eof) {
+        state_ = state::done;
+        keep_alive_ = false;
+        return;
+    }
+    if (received_ == 0) {
+        fail(ec, errc::connection_failed, "the server closed the connection without answering");
+    } else if (state_ == state::body_length) {
+        fail(ec, errc::connection_failed,
+             "the server closed the connection " + std::to_string(remaining_) + " bytes before the end of the body");
+    } else {
+        fail(ec, errc::connection_failed, "the server closed the connection in the middle of the response");
+    }
+}
+
+inline bool response_parser::on_status_line(std::string_view line, std::error_code& ec) {
+    // HTTP-version SP status-code SP [reason-phrase]; the reason may be absent entirely.
+    if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ')
+        return fail(ec, errc::protocol_error, "the status line is not HTTP/1.0 or HTTP/1.1");
+    int status = 0;
+    for (std::size_t i = 9; i < 12; ++i) {
+        if (line[i] < '0' || line[i] > '9') return fail(ec, errc::protocol_error, "the status code is not three digits");
+        status = status * 10 + (line[i] - '0');
+    }
+    if (status < 100) return fail(ec, errc::protocol_error, "the status code is out of range");
+    if (line.size() > 12) {
+        if (line[12] != ' ') return fail(ec, errc::protocol_error, "the status code is not three digits");
+        for (char c : line.substr(13))
+            if (!http_chars::is_field_value_char(c))
+                return fail(ec, errc::protocol_error, "the reason phrase contains a control character");
+    }
+    http10_ = line[7] == '0';
+    response_.status = status;
+    response_.headers.clear();
+    state_ = state::header_line;
+    return true;
+}
+
+inline bool response_parser::on_header_line(std::string_view line, std::error_code& ec) {
+    if (line.empty()) return on_headers_complete(ec);
+    if (line.front() == ' ' || line.front() == '\t')
+        return fail(ec, errc::protocol_error, "a header is folded over several lines (obsolete and refused)");
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0)
+        return fail(ec, errc::protocol_error, "a header line has no name");
+    const std::string_view name = line.substr(0, colon);
+    for (char c : name)
+        if (!http_chars::is_token_char(c))
+            return fail(ec, errc::protocol_error, "a header name contains a character that is not allowed");
+    const std::string_view value = http_chars::trim_ows(line.substr(colon + 1));
+    for (char c : value)
+        if (!http_chars::is_field_value_char(c))
+            return fail(ec, errc::protocol_error, "the value of header '" + std::string(name) + "' contains a control character");
+    response_.headers.push_back(http_header{std::string(name), std::string(value)});
+    return true;
+}
+
+inline bool response_parser::on_headers_complete(std::error_code& ec) {
+    const int status = response_.status;
+    if (status >= 100 && status < 200) {
+        if (status == 101)
+            return fail(ec, errc::protocol_error, "the server switched protocols, which was not asked for");
+        // An interim response (100 Continue, 103 Early Hints): the real one follows.
+        // Its bytes still count against the header limit, so an endless stream
+        // of interim responses ends in response_too_large.
+        response_.headers.clear();
+        state_ = state::status_line;
+        return true;
+    }
+
+    connection_close_ = false;
+    connection_keep_alive_ = false;
+    have_length_ = false;
+    chunked_ = false;
+    bool has_transfer_encoding = false;
+    std::uint64_t length = 0;
+    for (const auto& h : response_.headers) {
+        if (iequals(h.name, "Connection")) {
+            http_chars::for_each_list_element(h.value, [&](std::string_view option) {
+                if (iequals(option, "close")) connection_close_ = true;
+                if (iequals(option, "keep-alive")) connection_keep_alive_ = true;
+            });
+        } else if (iequals(h.name, "Transfer-Encoding")) {
+            has_transfer_encoding = true;
+            chunked_ = false;  // only a final "chunked" counts
+            http_chars::for_each_list_element(h.value, [&](std::string_view coding) { chunked_ = iequals(coding, "chunked"); });
+        } else if (iequals(h.name, "Content-Length")) {
+            bool bad = false;
+            bool empty = true;
+            http_chars::for_each_list_element(h.value, [&](std::string_view text) {
+                empty = false;
+                std::uint64_t value = 0;
+                if (text.size() > 19) bad = true;
+                for (char c : text) {
+                    if (c < '0' || c > '9') bad = true;
+                    else value = value * 10 + static_cast<std::uint64_t>(c - '0');
+                }
+                if (bad) return;
+                if (have_length_ && value != length) bad = true;  // differing lengths: refuse to guess
+                have_length_ = true;
+                length = value;
+            });
+            if (bad || empty) return fail(ec, errc::protocol_error, "the Content-Length header is malformed");
+        }
+    }
+    if (has_transfer_encoding && !chunked_)
+        return fail(ec, errc::protocol_error, "the response uses a transfer coding other than chunked");
+
+    const bool no_body = head_request_ || status == 204 || status == 304;
+    // HTTP/1.0 is read to the end of the stream and never reused; so is a
+    // response that says Connection: close.
+    keep_alive_ = !http10_ && !connection_close_;
+    header_bytes_ = 0;
+    if (no_body) {
+        state_ = state::done;
+    } else if (chunked_) {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the
+        // combination hints at request smuggling, so the connection is not reused.
+        if (have_length_) keep_alive_ = false;
+        state_ = state::chunk_size;
+    } else if (have_length_) {
+        if (length > limits_.max_body_bytes)
+            return fail(ec, errc::response_too_large,
+                        "the response announces " + std::to_string(length) + " body bytes, more than the limit of " +
+                            std::to_string(limits_.max_body_bytes));
+        remaining_ = length;
+        response_.body.reserve(static_cast<std::size_t>(length));
+        state_ = length == 0 ? state::done : state::body_length;
+    } else {
+        keep_alive_ = false;
+        state_ = state::body_to_eof;
+    }
+    return true;
+}
+
+inline bool response_parser::on_chunk_size_line(std::string_view line, std::error_code& ec) {
+    // chunk-size [ chunk-ext ]; the size is hex, extensions are ignored.
+    const std::size_t end = line.find_first_of("; \t");
+    const std::string_view digits = line.substr(0, end);
+    if (digits.empty()) return fail(ec, errc::protocol_error, "a chunk size is missing");
+    if (digits.size() > 15) return fail(ec, errc::protocol_error, "a chunk size is too long");
+    std::uint64_t size = 0;
+    for (char c : digits) {
+        int v = -1;
+        if (c >= '0' && c <= '9') v = c - '0';
+        else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
+        if (v < 0) return fail(ec, errc::protocol_error, "a chunk size is not hexadecimal");
+        size = size * 16 + static_cast<std::uint64_t>(v);
+    }
+    if (end != std::string_view::npos) {
+        const std::string_view ext = http_chars::trim_ows(line.substr(end));
+        if (!ext.empty() && ext.front() != ';')
+            return fail(ec, errc::protocol_error, "a chunk size is followed by something other than an extension");
+        for (char c : ext)
+            if (!http_chars::is_field_value_char(c))
+                return fail(ec, errc::protocol_error, "a chunk extension contains a control character");
+    }
+    if (size > limits_.max_body_bytes || response_.body.size() + size > limits_.max_body_bytes)
+        return fail(ec, errc::response_too_large,
+                    "the chunked body grows beyond the limit of " + std::to_string(limits_.max_body_bytes) + " bytes");
+    header_bytes_ = 0;
+    if (size == 0) {
+        state_ = state::trailer_line;
+    } else {
+        remaining_ = size;
+        state_ = state::chunk_data;
+    }
+    return true;
+}
+
+inline bool response_parser::on_trailer_line(std::string_view line, std::error_code& ec) {
+    if (line.empty()) {
+        state_ = state::done;
+        return true;
+    }
+    // Trailers are checked for well-formedness and dropped: merging them into the
+    // headers could let a late field override one the caller already trusted.
+    if (line.front() == ' ' || line.front() == '\t') return fail(ec, errc::protocol_error, "a trailer is folded");
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return fail(ec, errc::protocol_error, "a trailer line has no name");
+    for (char c : line.substr(0, colon))
+        if (!http_chars::is_token_char(c)) return fail(ec, errc::protocol_error, "a trailer name is malformed");
+    for (char c : line.substr(colon + 1))
+        if (!http_chars::is_field_value_char(c)) return fail(ec, errc::protocol_error, "a trailer value contains a control character");
+    return true;
+}
+
+inline bool response_parser::append_body(std::string_view bytes, std::error_code& ec) {
+    if (response_.body.size() + bytes.size() > limits_.max_body_bytes)
+        return fail(ec, errc::response_too_large,
+                    "the response body exceeds the limit of " + std::to_string(limits_.max_body_bytes) + " bytes");
+    response_.body.append(bytes.data(), bytes.size());
+    return true;
+}
+
+}  // namespace tokmgr::detail
