@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -38,11 +39,11 @@ using tokmgr_bench::counting_transport;
 using manager_type = tokmgr::token_manager<counting_transport, tokmgr::testing::manual_clock,
                                            tokmgr::memory_storage, tokmgr::simdjson_json>;
 
-/// N threads parked on a futex; each round releases all of them into
-/// get_token and records when each one had its JWT.
+/// N threads parked on a futex; each round releases all of them into `work`
+/// (get_token) and records when each one had its answer.
 class crowd {
 public:
-    crowd(std::size_t size, manager_type& manager) : manager_(manager), done_ns_(size), ok_(size) {
+    crowd(std::size_t size, std::function<bool()> work) : work_(std::move(work)), done_ns_(size), ok_(size) {
         threads_.reserve(size);
         for (std::size_t i = 0; i < size; ++i) threads_.emplace_back([this, i] { run(i); });
     }
@@ -59,10 +60,18 @@ public:
 
     /// Releases the crowd and returns once every thread has its answer.
     void release() {
+        start();
+        finish();
+    }
+
+    void start() {
         arrived_.store(0, std::memory_order_relaxed);
         finished_.store(0, std::memory_order_relaxed);
         round_.fetch_add(1, std::memory_order_release);
         round_.notify_all();
+    }
+
+    void finish() {
         for (auto n = finished_.load(std::memory_order_acquire); n != size();
              n = finished_.load(std::memory_order_acquire))
             finished_.wait(n, std::memory_order_acquire);
@@ -89,15 +98,14 @@ private:
             seen = now;
             if (stop_.load(std::memory_order_relaxed)) return;
             arrived_.fetch_add(1, std::memory_order_acq_rel);
-            std::error_code ec;
-            const auto jwt = manager_.get_token(ec);
+            const bool ok = work_();
             done_ns_[index] = counting_transport::now_ns();
-            ok_[index] = !ec && jwt.size() > 250;
+            ok_[index] = ok;
             if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) finished_.notify_all();
         }
     }
 
-    manager_type& manager_;
+    std::function<bool()> work_;
     std::vector<std::thread> threads_;
     std::vector<std::int64_t> done_ns_;
     std::vector<char> ok_;
@@ -106,6 +114,12 @@ private:
     std::atomic<std::size_t> finished_{0};
     std::atomic<bool> stop_{false};
 };
+
+void report_spread(benchmark::State& state, std::vector<double>& last_us) {
+    std::sort(last_us.begin(), last_us.end());
+    state.counters["last_p50_us"] = last_us[last_us.size() / 2];
+    state.counters["last_max_us"] = last_us.back();
+}
 
 void single_flight(benchmark::State& state) {
     const auto crowd_size = static_cast<std::size_t>(state.range(0));
@@ -117,7 +131,11 @@ void single_flight(benchmark::State& state) {
     options.jitter_seed = 42;
     manager_type manager(counting_transport(transport), tokmgr::credentials{"bench-user", tokmgr::secret("bench-pw")},
                          options, clock);
-    crowd threads(crowd_size, manager);
+    crowd threads(crowd_size, [&manager] {
+        std::error_code ec;
+        const auto jwt = manager.get_token(ec);
+        return !ec && jwt.size() > 250;
+    });
     threads.release();  // the first round logs in: not timed
     transport.before_answer = [&threads] { threads.await_arrivals(); };
 
@@ -139,23 +157,60 @@ void single_flight(benchmark::State& state) {
     }
     transport.before_answer = nullptr;
 
-    std::sort(last_us.begin(), last_us.end());
     state.counters["calls_per_refresh"] = static_cast<double>(calls) / static_cast<double>(rounds);
     state.counters["joined_per_refresh"] = static_cast<double>(joined) / static_cast<double>(rounds);
-    state.counters["last_p50_us"] = last_us[last_us.size() / 2];
-    state.counters["last_max_us"] = last_us.back();
     state.counters["failures"] = static_cast<double>(failures);
+    report_spread(state, last_us);
+}
+
+/// The floor under single_flight: the same crowd parked on one futex (as
+/// tokmgr's waiters are), woken by one notify_all after 1 ms, with no token
+/// manager at all. What the kernel and the cores cost to wake N threads.
+void wake_floor(benchmark::State& state) {
+    const auto crowd_size = static_cast<std::size_t>(state.range(0));
+    std::atomic<std::uint32_t> answer{0};
+    std::atomic<std::uint32_t> expected{0};
+    crowd threads(crowd_size, [&] {
+        const auto want = expected.load(std::memory_order_acquire);
+        for (auto a = answer.load(std::memory_order_acquire); a != want; a = answer.load(std::memory_order_acquire))
+            answer.wait(a, std::memory_order_acquire);
+        return true;
+    });
+
+    std::vector<double> last_us;
+    double notify_ns = 0;
+    for (auto _ : state) {
+        expected.fetch_add(1, std::memory_order_release);
+        threads.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        threads.await_arrivals();
+        const auto answer_ns = counting_transport::now_ns();
+        answer.fetch_add(1, std::memory_order_release);
+        answer.notify_all();
+        notify_ns += static_cast<double>(counting_transport::now_ns() - answer_ns);
+        threads.finish();
+        const double seconds = static_cast<double>(threads.last_done_ns() - answer_ns) * 1e-9;
+        state.SetIterationTime(seconds);
+        last_us.push_back(seconds * 1e6);
+    }
+    report_spread(state, last_us);
 }
 
 void crowd_sizes() {
     // Fewer rounds for the larger crowds: a round of 1,000 threads costs milliseconds.
     const std::pair<int, int> sizes[] = {{1, 200}, {16, 200}, {256, 50}, {1000, 30}};
-    for (const auto& [threads, rounds] : sizes)
-        benchmark::RegisterBenchmark("single_flight/crowd", single_flight)
+    for (const auto& [threads, rounds] : sizes) {
+        benchmark::RegisterBenchmark("single_flight/tokmgr", single_flight)
             ->Arg(threads)
             ->Iterations(rounds)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark("single_flight/wake_floor", wake_floor)
+            ->Arg(threads)
+            ->Iterations(rounds)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+    }
 }
 
 }  // namespace
