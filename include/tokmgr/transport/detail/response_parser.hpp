@@ -50,6 +50,8 @@ public:
     bool done() const noexcept { return state_ == state::done; }
     /// At least one byte of a response arrived.
     bool started() const noexcept { return received_ != 0; }
+    /// The body runs to the end of the stream (no length, not chunked).
+    bool reads_to_end_of_stream() const noexcept { return state_ == state::body_to_eof; }
     /// The connection may carry another request after this response.
     bool keep_alive() const noexcept { return keep_alive_; }
     /// What was wrong, for the error message; empty when nothing was.
