@@ -59,8 +59,9 @@ public:
     /// As above, throwing tokmgr::error.
     void start();
 
-    /// Closes the listener and every connection and joins the threads.
-    /// Idempotent; statistics stay readable afterwards.
+    /// Stops the event loop, joins the threads and closes the listener; no
+    /// request is answered after it returns. Open sockets are released when
+    /// the server is destroyed. Idempotent; statistics stay readable.
     void stop() noexcept;
 
     /// The bound port (the chosen one when options.port was 0); 0 before start.

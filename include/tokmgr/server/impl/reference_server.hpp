@@ -79,6 +79,9 @@ struct reference_server::impl {
         if (sys) {
             std::error_code ignored;
             acceptor.close(ignored);
+            // Asio reports errno values in its own category, which does not
+            // compare equal to std::errc; hand callers the standard one.
+            if (sys.category() == asio::system_category()) sys = std::error_code(sys.value(), std::system_category());
             return fail(sys, "cannot listen on " + where, ec);
         }
         bound_port = acceptor.local_endpoint(sys).port();
@@ -152,21 +155,19 @@ inline void reference_server::start(std::error_code& ec) {
 inline void reference_server::start() {
     std::error_code ec;
     start(ec);
-    if (ec) detail_throw(last_error());
+    if (ec) tokmgr::detail::throw_error(last_error());
 }
 
 inline void reference_server::stop() noexcept {
     std::lock_guard<std::mutex> lock(impl_->state_mutex);
     if (!impl_->started || impl_->stopped) return;
     impl_->stopped = true;
-    asio::post(impl_->io, [this] {
-        std::error_code ignored;
-        impl_->acceptor.close(ignored);
-        impl_->accept_retry.cancel();
-    });
     impl_->io.stop();
     for (auto& t : impl_->threads) t.join();
     impl_->threads.clear();
+    // No thread runs the loop any more, so the acceptor may be touched here.
+    std::error_code ignored;
+    impl_->acceptor.close(ignored);
 }
 
 inline unsigned short reference_server::port() const noexcept { return impl_->bound_port; }
