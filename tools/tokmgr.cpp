@@ -1,0 +1,53 @@
+// tokmgr — the command-line program: the reference server (`serve`), a JWT
+// for scripts (`token`) and a load generator (`load`). See docs/cli.md.
+#include <cstring>
+#include <iostream>
+#include <string_view>
+
+#include "cli/load.hpp"
+#include "cli/serve.hpp"
+#include "cli/token.hpp"
+
+namespace {
+
+constexpr const char* usage_text =
+    "usage:\n"
+    "  tokmgr serve [--host H] [--port P] [--user NAME:PASSWORD]... [--api-key KEY]\n"
+    "               [--jwt-ttl SECONDS] [--refresh-ttl SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+    "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure]\n"
+    "  tokmgr load  [--url URL] [--user NAME] --threads N --duration SECONDS --path PATH [--ca-file FILE]\n"
+    "\n"
+    "token and load read the password from TONIC_TEXTUAL_PASSWORD, else one line on stdin;\n"
+    "--url defaults to TONIC_TEXTUAL_BASE_URL, else https://textual.tonic.ai; --user to\n"
+    "TONIC_TEXTUAL_USERNAME.\n"
+    "exit status: 0 ok, 1 other failure, 2 usage, 3 credentials or refresh token rejected,\n"
+    "4 network or TLS failure, 5 protocol error.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace tokmgr_cli;
+    const std::string_view command = argc > 1 ? std::string_view(argv[1]) : std::string_view();
+    if (command == "--help" || command == "-h" || command == "help") {
+        std::cout << usage_text;
+        return exit_ok;
+    }
+    try {
+        if (command == "serve") return run_serve(argc, argv);
+        if (command == "token") return run_token(argc, argv);
+        if (command == "load") return run_load(argc, argv);
+        // The unknown word is not repeated: it might be a mistyped secret.
+        std::cerr << (command.empty() ? "tokmgr: a command is needed: serve, token or load (see tokmgr --help)\n"
+                                      : "tokmgr: unknown command; use serve, token or load (see tokmgr --help)\n");
+        return exit_usage;
+    } catch (const usage_error& e) {
+        print_error(command, e.message + " (see tokmgr --help)");
+        return exit_usage;
+    } catch (const tokmgr::error& e) {
+        print_error(command, e.what());
+        return exit_status_for(e.code());
+    } catch (const std::exception& e) {
+        print_error(command, e.what());
+        return exit_other;
+    }
+}
