@@ -1,0 +1,123 @@
+// Positive and negative checks of the policy requirements, with archetypes:
+// the least a type must have to model each policy.
+#include <tokmgr/concepts.hpp>
+#include <tokmgr/clock.hpp>
+#include <tokmgr/json/simdjson.hpp>
+#include <tokmgr/storage/memory.hpp>
+#include <tokmgr/testing/fake_transport.hpp>
+#include <tokmgr/testing/manual_clock.hpp>
+#include <tokmgr/token_manager.hpp>
+
+#include <doctest/doctest.h>
+
+namespace archetype {
+
+struct transport {
+    tokmgr::http_response send(const tokmgr::http_request&, std::error_code& ec) {
+        ec = tokmgr::errc::connection_refused;
+        return {};
+    }
+};
+
+struct clock {
+    using time_point = std::chrono::time_point<std::chrono::steady_clock, std::chrono::milliseconds>;
+    time_point now() const { return time_point(std::chrono::milliseconds(0)); }
+    std::chrono::system_clock::time_point wall_now() const { return {}; }
+};
+
+struct storage {
+    std::optional<tokmgr::token_set> load(std::error_code& ec) {
+        ec.clear();
+        return std::nullopt;
+    }
+    void store(const tokmgr::token_set&, std::error_code& ec) { ec.clear(); }
+};
+
+struct json {
+    std::string login_body(std::string_view, std::string_view) const { return "{}"; }
+    std::string refresh_body(std::string_view) const { return "{}"; }
+    tokmgr::token_pair parse_token_response(std::string_view, std::error_code& ec) const {
+        ec = tokmgr::errc::protocol_error;
+        return {};
+    }
+    tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code& ec) const {
+        ec.clear();
+        return {};
+    }
+    std::string error_message(std::string_view) const { return {}; }
+};
+
+}  // namespace archetype
+
+namespace wrong {
+struct transport_returning_string {
+    std::string send(const tokmgr::http_request&, std::error_code&);
+};
+struct transport_without_error_code {
+    tokmgr::http_response send(const tokmgr::http_request&);
+};
+struct clock_without_wall {
+    using time_point = std::chrono::steady_clock::time_point;
+    time_point now() const;
+};
+struct clock_with_int_time_point {
+    using time_point = long;
+    time_point now() const;
+    std::chrono::system_clock::time_point wall_now() const;
+};
+struct storage_without_store {
+    std::optional<tokmgr::token_set> load(std::error_code&);
+};
+struct json_with_mutable_parse : archetype::json {
+    tokmgr::token_pair parse_token_response(std::string_view, std::error_code&);  // hides the const one
+};
+}  // namespace wrong
+
+TEST_CASE("the shipped policies and the archetypes model their policies") {
+    static_assert(tokmgr::is_transport_v<tokmgr::testing::fake_transport>);
+    static_assert(tokmgr::is_transport_v<archetype::transport>);
+    static_assert(tokmgr::is_clock_v<tokmgr::steady_clock>);
+    static_assert(tokmgr::is_clock_v<tokmgr::testing::manual_clock>);
+    static_assert(tokmgr::is_clock_v<archetype::clock>);
+    static_assert(tokmgr::is_storage_v<tokmgr::memory_storage>);
+    static_assert(tokmgr::is_storage_v<archetype::storage>);
+    static_assert(tokmgr::is_json_v<tokmgr::simdjson_json>);
+    static_assert(tokmgr::is_json_v<archetype::json>);
+#if TOKMGR_HAS_CONCEPTS
+    static_assert(tokmgr::transport<archetype::transport>);
+    static_assert(tokmgr::clock<archetype::clock>);
+    static_assert(tokmgr::storage<archetype::storage>);
+    static_assert(tokmgr::json<archetype::json>);
+    static_assert(tokmgr::json<tokmgr::simdjson_json>);
+#endif
+    CHECK(true);
+}
+
+TEST_CASE("types that miss a requirement are rejected") {
+    static_assert(!tokmgr::is_transport_v<int>);
+    static_assert(!tokmgr::is_transport_v<wrong::transport_returning_string>);
+    static_assert(!tokmgr::is_transport_v<wrong::transport_without_error_code>);
+    static_assert(!tokmgr::is_clock_v<wrong::clock_without_wall>);
+    static_assert(!tokmgr::is_clock_v<wrong::clock_with_int_time_point>);
+    static_assert(!tokmgr::is_clock_v<std::chrono::steady_clock>);  // no wall_now
+    static_assert(!tokmgr::is_storage_v<wrong::storage_without_store>);
+    static_assert(!tokmgr::is_json_v<wrong::json_with_mutable_parse>);
+#if TOKMGR_HAS_CONCEPTS
+    static_assert(!tokmgr::transport<wrong::transport_returning_string>);
+    static_assert(!tokmgr::clock<wrong::clock_with_int_time_point>);
+    static_assert(!tokmgr::storage<wrong::storage_without_store>);
+    static_assert(!tokmgr::json<wrong::json_with_mutable_parse>);
+#endif
+    CHECK(true);
+}
+
+TEST_CASE("a manager built from the archetypes alone works and reports the transport's error") {
+    tokmgr::manager_options options;
+    options.assumed_lifetimes = tokmgr::lifetimes{};
+    tokmgr::token_manager<archetype::transport, archetype::clock, archetype::storage, archetype::json> manager(
+        archetype::transport{}, tokmgr::credentials{"u", tokmgr::secret("p")}, options);
+    std::error_code ec;
+    CHECK(manager.get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::connection_refused);
+    CHECK(manager.last_error().detail == "login at the server");
+}

@@ -1,0 +1,36 @@
+#include <tokmgr/schedule.hpp>
+
+#include <doctest/doctest.h>
+
+using namespace std::chrono_literals;
+using std::chrono::nanoseconds;
+
+TEST_CASE("leeway scales with the lifetime: 1 s + 5%, capped, never past half") {
+    CHECK(tokmgr::leeway_for(5s, 60s) == 1250ms);
+    CHECK(tokmgr::leeway_for(30min, 60s) == 60s);
+    CHECK(tokmgr::leeway_for(10080min, 60s) == 60s);
+    CHECK(tokmgr::leeway_for(1s, 60s) == 500ms);
+    CHECK(tokmgr::leeway_for(20s, 60s) == 2s);
+}
+
+TEST_CASE("without jitter the soft point is three quarters of the way to the hard one") {
+    tokmgr::manager_options options;
+    options.jitter_fraction = 0;
+    const auto five = tokmgr::schedule_for(5s, options, 0.5);
+    CHECK(five.hard == 3750ms);
+    CHECK(five.soft == nanoseconds(2812500000));
+    const auto thirty = tokmgr::schedule_for(30min, options, 0.5);
+    CHECK(thirty.hard == 29min);
+    CHECK(thirty.soft == nanoseconds(29min) * 3 / 4);
+    CHECK(30min - thirty.soft > 7min);  // refreshed minutes ahead
+}
+
+TEST_CASE("jitter moves the soft point earlier by at most its fraction of the lifetime") {
+    tokmgr::manager_options options;  // jitter 5%
+    const auto earliest = tokmgr::schedule_for(30min, options, 0.999999);
+    const auto latest = tokmgr::schedule_for(30min, options, 0.0);
+    CHECK(latest.soft == nanoseconds(29min) * 3 / 4);
+    CHECK(earliest.soft < latest.soft);
+    CHECK(latest.soft - earliest.soft <= nanoseconds(90s));
+    CHECK(earliest.hard == latest.hard);
+}

@@ -1,0 +1,90 @@
+#include <tokmgr/storage/memory.hpp>
+#include <tokmgr/testing/fake_auth_server.hpp>
+#include <tokmgr/testing/fake_transport.hpp>
+#include <tokmgr/testing/manual_clock.hpp>
+
+#include <doctest/doctest.h>
+
+using namespace std::chrono_literals;
+
+TEST_CASE("manual_clock moves only when told, and copies share the time") {
+    tokmgr::testing::manual_clock clock;
+    const auto copy = clock;
+    const auto start = copy.now();
+    const auto wall = copy.wall_now();
+    clock.advance(7 * 24h);
+    CHECK(copy.now() - start == 7 * 24h);
+    CHECK(copy.wall_now() - wall == 7 * 24h);
+    clock.skew_wall(-1h);
+    CHECK(copy.now() - start == 7 * 24h);
+    CHECK(copy.wall_now() - wall == 7 * 24h - 1h);
+}
+
+TEST_CASE("memory_storage returns what was stored") {
+    tokmgr::memory_storage storage;
+    std::error_code ec;
+    CHECK_FALSE(storage.load(ec));
+    tokmgr::token_set set;
+    set.jwt = tokmgr::secret("j");
+    set.generation = 3;
+    storage.store(set, ec);
+    CHECK_FALSE(ec);
+    const auto loaded = storage.load(ec);
+    REQUIRE(loaded);
+    CHECK(loaded->jwt.reveal() == "j");
+    CHECK(loaded->generation == 3);
+}
+
+TEST_CASE("fake_transport counts, records and fails the n-th call") {
+    tokmgr::testing::fake_transport transport([](const tokmgr::http_request&) {
+        return tokmgr::http_response{200, {}, "ok"};
+    });
+    const auto observer = transport;
+    transport.fail_call(2, tokmgr::errc::connection_refused);
+    std::error_code ec;
+    tokmgr::http_request request;
+    request.target = "/x";
+    CHECK(transport.send(request, ec).body == "ok");
+    CHECK_FALSE(ec);
+    transport.send(request, ec);
+    CHECK(ec == tokmgr::errc::connection_refused);
+    transport.send(request, ec);
+    CHECK_FALSE(ec);
+    CHECK(observer.calls() == 3);
+    CHECK(observer.requests().at(1).target == "/x");
+}
+
+TEST_CASE("a maybe-sent fault lets the server act and loses the answer") {
+    tokmgr::testing::manual_clock clock;
+    tokmgr::testing::fake_auth_server server(clock);
+    tokmgr::testing::fake_transport transport(server);
+    transport.fail_call(1, tokmgr::errc::timeout);
+    tokmgr::http_request login;
+    login.target = "/api/auth/login";
+    const std::string body = R"({"userName":"user@example.com","password":"correct horse battery staple"})";
+    login.body = body;
+    std::error_code ec;
+    transport.send(login, ec);
+    CHECK(ec == tokmgr::errc::timeout);
+    CHECK(server.stats().logins == 1);  // the server issued a pair the client never saw
+}
+
+TEST_CASE("fake_auth_server rotates, and a reused refresh token revokes the family") {
+    tokmgr::testing::manual_clock clock;
+    tokmgr::testing::fake_auth_server server(clock);
+    auto post = [&](const char* target, const std::string& body) {
+        tokmgr::http_request request;
+        request.target = target;
+        request.body = body;
+        return server(request);
+    };
+    CHECK(post("/api/auth/login", R"({"userName":"user@example.com","password":"wrong"})").status == 401);
+    CHECK(post("/api/auth/login", R"({"userName":"user@example.com","password":"correct horse battery staple"})").status == 200);
+    const std::string first = server.current_refresh_token();
+    CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + first + "\"}").status == 200);
+    const std::string second = server.current_refresh_token();
+    CHECK(second != first);
+    CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + first + "\"}").status == 401);
+    CHECK(server.stats().reused_refresh_tokens == 1);
+    CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + second + "\"}").status == 401);  // family revoked
+}
