@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tokmgr's build, tests, demo and benchmarks use.
+# Idempotent: does nothing when they are all present. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  cmake g++ ninja-build pkg-config        # toolchain
+  libasio-dev libsimdjson-dev libssl-dev   # the default policies
+  doctest-dev nlohmann-json3-dev           # tests (nlohmann: the second JSON policy)
+  libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
+  nginx openssl                            # TLS tests against a real server, test certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+echo "installing: ${missing[*]}"
+# Tests start their own nginx on loopback ports; keep the package from
+# starting a system-wide one on port 80 during installation.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+  "${sudo_cmd[@]}" chmod +x "$policy"
+  created_policy=1
+fi
+cleanup() { [ "$created_policy" -eq 1 ] && "${sudo_cmd[@]}" rm -f "$policy"; return 0; }
+trap cleanup EXIT
+"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

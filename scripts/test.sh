@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: installs what is missing, then
+# builds and runs ctest three times — plain (with the installed-package C++17
+# consumer), under ThreadSanitizer, and under AddressSanitizer + UBSan.
+# Usage: scripts/test.sh [plain|tsan|asan]...   (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+jobs=$(nproc)
+run_suite() {
+  local name=$1; shift
+  echo "=== tokmgr test suite: $name ==="
+  cmake -S . -B "build-$name" -G Ninja -DTOKMGR_BUILD_BENCHMARKS=OFF "$@" >/dev/null
+  cmake --build "build-$name" -j"$jobs"
+  ctest --test-dir "build-$name" --output-on-failure --timeout 600
+}
+
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(plain tsan asan)
+for suite in "${suites[@]}"; do
+  case "$suite" in
+    plain) run_suite plain -DCMAKE_BUILD_TYPE=Debug ;;
+    tsan)  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+           run_suite tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOKMGR_SANITIZE=thread -DTOKMGR_BUILD_EXAMPLES=OFF ;;
+    asan)  ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
+           run_suite asan -DCMAKE_BUILD_TYPE=Debug -DTOKMGR_SANITIZE=address,undefined -DTOKMGR_BUILD_EXAMPLES=OFF ;;
+    *) echo "unknown suite '$suite': use plain, tsan or asan" >&2; exit 2 ;;
+  esac
+done
+echo "=== all suites passed: ${suites[*]} ==="
