@@ -158,7 +158,6 @@ public:
     executor_type get_executor() const noexcept;
 
 private:
-    void start(std::error_code& ec);
     std::shared_ptr<detail::asio_transport_state> state_;
 };
 

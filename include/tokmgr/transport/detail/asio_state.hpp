@@ -1,0 +1,148 @@
+// tokmgr/transport/detail/asio_state.hpp — what an asio_transport owns: the
+// options, the parsed URL, the TLS context, the kept-alive connection, the
+// timer bounding the current phase, and the session to resume.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "../../error.hpp"
+#include "../../secret.hpp"
+#include "tls.hpp"
+#include "url.hpp"
+
+// Included by impl/asio.hpp, after transport/asio.hpp has declared the
+// options and events this uses.
+
+namespace tokmgr::detail {
+
+/// One TCP connection, with TLS over it for https.
+struct asio_connection {
+    std::optional<asio::ip::tcp::socket> plain;
+    std::optional<asio::ssl::stream<asio::ip::tcp::socket>> tls;
+
+    asio::ip::tcp::socket& socket() noexcept { return tls ? tls->next_layer() : *plain; }
+
+    /// Calls f with the stream requests are written to and read from.
+    template <class F>
+    void with_stream(F&& f) {
+        if (tls) f(*tls);
+        else f(*plain);
+    }
+};
+
+/// Which timeout the armed timer enforces.
+enum class transport_phase { connect, handshake, exchange };
+
+struct asio_transport_state : std::enable_shared_from_this<asio_transport_state> {
+    // Declared first so that it is destroyed last, after every I/O object on it.
+    std::unique_ptr<asio::io_context> owned_context;
+    asio::any_io_executor executor;
+
+    asio_transport_options options;
+    parsed_url url;
+    std::string endpoint;
+    bool verify = true;
+    std::optional<asio::ssl::context> tls_context;
+    error_info construction_error;
+
+    asio::ip::tcp::resolver resolver;
+    asio::steady_timer timer;
+    std::optional<asio_connection> connection;
+    bool connection_reusable = false;
+    tls_session_ptr session;
+
+    std::uint64_t timer_generation = 0;  // a timer handler acts only if it is still current
+    bool timed_out = false;
+    bool busy = false;
+    error_info last_error;
+
+    std::string write_buffer;  // the serialised request: wiped after every write
+    std::array<char, 16 * 1024> read_buffer{};
+
+    asio_transport_state(std::unique_ptr<asio::io_context> context, asio::any_io_executor ex,
+                         asio_transport_options opts)
+        : owned_context(std::move(context)),
+          executor(std::move(ex)),
+          options(std::move(opts)),
+          resolver(executor),
+          timer(executor) {}
+
+    ~asio_transport_state() { secure_clear(write_buffer); }
+
+    void emit(transport_event_kind kind, std::string_view detail) const {
+        if (options.on_event) options.on_event(transport_event{kind, endpoint, detail});
+    }
+
+    /// Bounds the phase that starts now. When the timer fires it cancels the
+    /// resolver and closes the socket, so the pending operation completes at
+    /// once with an error that the operation reads as `timed_out`.
+    void arm_timer(std::chrono::milliseconds limit) {
+        timed_out = false;
+        const std::uint64_t generation = ++timer_generation;
+        timer.expires_after(limit);
+        timer.async_wait([weak = weak_from_this(), generation](const std::error_code& ec) {
+            if (ec) return;  // cancelled: the phase ended in time
+            const auto self = weak.lock();
+            if (!self || self->timer_generation != generation) return;
+            self->timed_out = true;
+            self->resolver.cancel();
+            self->close_connection(false);
+        });
+    }
+
+    void disarm_timer() noexcept {
+        ++timer_generation;
+        timer.cancel();
+    }
+
+    /// `graceful`: the connection ended normally, so its TLS session stays
+    /// resumable (OpenSSL invalidates the session of a connection freed
+    /// without a shutdown). No close_notify is sent: waiting for the peer
+    /// could hang, and nothing more is read from it.
+    void close_connection(bool graceful) noexcept {
+        connection_reusable = false;
+        if (!connection) return;
+        if (connection->tls && graceful) {
+            SSL* ssl = connection->tls->native_handle();
+            SSL_set_quiet_shutdown(ssl, 1);
+            SSL_shutdown(ssl);
+        }
+        std::error_code ignored;
+        connection->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        connection->socket().close(ignored);
+    }
+
+    void drop_connection(bool graceful) noexcept {
+        close_connection(graceful);
+        connection.reset();
+    }
+
+    /// Whether the idle kept-alive connection can still carry a request: the
+    /// server has not closed it (end of stream), reset it, or sent anything
+    /// unasked (which would be read as the next answer). Looks without
+    /// blocking and without consuming.
+    bool idle_connection_usable() {
+        if (!connection || !connection_reusable) return false;
+        auto& socket = connection->socket();
+        if (!socket.is_open()) return false;
+        std::error_code ec;
+        socket.non_blocking(true, ec);
+        if (ec) return false;
+        char byte = 0;
+        const std::size_t n = socket.receive(asio::buffer(&byte, 1), asio::socket_base::message_peek, ec);
+        std::error_code restore_ec;
+        socket.non_blocking(false, restore_ec);
+        return n == 0 && ec == asio::error::would_block;
+    }
+};
+
+}  // namespace tokmgr::detail

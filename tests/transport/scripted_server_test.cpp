@@ -1,0 +1,571 @@
+// asio_transport against the scripted server: framing, keep-alive and its
+// failure modes, timeouts, size caps, TLS with the test CA, session
+// resumption, error codes and messages, the async API.
+#include <tokmgr/transport/asio.hpp>  // first: proves it is self-contained
+
+#include <ostream>  // before doctest, so it can print std::error_code
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "scripted_server.hpp"
+#include "transport_test_support.hpp"
+
+using namespace std::chrono_literals;
+using tokmgr::errc;
+using tokmgr::transport_event_kind;
+using namespace transport_test;
+
+namespace {
+
+script reply(int status, const std::string& body, const std::string& extra = "") {
+    return {send(response(status, body, extra))};
+}
+
+}  // namespace
+
+TEST_SUITE("scripted") {
+
+TEST_CASE("a POST reaches base path + target, with Host, length and body, and the answer comes back") {
+    scripted_server server([](const received_request&) {
+        return reply(200, R"({"ok":true})", "X-Reply: Yes\r\ncontent-type: application/json\r\n");
+    });
+    auto transport = tokmgr::asio_transport(plain_options(server.url("/textual")));
+    std::error_code ec;
+    const auto response = transport.send(post("/api/auth/login", R"({"userName":"u","password":"pw"})"), ec);
+    REQUIRE_FALSE(ec);
+    CHECK(response.status == 200);
+    CHECK(response.body == R"({"ok":true})");
+    CHECK(tokmgr::find_header(response.headers, "x-reply") == std::string_view("Yes"));
+    CHECK(tokmgr::find_header(response.headers, "Content-Type") == std::string_view("application/json"));
+
+    const auto got = server.received();
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].method == "POST");
+    CHECK(got[0].target == "/textual/api/auth/login");
+    CHECK(got[0].body == R"({"userName":"u","password":"pw"})");
+    CHECK(tokmgr::find_header(got[0].headers, "Host") == std::string_view("127.0.0.1:" + std::to_string(server.port())));
+    CHECK(tokmgr::find_header(got[0].headers, "Content-Type") == std::string_view("application/json"));
+    CHECK(transport.endpoint() == "http://127.0.0.1:" + std::to_string(server.port()));
+    CHECK_FALSE(transport.last_error());
+}
+
+TEST_CASE("any method, with the caller's headers") {
+    scripted_server server([](const received_request&) { return reply(204, ""); });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    tokmgr::http_request get;
+    get.method = "GET";
+    get.target = "/api/users?page=2";
+    get.headers.push_back({"Authorization", "Bearer abc.def.ghi"});
+    const auto response = transport.send(get);
+    CHECK(response.status == 204);
+    const auto got = server.received();
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].method == "GET");
+    CHECK(got[0].target == "/api/users?page=2");
+    CHECK(tokmgr::find_header(got[0].headers, "Authorization") == std::string_view("Bearer abc.def.ghi"));
+    CHECK_FALSE(tokmgr::find_header(got[0].headers, "Content-Length"));
+}
+
+TEST_CASE("keep-alive: one connection carries many requests") {
+    scripted_server server([](const received_request& r) { return reply(200, "n" + std::to_string(r.index)); });
+    event_log events;
+    tokmgr::asio_transport transport(plain_options(server.url(), &events));
+    for (int i = 1; i <= 5; ++i) CHECK(transport.send(post("/x", "{}")).body == "n" + std::to_string(i));
+    CHECK(server.connections() == 1);
+    CHECK(events.count(transport_event_kind::connected) == 1);
+    CHECK(events.count(transport_event_kind::connection_reused) == 4);
+}
+
+TEST_CASE("keep_alive = false: Connection: close and a new connection per request") {
+    scripted_server server([](const received_request&) { return script{send(response(200, "x")), close_connection()}; });
+    auto options = plain_options(server.url());
+    options.keep_alive = false;
+    tokmgr::asio_transport transport(options);
+    transport.send(post("/x", "{}"));
+    transport.send(post("/x", "{}"));
+    CHECK(server.connections() == 2);
+    CHECK(server.received()[0].head.find("Connection: close\r\n") != std::string::npos);
+}
+
+TEST_CASE("a chunked body with extensions and trailers, split across many writes") {
+    scripted_server server([](const received_request&) {
+        script s;
+        const std::string wire =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n";
+        for (std::size_t i = 0; i < wire.size(); i += 3) {
+            s.push_back(send(wire.substr(i, 3)));
+            s.push_back(pause(1ms));
+        }
+        return s;
+    });
+    event_log events;
+    tokmgr::asio_transport transport(plain_options(server.url(), &events));
+    CHECK(transport.send(post("/x", "{}")).body == "hello world");
+    // The connection survives a chunked response.
+    CHECK(transport.send(post("/x", "{}")).body == "hello world");
+    CHECK(server.connections() == 1);
+}
+
+TEST_CASE("Connection: close and HTTP/1.0 are read to the end of the stream, then a new connection") {
+    scripted_server server([](const received_request& r) {
+        if (r.connection == 1)
+            return script{send("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfirst"), pause(5ms), send(" part"),
+                          close_connection()};
+        return script{send("HTTP/1.0 200 OK\r\n\r\nold"), close_connection()};
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    CHECK(transport.send(post("/x", "{}")).body == "first part");
+    CHECK(transport.send(post("/x", "{}")).body == "old");
+    CHECK(server.connections() == 2);
+}
+
+TEST_CASE("100 Continue is skipped") {
+    scripted_server server([](const received_request&) {
+        return script{send("HTTP/1.1 100 Continue\r\n\r\n"), pause(5ms), send(response(201, "made"))};
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    const auto response = transport.send(post("/x", "{}"));
+    CHECK(response.status == 201);
+    CHECK(response.body == "made");
+}
+
+TEST_CASE("a truncated body is a broken connection that names the host") {
+    scripted_server server([](const received_request&) {
+        return script{send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"), close_connection()};
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    std::error_code ec;
+    transport.send(post("/api/auth/login", "{}"), ec);
+    CHECK(ec == errc::connection_failed);
+    CHECK_FALSE(tokmgr::request_not_sent(ec));
+    CHECK(transport.last_error().detail.find("127.0.0.1:" + std::to_string(server.port())) != std::string::npos);
+    CHECK(transport.last_error().detail.find("91 bytes before the end") != std::string::npos);
+}
+
+TEST_CASE("malformed answers are protocol errors") {
+    const std::vector<std::string> answers = {
+        "HTTP/1.1 OK\r\n\r\n",
+        "SSH-2.0-OpenSSH\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: twelve\r\n\r\n",
+    };
+    for (const auto& answer : answers) {
+        INFO(answer);
+        scripted_server server([&](const received_request&) { return script{send(answer), stall()}; });
+        tokmgr::asio_transport transport(plain_options(server.url()));
+        std::error_code ec;
+        transport.send(post("/x", "{}"), ec);
+        CHECK(ec == errc::protocol_error);
+        CHECK(transport.last_error().message().find("127.0.0.1") != std::string::npos);
+        server.stop();
+    }
+}
+
+TEST_CASE("oversized headers and bodies are refused with their own error, without reading the rest") {
+    SUBCASE("headers") {
+        scripted_server server([](const received_request&) {
+            return script{send("HTTP/1.1 200 OK\r\nX-Huge: " + std::string(100 * 1024, 'a') + "\r\n\r\n"), stall()};
+        });
+        tokmgr::asio_transport transport(plain_options(server.url()));
+        std::error_code ec;
+        transport.send(post("/x", "{}"), ec);
+        CHECK(ec == errc::response_too_large);
+    }
+    SUBCASE("an announced body: refused before the body arrives") {
+        scripted_server server([](const received_request&) {
+            return script{send("HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n"), stall()};
+        });
+        tokmgr::asio_transport transport(plain_options(server.url()));
+        std::error_code ec;
+        const auto started = std::chrono::steady_clock::now();
+        transport.send(post("/x", "{}"), ec);
+        CHECK(ec == errc::response_too_large);
+        CHECK(std::chrono::steady_clock::now() - started < 1s);  // did not wait for the body or the timeout
+    }
+    SUBCASE("a chunked body that grows past a configured cap") {
+        scripted_server server([](const received_request&) {
+            script s{send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")};
+            for (int i = 0; i < 100; ++i) s.push_back(send("400\r\n" + std::string(1024, 'b') + "\r\n"));
+            s.push_back(stall());
+            return s;
+        });
+        auto options = plain_options(server.url());
+        options.max_response_bytes = 10 * 1024;
+        tokmgr::asio_transport transport(options);
+        std::error_code ec;
+        transport.send(post("/x", "{}"), ec);
+        CHECK(ec == errc::response_too_large);
+        CHECK(transport.last_error().detail.find("10240") != std::string::npos);
+    }
+}
+
+TEST_CASE("a stalled response times out, cleanly and on time") {
+    scripted_server server([](const received_request& r) {
+        if (r.connection == 1) return script{send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), stall()};
+        return reply(200, "recovered");
+    });
+    auto options = plain_options(server.url());
+    options.request_timeout = 300ms;
+    tokmgr::asio_transport transport(options);
+    std::error_code ec;
+    const auto started = std::chrono::steady_clock::now();
+    transport.send(post("/x", "{}"), ec);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(ec == errc::timeout);
+    CHECK(took >= 300ms);
+    CHECK(took < 2s);
+    CHECK(transport.last_error().detail.find("300 ms") != std::string::npos);
+    // The timed-out connection is not reused: the next request gets a new one.
+    CHECK(transport.send(post("/x", "{}")).body == "recovered");
+    CHECK(server.connections() == 2);
+}
+
+TEST_CASE("a reset in the middle of the response is a broken connection") {
+    scripted_server server([](const received_request&) {
+        return script{send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"), pause(20ms), reset_connection()};
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::connection_failed);
+}
+
+TEST_CASE("the server closing an idle keep-alive connection is detected before the next request") {
+    scripted_server server([](const received_request& r) {
+        // The first connection answers once, then the server closes it while idle.
+        if (r.connection == 1) return script{send(response(200, "one")), pause(50ms), close_connection()};
+        return reply(200, "two");
+    });
+    event_log events;
+    tokmgr::asio_transport transport(plain_options(server.url(), &events));
+    CHECK(transport.send(post("/x", "{}")).body == "one");
+    std::this_thread::sleep_for(300ms);
+    std::error_code ec;
+    CHECK(transport.send(post("/x", "{}"), ec).body == "two");
+    CHECK_FALSE(ec);
+    CHECK(server.connections() == 2);
+    CHECK(server.requests() == 2);  // sent once each: nothing was replayed
+    CHECK(events.count(transport_event_kind::stale_connection_replaced) == 1);
+}
+
+TEST_CASE("an idle connection reset by the server is replaced too") {
+    scripted_server server([](const received_request& r) {
+        if (r.connection == 1) return script{send(response(200, "one")), pause(50ms), reset_connection()};
+        return reply(200, "two");
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    transport.send(post("/x", "{}"));
+    std::this_thread::sleep_for(300ms);
+    CHECK(transport.send(post("/x", "{}")).body == "two");
+    CHECK(server.requests() == 2);
+}
+
+TEST_CASE("a request whose answer was lost is not replayed") {
+    // The second request on the kept-alive connection reaches the server,
+    // which closes without answering: the transport cannot know whether it
+    // was processed (a token_refresh may have rotated), so it reports
+    // "maybe sent" and does not send it again.
+    scripted_server server([](const received_request& r) {
+        if (r.index == 2) return script{close_connection()};
+        return reply(200, "ok");
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    transport.send(post("/api/auth/token_refresh", R"({"refreshToken":"r1"})"));
+    std::error_code ec;
+    transport.send(post("/api/auth/token_refresh", R"({"refreshToken":"r2"})"), ec);
+    CHECK(ec == errc::connection_failed);
+    CHECK_FALSE(tokmgr::request_not_sent(ec));
+    CHECK(server.requests() == 2);
+    CHECK(server.connections() == 1);
+}
+
+TEST_CASE("a 3xx is not followed: an error naming the status") {
+    scripted_server server([](const received_request&) {
+        return reply(302, "", "Location: https://elsewhere.example/steal\r\n");
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    std::error_code ec;
+    const auto response = transport.send(post("/api/auth/login", "{}"), ec);
+    CHECK(ec == errc::unexpected_redirect);
+    CHECK(response.status == 302);
+    CHECK(transport.last_error().detail.find("302") != std::string::npos);
+    CHECK(server.requests() == 1);
+    CHECK_THROWS_AS(transport.send(post("/api/auth/login", "{}")), tokmgr::error);
+}
+
+TEST_CASE("non-2xx statuses other than 3xx are answers, not transport errors") {
+    scripted_server server([](const received_request&) { return reply(503, R"({"message":"down"})", "Retry-After: 5\r\n"); });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    std::error_code ec;
+    const auto response = transport.send(post("/x", "{}"), ec);
+    CHECK_FALSE(ec);
+    CHECK(response.status == 503);
+    CHECK(tokmgr::find_header(response.headers, "retry-after") == std::string_view("5"));
+}
+
+TEST_CASE("connection refused, unresolvable host, bad URL: 'not sent' errors that name the host") {
+    unsigned short closed_port = 0;
+    {
+        scripted_server server([](const received_request&) { return script{}; });
+        closed_port = server.port();
+    }
+    tokmgr::asio_transport refused(plain_options("http://127.0.0.1:" + std::to_string(closed_port)));
+    std::error_code ec;
+    refused.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::connection_refused);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(refused.last_error().detail.find("127.0.0.1:" + std::to_string(closed_port)) != std::string::npos);
+
+    // An empty label: the resolver refuses it locally, with no DNS query.
+    tokmgr::asio_transport unresolvable(plain_options("http://no..such.host:8080"));
+    unresolvable.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::resolve_failed);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(unresolvable.last_error().detail.find("no..such.host") != std::string::npos);
+
+    CHECK_THROWS_AS(tokmgr::asio_transport(plain_options("ftp://x")), tokmgr::error);
+    try {
+        tokmgr::asio_transport bad(plain_options("https://user:hunter2@host"));
+        FAIL("a URL with credentials was accepted");
+    } catch (const tokmgr::error& e) {
+        CHECK(e.code() == errc::invalid_url);
+        CHECK(std::string(e.what()).find("hunter2") == std::string::npos);
+    }
+    tokmgr::asio_transport deferred(plain_options("not a url"), ec);
+    CHECK(ec == errc::invalid_url);
+    std::error_code send_ec;
+    deferred.send(post("/x", "{}"), send_ec);
+    CHECK(send_ec == errc::invalid_url);
+}
+
+TEST_CASE("connect timeout: a listener whose backlog is full never completes the handshake") {
+    asio::io_context io;
+    asio::ip::tcp::acceptor full(io, asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    full.listen(0);
+    // Fill the accept queue (Linux admits backlog + 1); later SYNs are dropped.
+    std::vector<asio::ip::tcp::socket> fillers;
+    for (int i = 0; i < 4; ++i) {
+        fillers.emplace_back(io);
+        fillers.back().open(asio::ip::tcp::v4());
+        fillers.back().non_blocking(true);
+        // ::connect, since Asio's blocking connect would wait for the dropped SYN.
+        const auto target = full.local_endpoint();
+        [[maybe_unused]] const int rc = ::connect(fillers.back().native_handle(), target.data(),
+                                                  static_cast<socklen_t>(target.size()));
+    }
+    std::this_thread::sleep_for(50ms);
+    auto options = plain_options("http://127.0.0.1:" + std::to_string(full.local_endpoint().port()));
+    options.connect_timeout = 300ms;
+    tokmgr::asio_transport transport(options);
+    std::error_code ec;
+    const auto started = std::chrono::steady_clock::now();
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::connect_timeout);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(std::chrono::steady_clock::now() - started < 2s);
+}
+
+TEST_CASE("no secret in any error text") {
+    const std::string password = "correct-horse-battery-staple";
+    const std::string bearer = "Bearer eyJsecret.jwt.value";
+    scripted_server server([](const received_request&) {
+        return script{send("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\ncut"), close_connection()};
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    const std::string body = R"({"userName":"u","password":")" + password + "\"}";
+    auto request = post("/api/auth/login?user=x", body);
+    request.headers.push_back({"Authorization", bearer});
+    std::error_code ec;
+    transport.send(request, ec);
+    REQUIRE(ec);
+    const std::string text = transport.last_error().message();
+    CHECK(text.find(password) == std::string::npos);
+    CHECK(text.find("eyJsecret") == std::string::npos);
+    CHECK(text.find("user=x") == std::string::npos);
+    CHECK(text.find("/api/auth/login") != std::string::npos);
+
+    request.headers = {{"Authorization", bearer + "\r\nX-Injected: 1"}};
+    transport.send(request, ec);
+    CHECK(ec == errc::invalid_configuration);
+    CHECK(transport.last_error().message().find("eyJsecret") == std::string::npos);
+}
+
+TEST_CASE("the transport is movable; the moved-to one keeps the connection") {
+    scripted_server server([](const received_request&) { return reply(200, "ok"); });
+    tokmgr::asio_transport first(plain_options(server.url()));
+    first.send(post("/x", "{}"));
+    tokmgr::asio_transport second(std::move(first));
+    CHECK(second.send(post("/x", "{}")).body == "ok");
+    CHECK(server.connections() == 1);
+    std::error_code ec;
+    first.send(post("/x", "{}"), ec);  // NOLINT(bugprone-use-after-move): defined as an error
+    CHECK(ec == errc::invalid_configuration);
+}
+
+TEST_CASE("IPv6 literal") {
+    scripted_server server([](const received_request&) { return reply(200, "v6"); }, std::nullopt,
+                           asio::ip::address_v6::loopback());
+    tokmgr::asio_transport transport(plain_options(server.url("/base")));
+    CHECK(transport.endpoint() == "http://[::1]:" + std::to_string(server.port()));
+    CHECK(transport.send(post("/x", "{}")).body == "v6");
+    CHECK(server.received()[0].target == "/base/x");
+    CHECK(tokmgr::find_header(server.received()[0].headers, "Host") ==
+          std::string_view("[::1]:" + std::to_string(server.port())));
+}
+
+}  // TEST_SUITE("scripted")
+
+TEST_SUITE("scripted tls") {
+
+TEST_CASE("verified TLS with the CA file; the session is resumed on reconnection") {
+    scripted_server server([](const received_request&) { return script{send(response(200, "secure")), close_connection()}; },
+                           server_tls("localhost"));
+    event_log events;
+    tokmgr::asio_transport transport(tls_options(server.url("/textual"), &events));
+    CHECK(transport.send(post("/api/auth/login", "{}")).body == "secure");
+    CHECK(transport.send(post("/api/auth/login", "{}")).body == "secure");
+    CHECK(server.connections() == 2);
+    CHECK(events.count(transport_event_kind::connected) == 2);
+    CHECK(events.count(transport_event_kind::tls_session_resumed) == 1);
+}
+
+TEST_CASE("TLS keep-alive and a stale TLS connection") {
+    scripted_server server([](const received_request& r) {
+        if (r.connection == 1 && r.index == 2) return script{send(response(200, "b")), pause(50ms), close_connection()};
+        return reply(200, "ok");
+    }, server_tls("localhost"));
+    event_log events;
+    tokmgr::asio_transport transport(tls_options(server.url(), &events));
+    transport.send(post("/x", "{}"));
+    CHECK(transport.send(post("/x", "{}")).body == "b");
+    std::this_thread::sleep_for(300ms);
+    CHECK(transport.send(post("/x", "{}")).body == "ok");
+    CHECK(server.connections() == 2);
+    CHECK(server.requests() == 3);
+    CHECK(events.count(transport_event_kind::stale_connection_replaced) == 1);
+    CHECK(events.count(transport_event_kind::tls_session_resumed) == 1);
+}
+
+TEST_CASE("the system trust store does not know the test CA") {
+    scripted_server server([](const received_request&) { return reply(200, "x"); }, server_tls("localhost"));
+    auto options = tls_options(server.url());
+    options.ca_file.clear();
+    tokmgr::asio_transport transport(options);
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::certificate_verification_failed);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(server.requests() == 0);
+}
+
+TEST_CASE("a missing CA file is a configuration error at construction") {
+    auto options = tls_options("https://localhost:1");
+    options.ca_file = tls_dir() + "/pki/no-such-file.pem";
+    std::error_code ec;
+    tokmgr::asio_transport transport(options, ec);
+    CHECK(ec == errc::invalid_configuration);
+    CHECK(transport.last_error().detail.empty());  // construction errors surface on send
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::invalid_configuration);
+    CHECK(transport.last_error().detail.find("no-such-file.pem") != std::string::npos);
+    CHECK_THROWS_AS(tokmgr::asio_transport{options}, tokmgr::error);
+}
+
+TEST_CASE("a TLS handshake that never finishes times out as a 'not sent' error") {
+    // A plain server: it waits for an HTTP request that never comes, while
+    // the client waits for a ServerHello.
+    scripted_server server([](const received_request&) { return script{}; });
+    auto options = tls_options("https://localhost:" + std::to_string(server.port()));
+    options.handshake_timeout = 300ms;
+    tokmgr::asio_transport transport(options);
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::connect_timeout);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(transport.last_error().detail.find("TLS handshake") != std::string::npos);
+}
+
+TEST_CASE("insecure_skip_tls_verify accepts an unknown CA and says so once") {
+    scripted_server server([](const received_request&) { return reply(200, "anyone"); }, server_tls("untrusted"));
+    event_log events;
+    auto options = tls_options(server.url(), &events);
+    options.ca_file.clear();
+    options.insecure_skip_tls_verify = true;
+    tokmgr::asio_transport transport(options);
+    CHECK(events.count(transport_event_kind::tls_verification_disabled) == 1);
+    CHECK(events.details.front().find("insecure_skip_tls_verify") != std::string::npos);
+    CHECK(transport.send(post("/x", "{}")).body == "anyone");
+    CHECK(transport.send(post("/x", "{}")).body == "anyone");
+    CHECK(events.count(transport_event_kind::tls_verification_disabled) == 1);
+}
+
+TEST_CASE("a server offering only TLS 1.1 is refused") {
+    scripted_server server([](const received_request&) { return reply(200, "old"); },
+                           server_tls("localhost", TLS1_1_VERSION));
+    tokmgr::asio_transport transport(tls_options(server.url()));
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::tls_handshake_failed);
+    CHECK(tokmgr::request_not_sent(ec));
+    CHECK(server.requests() == 0);
+}
+
+}  // TEST_SUITE("scripted tls")
+
+#if defined(__cpp_impl_coroutine) && defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("async_send from a C++20 coroutine on the caller's io_context") {
+    scripted_server server([](const received_request& r) { return reply(200, "async " + std::to_string(r.index)); });
+    asio::io_context io;
+    tokmgr::asio_transport transport(io.get_executor(), plain_options(server.url()));
+    std::vector<std::string> bodies;
+    std::error_code last_ec;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < 3; ++i) {
+                std::error_code ec;
+                auto response =
+                    co_await transport.async_send(post("/x", "{}"), asio::redirect_error(asio::use_awaitable, ec));
+                last_ec = ec;
+                bodies.push_back(response.body);
+            }
+        },
+        asio::detached);
+    io.run();
+    CHECK_FALSE(last_ec);
+    CHECK(bodies == std::vector<std::string>{"async 1", "async 2", "async 3"});
+    CHECK(server.connections() == 1);
+
+    // A transport on an external executor has no blocking send.
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::invalid_configuration);
+}
+#endif
+
+TEST_CASE("async_send with a plain callback completes outside the initiating call") {
+    scripted_server server([](const received_request&) { return reply(200, "cb"); });
+    asio::io_context io;
+    tokmgr::asio_transport transport(io.get_executor(), plain_options(server.url()));
+    bool done = false;
+    tokmgr::http_response got;
+    {
+        std::string body = R"({"refreshToken":"temporary"})";  // the request need not outlive the call
+        transport.async_send(post("/x", body), [&](std::error_code ec, tokmgr::http_response r) {
+            CHECK_FALSE(ec);
+            got = std::move(r);
+            done = true;
+        });
+        body.assign(body.size(), 'x');
+    }
+    CHECK_FALSE(done);
+    io.run();
+    CHECK(done);
+    CHECK(got.body == "cb");
+    CHECK(server.received()[0].body == R"({"refreshToken":"temporary"})");
+}
