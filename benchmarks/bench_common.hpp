@@ -2,6 +2,8 @@
 // a scriptable fake transport that counts its calls and stamps its answers.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -73,5 +75,15 @@ public:
 private:
     state* state_;
 };
+
+/// main() for a benchmark whose families are registered at run time.
+inline int run_benchmarks(int argc, char** argv, void (*register_families)()) {
+    register_families();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
 
 }  // namespace tokmgr_bench

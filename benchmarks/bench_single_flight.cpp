@@ -215,11 +215,4 @@ void crowd_sizes() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    crowd_sizes();
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
-}
+int main(int argc, char** argv) { return tokmgr_bench::run_benchmarks(argc, argv, crowd_sizes); }

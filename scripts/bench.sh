@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench.sh — builds the benchmarks (Release) and runs all four, printing the
+# figures BENCHMARKS.md reports, then the ratios read against the targets.
+#
+#   scripts/bench.sh              everything, in about three to four minutes on 2 cores
+#   BUILD_DIR=... scripts/bench.sh   another build tree (default: build-bench)
+#
+# Needs: cmake, ninja, a C++20 compiler, libbenchmark-dev, libcurl4-openssl-dev,
+# plus what tokmgr needs (libasio-dev, libsimdjson-dev, libssl-dev). Figures
+# are only as quiet as the machine: check `uptime` first.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build-bench}
+out=$build/bench-results
+start=$(date +%s)
+
+echo "== machine"
+echo "$(nproc) cores: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1); $(uname -srm)"
+echo "compiler: $(${CXX:-c++} --version | head -1); load average:$(uptime | sed 's/.*load average://')"
+
+echo "== build (Release, benchmarks only)"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
+    -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=OFF >/dev/null
+targets=(bench_hot_path bench_single_flight bench_round_trip)
+cmake --build "$build" --target "${targets[@]}"
+mkdir -p "$out"
+
+run() {  # run NAME ARGS...: prints the console table, keeps JSON for the summary
+    local name=$1
+    shift
+    echo "== $name"
+    "$build/benchmarks/$name" --benchmark_out="$out/$name.json" --benchmark_out_format=json "$@"
+}
+
+# 1. Hot path: 5 repetitions, medians. Time is wall time per call divided by
+#    the number of threads (Google Benchmark's convention); the summary turns
+#    it into the cost of one call on one thread.
+run bench_hot_path --benchmark_repetitions=5 --benchmark_report_aggregates_only=true --benchmark_min_time=0.3
+# 2. Single flight under a crowd.
+run bench_single_flight
+# 3. Refresh round trip over loopback.
+run bench_round_trip
+# 4. Compile time.
+echo "== compile time"
+"$root/benchmarks/compile_time/compile_time.sh" 3 | tee "$out/compile_time.txt"
+
+echo "== summary"
+if command -v python3 >/dev/null; then
+    python3 "$root/benchmarks/summary.py" "$out"
+else
+    echo "python3 not found: the ratios are not computed (the tables above hold the figures)"
+fi
+echo "== done in $(( $(date +%s) - start )) s"
