@@ -11,6 +11,4 @@
 #include "json/simdjson.hpp"
 #include "storage/memory.hpp"
 #include "token_manager.hpp"
-#if __has_include("transport/asio.hpp")
 #include "transport/asio.hpp"
-#endif

@@ -37,6 +37,19 @@ std::string endpoint_of(const Transport& transport) {
     else return "the server";
 }
 
+template <class T, class = void>
+struct has_last_error : std::false_type {};
+template <class T>
+struct has_last_error<T, std::void_t<decltype(std::declval<const T&>().last_error().detail)>> : std::true_type {};
+
+/// What the transport itself said about its last failure, if it keeps such a
+/// description (asio_transport does: "certificate verify failed for host ...").
+template <class Transport>
+std::string transport_detail(const Transport& transport) {
+    if constexpr (has_last_error<Transport>::value) return std::string(transport.last_error().detail);
+    else return {};
+}
+
 /// Server-supplied text made safe to show: no control characters, at most 200
 /// bytes, and no secret the manager knows of, even if the server echoed one.
 inline std::string sanitize_server_message(std::string text, std::initializer_list<std::string_view> secrets) {
@@ -333,7 +346,8 @@ private:
         const std::string where = std::string(operation) + " at " + endpoint_of(transport_);
         if (ec) {
             failures_.fetch_add(1, std::memory_order_relaxed);
-            outcome.error = {ec, where};
+            const std::string said = transport_detail(transport_);
+            outcome.error = {ec, said.empty() ? where : where + " (" + said + ")"};
             outcome.refresh_token_spent = !is_login && !request_not_sent(ec);
             secure_clear(response.body);
             return outcome;
