@@ -16,11 +16,9 @@
 
 #include "../../error.hpp"
 #include "../../secret.hpp"
+#include "../asio_options.hpp"
 #include "tls.hpp"
 #include "url.hpp"
-
-// Included by impl/asio.hpp, after transport/asio.hpp has declared the
-// options and events this uses.
 
 namespace tokmgr::detail {
 
@@ -78,8 +76,15 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
 
     ~asio_transport_state() { secure_clear(write_buffer); }
 
-    void emit(transport_event_kind kind, std::string_view detail) const {
-        if (options.on_event) options.on_event(transport_event{kind, endpoint, detail});
+    /// A throwing hook must not leave the transport half-way through a
+    /// request (busy, with a connection in an unknown state), so its
+    /// exceptions stop here.
+    void emit(transport_event_kind kind, std::string_view detail) const noexcept {
+        if (!options.on_event) return;
+        try {
+            options.on_event(transport_event{kind, endpoint, detail});
+        } catch (...) {
+        }
     }
 
     /// Bounds the phase that starts now. When the timer fires it cancels the
