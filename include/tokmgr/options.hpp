@@ -72,7 +72,8 @@ struct manager_options {
     /// Optional; see refresh_executor.
     refresh_executor executor;
     /// Optional; called without any lock held, on the thread that ran the
-    /// request. Never receives a secret.
+    /// request. Never receives a secret. It must not call get_token or
+    /// authorization: it may be reporting the very request they would wait for.
     event_handler on_event;
 };
 

@@ -1,3 +1,4 @@
+#include <tokmgr/clock.hpp>
 #include <tokmgr/storage/memory.hpp>
 #include <tokmgr/testing/fake_auth_server.hpp>
 #include <tokmgr/testing/fake_transport.hpp>
@@ -87,4 +88,13 @@ TEST_CASE("fake_auth_server rotates, and a reused refresh token revokes the fami
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + first + "\"}").status == 401);
     CHECK(server.stats().reused_refresh_tokens == 1);
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + second + "\"}").status == 401);  // family revoked
+}
+
+TEST_CASE("steady_clock is monotonic and its wall time is the system clock's") {
+    const tokmgr::steady_clock clock;
+    const auto a = clock.now();
+    const auto b = clock.now();
+    CHECK(b >= a);
+    const auto wall = clock.wall_now();
+    CHECK(std::chrono::abs(wall - std::chrono::system_clock::now()) < 5s);
 }

@@ -264,3 +264,16 @@ TEST_CASE("invalid options are refused at construction with the reason") {
     h.options.jitter_fraction = 2;
     CHECK_THROWS_AS(h.make(), tokmgr::error);
 }
+
+TEST_CASE("a server that echoes a very short password has its message dropped, not shown") {
+    test::harness h;
+    h.server = tokmgr::testing::fake_auth_server(h.clock, test::harness::settings(30min, 10000min));
+    h.transport.set_handler([](const tokmgr::http_request&) {
+        return test::status(401, R"({"detail":"wrong password: pw1"})");
+    });
+    auto manager = h.make("pw1");
+    std::error_code ec;
+    manager->get_token(ec);
+    CHECK(ec == tokmgr::errc::credentials_rejected);
+    CHECK(manager->last_error().detail == "login at fake://textual: status 401");
+}

@@ -54,7 +54,13 @@ std::string transport_detail(const Transport& transport) {
 /// bytes, and no secret the manager knows of, even if the server echoed one.
 inline std::string sanitize_server_message(std::string text, std::initializer_list<std::string_view> secrets) {
     for (std::string_view s : secrets) {
-        if (s.size() < 4) continue;  // a very short "secret" would redact ordinary words
+        if (s.empty()) continue;
+        if (s.size() < 4) {
+            // Redacting so short a secret would mangle ordinary words, and
+            // leaving it could show it: drop the server's text altogether.
+            if (text.find(s) != std::string::npos) return {};
+            continue;
+        }
         for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at))
             text.replace(at, s.size(), redacted_text);
     }
