@@ -9,6 +9,7 @@
 //   get_token/limit              one clock read, one acquire load of a pointer,
 //                                one compare: the least any correct design does
 //   get_token/tokmgr             token_manager::get_token()
+//   get_token/tokmgr_ec          token_manager::get_token(std::error_code&)
 //   get_token/mutex              std::mutex, check, copy out (Go oauth2's
 //                                ReuseTokenSource, google-cloud-cpp's cache)
 //   get_token/shared_mutex       shared lock, check, copy out (Azure SDK for C++)
@@ -103,6 +104,18 @@ void get_token_tokmgr(benchmark::State& state) {
         benchmark::DoNotOptimize(jwt);
     }
 }
+
+// Not a required family: the error_code overload, to show what the throwing
+// overload's bookkeeping costs on the hot path.
+void get_token_tokmgr_ec(benchmark::State& state) {
+    auto& mgr = manager();
+    for (auto _ : state) {
+        std::error_code ec;
+        auto jwt = mgr.get_token(ec);
+        benchmark::DoNotOptimize(jwt);
+        benchmark::DoNotOptimize(ec);
+    }
+}
 #endif
 
 // ---- mutex / shared_mutex: lock, check, copy out ------------------------------
@@ -163,6 +176,7 @@ void thread_counts(benchmark::internal::Benchmark* b) {
 BENCHMARK(get_token_limit)->Name("get_token/limit")->Apply(thread_counts);
 #if TOKMGR_BENCH_HAS_MANAGER
 BENCHMARK(get_token_tokmgr)->Name("get_token/tokmgr")->Apply(thread_counts);
+BENCHMARK(get_token_tokmgr_ec)->Name("get_token/tokmgr_ec")->Apply(thread_counts);
 #endif
 BENCHMARK_TEMPLATE(get_token_locked, mutex_cache)->Name("get_token/mutex")->Apply(thread_counts);
 BENCHMARK_TEMPLATE(get_token_locked, shared_mutex_cache)->Name("get_token/shared_mutex")->Apply(thread_counts);

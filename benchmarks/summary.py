@@ -30,7 +30,7 @@ def hot_path(runs):
     if not per_call:
         return
     threads = sorted({t for _, t in per_call})
-    families = ["limit", "tokmgr", "mutex", "shared_mutex", "atomic_shared_ptr"]
+    families = ["limit", "tokmgr", "tokmgr_ec", "mutex", "shared_mutex", "atomic_shared_ptr"]
     print("1. hot path: ns per get_token call on one thread (median of 5)")
     print("   %-18s" % "family" + "".join("%12s" % ("%d thread%s" % (t, "s" if t > 1 else "")) for t in threads)
           + "%10s" % "2t/1t")

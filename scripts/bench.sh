@@ -37,6 +37,9 @@ run() {  # run NAME ARGS...: prints the console table, keeps JSON for the summar
 #    the number of threads (Google Benchmark's convention); the summary turns
 #    it into the cost of one call on one thread.
 run bench_hot_path --benchmark_repetitions=5 --benchmark_report_aggregates_only=true --benchmark_min_time=0.3
+#    The same families counted in instructions (valgrind; skipped without it).
+echo "== hot path, instructions per call (callgrind, 1 thread)"
+"$root/benchmarks/callgrind_hot_path.sh" "$build/benchmarks/bench_hot_path"
 # 2. Single flight under a crowd.
 run bench_single_flight
 # 3. Refresh round trip over loopback.
