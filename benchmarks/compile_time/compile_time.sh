@@ -11,7 +11,10 @@
 #                       template` (instantiated once in another TU of the program)
 # and prints the medians and tokmgr's share = (TU - baseline) / TU, on CPU
 # time (user + sys: steadier than wall time when the machine is shared) and
-# on wall time.
+# on wall time. Then where with_tokmgr.o's machine code comes from: the bytes
+# of its functions grouped by the namespace of the function (Asio's, tokmgr's,
+# simdjson's, the standard library's), which is what the optimiser spent its
+# time on.
 #
 # Usage: compile_time.sh [repetitions]   (default 3; CXX and CXXFLAGS are honoured)
 set -euo pipefail
@@ -43,7 +46,7 @@ echo "flags: $cxx ${flags[*]/#-I*/-I<repo>/include} -c"
 # One compile; prints "wall cpu" in seconds (bash's own `time`: no extra package).
 measure() {
     local TIMEFORMAT='%R %U %S' times
-    if ! times=$( { time "$cxx" "${flags[@]}" -c "$1" -o "$work/out.o" 2>"$work/errors"; } 2>&1); then
+    if ! times=$( { time "$cxx" "${flags[@]}" -c "$1" -o "$work/$(basename "$1" .cpp).o" 2>"$work/errors"; } 2>&1); then
         cat "$work/errors" >&2
         echo "compile_time.sh: compiling $1 failed" >&2
         exit 1
@@ -72,3 +75,23 @@ awk -v n="$reps" \
     printf "  with_tokmgr: token_manager<> instantiated     %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", wc, ww, 100 * (wc - bc) / wc, 100 * (ww - bw) / ww
     printf "  extern_tokmgr: instantiated in another TU     %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", ec, ew, 100 * (ec - bc) / ec, 100 * (ew - bw) / ew
 }'
+
+# Machine code of with_tokmgr.o by the namespace of each function: the
+# function's own qualified name, with template arguments and return type
+# dropped (tokmgr's send_op<asio::...> counts as tokmgr's, asio's
+# executor_op<tokmgr::...> as Asio's).
+echo "code in with_tokmgr.o by namespace (bytes of functions):"
+nm -C -S --defined-only "$work/with_tokmgr.o" | awk '
+    function hex(h,    i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1; return v }
+    $3 ~ /^[tTwW]$/ && NF >= 4 {
+        name = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
+        while (gsub(/<[^<>]*>/, "", name)) {}
+        sub(/\(.*/, "", name); n = split(name, words, " "); q = words[n]
+        group = "other"
+        if (q ~ /^asio::ssl::/) group = "asio::ssl"; else if (q ~ /^asio::/) group = "asio"
+        else if (q ~ /^tokmgr::/) group = "tokmgr"; else if (q ~ /^simdjson::/) group = "simdjson"
+        else if (q ~ /^std::/) group = "std"
+        bytes[group] += hex($2); total += hex($2)
+    }
+    END { for (g in bytes) printf "  %-10s %8d  %5.1f%%\n", g, bytes[g], 100 * bytes[g] / total
+          printf "  %-10s %8d\n", "total", total }' | sort -k2 -n -r
