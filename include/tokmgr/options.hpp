@@ -50,7 +50,7 @@ struct manager_options {
     std::uint64_t jitter_seed = 0;
 
     /// The hard threshold is expiry minus a leeway of 1 s (claims are whole
-    /// seconds) plus 5% of the lifetime, capped at `max_leeway`.
+    /// seconds) plus 10% of the lifetime, capped at `max_leeway`.
     std::chrono::seconds max_leeway{60};
 
     /// Backoff after a failed login or refresh: first delay, doubled per

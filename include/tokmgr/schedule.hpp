@@ -17,13 +17,14 @@ struct refresh_schedule {
 };
 
 /// The leeway kept before a token's expiry: 1 s because claims are whole
-/// seconds, plus 5% of the lifetime for clock drift and time in flight, at
+/// seconds (an `iat` rounded down makes the token end up to 1 s early), plus
+/// 10% of the lifetime for drift and for the request that carries it, at
 /// most `max_leeway`, and never more than half the lifetime, so a token of a
 /// few seconds is still served for a while.
 inline std::chrono::nanoseconds leeway_for(std::chrono::nanoseconds lifetime,
                                            std::chrono::seconds max_leeway) noexcept {
     using std::chrono::nanoseconds;
-    const nanoseconds proportional = std::chrono::seconds(1) + lifetime / 20;
+    const nanoseconds proportional = std::chrono::seconds(1) + lifetime / 10;
     return std::min({proportional, nanoseconds(max_leeway), lifetime / 2});
 }
 

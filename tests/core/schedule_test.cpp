@@ -5,20 +5,21 @@
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 
-TEST_CASE("leeway scales with the lifetime: 1 s + 5%, capped, never past half") {
-    CHECK(tokmgr::leeway_for(5s, 60s) == 1250ms);
+TEST_CASE("leeway scales with the lifetime: 1 s + 10%, capped, never past half") {
+    CHECK(tokmgr::leeway_for(5s, 60s) == 1500ms);
+    CHECK(tokmgr::leeway_for(3s, 60s) == 1300ms);
     CHECK(tokmgr::leeway_for(30min, 60s) == 60s);
     CHECK(tokmgr::leeway_for(10080min, 60s) == 60s);
     CHECK(tokmgr::leeway_for(1s, 60s) == 500ms);
-    CHECK(tokmgr::leeway_for(20s, 60s) == 2s);
+    CHECK(tokmgr::leeway_for(20s, 60s) == 3s);
 }
 
 TEST_CASE("without jitter the soft point is three quarters of the way to the hard one") {
     tokmgr::manager_options options;
     options.jitter_fraction = 0;
     const auto five = tokmgr::schedule_for(5s, options, 0.5);
-    CHECK(five.hard == 3750ms);
-    CHECK(five.soft == nanoseconds(2812500000));
+    CHECK(five.hard == 3500ms);
+    CHECK(five.soft == nanoseconds(2625000000));
     const auto thirty = tokmgr::schedule_for(30min, options, 0.5);
     CHECK(thirty.hard == 29min);
     CHECK(thirty.soft == nanoseconds(29min) * 3 / 4);

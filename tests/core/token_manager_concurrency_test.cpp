@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -194,4 +195,15 @@ TEST_CASE("get_token_handle keeps its JWT alive across later calls and other thr
     CHECK(seen == first);
     CHECK(handle.generation() == 1);
     CHECK(std::string(handle.authorization().reveal()) == "Bearer " + first);
+}
+
+TEST_CASE("an executor that refuses the refresh leaves the caller to run it, not a flight pending forever") {
+    test::harness h;
+    h.options.executor = [](std::function<void()>) { throw std::runtime_error("queue full"); };
+    auto manager = h.make();
+    const std::string first(manager->get_token().reveal());
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft);
+    CHECK(manager->get_token().reveal() != first);
+    h.clock.advance(30min);  // hard-expired: a pending flight would hang here
+    CHECK_FALSE(manager->get_token().empty());
 }

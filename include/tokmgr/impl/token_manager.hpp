@@ -187,12 +187,7 @@ private:
             }
             auto pending = begin_flight_locked();
             lock.unlock();
-            if (options_.executor) {
-                std::weak_ptr<manager_core> weak = this->shared_from_this();
-                options_.executor([weak, pending] {
-                    if (auto self = weak.lock()) self->run_flight(pending);
-                    else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
-                });
+            if (options_.executor && hand_to_executor(pending)) {
                 ec.clear();
                 return current.get();
             }
@@ -225,6 +220,21 @@ private:
         slot.current = pending->result();
         ec.clear();
         return slot.current.get();
+    }
+
+    /// False when the executor refused the task (threw): the caller then runs
+    /// the flight itself, so the flight is never left pending forever.
+    bool hand_to_executor(const std::shared_ptr<flight>& pending) {
+        std::weak_ptr<manager_core> weak = this->shared_from_this();
+        try {
+            options_.executor([weak, pending] {
+                if (auto self = weak.lock()) self->run_flight(pending);
+                else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
+            });
+            return true;
+        } catch (...) {
+            return false;
+        }
     }
 
     std::shared_ptr<flight> begin_flight_locked() {
