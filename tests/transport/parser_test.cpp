@@ -181,6 +181,14 @@ TEST_CASE("request: one buffer, target joined to the base path, framing owned by
     CHECK(out.find("Authorization: Bearer abc\r\n") != std::string::npos);
     CHECK(out.size() >= 4);
     CHECK(out.substr(out.size() - 4) == "\r\n\r\n");
+    CHECK(out.find("Accept: application/json\r\n") != std::string::npos);
+
+    // The caller's Accept and User-Agent replace the defaults.
+    get.headers = {{"Accept", "text/plain"}, {"User-Agent", "load-tool/1"}};
+    REQUIRE(tokmgr::detail::write_request(url, get, true, out, ec, why));
+    CHECK(out.find("Accept: application/json") == std::string::npos);
+    CHECK(out.find("tokmgr/") == std::string::npos);
+    CHECK(out.find("Accept: text/plain\r\nUser-Agent: load-tool/1\r\n") != std::string::npos);
 }
 
 TEST_CASE("request: injection is refused without echoing the header value") {

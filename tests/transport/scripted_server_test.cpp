@@ -569,3 +569,18 @@ TEST_CASE("async_send with a plain callback completes outside the initiating cal
     CHECK(got.body == "cb");
     CHECK(server.received()[0].body == R"({"refreshToken":"temporary"})");
 }
+
+TEST_CASE("destroying the transport ends a pending async_send with an error") {
+    scripted_server server([](const received_request&) { return script{stall()}; });
+    asio::io_context io;
+    auto transport = std::make_unique<tokmgr::asio_transport>(io.get_executor(), plain_options(server.url()));
+    std::optional<std::error_code> result;
+    transport->async_send(post("/x", "{}"), [&](std::error_code ec, tokmgr::http_response) { result = ec; });
+    io.run_for(200ms);
+    REQUIRE_FALSE(result);
+    CHECK(server.requests() == 1);
+    transport.reset();
+    io.run_for(2s);
+    REQUIRE(result);
+    CHECK(*result == errc::connection_failed);
+}

@@ -61,6 +61,8 @@ public:
     asio_transport(const executor_type& executor, asio_transport_options options);
     asio_transport(const executor_type& executor, asio_transport_options options, std::error_code& ec);
 
+    /// A moved-from transport may only be destroyed or assigned to; its
+    /// `send` reports errc::invalid_configuration.
     asio_transport(asio_transport&&) noexcept = default;
     asio_transport& operator=(asio_transport&&) noexcept = default;
     ~asio_transport();
@@ -75,10 +77,12 @@ public:
 
     /// Starts sending `request`; completes with `void(std::error_code, http_response)`
     /// with the same errors as `send`. The request is serialised before this
-    /// returns, so it need not outlive the call; the transport must outlive
-    /// the operation. Cancelling: close() or destroying the transport aborts
-    /// it (errc::connection_failed or the operation's timeout). Completes
-    /// through the token's associated executor, never inside this call.
+    /// returns, so it need not outlive the call. Cancelling: close() or
+    /// destroying the transport closes the connection, and the operation
+    /// completes with errc::connection_failed (or, before the request was
+    /// written, a "not sent" error); the timeouts bound it in any case.
+    /// Completes through the token's associated executor, never inside this
+    /// call. Use it on a transport constructed with an executor.
     template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response))
                   CompletionToken ASIO_DEFAULT_COMPLETION_TOKEN_TYPE(executor_type)>
     auto async_send(const http_request& request,

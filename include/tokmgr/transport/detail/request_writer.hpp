@@ -88,9 +88,14 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
     out += target;
     out += " HTTP/1.1\r\nHost: ";
     out += url.host_header();
-    out += "\r\nUser-Agent: ";
-    out += user_agent;
-    out += "\r\nAccept: application/json\r\n";
+    out += "\r\n";
+    // Defaults the caller may replace with its own.
+    if (!find_header(request.headers, "User-Agent")) {
+        out += "User-Agent: ";
+        out += user_agent;
+        out += "\r\n";
+    }
+    if (!find_header(request.headers, "Accept")) out += "Accept: application/json\r\n";
     if (!keep_alive) out += "Connection: close\r\n";
     if (has_body) {
         if (!request.content_type.empty()) {

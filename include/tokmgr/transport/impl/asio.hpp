@@ -31,7 +31,9 @@ inline std::string seconds_text(std::chrono::milliseconds d) {
 /// The composed operation behind send and async_send.
 class send_op {
 public:
-    send_op(asio_transport_state& state, const http_request& request) : state_(&state) {
+    send_op(std::shared_ptr<asio_transport_state> shared_state, const http_request& request)
+        : state_(std::move(shared_state)) {
+        auto& state = *state_;
         // Everything taken from the request is copied here, at initiation, so
         // that the caller's request (and the memory its body views) need not
         // outlive the call.
@@ -277,7 +279,10 @@ private:
         self.complete(ec, std::move(response));
     }
 
-    asio_transport_state* state_;
+    // Shared, so that destroying the transport while an async_send is pending
+    // (which closes the connection and so ends the operation) cannot leave
+    // the operation with a dangling state.
+    std::shared_ptr<asio_transport_state> state_;
     step step_ = step::start;
     error_info pending_;
     std::string what_;  // "POST https://host:443/textual/api/auth/login", for messages
@@ -360,7 +365,7 @@ inline asio_transport::~asio_transport() { close(); }
 template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response)) CompletionToken>
 auto asio_transport::async_send(const http_request& request, CompletionToken&& token) {
     return asio::async_compose<CompletionToken, void(std::error_code, http_response)>(
-        detail::send_op(*state_, request), token, state_->executor);
+        detail::send_op(state_, request), token, state_->executor);
 }
 
 inline http_response asio_transport::send(const http_request& request, std::error_code& ec) {
