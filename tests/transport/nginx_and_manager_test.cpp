@@ -24,7 +24,7 @@ using namespace transport_test;
 
 namespace {
 
-/// The ports tls_fixture.sh wrote: verified, untrusted, other_host, tls11, plain.
+/// The ports tls_fixture.sh wrote: verified, untrusted, other_host, tls11, plain, sni.
 std::map<std::string, std::string> nginx_ports() {
     std::map<std::string, std::string> ports;
     std::ifstream in(tls_dir() + "/nginx/ports");
@@ -33,7 +33,7 @@ std::map<std::string, std::string> nginx_ports() {
         const auto eq = line.find('=');
         if (eq != std::string::npos) ports[line.substr(0, eq)] = line.substr(eq + 1);
     }
-    REQUIRE_MESSAGE(ports.size() == 5, "nginx is not running: run the tests through ctest (fixture transport_tls)");
+    REQUIRE_MESSAGE(ports.size() == 6, "nginx is not running: run the tests through ctest (fixture transport_tls)");
     return ports;
 }
 
@@ -97,6 +97,22 @@ TEST_CASE("a certificate for another host name is refused") {
     // ...and an IP literal must be in the certificate as an address.
     tokmgr::asio_transport by_address(tls_options(nginx_url("other_host", "127.0.0.1")));
     by_address.send(post("/api/auth/login", "{}"), ec);
+    CHECK(ec == errc::certificate_verification_failed);
+}
+
+TEST_CASE("SNI: the server picks the certificate by the name the transport sends") {
+    // nginx's default certificate on this port is other.example's; only the
+    // server name "localhost" in the ClientHello selects the right one.
+    tokmgr::asio_transport transport(tls_options(nginx_url("sni")));
+    std::error_code ec;
+    const auto response = transport.send(post("/api/sni", "{}"), ec);
+    REQUIRE_MESSAGE(!ec, transport.last_error().message());
+    CHECK(response.status == 200);
+
+    // No SNI is sent for an IP literal (RFC 6066), so the default certificate
+    // comes back, and it does not carry the address.
+    tokmgr::asio_transport by_address(tls_options(nginx_url("sni", "127.0.0.1")));
+    by_address.send(post("/api/sni", "{}"), ec);
     CHECK(ec == errc::certificate_verification_failed);
 }
 

@@ -3,6 +3,7 @@
 #
 #   tls_fixture.sh pki   DIR   make a test CA, a second ("unknown") CA and certificates in DIR/pki
 #   tls_fixture.sh start DIR   start nginx on free loopback ports; write DIR/nginx/ports
+#                              (verified, untrusted, other_host, tls11, plain, sni)
 #   tls_fixture.sh stop  DIR   stop that nginx
 #
 # nginx runs from DIR/nginx only (config, pid, logs, temp files), so it needs
@@ -72,13 +73,15 @@ start_nginx() {
     echo "tls11=$tls11" >> "$run/ports"
     plain=$(free_port $((tls11 + 1)))
     echo "plain=$plain" >> "$run/ports"
+    sni=$(free_port $((plain + 1)))
+    echo "sni=$sni" >> "$run/ports"
 
-    server() {  # port certificate-name protocols ciphers
+    server() {  # port certificate-name protocols ciphers [server-name [listen-flags]]
         cat <<EOF
     server {
-        listen 127.0.0.1:$1 ssl;
-        listen [::1]:$1 ssl;
-        server_name localhost;
+        listen 127.0.0.1:$1 ssl ${6:-};
+        listen [::1]:$1 ssl ${6:-};
+        server_name ${5:-localhost};
         ssl_certificate $pki/$2.pem;
         ssl_certificate_key $pki/$2.key;
         ssl_protocols $3;
@@ -108,6 +111,10 @@ EOF
         server "$verified" localhost "TLSv1.2 TLSv1.3" "HIGH:!aNULL"
         server "$untrusted" untrusted "TLSv1.2 TLSv1.3" "HIGH:!aNULL"
         server "$other_host" other-host "TLSv1.2 TLSv1.3" "HIGH:!aNULL"
+        # Two certificates on one port: only a client that sends SNI for
+        # "localhost" gets the right one; without SNI it gets other.example's.
+        server "$sni" other-host "TLSv1.2 TLSv1.3" "HIGH:!aNULL" other.example default_server
+        server "$sni" localhost "TLSv1.2 TLSv1.3" "HIGH:!aNULL" localhost
         # OpenSSL 3 still speaks TLS 1.1, but only at security level 0.
         server "$tls11" localhost "TLSv1 TLSv1.1" "DEFAULT:@SECLEVEL=0"
         cat <<EOF
