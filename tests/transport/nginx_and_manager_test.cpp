@@ -249,6 +249,45 @@ TEST_CASE("token_manager<> logs in and refreshes over HTTPS") {
     login_then_refresh(server, textual, tls_options(server.url("/textual")));
 }
 
+TEST_CASE("token_manager<>: a refresh whose answer was lost is never sent again; the manager logs in") {
+    fake_textual textual;
+    bool dropped = false;
+    scripted_server server([&](const received_request& r) {
+        if (r.target == "/textual/api/auth/token_refresh" && !dropped) {
+            // The server rotates, but the answer never arrives.
+            dropped = true;
+            textual.answer(r);
+            return script{close_connection()};
+        }
+        return textual.answer(r);
+    });
+    tokmgr::manager_options manager_options;
+    manager_options.backoff_initial = std::chrono::milliseconds(50);
+    tokmgr::token_manager<> manager(tokmgr::asio_transport(plain_options(server.url("/textual"))),
+                                    tokmgr::credentials{"svc@example.com", tokmgr::secret(R"(pw"1)")},
+                                    manager_options);
+    manager.get_token();
+    manager.invalidate(manager.get_token());
+    std::error_code ec;
+    std::string jwt;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+        jwt = std::string(manager.get_token(ec).reveal());
+        if (!ec) break;
+        CHECK((ec == errc::connection_failed || manager.last_error().code == errc::connection_failed));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    REQUIRE_MESSAGE(!ec, manager.last_error().message());
+    int refreshes_with_first_token = 0;
+    std::vector<std::string> targets;
+    for (const auto& r : server.received()) {
+        targets.push_back(r.target.substr(r.target.rfind('/') + 1));
+        if (r.body == R"({"refreshToken":"refresh-1"})") ++refreshes_with_first_token;
+    }
+    CHECK(refreshes_with_first_token == 1);
+    CHECK(targets == std::vector<std::string>{"login", "token_refresh", "login"});
+    CHECK(jwt == textual.jwts.back());
+}
+
 TEST_CASE("token_manager<> reports a transport failure with the endpoint and without the password") {
     unsigned short closed_port = 0;
     {
