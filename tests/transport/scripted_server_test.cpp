@@ -584,3 +584,23 @@ TEST_CASE("destroying the transport ends a pending async_send with an error") {
     REQUIRE(result);
     CHECK(*result == errc::connection_failed);
 }
+
+TEST_CASE("a second async_send while one is in flight is refused without disturbing the first") {
+    scripted_server server([](const received_request&) { return script{pause(100ms), send(response(200, "first"))}; });
+    asio::io_context io;
+    tokmgr::asio_transport transport(io.get_executor(), plain_options(server.url()));
+    std::error_code first_ec, second_ec;
+    std::string first_body;
+    const std::string body(4096, 'b');
+    transport.async_send(post("/x", body), [&](std::error_code ec, tokmgr::http_response r) {
+        first_ec = ec;
+        first_body = r.body;
+    });
+    transport.async_send(post("/x", "{}"), [&](std::error_code ec, tokmgr::http_response) { second_ec = ec; });
+    io.run();
+    CHECK(second_ec == errc::invalid_configuration);
+    CHECK_FALSE(first_ec);
+    CHECK(first_body == "first");
+    REQUIRE(server.requests() == 1);
+    CHECK(server.received()[0].body == body);
+}

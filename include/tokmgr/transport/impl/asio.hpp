@@ -47,6 +47,7 @@ public:
         if (state.busy) {
             pending_ = {make_error_code(errc::invalid_configuration),
                         what_ + ": another request is still in flight on this transport (send one at a time)"};
+            collides_ = true;
             return;
         }
         std::error_code ec;
@@ -272,10 +273,14 @@ private:
     void finish(Self& self, std::error_code ec, std::string detail, http_response response = {}) {
         auto& s = *state_;
         step_ = step::done;
-        s.disarm_timer();
-        secure_clear(s.write_buffer);
-        if (owns_busy_) s.busy = false;
-        s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
+        // An operation refused because another is in flight must not touch
+        // the timer, buffer or error of the one that is.
+        if (!collides_) {
+            s.disarm_timer();
+            secure_clear(s.write_buffer);
+            if (owns_busy_) s.busy = false;
+            s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
+        }
         self.complete(ec, std::move(response));
     }
 
@@ -288,6 +293,7 @@ private:
     std::string what_;  // "POST https://host:443/textual/api/auth/login", for messages
     bool head_request_ = false;
     bool owns_busy_ = false;
+    bool collides_ = false;
     bool reused_ = false;
     bool resent_ = false;
     std::optional<response_parser> parser_;
