@@ -81,6 +81,7 @@ private:
     bool on_chunk_size_line(std::string_view line, std::error_code& ec);
     bool on_trailer_line(std::string_view line, std::error_code& ec);
     bool append_body(std::string_view bytes, std::error_code& ec);
+    void reserve_unknown_length_body();
 
     response_limits limits_;
     bool head_request_;

@@ -277,7 +277,10 @@ private:
         // the timer, buffer or error of the one that is.
         if (!collides_) {
             s.disarm_timer();
+            // Both buffers may hold a password or a token: the request, and
+            // the tail of a response that carried a JWT and a refresh token.
             secure_clear(s.write_buffer);
+            secure_wipe(s.read_buffer.data(), s.read_buffer.size());
             if (owns_busy_) s.busy = false;
             s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
         }

@@ -258,6 +258,7 @@ inline bool response_parser::on_headers_complete(std::error_code& ec) {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the
         // combination hints at request smuggling, so the connection is not reused.
         if (have_length_) keep_alive_ = false;
+        reserve_unknown_length_body();
         state_ = state::chunk_size;
     } else if (have_length_) {
         if (length > limits_.max_body_bytes)
@@ -269,9 +270,16 @@ inline bool response_parser::on_headers_complete(std::error_code& ec) {
         state_ = length == 0 ? state::done : state::body_length;
     } else {
         keep_alive_ = false;
+        reserve_unknown_length_body();
         state_ = state::body_to_eof;
     }
     return true;
+}
+
+// A token response fits in this, so growing the body never leaves a copy of a
+// JWT or refresh token behind in freed memory.
+inline void response_parser::reserve_unknown_length_body() {
+    response_.body.reserve(std::min<std::size_t>(limits_.max_body_bytes, 16 * 1024));
 }
 
 inline bool response_parser::on_chunk_size_line(std::string_view line, std::error_code& ec) {
