@@ -38,6 +38,7 @@ struct received_request {
     std::string head;    ///< the raw request line and headers
     int connection = 0;  ///< 1 for the first accepted connection
     int index = 0;       ///< 1 for the first request on its connection
+    unsigned short peer_port = 0;  ///< the client's local port
 };
 
 struct action {
@@ -231,6 +232,8 @@ private:
             received_request request;
             request.connection = number;
             request.index = index;
+            std::error_code ignored;
+            request.peer_port = socket.remote_endpoint(ignored).port();
             if (!read_request(stream, buffer, request)) return;
             {
                 std::lock_guard<std::mutex> lock(mutex_);

@@ -14,6 +14,9 @@
 #include "scripted_server.hpp"
 #include "transport_test_support.hpp"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 using namespace std::chrono_literals;
 using tokmgr::errc;
 using tokmgr::transport_event_kind;
@@ -263,6 +266,48 @@ TEST_CASE("an idle connection reset by the server is replaced too") {
     std::this_thread::sleep_for(300ms);
     CHECK(transport.send(post("/x", "{}")).body == "two");
     CHECK(server.requests() == 2);
+}
+
+namespace {
+
+/// This process's socket bound to loopback port `port`, or -1.
+int socket_with_local_port(unsigned short port) {
+    for (int fd = 3; fd < 1024; ++fd) {
+        sockaddr_storage address{};
+        socklen_t length = sizeof address;
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) continue;
+        if (address.ss_family == AF_INET && ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port) == port) return fd;
+    }
+    return -1;
+}
+
+}  // namespace
+
+TEST_CASE("a write that fails on the reused connection before any byte left is sent once on a new one") {
+    // The hook runs after the idle check and before the write; shutting the
+    // client's sending side there makes the write fail with nothing sent,
+    // the one case in which re-sending is provably safe.
+    scripted_server server([](const received_request& r) { return reply(200, "c" + std::to_string(r.connection)); });
+    event_log events;
+    auto options = plain_options(server.url());
+    bool sabotaged = false;
+    options.on_event = [&](const tokmgr::transport_event& e) {
+        events.kinds.push_back(e.kind);
+        if (e.kind == transport_event_kind::connection_reused && !sabotaged) {
+            sabotaged = true;
+            const int fd = socket_with_local_port(server.received().at(0).peer_port);
+            REQUIRE(fd >= 0);
+            ::shutdown(fd, SHUT_WR);
+        }
+    };
+    tokmgr::asio_transport transport(options);
+    CHECK(transport.send(post("/x", "{}")).body == "c1");
+    std::error_code ec;
+    CHECK(transport.send(post("/x", "{}"), ec).body == "c2");
+    CHECK_FALSE(ec);
+    CHECK(events.count(transport_event_kind::request_resent) == 1);
+    CHECK(server.requests() == 2);  // the failed write delivered nothing
+    CHECK(server.connections() == 2);
 }
 
 TEST_CASE("a request whose answer was lost is not replayed") {
