@@ -42,7 +42,7 @@ struct received_request {
 };
 
 struct action {
-    enum class kind { send, pause, close, reset, stall };
+    enum class kind { send, pause, close, reset, stall, wait_gate };
     kind what = kind::send;
     std::string bytes;
     std::chrono::milliseconds delay{0};
@@ -56,6 +56,9 @@ inline action close_connection() { return {action::kind::close, {}, {}}; }
 inline action reset_connection() { return {action::kind::reset, {}, {}}; }
 /// Sends nothing more until the server stops.
 inline action stall() { return {action::kind::stall, {}, {}}; }
+/// Waits until the test calls open_gate() (or the server stops): lets a test
+/// order a server action after something the client did.
+inline action wait_gate() { return {action::kind::wait_gate, {}, {}}; }
 
 using script = std::vector<action>;
 using handler = std::function<script(const received_request&)>;
@@ -131,6 +134,29 @@ public:
     }
 
     int connections() const { return connections_.load(); }
+    void open_gate() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            gate_open_ = true;
+        }
+        stalled_.notify_all();
+    }
+
+    /// Connections a script closed or reset.
+    int closed() const { return closed_.load(); }
+
+    /// Waits (up to 5 s) until scripts have closed `count` connections, so a
+    /// test can act after the server did, however loaded the machine is.
+    bool wait_closed(int count) const {
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (closed_.load() < count) {
+            if (std::chrono::steady_clock::now() > give_up) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        // Let the FIN or RST cross loopback.
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        return true;
+    }
     int requests() const {
         std::lock_guard<std::mutex> lock(mutex_);
         return static_cast<int>(received_.size());
@@ -209,16 +235,24 @@ private:
                 if (ssl != nullptr) SSL_shutdown(ssl);  // sends close_notify, does not wait for the peer's
                 socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
                 socket.close(ec);
+                ++closed_;
                 return false;
             case action::kind::reset:
                 forget(socket);
                 socket.set_option(asio::socket_base::linger(true, 0), ec);
                 socket.close(ec);
+                ++closed_;
                 return false;
             case action::kind::stall: {
                 std::unique_lock<std::mutex> lock(mutex_);
                 stalled_.wait(lock, [this] { return stopping_; });
                 return false;
+            }
+            case action::kind::wait_gate: {
+                std::unique_lock<std::mutex> lock(mutex_);
+                stalled_.wait(lock, [this] { return stopping_ || gate_open_; });
+                if (stopping_) return false;
+                break;
             }
             }
         }
@@ -273,8 +307,10 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable stalled_;
     bool stopping_ = false;
+    bool gate_open_ = false;
     std::vector<int> open_fds_;
     std::atomic<int> connections_{0};
+    std::atomic<int> closed_{0};
     std::vector<received_request> received_;
 };
 
