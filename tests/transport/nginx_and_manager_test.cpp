@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -251,11 +252,10 @@ TEST_CASE("token_manager<> logs in and refreshes over HTTPS") {
 
 TEST_CASE("token_manager<>: a refresh whose answer was lost is never sent again; the manager logs in") {
     fake_textual textual;
-    bool dropped = false;
+    std::atomic<bool> dropped{false};  // read by the server's connection threads
     scripted_server server([&](const received_request& r) {
-        if (r.target == "/textual/api/auth/token_refresh" && !dropped) {
+        if (r.target == "/textual/api/auth/token_refresh" && !dropped.exchange(true)) {
             // The server rotates, but the answer never arrives.
-            dropped = true;
             textual.answer(r);
             return script{close_connection()};
         }
