@@ -38,7 +38,8 @@ enum class errc {
 
     // The manager itself.
     storage_failed,  ///< the storage policy could not load or store the token set
-    shut_down,       ///< the manager is being destroyed
+    shut_down,       ///< the manager is being destroyed, or the executor dropped its refresh
+    policy_error,    ///< a policy or the event hook threw during a login or refresh
 };
 
 namespace detail {
@@ -70,6 +71,7 @@ public:
         case errc::connection_failed: return "the connection failed during the request";
         case errc::storage_failed: return "the token storage failed";
         case errc::shut_down: return "the token manager is shutting down";
+        case errc::policy_error: return "a policy or event hook threw an exception";
         }
         return "unknown tokmgr error";
     }

@@ -86,7 +86,7 @@ inline void read_minutes_variable(const char* name, std::chrono::seconds& out, s
     if (text == nullptr) return;
     const std::string_view value(text);
     std::int64_t minutes = 0;
-    bool valid = !value.empty() && value.size() <= 9;  // 9 digits: far beyond any sane lifetime
+    bool valid = !value.empty() && value.size() <= 8;
     for (char c : value) {
         if (c < '0' || c > '9') {
             valid = false;
@@ -94,10 +94,11 @@ inline void read_minutes_variable(const char* name, std::chrono::seconds& out, s
         }
         minutes = minutes * 10 + (c - '0');
     }
-    if (!valid || minutes <= 0) {
+    constexpr std::int64_t century_in_minutes = 100LL * 365 * 24 * 60;
+    if (!valid || minutes <= 0 || minutes > century_in_minutes) {
         ec = make_error_code(errc::invalid_configuration);
         detail = std::string(name) + "='" + std::string(value.substr(0, 40)) +
-                 "' is not a positive whole number of minutes; unset it or set e.g. 30";
+                 "' is not a whole number of minutes from 1 to 52560000 (a century); unset it or set e.g. 30";
         return;
     }
     out = std::chrono::minutes(minutes);
@@ -136,10 +137,13 @@ inline error_info validate(const manager_options& options) {
         return bad("refresh_ahead_fraction must be in (0, 1]");
     if (!(options.jitter_fraction >= 0.0 && options.jitter_fraction < options.refresh_ahead_fraction))
         return bad("jitter_fraction must be in [0, refresh_ahead_fraction)");
+    constexpr std::chrono::seconds century = std::chrono::hours(24 * 365 * 100);
     if (options.assumed_lifetimes &&
-        (options.assumed_lifetimes->jwt.count() <= 0 || options.assumed_lifetimes->refresh.count() <= 0))
-        return bad("assumed lifetimes must be positive");
-    if (options.max_leeway.count() < 0) return bad("max_leeway must not be negative");
+        (options.assumed_lifetimes->jwt.count() <= 0 || options.assumed_lifetimes->refresh.count() <= 0 ||
+         options.assumed_lifetimes->jwt > century || options.assumed_lifetimes->refresh > century))
+        return bad("assumed lifetimes must be positive and at most a century");
+    if (options.max_leeway < std::chrono::seconds(1))
+        return bad("max_leeway must be at least 1 s: claims are whole seconds");
     if (options.backoff_initial.count() < 0 || options.backoff_max < options.backoff_initial)
         return bad("backoff_initial must be >= 0 and <= backoff_max");
     if (options.login_path.empty() || options.login_path[0] != '/' || options.refresh_path.empty() ||

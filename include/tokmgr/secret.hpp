@@ -74,7 +74,9 @@ private:
 class secret {
 public:
     secret() noexcept = default;
-    explicit secret(std::string value) noexcept : value_(std::move(value)) {}
+    explicit secret(std::string value) noexcept : value_(std::move(value)) {
+        detail::secure_clear(value);  // a short value was copied out of its inline buffer, not moved
+    }
     explicit secret(std::string_view value) : value_(value) {}
     explicit secret(const char* value) : value_(value) {}
 

@@ -81,7 +81,7 @@ public:
     /// The current JWT; logs in or refreshes when due (see above).
     ///
     /// The view stays valid until the calling thread calls get_token,
-    /// authorization or get_token_handle again on this manager (or on four
+    /// authorization or get_token_handle again on this manager (or on three
     /// other managers), and no longer: copy it, or use get_token_handle, to
     /// keep it across a coroutine suspension or hand it to another thread.
     /// A fresh token costs one clock read and one acquire load; no memory

@@ -31,7 +31,7 @@ TEST_CASE("the SOLAR_* variables set the lifetimes") {
 }
 
 TEST_CASE("an invalid SOLAR_* value is a configuration error that names the variable") {
-    for (const char* bad : {"abc", "0", "-3", "", "1.5", "99999999999"}) {
+    for (const char* bad : {"abc", "0", "-3", "", "1.5", "99999999999", "52560001"}) {
         scoped_env jwt("SOLAR_JWT_EXPIRATION_IN_MINUTES", bad);
         std::error_code ec;
         std::string detail;

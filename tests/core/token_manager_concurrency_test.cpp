@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <condition_variable>
@@ -98,16 +99,33 @@ TEST_CASE("64 threads past the soft threshold: one refresh, nobody else waits fo
     auto manager = h.make();
     const std::string first(manager->get_token().reveal());
     h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft);
-    h.transport.set_delay(50ms);
-    const auto result = run_crowd(*manager, 64);
-    CHECK(h.transport.calls() == 2);
-    CHECK(manager->counters().joined == 0);  // soft: callers are served, never parked
-    std::size_t served_current = 0;
-    for (const auto& jwt : result.tokens) {
-        CHECK_FALSE(jwt.empty());
-        served_current += jwt == first;
+    // The refresh is held until the 63 other callers have returned: if any of
+    // them waited for it, they would never return and the gate would time out.
+    std::atomic<int> returned{0};
+    std::atomic<bool> others_returned_first{false};
+    h.transport.set_handler([&](const tokmgr::http_request& r) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (returned.load() < 63 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        others_returned_first = returned.load() == 63;
+        return h.server(r);
+    });
+    std::vector<std::string> tokens(64);
+    std::vector<std::thread> crowd;
+    start_gate gate;
+    for (int i = 0; i < 64; ++i) {
+        crowd.emplace_back([&, i] {
+            gate.wait();
+            tokens[i] = std::string(manager->get_token().reveal());
+            if (tokens[i] == first) ++returned;
+        });
     }
-    CHECK(served_current >= 1);  // the others kept the current JWT
+    gate.open();
+    for (auto& t : crowd) t.join();
+    CHECK(others_returned_first);
+    CHECK(h.transport.calls() == 2);
+    CHECK(manager->counters().joined == 0);
+    CHECK(std::count(tokens.begin(), tokens.end(), first) == 63);  // served the current JWT at once
+    CHECK(std::count_if(tokens.begin(), tokens.end(), [&](const std::string& t) { return !t.empty() && t != first; }) == 1);
 }
 
 TEST_CASE("with an executor, the caller that finds a refresh due does not run it") {
@@ -164,7 +182,7 @@ TEST_CASE("threads hammering get_token and invalidate while time passes never br
     std::vector<std::thread> workers;
     for (int w = 0; w < 8; ++w) {
         workers.emplace_back([&, w] {
-            for (int i = 0; i < 2000 && !stop; ++i) {
+            for (int i = 0; i < 1'000'000 && !stop; ++i) {  // until the clock has run: bounded all the same
                 std::error_code ec;
                 const std::string jwt(manager->get_token(ec).reveal());
                 if (!ec && (i + w) % 97 == 0) manager->invalidate(tokmgr::secret_view(jwt));
@@ -173,7 +191,7 @@ TEST_CASE("threads hammering get_token and invalidate while time passes never br
     }
     for (int i = 0; i < 200; ++i) {
         h.clock.advance(7s);
-        std::this_thread::yield();
+        std::this_thread::sleep_for(1ms);  // let the workers run between steps
     }
     stop = true;
     for (auto& t : workers) t.join();

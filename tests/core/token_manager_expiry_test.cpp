@@ -92,7 +92,11 @@ TEST_CASE("a 5-second token is neither refreshed on every call nor served expire
 TEST_CASE("the JWT lifetime comes from its claims, immune to a skewed wall clock") {
     test::harness h(10min, 10000min);
     h.options.assumed_lifetimes = tokmgr::lifetimes{30min, 10000min};  // the claims must win
-    h.clock.skew_wall(3h);  // server and client wall clocks disagree; iat/exp both from the server
+    // The server's wall clock runs 3 hours ahead of the client's: exp read
+    // against the client's clock would look 3 h 10 min away.
+    const tokmgr::testing::manual_clock server_clock(tokmgr::testing::manual_clock::default_wall_start() + 3h);
+    h.server = tokmgr::testing::fake_auth_server(server_clock, test::harness::settings(10min, 10000min));
+    h.transport.set_handler(h.server);
     auto manager = h.make();
     const std::string first(manager->get_token().reveal());
     const auto schedule = tokmgr::schedule_for(10min, h.options, 0);

@@ -1,5 +1,7 @@
 // Failures: fault injection by count, server errors, bad answers, rejected
 // credentials, backoff, and the promise that no secret leaks into any text.
+#include <tokmgr/detail/json_text.hpp>
+
 #include "harness.hpp"
 
 #include <doctest/doctest.h>
@@ -172,7 +174,7 @@ TEST_CASE("backoff doubles after consecutive failures and honours Retry-After") 
     h.clock.advance(119s);
     manager->get_token(ec);
     CHECK(h.transport.calls() == calls);
-    h.clock.advance(1s);
+    h.clock.advance(13s);  // Retry-After plus its jitter of at most 10%
     manager->get_token(ec);
     CHECK(h.transport.calls() == calls + 1);
 }
@@ -186,10 +188,13 @@ TEST_CASE("no secret appears in errors, exceptions, events or streamed values") 
     auto manager = h.make();
     const std::string jwt(manager->get_token().reveal());
     const std::string refresh_token = h.server.current_refresh_token();
-    // A server that echoes what it was sent in its error message.
+    // A server that echoes what it was sent in its error message (as valid
+    // JSON, so the message really reaches the manager's error text).
     h.transport.set_handler([&](const tokmgr::http_request& r) {
-        return test::status(r.target == "/api/auth/login" ? 401 : 500,
-                            R"({"message":"you sent )" + std::string(r.body.substr(1, r.body.size() - 2)) + R"("})");
+        std::string body = R"({"message":)";
+        tokmgr::detail::append_json_string(body, "you sent " + std::string(r.body));
+        body += '}';
+        return test::status(r.target == "/api/auth/login" ? 401 : 500, body);
     });
     h.clock.advance(30min);
     std::error_code ec;
@@ -205,6 +210,9 @@ TEST_CASE("no secret appears in errors, exceptions, events or streamed values") 
     streamed << manager->get_token_handle(ec).jwt() << tokmgr::secret(test::password);
     texts.push_back(streamed.str());
     REQUIRE(texts.size() >= 4);
+    std::size_t redactions = 0;
+    for (const auto& text : texts) redactions += text.find("[redacted]") != std::string::npos;
+    CHECK(redactions >= 3);  // the echoed refresh token, the echoed password, the streamed secrets
     for (const auto& text : texts) {
         CAPTURE(text);
         CHECK(text.find(test::password) == std::string::npos);

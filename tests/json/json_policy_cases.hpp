@@ -23,6 +23,12 @@ TEST_CASE_TEMPLATE_DEFINE("Json policy contract", Json, json_policy_contract) {
         CHECK(tokmgr::testing::fake_auth_server::string_field(refresh, "refreshToken") == std::string("rt-123"));
     }
 
+    SUBCASE("a password that is not UTF-8 is encoded without an exception") {
+        std::string body;
+        CHECK_NOTHROW(body = json.login_body("user", "pa\xffss"));
+        CHECK(body.find("userName") != std::string::npos);
+    }
+
     SUBCASE("a token response yields both tokens and ignores unknown fields") {
         const auto pair = json.parse_token_response(R"({"jwt":"a.b.c","refreshToken":"r1","expiresIn":1800,"user":{}})", ec);
         CHECK_FALSE(ec);

@@ -3,7 +3,9 @@
 // client only schedules by these numbers, the server decides validity.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,13 +43,19 @@ std::chrono::nanoseconds jwt_lifetime(const Json& json, std::string_view jwt,
     const jwt_claims claims = json.parse_jwt_claims(*payload, parse_error);
     secure_clear(*payload);
     if (parse_error) return configured;
-    using std::chrono::seconds;
-    std::chrono::nanoseconds lifetime = configured;
+    // In long double seconds: claims are untrusted numbers, and exp - iat or
+    // exp in nanoseconds could overflow. Anything beyond a century is a century.
+    constexpr long double century = 100.0L * 365 * 24 * 3600;
+    long double span = 0;
     if (claims.issued_at && claims.expires_at) {
-        lifetime = seconds(*claims.expires_at - *claims.issued_at);
+        span = static_cast<long double>(*claims.expires_at) - static_cast<long double>(*claims.issued_at);
     } else if (claims.expires_at) {
-        lifetime = seconds(*claims.expires_at) - wall_now.time_since_epoch();
+        const auto wall = std::chrono::duration_cast<std::chrono::duration<long double>>(wall_now.time_since_epoch());
+        span = static_cast<long double>(*claims.expires_at) - wall.count();
+    } else {
+        return configured;
     }
+    const std::chrono::nanoseconds lifetime(static_cast<std::int64_t>(std::clamp(span, -1.0L, century) * 1e9L));
     if (lifetime <= std::chrono::nanoseconds::zero()) ec = make_error_code(errc::protocol_error);
     return lifetime;
 }

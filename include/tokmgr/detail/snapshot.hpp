@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -34,36 +35,40 @@ struct snapshot {
     secret_view header() const noexcept { return secret_view(authorization); }
 };
 
-/// A thread's copy of one manager's current snapshot. `publication` is the
-/// manager's publication counter when the copy was taken: while the counter
-/// has not moved, the copy is current, and reading it touches only this
-/// thread's memory and the immutable snapshot.
+/// A thread's copy of one manager's current snapshot. While the manager's
+/// publication counter still equals `publication` and the clock is before
+/// `serve_until_ns`, the thread may hand out `current` without asking the
+/// manager: reading it touches only this thread's memory and the immutable
+/// snapshot.
 struct cache_slot {
     std::uint64_t owner = 0;        ///< manager id; 0 = free
-    std::uint64_t publication = 0;  ///< counter value the copy belongs to
+    std::uint64_t publication = 0;  ///< counter value `current` belongs to; 0 = ask again
+    std::int64_t serve_until_ns = std::numeric_limits<std::int64_t>::min();
+    std::uint64_t last_used = 0;
     std::shared_ptr<const snapshot> current;
 };
 
 /// A few slots per thread, so a thread that alternates between a handful of
-/// managers keeps a hit on each. Evicts round-robin.
+/// managers keeps a hit on each. The least recently used slot is evicted, so
+/// a view a manager returned survives calls on up to slot_count - 1 others.
 struct thread_cache {
     static constexpr std::size_t slot_count = 4;
     std::array<cache_slot, slot_count> slots{};
-    std::size_t next_victim = 0;
+    std::uint64_t uses = 0;
 
     cache_slot& slot_for(std::uint64_t owner) noexcept {
-        for (auto& slot : slots)
-            if (slot.owner == owner) return slot;
-        return claim(owner);
-    }
-
-    cache_slot& claim(std::uint64_t owner) noexcept {
-        cache_slot& slot = slots[next_victim];
-        next_victim = (next_victim + 1) % slot_count;
-        slot.owner = owner;
-        slot.publication = 0;
-        slot.current.reset();
-        return slot;
+        cache_slot* victim = &slots[0];
+        for (auto& slot : slots) {
+            if (slot.owner == owner) {
+                slot.last_used = ++uses;
+                return slot;
+            }
+            if (slot.last_used < victim->last_used) victim = &slot;
+        }
+        *victim = cache_slot{};
+        victim->owner = owner;
+        victim->last_used = ++uses;
+        return *victim;
     }
 
     /// The one cache of this thread, shared by every manager type.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -82,7 +83,20 @@ struct attempt {
     error_info error;
     std::optional<std::chrono::seconds> retry_after;
     bool refresh_token_spent = false;  ///< the server may have rotated it: never send it again
+    std::int64_t received_ns = 0;      ///< manager clock when the answer arrived
+    std::chrono::system_clock::time_point received_wall{};
+    std::chrono::nanoseconds took{0};
 };
+
+/// A JWT goes into an HTTP header: visible ASCII only, no spaces, so a
+/// malicious or broken answer cannot inject header lines.
+inline bool is_header_safe_token(std::string_view token) noexcept {
+    for (char c : token)
+        if (c <= 0x20 || c >= 0x7f) return false;
+    return !token.empty();
+}
+
+inline constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
 
 template <class Transport, class Clock, class Storage, class Json>
 class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json>> {
@@ -114,14 +128,11 @@ public:
     const snapshot* acquire(std::error_code& ec, error_info* detail = nullptr) {
         const std::int64_t now = now_ns();
         cache_slot& slot = thread_cache::local().slot_for(id_);
-        if (slot.publication == publication_.load(std::memory_order_acquire)) {
-            const snapshot* current = slot.current.get();
-            if (current != nullptr && now < current->soft_ns) {
-                ec.clear();
-                return current;
-            }
+        if (slot.publication == publication_.load(std::memory_order_acquire) && now < slot.serve_until_ns) {
+            ec.clear();
+            return slot.current.get();
         }
-        return acquire_slow(slot, now, ec, detail);
+        return acquire_slow(now, ec, detail);
     }
 
     std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec, error_info* detail = nullptr) {
@@ -155,52 +166,82 @@ public:
 
     const Clock& clock() const noexcept { return clock_; }
 
+    /// An executor destroyed a refresh task without running it: end the
+    /// flight, so nobody waits for it, and let the next caller try again.
+    void abandon(const std::shared_ptr<flight>& pending) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (in_flight_ == pending) in_flight_.reset();
+            publication_.fetch_add(1, std::memory_order_release);
+        }
+        pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh: the executor dropped the task"});
+    }
+
 private:
+    /// A refresh handed to the executor. Exactly one of three things happens
+    /// to it: the executor runs it, the caller runs it because the executor
+    /// threw, or it is destroyed unrun and the flight is abandoned.
+    struct ticket {
+        std::weak_ptr<manager_core> core;
+        std::shared_ptr<flight> pending;
+        std::atomic<int> state{0};  // 0 waiting, 1 claimed by a runner, 2 abandoned
+
+        bool claim() noexcept {
+            int expected = 0;
+            return state.compare_exchange_strong(expected, 1);
+        }
+        ~ticket() {
+            int expected = 0;
+            if (!state.compare_exchange_strong(expected, 2)) return;
+            if (auto owner = core.lock()) owner->abandon(pending);
+            else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
+        }
+    };
+
     std::int64_t now_ns() const noexcept {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
     }
 
-    /// Points the slot at the current snapshot; called with mutex_ held.
-    void refill_locked(cache_slot& slot) const {
-        slot.current = current_;
-        slot.publication = publication_.load(std::memory_order_relaxed);
+    /// Stores what this thread may serve, and until when, in its cache slot,
+    /// looked up anew: a flight may have run code (hooks, policies) that used
+    /// other managers on this thread and moved this manager's slot.
+    const snapshot* remember(std::shared_ptr<const snapshot> served, std::uint64_t publication,
+                             std::int64_t serve_until) {
+        cache_slot& slot = thread_cache::local().slot_for(id_);
+        slot.current = std::move(served);
+        slot.publication = publication;
+        slot.serve_until_ns = serve_until;
+        return slot.current.get();
     }
 
-    const snapshot* acquire_slow(cache_slot& slot, std::int64_t now, std::error_code& ec, error_info* detail) {
+    const snapshot* acquire_slow(std::int64_t now, std::error_code& ec, error_info* detail) {
         auto fail = [&](const error_info& why) -> const snapshot* {
             ec = why.code;
             if (detail != nullptr) *detail = why;
             return nullptr;
         };
+        ec.clear();
         std::unique_lock<std::mutex> lock(mutex_);
-        refill_locked(slot);
         const std::shared_ptr<const snapshot> current = current_;
-        if (current && now < current->soft_ns) {
-            ec.clear();
-            return current.get();
-        }
+        const std::uint64_t publication = publication_.load(std::memory_order_relaxed);
+        if (current && now < current->soft_ns) return remember(current, publication, current->soft_ns);
         if (current && now < current->hard_ns) {
             // Soft-expired: serve the current JWT; at most one caller refreshes.
-            if (in_flight_ || now < next_attempt_ns_) {
-                ec.clear();
-                return current.get();
-            }
+            // Until something is published (the refresh ends, successfully or
+            // not), other callers serve it from their own cache, lock-free.
+            if (in_flight_) return remember(current, publication, current->hard_ns);
+            if (now < next_attempt_ns_)
+                return remember(current, publication, std::min(current->hard_ns, next_attempt_ns_));
             auto pending = begin_flight_locked();
             lock.unlock();
-            if (options_.executor && hand_to_executor(pending)) {
-                ec.clear();
-                return current.get();
-            }
+            if (options_.executor && hand_to_executor(pending))
+                return remember(current, publication, current->hard_ns);
             run_flight(pending);
-            if (pending->result()) {
-                slot.current = pending->result();  // the slot keeps what we return alive
-                ec.clear();
-                return slot.current.get();
-            }
-            if (now_ns() < current->hard_ns) {  // the refresh failed, but this JWT is still good
-                ec.clear();
-                return current.get();
-            }
+            if (pending->result()) return remember(pending->result(), 0, never);
+            lock.lock();  // the refresh failed: is this JWT still current and before its hard threshold?
+            if (current_ == current && now_ns() < current->hard_ns)
+                return remember(current, publication_.load(std::memory_order_relaxed), never);
+            lock.unlock();
             return fail(pending->error());
         }
         // No JWT that may be served: wait for the one login or refresh.
@@ -217,24 +258,7 @@ private:
             run_flight(pending);
         }
         if (!pending->result()) return fail(pending->error());
-        slot.current = pending->result();
-        ec.clear();
-        return slot.current.get();
-    }
-
-    /// False when the executor refused the task (threw): the caller then runs
-    /// the flight itself, so the flight is never left pending forever.
-    bool hand_to_executor(const std::shared_ptr<flight>& pending) {
-        std::weak_ptr<manager_core> weak = this->shared_from_this();
-        try {
-            options_.executor([weak, pending] {
-                if (auto self = weak.lock()) self->run_flight(pending);
-                else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
-            });
-            return true;
-        } catch (...) {
-            return false;
-        }
+        return remember(pending->result(), 0, never);
     }
 
     std::shared_ptr<flight> begin_flight_locked() {
@@ -242,19 +266,45 @@ private:
         return in_flight_;
     }
 
-    /// The single flight: run by exactly one thread at a time, without
-    /// mutex_ held except to read and publish state.
-    void run_flight(const std::shared_ptr<flight>& pending) {
-        if (adopt_newer_from_storage(pending)) return;
-        secret refresh_token;  // read after any adoption: never an older one than storage holds
-        std::uint64_t generation = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (!refresh_token_.empty() && now_ns() < refresh_hard_ns_) refresh_token = refresh_token_;
-            generation = generation_;
+    /// False when the caller must run the flight itself because the executor
+    /// threw before the task started.
+    bool hand_to_executor(const std::shared_ptr<flight>& pending) {
+        auto handed = std::make_shared<ticket>();
+        handed->core = this->shared_from_this();
+        handed->pending = pending;
+        try {
+            options_.executor([handed] {
+                if (!handed->claim()) return;
+                if (auto self = handed->core.lock()) self->run_flight(handed->pending);
+                else handed->pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
+            });
+        } catch (...) {
+            return !handed->claim();  // claimed here: not started anywhere else, so run it inline
         }
-        attempt outcome = refresh_token.empty() ? login(generation) : refresh(refresh_token, generation);
-        refresh_token.clear();
+        return true;
+    }
+
+    /// The single flight: run by exactly one thread at a time, without
+    /// mutex_ held except to read and publish state. Never throws: whatever a
+    /// policy or hook throws ends the flight with errc::policy_error.
+    void run_flight(const std::shared_ptr<flight>& pending) noexcept {
+        attempt outcome;
+        std::uint64_t generation = 0;
+        try {
+            if (adopt_newer_from_storage(pending)) return;
+            secret refresh_token;  // read after any adoption: never an older one than storage holds
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (!refresh_token_.empty() && now_ns() < refresh_hard_ns_) refresh_token = refresh_token_;
+                generation = generation_;
+            }
+            outcome = refresh_token.empty() ? login(generation) : refresh(refresh_token, generation);
+        } catch (...) {
+            outcome = attempt{};
+            outcome.error = {make_error_code(errc::policy_error),
+                             "login or refresh at " + endpoint_of(transport_) + " ended by an exception"};
+            outcome.refresh_token_spent = true;  // it may have reached the server
+        }
         finish(pending, std::move(outcome), generation);
     }
 
@@ -263,12 +313,11 @@ private:
     bool adopt_newer_from_storage(const std::shared_ptr<flight>& pending) {
         std::error_code ec;
         std::optional<token_set> stored = storage_.load(ec);
+        if (ec || !stored) return false;
         std::shared_ptr<const snapshot> adopted;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (ec || !stored || stored->generation <= generation_) return false;
-            adopt_locked(*stored);
-            if (!current_ || current_->generation != stored->generation) return false;
+            if (!adopt_locked(*stored)) return false;
             adopted = current_;
             in_flight_.reset();
         }
@@ -276,21 +325,40 @@ private:
         return true;
     }
 
-    /// Takes over a stored token set whose refresh token is still valid.
-    void adopt_locked(const token_set& stored) {
+    /// Takes over a stored token set newer than ours. Ours is replaced in any
+    /// case (its refresh token must not be sent again); true when the stored
+    /// JWT can be served.
+    bool adopt_locked(const token_set& stored) {
         using namespace std::chrono;
-        const auto age = duration_cast<nanoseconds>(clock_.wall_now() - stored.received_at);
-        const std::int64_t received_ns = now_ns() - age.count();
-        const auto refresh_lifetime = nanoseconds(stored.refresh_lifetime);
+        if (stored.generation <= generation_) return false;
+        const std::int64_t now = now_ns();
+        // A set "received" in the future (a wall clock stepped back, another
+        // host's clock ahead) counts as received now, never as younger.
+        const auto age = std::max(nanoseconds::zero(), duration_cast<nanoseconds>(clock_.wall_now() - stored.received_at));
+        const std::int64_t received_ns = now - age.count();
+        refresh_token_.clear();
+        generation_ = stored.generation;
+        const nanoseconds refresh_lifetime(clamp_lifetime(stored.refresh_lifetime));
         const std::int64_t refresh_hard =
             received_ns + (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
-        if (now_ns() >= refresh_hard || stored.generation <= generation_) return;
-        refresh_token_ = stored.refresh_token;
-        refresh_hard_ns_ = refresh_hard;
-        generation_ = stored.generation;
-        auto adopted = make_snapshot(stored.jwt.reveal(), received_ns, nanoseconds(stored.jwt_lifetime), stored.generation);
-        current_ = now_ns() < adopted->hard_ns ? std::move(adopted) : nullptr;
+        if (now < refresh_hard && !stored.refresh_token.empty()) {
+            refresh_token_ = stored.refresh_token;
+            refresh_hard_ns_ = refresh_hard;
+        }
+        consecutive_failures_ = 0;
+        next_attempt_ns_ = 0;
+        last_error_ = {};
         publication_.fetch_add(1, std::memory_order_release);
+        if (!is_header_safe_token(stored.jwt.reveal())) return false;
+        auto adopted = make_snapshot(stored.jwt.reveal(), received_ns, nanoseconds(clamp_lifetime(stored.jwt_lifetime)),
+                                     stored.generation);
+        if (now >= adopted->hard_ns) return false;
+        current_ = std::move(adopted);
+        return true;
+    }
+
+    static std::chrono::seconds clamp_lifetime(std::chrono::seconds lifetime) noexcept {
+        return std::min(lifetime, max_lifetime);
     }
 
     std::shared_ptr<const snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
@@ -315,11 +383,9 @@ private:
         emit({event_kind::refresh_started, {}, generation, {}});
         refreshes_.fetch_add(1, std::memory_order_relaxed);
         const secret body(json_.refresh_body(refresh_token.reveal()));
-        const auto started = std::chrono::steady_clock::now();
         attempt outcome = exchange(options_.refresh_path, body, "refresh", {refresh_token.reveal()});
-        const auto took = std::chrono::steady_clock::now() - started;
         if (outcome.tokens) return outcome;
-        emit({event_kind::refresh_failed, outcome.error.code, generation, took});
+        emit({event_kind::refresh_failed, outcome.error.code, generation, outcome.took});
         if (outcome.error.code == errc::refresh_rejected) {
             // Expired, revoked or replaced on the server: one login instead.
             attempt fallback = login(generation);
@@ -340,11 +406,9 @@ private:
         emit({event_kind::login_started, {}, generation, {}});
         logins_.fetch_add(1, std::memory_order_relaxed);
         const secret body(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
-        const auto started = std::chrono::steady_clock::now();
         attempt outcome = exchange(options_.login_path, body, "login", {credentials_.password.reveal()});
         outcome.by_login = true;
-        if (!outcome.tokens)
-            emit({event_kind::login_failed, outcome.error.code, generation, std::chrono::steady_clock::now() - started});
+        if (!outcome.tokens) emit({event_kind::login_failed, outcome.error.code, generation, outcome.took});
         return outcome;
     }
 
@@ -357,8 +421,13 @@ private:
         request.target = path;
         request.body = body.reveal();
         std::error_code ec;
+        const auto started = std::chrono::steady_clock::now();
         http_response response = transport_.send(request, ec);
         attempt outcome;
+        // The JWT's lifetime is counted from here, not from after storing it.
+        outcome.received_ns = now_ns();
+        outcome.received_wall = clock_.wall_now();
+        outcome.took = std::chrono::steady_clock::now() - started;
         const std::string where = std::string(operation) + " at " + endpoint_of(transport_);
         if (ec) {
             failures_.fetch_add(1, std::memory_order_relaxed);
@@ -407,58 +476,83 @@ private:
     }
 
     /// Publishes the outcome, then wakes the waiters, then tells the hook.
-    void finish(const std::shared_ptr<flight>& pending, attempt outcome, std::uint64_t generation) {
-        using namespace std::chrono;
+    void finish(const std::shared_ptr<flight>& pending, attempt outcome, std::uint64_t generation) noexcept {
         std::shared_ptr<const snapshot> published;
-        std::error_code lifetime_error;
+        try {
+            published = publish(outcome, generation);
+        } catch (...) {  // only allocation can throw here: end the flight all the same
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (in_flight_ == pending) in_flight_.reset();
+            publication_.fetch_add(1, std::memory_order_release);
+            outcome.error = {make_error_code(errc::policy_error), "publishing the new token set failed"};
+        }
+        pending->complete(published, published ? error_info{} : outcome.error);
+        if (published) {
+            emit({outcome.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {},
+                  generation + 1, outcome.took});
+        }
+    }
+
+    /// The new snapshot, or nothing when the outcome is a failure (then
+    /// `outcome.error` says why).
+    std::shared_ptr<const snapshot> publish(attempt& outcome, std::uint64_t generation) {
+        using namespace std::chrono;
         nanoseconds lifetime{0};
+        bool serve_jwt = false;
         if (outcome.tokens) {
-            lifetime = jwt_lifetime(json_, outcome.tokens->jwt.reveal(), clock_.wall_now(),
+            std::error_code lifetime_error;
+            lifetime = jwt_lifetime(json_, outcome.tokens->jwt.reveal(), outcome.received_wall,
                                     nanoseconds(lifetimes_.jwt), lifetime_error);
-            if (lifetime_error) {
+            lifetime = std::min(lifetime, nanoseconds(max_lifetime));
+            serve_jwt = !lifetime_error && is_header_safe_token(outcome.tokens->jwt.reveal());
+            if (!serve_jwt) {
                 failures_.fetch_add(1, std::memory_order_relaxed);
-                outcome.error = {lifetime_error, std::string(outcome.by_login ? "login" : "refresh") + " at " +
-                                                     endpoint_of(transport_) +
-                                                     ": the JWT is already expired on arrival (check the clocks)"};
-                outcome.tokens.reset();
-                outcome.refresh_token_spent = true;
+                outcome.error = {make_error_code(errc::protocol_error),
+                                 std::string(outcome.by_login ? "login" : "refresh") + " at " + endpoint_of(transport_) +
+                                     (lifetime_error ? ": the JWT is already expired on arrival (check the clocks)"
+                                                     : ": the JWT contains characters not allowed in a header")};
             }
         }
         error_info storage_error;
-        if (outcome.tokens) {
-            token_set stored{outcome.tokens->jwt, outcome.tokens->refresh_token, clock_.wall_now(),
+        if (serve_jwt) {
+            token_set stored{outcome.tokens->jwt, outcome.tokens->refresh_token, outcome.received_wall,
                              duration_cast<seconds>(lifetime), lifetimes_.refresh, generation + 1};
             std::error_code ec;
-            storage_.store(stored, ec);
+            try {
+                storage_.store(stored, ec);
+            } catch (...) {
+                ec = make_error_code(errc::storage_failed);
+            }
             if (ec) storage_error = {ec, "storing the new token set (it is still used in memory)"};
         }
-        const std::int64_t now = now_ns();
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (outcome.tokens) {
-                published = make_snapshot(outcome.tokens->jwt.reveal(), now, lifetime, generation + 1);
-                current_ = published;
-                refresh_token_ = std::move(outcome.tokens->refresh_token);
-                const nanoseconds refresh_lifetime(lifetimes_.refresh);
-                refresh_hard_ns_ = now + (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
-                generation_ = generation + 1;
-                consecutive_failures_ = 0;
-                next_attempt_ns_ = 0;
-                last_error_ = storage_error;
-                publication_.fetch_add(1, std::memory_order_release);
-            } else {
-                if (outcome.refresh_token_spent) refresh_token_.clear();
-                ++consecutive_failures_;
-                next_attempt_ns_ = now + backoff_locked(outcome).count();
-                last_error_ = outcome.error;
-            }
-            in_flight_.reset();
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::shared_ptr<const snapshot> published;
+        if (outcome.tokens) {
+            // A new pair: its refresh token replaces ours even when its JWT
+            // cannot be served, since the server has retired the old one.
+            refresh_token_ = std::move(outcome.tokens->refresh_token);
+            const nanoseconds refresh_lifetime(clamp_lifetime(lifetimes_.refresh));
+            refresh_hard_ns_ = outcome.received_ns +
+                               (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
+            generation_ = generation + 1;
+        } else if (outcome.refresh_token_spent) {
+            refresh_token_.clear();
         }
-        pending->complete(published, outcome.error);
-        if (published) {
-            emit({outcome.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {},
-                  generation + 1, {}});
+        if (serve_jwt) {
+            published = make_snapshot(outcome.tokens->jwt.reveal(), outcome.received_ns, lifetime, generation + 1);
+            current_ = published;
+            consecutive_failures_ = 0;
+            next_attempt_ns_ = 0;
+            last_error_ = storage_error;
+        } else {
+            ++consecutive_failures_;
+            next_attempt_ns_ = now_ns() + backoff_locked(outcome).count();
+            last_error_ = outcome.error;
         }
+        // Success or failure, something changed that every thread's cache must see.
+        publication_.fetch_add(1, std::memory_order_release);
+        in_flight_.reset();
+        return published;
     }
 
     std::chrono::nanoseconds backoff_locked(const attempt& outcome) {
@@ -470,16 +564,29 @@ private:
         // "Equal jitter": at least half the delay, so a failing fleet spreads out
         // without any instance retrying immediately.
         nanoseconds delay = duration_cast<nanoseconds>(ceiling * (0.5 + 0.5 * jitter_unit()));
-        if (outcome.retry_after) delay = std::max<nanoseconds>(delay, std::min(*outcome.retry_after, options_.max_retry_after));
+        if (outcome.retry_after) {
+            // The server's date plus up to 10% more, so a fleet told the same
+            // Retry-After does not come back in the same instant.
+            const nanoseconds told = std::min(*outcome.retry_after, options_.max_retry_after);
+            delay = std::max(delay, duration_cast<nanoseconds>(told * (1.0 + 0.1 * jitter_unit())));
+        }
         return delay;
     }
 
-    void emit(const event& happened) const {
-        if (options_.on_event) options_.on_event(happened);
+    /// Hooks are told, never obeyed: an exception from one is swallowed so it
+    /// cannot end a flight halfway.
+    void emit(const event& happened) const noexcept {
+        if (!options_.on_event) return;
+        try {
+            options_.on_event(happened);
+        } catch (...) {
+        }
     }
 
-    // Read by every caller of the hot path; written only when a new snapshot
-    // is published, so the line stays shared-clean between refreshes.
+    static constexpr std::chrono::seconds max_lifetime{std::chrono::hours(24 * 365 * 100)};
+
+    // Read by every caller of the hot path; written only when something is
+    // published, so the line stays shared-clean between refreshes.
     alignas(64) std::atomic<std::uint64_t> publication_{1};
     const std::uint64_t id_ = next_manager_id();
     Clock clock_;

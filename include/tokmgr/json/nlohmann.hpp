@@ -1,6 +1,11 @@
 // tokmgr/json/nlohmann.hpp — a Json policy on nlohmann/json (Debian
 // nlohmann-json3-dev). It proves the seam: nothing else in tokmgr changes
 // when this replaces simdjson_json.
+//
+// nlohmann::json keeps its own copies of the strings it builds and parses;
+// they are freed but not wiped. Bytes that are not UTF-8 are replaced when
+// encoding (nlohmann would otherwise throw an exception whose text quotes the
+// offending byte of the password).
 #pragma once
 
 #include <cmath>
@@ -20,11 +25,11 @@ namespace tokmgr {
 class nlohmann_json {
 public:
     std::string login_body(std::string_view user, std::string_view password) const {
-        return nlohmann::json{{"userName", user}, {"password", password}}.dump();
+        return nlohmann::json{{"userName", user}, {"password", password}}.dump(-1, ' ', false, replace_invalid);
     }
 
     std::string refresh_body(std::string_view refresh_token) const {
-        return nlohmann::json{{"refreshToken", refresh_token}}.dump();
+        return nlohmann::json{{"refreshToken", refresh_token}}.dump(-1, ' ', false, replace_invalid);
     }
 
     token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
@@ -58,6 +63,8 @@ public:
     }
 
 private:
+    static constexpr auto replace_invalid = nlohmann::json::error_handler_t::replace;
+
     static std::optional<std::string> string_member(const nlohmann::json& document, const char* key) {
         if (!document.is_object()) return std::nullopt;
         const auto it = document.find(key);
