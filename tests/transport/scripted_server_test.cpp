@@ -384,6 +384,7 @@ TEST_CASE("connection refused, unresolvable host, bad URL: 'not sent' errors tha
     }
     tokmgr::asio_transport deferred(plain_options("not a url"), ec);
     CHECK(ec == errc::invalid_url);
+    CHECK(deferred.last_error().detail.find("http:// or https://") != std::string::npos);
     std::error_code send_ec;
     deferred.send(post("/x", "{}"), send_ec);
     CHECK(send_ec == errc::invalid_url);
@@ -515,7 +516,7 @@ TEST_CASE("a missing CA file is a configuration error at construction") {
     std::error_code ec;
     tokmgr::asio_transport transport(options, ec);
     CHECK(ec == errc::invalid_configuration);
-    CHECK(transport.last_error().detail.empty());  // construction errors surface on send
+    CHECK(transport.last_error().detail.find("no-such-file.pem") != std::string::npos);
     transport.send(post("/x", "{}"), ec);
     CHECK(ec == errc::invalid_configuration);
     CHECK(transport.last_error().detail.find("no-such-file.pem") != std::string::npos);

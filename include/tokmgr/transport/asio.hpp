@@ -52,7 +52,8 @@ public:
     /// Throws tokmgr::error: errc::invalid_url for a bad base URL,
     /// errc::invalid_configuration for an unreadable CA file or a bad option.
     explicit asio_transport(asio_transport_options options = {});
-    /// As above; on failure sets `ec`, and every `send` reports the same error.
+    /// As above; on failure sets `ec` and `last_error()`, and every `send`
+    /// reports the same error.
     asio_transport(asio_transport_options options, std::error_code& ec);
 
     /// A transport whose I/O runs on `executor`, for `async_send`. Its `send`
@@ -91,8 +92,8 @@ public:
     /// "https://host:port" (IPv6 in brackets): no path, never credentials.
     std::string endpoint() const;
 
-    /// The last failure of `send`/`async_send`, with a sentence naming the
-    /// host; empty after a success.
+    /// The last failure (of construction, `send` or `async_send`), with a
+    /// sentence naming the host; empty after a success.
     const error_info& last_error() const noexcept;
 
     /// Closes the kept-alive connection, if any (the next request opens a new one).

@@ -355,6 +355,7 @@ inline asio_transport::asio_transport(asio_transport_options options, std::error
     auto context = std::make_unique<asio::io_context>(1);
     auto executor = asio::any_io_executor(context->get_executor());
     state_ = detail::make_transport_state(std::move(context), std::move(executor), std::move(options));
+    state_->last_error = state_->construction_error;
     ec = state_->construction_error.code;
 }
 
@@ -366,6 +367,7 @@ inline asio_transport::asio_transport(const executor_type& executor, asio_transp
 inline asio_transport::asio_transport(const executor_type& executor, asio_transport_options options,
                                       std::error_code& ec) {
     state_ = detail::make_transport_state(nullptr, executor, std::move(options));
+    state_->last_error = state_->construction_error;
     ec = state_->construction_error.code;
 }
 
