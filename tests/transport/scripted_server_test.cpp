@@ -137,14 +137,14 @@ TEST_CASE("100 Continue is skipped") {
     CHECK(response.body == "made");
 }
 
-TEST_CASE("a truncated body is a broken connection that names the host") {
+TEST_CASE("a truncated body is an incomplete answer (a protocol error) that names the host") {
     scripted_server server([](const received_request&) {
         return script{send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"), close_connection()};
     });
     tokmgr::asio_transport transport(plain_options(server.url()));
     std::error_code ec;
     transport.send(post("/api/auth/login", "{}"), ec);
-    CHECK(ec == errc::connection_failed);
+    CHECK(ec == errc::protocol_error);
     CHECK_FALSE(tokmgr::request_not_sent(ec));
     CHECK(transport.last_error().detail.find("127.0.0.1:" + std::to_string(server.port())) != std::string::npos);
     CHECK(transport.last_error().detail.find("91 bytes before the end") != std::string::npos);

@@ -44,7 +44,8 @@ public:
     std::size_t feed(std::string_view data, std::error_code& ec);
 
     /// The peer closed the stream. Completes a body that runs to the end of the
-    /// stream; anything else unfinished is errc::connection_failed.
+    /// stream. Anything else unfinished is errc::protocol_error (an incomplete
+    /// answer) once a byte of it arrived, errc::connection_failed before.
     void finish(std::error_code& ec);
 
     bool done() const noexcept { return state_ == state::done; }

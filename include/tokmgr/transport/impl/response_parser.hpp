@@ -144,13 +144,16 @@ inline void response_parser::finish(std::error_code& ec) {
         keep_alive_ = false;
         return;
     }
+    // Closed before any byte: the connection failed (the request may or may
+    // not have been processed). Closed cleanly after the answer began: the
+    // server sent an incomplete answer, a protocol error. Both are "maybe sent".
     if (received_ == 0) {
         fail(ec, errc::connection_failed, "the server closed the connection without answering");
     } else if (state_ == state::body_length) {
-        fail(ec, errc::connection_failed,
+        fail(ec, errc::protocol_error,
              "the server closed the connection " + std::to_string(remaining_) + " bytes before the end of the body");
     } else {
-        fail(ec, errc::connection_failed, "the server closed the connection in the middle of the response");
+        fail(ec, errc::protocol_error, "the server closed the connection in the middle of the response");
     }
 }
 
