@@ -1,5 +1,5 @@
 // tokmgr — the command-line program: the reference server (`serve`), a JWT
-// for scripts (`token`) and a load generator (`load`). See docs/cli.md.
+// for scripts (`token`) and a load generator (`load`). See the README.
 #include <cstring>
 #include <iostream>
 #include <string_view>

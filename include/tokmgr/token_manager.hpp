@@ -5,7 +5,7 @@
 //                                   tokmgr::credentials{"svc@example.com", tokmgr::secret(password)});
 //   request.set("Authorization", manager.authorization().reveal());
 //
-// How it behaves (the spec in docs/ has the reasons):
+// How it behaves (the README's design section has the reasons):
 // - The first call logs in. Each JWT gets two thresholds from its lifetime
 //   (see schedule.hpp): past the soft one, exactly one caller refreshes (or
 //   hands the refresh to `manager_options::executor`) while every other
