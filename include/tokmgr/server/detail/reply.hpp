@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../../detail/json_text.hpp"
 #include "../../http.hpp"
 
 namespace tokmgr::server::detail {
@@ -37,30 +38,7 @@ inline std::string_view reason_phrase(int status) noexcept {
     }
 }
 
-/// Appends `s` as a JSON string literal, quotes included.
-inline void append_json_string(std::string& out, std::string_view s) {
-    static constexpr char hex[] = "0123456789abcdef";
-    out += '"';
-    for (char c : s) {
-        const auto u = static_cast<unsigned char>(c);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (u < 0x20) {
-                out += "\\u00";
-                out += hex[u >> 4];
-                out += hex[u & 15];
-            } else {
-                out += c;
-            }
-        }
-    }
-    out += '"';
-}
+using tokmgr::detail::append_json_string;
 
 /// `{"title": "<reason phrase>", "detail": "<detail>"}` — the detail is always
 /// the server's own text, never a part of the request, so nothing a client

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../../detail/http_chars.hpp"
 #include "../../http.hpp"
 
 namespace tokmgr::server::detail {
@@ -55,40 +56,7 @@ struct parse_outcome {
 
 namespace parser_detail {
 
-inline bool is_token_char(char c) noexcept {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
-inline bool is_token(std::string_view s) noexcept {
-    if (s.empty()) return false;
-    for (char c : s)
-        if (!is_token_char(c)) return false;
-    return true;
-}
-
-inline std::string_view trim_ows(std::string_view s) noexcept {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-inline bool list_contains(std::string_view value, std::string_view token) noexcept {
-    while (!value.empty()) {
-        const auto comma = value.find(',');
-        if (tokmgr::detail::iequals(trim_ows(value.substr(0, comma)), token)) return true;
-        if (comma == std::string_view::npos) break;
-        value.remove_prefix(comma + 1);
-    }
-    return false;
-}
+using namespace tokmgr::detail::http_chars;
 
 inline parse_outcome fail(int status, std::string_view reason) noexcept {
     parse_outcome o;

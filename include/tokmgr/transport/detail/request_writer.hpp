@@ -13,7 +13,7 @@
 
 #include "../../errc.hpp"
 #include "../../http.hpp"
-#include "response_parser.hpp"  // http_chars
+#include "../../detail/http_chars.hpp"
 #include "url.hpp"
 
 namespace tokmgr::detail {

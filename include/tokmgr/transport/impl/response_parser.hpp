@@ -4,46 +4,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "../../detail/http_chars.hpp"
+
 namespace tokmgr::detail {
-
-namespace http_chars {
-
-inline bool is_token_char(char c) noexcept {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
-/// Field values may hold visible characters, spaces, tabs and obs-text, never controls.
-inline bool is_field_value_char(char c) noexcept {
-    const auto u = static_cast<unsigned char>(c);
-    return u == '\t' || (u >= 0x20 && u != 0x7f);
-}
-
-inline std::string_view trim_ows(std::string_view s) noexcept {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-/// Calls f(element) for each comma-separated, trimmed, non-empty element.
-template <class F>
-void for_each_list_element(std::string_view list, F f) {
-    while (true) {
-        const std::size_t comma = list.find(',');
-        const std::string_view element = trim_ows(list.substr(0, comma));
-        if (!element.empty()) f(element);
-        if (comma == std::string_view::npos) break;
-        list.remove_prefix(comma + 1);
-    }
-}
-
-}  // namespace http_chars
 
 inline bool response_parser::fail(std::error_code& ec, errc code, std::string detail) {
     ec = make_error_code(code);
