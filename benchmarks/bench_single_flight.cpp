@@ -4,13 +4,15 @@
 // Each round moves the manager's (manual) clock past the JWT's hard
 // threshold, so no caller may be handed the old JWT, then releases every
 // thread of the crowd at once into get_token(). The transport answers only
-// after its 1 ms delay and after every thread of the crowd has entered
-// get_token, so the whole crowd is there for the one refresh.
+// after its 1 ms delay and after every other thread of the crowd has joined
+// the flight, so the whole crowd is waiting for the one refresh.
 //
 // Reported per crowd size:
 //   Time                 mean, over rounds, of the time from the transport's
 //                        answer until the last thread of the crowd has its JWT
 //   last_p50_us/_max_us  the same, median and worst round
+//   woken_p50_us         median time from the answer until the manager had
+//                        published the JWT and called notify on the waiters
 //   calls_per_refresh    transport calls per round: must be 1
 //   joined_per_refresh   callers that waited for the flight another started
 //   failures             rounds in which a thread got an error or no JWT
@@ -19,9 +21,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -39,8 +43,11 @@ using tokmgr_bench::counting_transport;
 using manager_type = tokmgr::token_manager<counting_transport, tokmgr::testing::manual_clock,
                                            tokmgr::memory_storage, tokmgr::simdjson_json>;
 
-/// N threads parked on a futex; each round releases all of them into `work`
-/// (get_token) and records when each one had its answer.
+/// N threads parked on a condition variable; each round releases all of them
+/// into `work` (get_token) and records when each one had its answer. The gate
+/// never spins: a thread that has its answer sleeps at once, so the threads
+/// still waking up get the cores (libstdc++'s atomic wait would spin and
+/// yield first, stealing them).
 class crowd {
 public:
     crowd(std::size_t size, std::function<bool()> work) : work_(std::move(work)), done_ns_(size), ok_(size) {
@@ -52,9 +59,12 @@ public:
     crowd& operator=(const crowd&) = delete;
 
     ~crowd() {
-        stop_.store(true, std::memory_order_relaxed);
-        round_.fetch_add(1, std::memory_order_release);
-        round_.notify_all();
+        {
+            std::lock_guard<std::mutex> lock(gate_);
+            stop_ = true;
+            ++round_;
+        }
+        go_.notify_all();
         for (auto& t : threads_) t.join();
     }
 
@@ -66,15 +76,17 @@ public:
 
     void start() {
         arrived_.store(0, std::memory_order_relaxed);
-        finished_.store(0, std::memory_order_relaxed);
-        round_.fetch_add(1, std::memory_order_release);
-        round_.notify_all();
+        {
+            std::lock_guard<std::mutex> lock(gate_);
+            finished_ = 0;
+            ++round_;
+        }
+        go_.notify_all();
     }
 
     void finish() {
-        for (auto n = finished_.load(std::memory_order_acquire); n != size();
-             n = finished_.load(std::memory_order_acquire))
-            finished_.wait(n, std::memory_order_acquire);
+        std::unique_lock<std::mutex> lock(gate_);
+        all_done_.wait(lock, [this] { return finished_ == size(); });
     }
 
     /// Waits (up to a second) until every thread has entered get_token.
@@ -90,18 +102,20 @@ public:
 
 private:
     void run(std::size_t index) {
-        std::uint32_t seen = 0;
+        std::uint64_t seen = 0;
         for (;;) {
-            round_.wait(seen, std::memory_order_acquire);
-            const auto now = round_.load(std::memory_order_acquire);
-            if (now == seen) continue;
-            seen = now;
-            if (stop_.load(std::memory_order_relaxed)) return;
+            {
+                std::unique_lock<std::mutex> lock(gate_);
+                go_.wait(lock, [&] { return round_ != seen; });
+                seen = round_;
+                if (stop_) return;
+            }
             arrived_.fetch_add(1, std::memory_order_acq_rel);
             const bool ok = work_();
             done_ns_[index] = counting_transport::now_ns();
             ok_[index] = ok;
-            if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) finished_.notify_all();
+            std::lock_guard<std::mutex> lock(gate_);
+            if (++finished_ == size()) all_done_.notify_one();
         }
     }
 
@@ -109,10 +123,13 @@ private:
     std::vector<std::thread> threads_;
     std::vector<std::int64_t> done_ns_;
     std::vector<char> ok_;
-    std::atomic<std::uint32_t> round_{0};
+    std::mutex gate_;
+    std::condition_variable go_;
+    std::condition_variable all_done_;
+    std::uint64_t round_ = 0;     // guarded by gate_
+    std::size_t finished_ = 0;    // guarded by gate_
+    bool stop_ = false;           // guarded by gate_
     std::atomic<std::size_t> arrived_{0};
-    std::atomic<std::size_t> finished_{0};
-    std::atomic<bool> stop_{false};
 };
 
 void report_spread(benchmark::State& state, std::vector<double>& last_us) {
@@ -129,6 +146,13 @@ void single_flight(benchmark::State& state) {
     tokmgr::testing::manual_clock clock;
     tokmgr::manager_options options;
     options.jitter_seed = 42;
+    // The manager reports refresh_succeeded after it has published the new JWT
+    // and woken the waiters: answer -> event is the manager's own part.
+    std::atomic<std::int64_t> published_ns{0};
+    options.on_event = [&published_ns](const tokmgr::event& e) {
+        if (e.kind == tokmgr::event_kind::refresh_succeeded)
+            published_ns.store(counting_transport::now_ns(), std::memory_order_release);
+    };
     manager_type manager(counting_transport(transport), tokmgr::credentials{"bench-user", tokmgr::secret("bench-pw")},
                          options, clock);
     crowd threads(crowd_size, [&manager] {
@@ -137,19 +161,30 @@ void single_flight(benchmark::State& state) {
         return !ec && jwt.size() > 250;
     });
     threads.release();  // the first round logs in: not timed
-    transport.before_answer = [&threads] { threads.await_arrivals(); };
+    // The answer waits until every other thread of the crowd has joined the
+    // flight (the manager counts it before the caller parks), so the timed
+    // part is the release of waiters, not their arrival.
+    std::atomic<std::uint64_t> joined_target{0};
+    transport.before_answer = [&] {
+        threads.await_arrivals();
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        while (manager.counters().joined < joined_target.load() && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::yield();
+    };
 
-    std::vector<double> last_us;
+    std::vector<double> last_us, published_us;
     std::uint64_t calls = 0, joined = 0, rounds = 0, failures = 0;
     for (auto _ : state) {
         clock.advance(std::chrono::minutes(31));  // past the 30-minute JWT's hard threshold
         const auto calls_before = transport.calls.load();
         const auto joined_before = manager.counters().joined;
+        joined_target.store(joined_before + crowd_size - 1);
         threads.release();
         const auto answer_ns = transport.last_answer_ns.load(std::memory_order_acquire);
         const double seconds = static_cast<double>(threads.last_done_ns() - answer_ns) * 1e-9;
         state.SetIterationTime(seconds);
         last_us.push_back(seconds * 1e6);
+        published_us.push_back(static_cast<double>(published_ns.load(std::memory_order_acquire) - answer_ns) * 1e-3);
         calls += transport.calls.load() - calls_before;
         joined += manager.counters().joined - joined_before;
         failures += threads.all_ok() ? 0 : 1;
@@ -161,6 +196,8 @@ void single_flight(benchmark::State& state) {
     state.counters["joined_per_refresh"] = static_cast<double>(joined) / static_cast<double>(rounds);
     state.counters["failures"] = static_cast<double>(failures);
     report_spread(state, last_us);
+    std::sort(published_us.begin(), published_us.end());
+    state.counters["woken_p50_us"] = published_us[published_us.size() / 2];
 }
 
 /// The floor under single_flight: the same crowd parked on one futex (as
