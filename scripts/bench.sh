@@ -2,12 +2,15 @@
 # bench.sh — builds the benchmarks (Release) and runs all four, printing the
 # figures BENCHMARKS.md reports, then the ratios read against the targets.
 #
-#   scripts/bench.sh              everything, in about three to four minutes on 2 cores
+#   scripts/bench.sh              everything, in about two minutes on 2 cores (build included)
 #   BUILD_DIR=... scripts/bench.sh   another build tree (default: build-bench)
 #
 # Needs: cmake, ninja, a C++20 compiler, libbenchmark-dev, libcurl4-openssl-dev,
-# plus what tokmgr needs (libasio-dev, libsimdjson-dev, libssl-dev). Figures
-# are only as quiet as the machine: check `uptime` first.
+# plus what tokmgr needs (libasio-dev, libsimdjson-dev, libssl-dev); python3
+# for the ratios and valgrind for the instruction counts are optional. Figures
+# are only as quiet as the machine: the script prints how idle the CPUs were
+# just before it started (the load average is no guide once it has run: the
+# single-flight benchmark alone starts 1,000 threads).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +20,17 @@ start=$(date +%s)
 
 echo "== machine"
 echo "$(nproc) cores: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1); $(uname -srm)"
-echo "compiler: $(${CXX:-c++} --version | head -1); load average:$(uptime | sed 's/.*load average://')"
+echo "compiler: $(${CXX:-c++} --version | head -1)"
+cpu_idle() {  # percent of CPU time idle over the next 2 seconds
+    local a b
+    read -r -a a </proc/stat
+    sleep 2
+    read -r -a b </proc/stat
+    local idle=$(( b[4] - a[4] )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( 100 * idle / (total > 0 ? total : 1) ))
+}
+echo "CPU idle before the run: $(cpu_idle)%; load average:$(uptime | sed 's/.*load average://')"
 
 echo "== build (Release, benchmarks only)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
