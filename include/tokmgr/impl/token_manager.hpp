@@ -124,8 +124,9 @@ public:
 
     // ---- the hot path ------------------------------------------------------
 
-    /// `detail`, when given, receives the failure's description.
-    const snapshot* acquire(std::error_code& ec, error_info* detail = nullptr) {
+    /// `detail`, when given, receives the failure's description (an optional,
+    /// so the throwing overloads pay for an error_info only when one exists).
+    const snapshot* acquire(std::error_code& ec, std::optional<error_info>* detail = nullptr) {
         const std::int64_t now = now_ns();
         cache_slot& slot = thread_cache::local().slot_for(id_);
         if (slot.publication == publication_.load(std::memory_order_acquire) && now < slot.serve_until_ns) {
@@ -135,7 +136,7 @@ public:
         return acquire_slow(now, ec, detail);
     }
 
-    std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec, error_info* detail = nullptr) {
+    std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec, std::optional<error_info>* detail = nullptr) {
         if (acquire(ec, detail) == nullptr) return nullptr;
         return thread_cache::local().slot_for(id_).current;  // acquire left its result there
     }
@@ -214,10 +215,10 @@ private:
         return slot.current.get();
     }
 
-    const snapshot* acquire_slow(std::int64_t now, std::error_code& ec, error_info* detail) {
+    const snapshot* acquire_slow(std::int64_t now, std::error_code& ec, std::optional<error_info>* detail) {
         auto fail = [&](const error_info& why) -> const snapshot* {
             ec = why.code;
-            if (detail != nullptr) *detail = why;
+            if (detail != nullptr) detail->emplace(why);
             return nullptr;
         };
         ec.clear();
@@ -641,9 +642,9 @@ secret_view token_manager<Transport, Clock, Storage, Json>::get_token(std::error
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::get_token() {
     std::error_code ec;
-    error_info why;
+    std::optional<error_info> why;
     const detail::snapshot* current = core_->acquire(ec, &why);
-    if (current == nullptr) throw error(why);
+    if (current == nullptr) throw error(why ? *why : error_info{ec, "get_token"});
     return current->jwt();
 }
 
@@ -656,9 +657,9 @@ secret_view token_manager<Transport, Clock, Storage, Json>::authorization(std::e
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::authorization() {
     std::error_code ec;
-    error_info why;
+    std::optional<error_info> why;
     const detail::snapshot* current = core_->acquire(ec, &why);
-    if (current == nullptr) throw error(why);
+    if (current == nullptr) throw error(why ? *why : error_info{ec, "authorization"});
     return current->header();
 }
 
@@ -670,9 +671,9 @@ token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle(st
 template <class Transport, class Clock, class Storage, class Json>
 token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle() {
     std::error_code ec;
-    error_info why;
+    std::optional<error_info> why;
     token_handle handle(core_->acquire_shared(ec, &why));
-    if (!handle) throw error(why);
+    if (!handle) throw error(why ? *why : error_info{ec, "get_token_handle"});
     return handle;
 }
 
