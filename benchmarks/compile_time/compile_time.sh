@@ -7,8 +7,10 @@
 #                       tokmgr headers of with_tokmgr.cpp include (Asio with SSL,
 #                       OpenSSL, simdjson), and nothing of tokmgr
 #   with_tokmgr.cpp     includes <tokmgr/tokmgr.hpp>, instantiates token_manager<>
-#   extern_tokmgr.cpp   the same use, with token_manager<> declared `extern
-#                       template` (instantiated once in another TU of the program)
+#   extern_tokmgr.cpp   the same use in a program built with
+#                       TOKMGR_SEPARATE_COMPILATION: token_manager<> is declared
+#                       `extern template` and compiled once, in the .cpp that
+#                       includes <tokmgr/src.hpp>
 #   separate            extern_tokmgr.cpp again, against a copy of the headers in
 #                       which transport/asio.hpp does not include its bodies
 #                       (impl/asio.hpp): what a separate-compilation mode, as

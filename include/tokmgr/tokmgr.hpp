@@ -4,6 +4,13 @@
 // A translation unit that plugs in its own transport and JSON policy can
 // include tokmgr/token_manager.hpp alone and never see Asio, simdjson or
 // OpenSSL.
+//
+// Separate compilation: a program that defines TOKMGR_SEPARATE_COMPILATION
+// (for every translation unit) and includes <tokmgr/src.hpp> in exactly one
+// .cpp compiles token_manager<> once, in that file, instead of in every file
+// that uses it. The other files then skip generating the manager's and the
+// transport's code, most of their compile time (see BENCHMARKS.md); the cost
+// is that get_token() becomes an out-of-line call.
 #pragma once
 
 #include "api_key.hpp"
@@ -12,3 +19,9 @@
 #include "storage/memory.hpp"
 #include "token_manager.hpp"
 #include "transport/asio.hpp"
+
+#if defined(TOKMGR_SEPARATE_COMPILATION)
+extern template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::steady_clock,
+                                                   tokmgr::memory_storage, tokmgr::simdjson_json>;
+extern template class tokmgr::token_manager<>;
+#endif

@@ -11,4 +11,5 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERAT
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
-message(STATUS "the installed package built and ran a C++17 consumer")
+run(${WORK_DIR}/build/consumer_separate)
+message(STATUS "the installed package built and ran a C++17 consumer, header-only and separately compiled")
