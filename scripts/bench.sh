@@ -14,6 +14,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-deps.sh"  # a fresh machine: the packages the benchmarks need
 build=${BUILD_DIR:-$root/build-bench}
 out=$build/bench-results
 start=$(date +%s)

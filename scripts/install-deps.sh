@@ -8,6 +8,7 @@ packages=(
   libasio-dev libsimdjson-dev libssl-dev   # the default policies
   doctest-dev nlohmann-json3-dev           # tests (nlohmann: the second JSON policy)
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
+  valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
 )
 
