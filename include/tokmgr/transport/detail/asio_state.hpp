@@ -4,10 +4,15 @@
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -60,6 +65,12 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
 
     std::uint64_t timer_generation = 0;  // a timer handler acts only if it is still current
     bool timed_out = false;
+    // Set while the blocking `send` runs the private io_context: it then
+    // enforces the phase's limit itself (run_one_until `deadline`, then
+    // `expire`), which saves the timer's system calls (timerfd_settime to
+    // arm it, a cancelled wait to dispatch) on every request.
+    bool deadline_mode = false;
+    std::optional<std::chrono::steady_clock::time_point> deadline;
     bool busy = false;
     error_info last_error;
 
@@ -93,20 +104,33 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
     void arm_timer(std::chrono::milliseconds limit) {
         timed_out = false;
         const std::uint64_t generation = ++timer_generation;
+        if (deadline_mode) {
+            deadline = std::chrono::steady_clock::now() + limit;
+            return;
+        }
         timer.expires_after(limit);
         timer.async_wait([weak = weak_from_this(), generation](const std::error_code& ec) {
             if (ec) return;  // cancelled: the phase ended in time
             const auto self = weak.lock();
             if (!self || self->timer_generation != generation) return;
-            self->timed_out = true;
-            self->resolver.cancel();
-            self->close_connection(false);
+            self->expire();
         });
     }
 
     void disarm_timer() noexcept {
         ++timer_generation;
+        if (deadline_mode) {
+            deadline.reset();
+            return;
+        }
         timer.cancel();
+    }
+
+    /// The current phase's limit has passed: ends the pending operation.
+    void expire() noexcept {
+        timed_out = true;
+        resolver.cancel();
+        close_connection(false);
     }
 
     /// `graceful`: the connection ended normally, so its TLS session stays
@@ -139,14 +163,18 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
         if (!connection || !connection_reusable) return false;
         auto& socket = connection->socket();
         if (!socket.is_open()) return false;
-        std::error_code ec;
-        socket.non_blocking(true, ec);
-        if (ec) return false;
+        // One recv on the native handle, non-blocking for this call only
+        // (MSG_DONTWAIT): switching the socket's blocking mode around the
+        // peek cost three more system calls per request, and Asio's own
+        // async operations would switch it back again.
         char byte = 0;
-        const std::size_t n = socket.receive(asio::buffer(&byte, 1), asio::socket_base::message_peek, ec);
-        std::error_code restore_ec;
-        socket.non_blocking(false, restore_ec);
-        return n == 0 && ec == asio::error::would_block;
+        ssize_t n;
+        do {
+            n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        // Usable only while nothing is waiting: 0 is end of stream, > 0 is
+        // unasked data, and any error but "would block" is a reset or worse.
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     }
 };
 

@@ -5,10 +5,22 @@
 // write the whole request, read until the parser has the whole response. The
 // blocking `send` runs that same operation on the transport's private
 // io_context, so `async_send` is the same code with the caller's token.
+//
+// The keep-alive path is kept to few system calls (a loopback round trip is
+// a handful of microseconds, each call about one): the idle check is one
+// non-blocking peek, a plain request is written with one direct send, and
+// the blocking `send` starts inline and bounds its waits itself instead of
+// arming a timer.
 #pragma once
 
+#include <cerrno>
+#include <chrono>
 #include <iostream>
+#include <optional>
 #include <utility>
+
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #include <asio/compose.hpp>
 #include <asio/connect.hpp>
@@ -31,8 +43,13 @@ inline std::string seconds_text(std::chrono::milliseconds d) {
 /// The composed operation behind send and async_send.
 class send_op {
 public:
-    send_op(std::shared_ptr<asio_transport_state> shared_state, const http_request& request)
-        : state_(std::move(shared_state)) {
+    /// `start_inline`: begin at once, inside the initiating call. Only the
+    /// blocking `send` asks for it (it waits for the completion anyway);
+    /// `async_send` posts the first step, so that it never completes inside
+    /// the call.
+    send_op(std::shared_ptr<asio_transport_state> shared_state, const http_request& request,
+            bool start_inline = false)
+        : state_(std::move(shared_state)), start_inline_(start_inline) {
         auto& state = *state_;
         // Everything taken from the request is copied here, at initiation, so
         // that the caller's request (and the memory its body views) need not
@@ -66,13 +83,18 @@ public:
     void operator()(Self& self, std::error_code ec = {}, std::size_t bytes = 0) {
         switch (step_) {
         case step::start:
-            // Never complete inside the initiating call.
             step_ = step::begin;
-            asio::post(state_->executor, std::move(self));
-            return;
+            if (!start_inline_) {
+                // Never complete inside the initiating call.
+                asio::post(state_->executor, std::move(self));
+                return;
+            }
+            [[fallthrough]];
         case step::begin:
             if (pending_) return finish(self, pending_.code, pending_.detail);
             return open_or_reuse(self);
+        case step::connecting:  // a single endpoint (an IP literal)
+            return on_connected(self, ec);
         case step::writing:
             return on_written(self, ec, bytes);
         case step::reading:
@@ -91,15 +113,21 @@ public:
             return fail_connect(self, errc::connect_timeout,
                                 "resolving " + s.url.host + " did not finish within " + seconds_text(s.options.connect_timeout));
         if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + s.url.host + " (" + ec.message() + ")");
-        s.connection.emplace();
-        if (s.url.tls) s.connection->tls.emplace(s.executor, *s.tls_context);
-        else s.connection->plain.emplace(s.executor);
+        new_connection();
         step_ = step::connecting;
         asio::async_connect(s.connection->socket(), results, std::move(self));
     }
 
     template <class Self>
     void operator()(Self& self, std::error_code ec, const asio::ip::tcp::endpoint&) {
+        on_connected(self, ec);
+    }
+
+private:
+    enum class step { start, begin, resolving, connecting, handshaking, writing, reading, done };
+
+    template <class Self>
+    void on_connected(Self& self, std::error_code ec) {
         auto& s = *state_;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
@@ -116,9 +144,6 @@ public:
         step_ = step::handshaking;
         s.connection->tls->async_handshake(asio::ssl::stream_base::client, std::move(self));
     }
-
-private:
-    enum class step { start, begin, resolving, connecting, handshaking, writing, reading, done };
 
     template <class Self>
     void open_or_reuse(Self& self) {
@@ -138,10 +163,29 @@ private:
         }
         reused_ = false;
         s.arm_timer(s.options.connect_timeout);
+        if (s.url.host_is_ip()) {
+            // An IP literal needs no resolver (whose asynchronous form runs on
+            // a helper thread even for a numeric host).
+            std::error_code address_ec;
+            const auto address = asio::ip::make_address(s.url.host, address_ec);
+            if (!address_ec) {
+                new_connection();
+                step_ = step::connecting;
+                s.connection->socket().async_connect(asio::ip::tcp::endpoint(address, s.url.port), std::move(self));
+                return;
+            }
+        }
         step_ = step::resolving;
         auto flags = asio::ip::tcp::resolver::numeric_service;
         if (s.url.host_is_ip()) flags |= asio::ip::tcp::resolver::numeric_host;
         s.resolver.async_resolve(s.url.host, std::to_string(s.url.port), flags, std::move(self));
+    }
+
+    void new_connection() {
+        auto& s = *state_;
+        s.connection.emplace();
+        if (s.url.tls) s.connection->tls.emplace(s.executor, *s.tls_context);
+        else s.connection->plain.emplace(s.executor);
     }
 
     template <class Self>
@@ -171,6 +215,26 @@ private:
         auto& s = *state_;
         s.arm_timer(s.options.request_timeout);
         step_ = step::writing;
+        written_inline_ = 0;
+        if (!s.connection->tls) {
+            // Plain TCP: one non-blocking send first. A request fits the
+            // socket's buffer, so this finishes the write without a trip
+            // through the event loop; otherwise Asio writes the rest.
+            auto& socket = *s.connection->plain;
+            ssize_t n;
+            do {
+                n = ::send(socket.native_handle(), s.write_buffer.data(), s.write_buffer.size(),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return on_written(self, std::error_code(errno, asio::error::get_system_category()), 0);
+            if (n > 0) written_inline_ = static_cast<std::size_t>(n);
+            if (written_inline_ == s.write_buffer.size()) return on_written(self, {}, 0);
+            asio::async_write(socket, asio::buffer(s.write_buffer.data() + written_inline_,
+                                                   s.write_buffer.size() - written_inline_),
+                              std::move(self));
+            return;
+        }
         s.connection->with_stream(
             [&](auto& stream) { asio::async_write(stream, asio::buffer(s.write_buffer), std::move(self)); });
     }
@@ -178,6 +242,7 @@ private:
     template <class Self>
     void on_written(Self& self, std::error_code ec, std::size_t bytes) {
         auto& s = *state_;
+        bytes += written_inline_;  // accepted by the direct send before Asio took over
         if (s.timed_out) return fail_exchange(self, errc::timeout, "sending the request timed out");
         if (ec) {
             if (reused_ && bytes == 0 && !resent_) {
@@ -299,6 +364,8 @@ private:
     bool collides_ = false;
     bool reused_ = false;
     bool resent_ = false;
+    bool start_inline_ = false;
+    std::size_t written_inline_ = 0;  // bytes of the request the direct send wrote
     std::optional<response_parser> parser_;
 };
 
@@ -389,16 +456,48 @@ inline http_response asio_transport::send(const http_request& request, std::erro
         state_->last_error = {ec, "this transport runs on the caller's executor; use async_send, not send"};
         return {};
     }
+    auto& s = *state_;
+    auto& context = *s.owned_context;
+    context.restart();
+    // While another operation is in flight (an async_send on this private
+    // context) this one only collides, and that one keeps its timer.
+    struct deadline_scope {
+        detail::asio_transport_state& s;
+        bool on;
+        ~deadline_scope() {
+            if (!on) return;
+            s.deadline_mode = false;
+            s.deadline.reset();
+        }
+    } scope{s, !s.busy};
+    if (scope.on) s.deadline_mode = true;
     http_response response;
     bool completed = false;
-    async_send(request, [&](std::error_code result, http_response r) {
+    // Started inline: this call waits for the completion anyway, and a post
+    // would cost an extra turn of the event loop (a system call).
+    auto on_complete = [&](std::error_code result, http_response r) {
         ec = result;
         response = std::move(r);
         completed = true;
-    });
-    auto& context = *state_->owned_context;
-    context.restart();
-    context.run();
+    };
+    asio::async_compose<decltype(on_complete), void(std::error_code, http_response)>(
+        detail::send_op(state_, request, /*start_inline=*/true), on_complete, s.executor);
+    // One handler at a time until this request completes; the phase limit is
+    // the wait's bound (see asio_transport_state::deadline_mode).
+    while (!completed) {
+        std::size_t ran = 0;
+        if (s.deadline) {
+            ran = context.run_one_until(*s.deadline);
+            if (!completed && s.deadline && std::chrono::steady_clock::now() >= *s.deadline) {
+                s.deadline.reset();
+                s.expire();
+                continue;
+            }
+        } else {
+            ran = context.run_one();
+        }
+        if (ran == 0 && context.stopped()) break;  // out of work: cannot happen without a throwing handler
+    }
     if (!completed) {  // cannot happen unless a handler threw; never report success for it
         ec = make_error_code(errc::connection_failed);
         state_->last_error = {ec, "the request to " + state_->endpoint + " did not complete"};
