@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -226,6 +227,82 @@ TEST_CASE("a stalled response times out, cleanly and on time") {
     // The timed-out connection is not reused: the next request gets a new one.
     CHECK(transport.send(post("/x", "{}")).body == "recovered");
     CHECK(server.connections() == 2);
+}
+
+TEST_CASE("a request larger than the socket buffer is written whole, on a reused connection too") {
+    // Over plain TCP the first send is one direct non-blocking call; what it
+    // cannot write goes through Asio, and the server must get every byte.
+    scripted_server server([](const received_request& r) { return reply(200, std::to_string(r.body.size())); });
+    event_log events;
+    tokmgr::asio_transport transport(plain_options(server.url(), &events));
+    const std::string small(100, 's');
+    const std::string big(8 * 1024 * 1024, 'b');
+    CHECK(transport.send(post("/x", small)).body == "100");
+    CHECK(transport.send(post("/x", big)).body == std::to_string(big.size()));
+    CHECK(transport.send(post("/x", big)).body == std::to_string(big.size()));
+    const auto got = server.received();
+    REQUIRE(got.size() == 3);
+    CHECK(got[1].body == big);
+    CHECK(got[2].body == big);
+    CHECK(server.connections() == 1);
+    CHECK(events.count(transport_event_kind::connection_reused) == 2);
+}
+
+TEST_CASE("async_send on the caller's io_context times out through its timer, then leaves no work behind") {
+    // The blocking send bounds its own waits; async_send keeps the timer.
+    scripted_server server([](const received_request& r) {
+        if (r.connection == 1) return script{stall()};
+        return reply(200, "recovered");
+    });
+    asio::io_context io;
+    auto options = plain_options(server.url());
+    options.request_timeout = 300ms;
+    tokmgr::asio_transport transport(io.get_executor(), options);
+    std::optional<std::error_code> result;
+    const auto started = std::chrono::steady_clock::now();
+    transport.async_send(post("/x", "{}"), [&](std::error_code ec, tokmgr::http_response) { result = ec; });
+    io.run();  // returns: the timer was the only work left, and it fired
+    const auto took = std::chrono::steady_clock::now() - started;
+    REQUIRE(result);
+    CHECK(*result == errc::timeout);
+    CHECK(took >= 300ms);
+    CHECK(took < 2s);
+    // An answered request cancels its timer: run() returns long before the limit.
+    options.request_timeout = 5s;
+    tokmgr::asio_transport answered(io.get_executor(), options);
+    std::string body;
+    io.restart();
+    answered.async_send(post("/x", "{}"), [&](std::error_code ec, tokmgr::http_response r) {
+        CHECK_FALSE(ec);
+        body = r.body;
+    });
+    const auto second = std::chrono::steady_clock::now();
+    io.run();
+    CHECK(body == "recovered");
+    CHECK(std::chrono::steady_clock::now() - second < 2s);
+}
+
+TEST_CASE("send times out again on the next stall and stays usable afterwards") {
+    // Two stalls in a row on the same transport: each send enforces its own
+    // limit, and nothing from the first (no stale deadline) affects the next.
+    scripted_server server([](const received_request& r) {
+        if (r.connection <= 2) return script{stall()};
+        return reply(200, "ok");
+    });
+    auto options = plain_options(server.url());
+    options.request_timeout = 200ms;
+    tokmgr::asio_transport transport(options);
+    for (int i = 0; i < 2; ++i) {
+        std::error_code ec;
+        const auto started = std::chrono::steady_clock::now();
+        transport.send(post("/x", "{}"), ec);
+        const auto took = std::chrono::steady_clock::now() - started;
+        CHECK(ec == errc::timeout);
+        CHECK(took >= 200ms);
+        CHECK(took < 2s);
+    }
+    CHECK(transport.send(post("/x", "{}")).body == "ok");
+    CHECK(server.connections() == 3);
 }
 
 TEST_CASE("a reset in the middle of the response is a broken connection") {
