@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "../error.hpp"
 #include "../secret.hpp"
 
 namespace tokmgr::detail {
@@ -55,6 +56,9 @@ struct thread_cache {
     static constexpr std::size_t slot_count = 4;
     std::array<cache_slot, slot_count> slots{};
     std::uint64_t uses = 0;
+    /// Why this thread's last call failed, for the throwing overloads: kept
+    /// here so the calls that succeed never build an error_info.
+    error_info last_failure;
 
     cache_slot& slot_for(std::uint64_t owner) noexcept {
         cache_slot* victim = &slots[0];

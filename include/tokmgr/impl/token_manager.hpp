@@ -71,6 +71,13 @@ inline std::string sanitize_server_message(std::string text, std::initializer_li
     return text;
 }
 
+/// Kept out of line and cold, so the throwing overloads' success path is the
+/// error_code overload's.
+[[noreturn]] inline void throw_last_failure(std::error_code ec, const char* call) {
+    const error_info& why = thread_cache::local().last_failure;
+    throw error(why.code == ec ? why : error_info{ec, call});
+}
+
 inline std::uint64_t next_manager_id() noexcept {
     static std::atomic<std::uint64_t> last{0};
     return last.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -124,20 +131,19 @@ public:
 
     // ---- the hot path ------------------------------------------------------
 
-    /// `detail`, when given, receives the failure's description (an optional,
-    /// so the throwing overloads pay for an error_info only when one exists).
-    const snapshot* acquire(std::error_code& ec, std::optional<error_info>* detail = nullptr) {
+    /// On failure, this thread's thread_cache::last_failure says why.
+    const snapshot* acquire(std::error_code& ec) {
         const std::int64_t now = now_ns();
         cache_slot& slot = thread_cache::local().slot_for(id_);
         if (slot.publication == publication_.load(std::memory_order_acquire) && now < slot.serve_until_ns) {
             ec.clear();
             return slot.current.get();
         }
-        return acquire_slow(now, ec, detail);
+        return acquire_slow(now, ec);
     }
 
-    std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec, std::optional<error_info>* detail = nullptr) {
-        if (acquire(ec, detail) == nullptr) return nullptr;
+    std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec) {
+        if (acquire(ec) == nullptr) return nullptr;
         return thread_cache::local().slot_for(id_).current;  // acquire left its result there
     }
 
@@ -215,10 +221,10 @@ private:
         return slot.current.get();
     }
 
-    const snapshot* acquire_slow(std::int64_t now, std::error_code& ec, std::optional<error_info>* detail) {
+    const snapshot* acquire_slow(std::int64_t now, std::error_code& ec) {
         auto fail = [&](const error_info& why) -> const snapshot* {
             ec = why.code;
-            if (detail != nullptr) detail->emplace(why);
+            thread_cache::local().last_failure = why;
             return nullptr;
         };
         ec.clear();
@@ -642,9 +648,8 @@ secret_view token_manager<Transport, Clock, Storage, Json>::get_token(std::error
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::get_token() {
     std::error_code ec;
-    std::optional<error_info> why;
-    const detail::snapshot* current = core_->acquire(ec, &why);
-    if (current == nullptr) throw error(why ? *why : error_info{ec, "get_token"});
+    const detail::snapshot* current = core_->acquire(ec);
+    if (current == nullptr) detail::throw_last_failure(ec, "get_token");
     return current->jwt();
 }
 
@@ -657,9 +662,8 @@ secret_view token_manager<Transport, Clock, Storage, Json>::authorization(std::e
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::authorization() {
     std::error_code ec;
-    std::optional<error_info> why;
-    const detail::snapshot* current = core_->acquire(ec, &why);
-    if (current == nullptr) throw error(why ? *why : error_info{ec, "authorization"});
+    const detail::snapshot* current = core_->acquire(ec);
+    if (current == nullptr) detail::throw_last_failure(ec, "authorization");
     return current->header();
 }
 
@@ -671,9 +675,8 @@ token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle(st
 template <class Transport, class Clock, class Storage, class Json>
 token_handle token_manager<Transport, Clock, Storage, Json>::get_token_handle() {
     std::error_code ec;
-    std::optional<error_info> why;
-    token_handle handle(core_->acquire_shared(ec, &why));
-    if (!handle) throw error(why ? *why : error_info{ec, "get_token_handle"});
+    token_handle handle(core_->acquire_shared(ec));
+    if (!handle) detail::throw_last_failure(ec, "get_token_handle");
     return handle;
 }
 
