@@ -8,13 +8,9 @@
 #                       OpenSSL, simdjson), and nothing of tokmgr
 #   with_tokmgr.cpp     includes <tokmgr/tokmgr.hpp>, instantiates token_manager<>
 #   extern_tokmgr.cpp   the same use in a program built with
-#                       TOKMGR_SEPARATE_COMPILATION: token_manager<> is declared
-#                       `extern template` and compiled once, in the .cpp that
-#                       includes <tokmgr/src.hpp>
-#   separate            extern_tokmgr.cpp again, against a copy of the headers in
-#                       which transport/asio.hpp does not include its bodies
-#                       (impl/asio.hpp): what a separate-compilation mode, as
-#                       Asio's ASIO_SEPARATE_COMPILATION, would leave per TU
+#                       TOKMGR_SEPARATE_COMPILATION: token_manager<> and the
+#                       Asio transport are compiled once, in the .cpp that
+#                       includes <tokmgr/src.hpp>; this TU only declares them
 # and prints the medians and tokmgr's share = (TU - baseline) / TU, on CPU
 # time (user + sys: steadier than wall time when the machine is shared) and
 # on wall time. Then where with_tokmgr.o's machine code comes from: the bytes
@@ -34,10 +30,6 @@ flags=(${CXXFLAGS:-} -std=c++20 -O3 -DNDEBUG -DASIO_STANDALONE -I"$root/include"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-# The simulated separate-compilation headers.
-cp -r "$root/include" "$work/separate"
-sed -i 's|^#include "impl/asio.hpp"|// compiled once elsewhere|' "$work/separate/tokmgr/transport/asio.hpp"
 
 # The tokmgr headers with_tokmgr.cpp reaches, and the third-party headers they include.
 "$cxx" "${flags[@]}" -M -MT x "$here/with_tokmgr.cpp" | tr ' \\' '\n\n' | grep -F "$root/include/tokmgr/" |
@@ -68,14 +60,13 @@ measure() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-: >"$work/base"; : >"$work/with"; : >"$work/extern"; : >"$work/separate_times"
+: >"$work/base"; : >"$work/with"; : >"$work/extern"
 for i in $(seq "$reps"); do
     measure "$work/baseline.cpp" >>"$work/base"
-    measure "$here/extern_tokmgr.cpp" -I"$work/separate" >>"$work/separate_times"
     measure "$here/extern_tokmgr.cpp" >>"$work/extern"
     measure "$here/with_tokmgr.cpp" >>"$work/with"
     echo "  run $i (wall cpu, s): baseline $(tail -1 "$work/base") | with tokmgr $(tail -1 "$work/with")" \
-        "| extern template $(tail -1 "$work/extern") | separate $(tail -1 "$work/separate_times")"
+        "| separate compilation $(tail -1 "$work/extern")"
 done
 
 col() { cut -d' ' -f"$2" "$work/$1" | median; }
@@ -83,12 +74,11 @@ awk -v n="$reps" \
     -v bw="$(col base 1)" -v bc="$(col base 2)" \
     -v ww="$(col with 1)" -v wc="$(col with 2)" \
     -v ew="$(col extern 1)" -v ec="$(col extern 2)" \
-    -v sw="$(col separate_times 1)" -v sc="$(col separate_times 2)" 'BEGIN {
+'BEGIN {
     printf "compile_time (median of %d)                     cpu s   wall s   tokmgr share (cpu, wall)\n", n
     printf "  baseline: Asio+SSL, OpenSSL, simdjson only    %6.2f   %6.2f\n", bc, bw
     printf "  with_tokmgr: token_manager<> instantiated     %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", wc, ww, 100 * (wc - bc) / wc, 100 * (ww - bw) / ww
-    printf "  extern_tokmgr: instantiated in another TU     %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", ec, ew, 100 * (ec - bc) / ec, 100 * (ew - bw) / ew
-    printf "  separate: extern + transport bodies elsewhere %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", sc, sw, 100 * (sc - bc) / sc, 100 * (sw - bw) / sw
+    printf "  extern_tokmgr: TOKMGR_SEPARATE_COMPILATION    %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", ec, ew, 100 * (ec - bc) / ec, 100 * (ew - bw) / ew
 }'
 
 # Machine code of with_tokmgr.o by the namespace of each function: the

@@ -1,10 +1,11 @@
 // tokmgr/src.hpp — the one translation unit of a program built with
 // TOKMGR_SEPARATE_COMPILATION: include this in exactly one .cpp (see
-// tokmgr/tokmgr.hpp). It instantiates token_manager<> with the default
-// policies, once for the whole program.
+// tokmgr/tokmgr.hpp). It compiles the Asio transport and instantiates
+// token_manager<> with the default policies, once for the whole program.
 #pragma once
 
 #include "tokmgr.hpp"
+#include "transport/impl/asio.hpp"  // the transport's bodies, compiled here once
 
 template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::memory_storage,
                                             tokmgr::simdjson_json>;

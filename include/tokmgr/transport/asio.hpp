@@ -107,4 +107,13 @@ private:
 
 }  // namespace tokmgr
 
+// Header-only, the bodies come with the declarations. Under
+// TOKMGR_SEPARATE_COMPILATION (see tokmgr/tokmgr.hpp) they are compiled once,
+// in the file that includes <tokmgr/src.hpp>; a file that calls async_send
+// then includes <tokmgr/transport/async.hpp> for its template.
+#if defined(TOKMGR_SEPARATE_COMPILATION)
+#define TOKMGR_TRANSPORT_DECL
+#else
+#define TOKMGR_TRANSPORT_DECL inline
 #include "impl/asio.hpp"
+#endif

@@ -2,6 +2,9 @@
 // manager type, built and run against nothing (the login fails fast: nothing
 // listens on the port), which is enough to prove it links and reports errors.
 #include <tokmgr/tokmgr.hpp>
+#include <tokmgr/transport/async.hpp>  // async_send's template, also under separate compilation
+
+#include <asio/io_context.hpp>
 
 #include <iostream>
 #include <type_traits>
@@ -20,6 +23,18 @@ int main() {
     std::error_code ec;
     manager.get_token(ec);
     std::cout << "expected failure: " << manager.last_error().message() << '\n';
+    // The asynchronous path, on the caller's io_context.
+    asio::io_context io;
+    tokmgr::asio_transport async_transport(io.get_executor(), transport);
+    tokmgr::http_request request;
+    request.target = "/api/auth/login";
+    std::error_code async_ec;
+    async_transport.async_send(request, [&](std::error_code e, tokmgr::http_response) { async_ec = e; });
+    io.run();
+
     tokmgr::api_key_source key(tokmgr::secret("installed-package-key"));
-    return ec == tokmgr::errc::connection_refused && key.authorization().reveal() == "installed-package-key" ? 0 : 1;
+    return ec == tokmgr::errc::connection_refused && async_ec == tokmgr::errc::connection_refused &&
+                   key.authorization().reveal() == "installed-package-key"
+               ? 0
+               : 1;
 }

@@ -1,0 +1,372 @@
+// tokmgr/transport/impl/asio_async.hpp — the composed operation behind
+// asio_transport's send and async_send, and async_send itself: templates and
+// inline functions only, so any number of translation units may include it,
+// also under TOKMGR_SEPARATE_COMPILATION (where <tokmgr/transport/async.hpp>
+// brings it to the files that call async_send).
+#pragma once
+
+#include <cerrno>
+#include <chrono>
+#include <iostream>
+#include <optional>
+#include <utility>
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <asio/compose.hpp>
+#include <asio/connect.hpp>
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+
+#include "../detail/asio_state.hpp"
+#include "../detail/request_writer.hpp"
+#include "../detail/response_parser.hpp"
+
+namespace tokmgr {
+namespace detail {
+
+inline std::string seconds_text(std::chrono::milliseconds d) {
+    const auto ms = d.count();
+    if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
+    return std::to_string(ms) + " ms";
+}
+
+/// The composed operation behind send and async_send.
+class send_op {
+public:
+    /// `start_inline`: begin at once, inside the initiating call. Only the
+    /// blocking `send` asks for it (it waits for the completion anyway);
+    /// `async_send` posts the first step, so that it never completes inside
+    /// the call.
+    send_op(std::shared_ptr<asio_transport_state> shared_state, const http_request& request,
+            bool start_inline = false)
+        : state_(std::move(shared_state)), start_inline_(start_inline) {
+        auto& state = *state_;
+        // Everything taken from the request is copied here, at initiation, so
+        // that the caller's request (and the memory its body views) need not
+        // outlive the call.
+        head_request_ = request.method == "HEAD";
+        what_ = std::string(request.method) + " " + state.endpoint + state.url.base_path +
+                std::string(target_for_messages(request.target));
+        if (state.construction_error) {
+            pending_ = state.construction_error;
+            return;
+        }
+        if (state.busy) {
+            pending_ = {make_error_code(errc::invalid_configuration),
+                        what_ + ": another request is still in flight on this transport (send one at a time)"};
+            collides_ = true;
+            return;
+        }
+        std::error_code ec;
+        std::string why;
+        if (!write_request(state.url, request, state.options.keep_alive, state.write_buffer, ec, why)) {
+            secure_clear(state.write_buffer);
+            pending_ = {ec, what_ + ": " + why};
+            return;
+        }
+        state.busy = true;
+        owns_busy_ = true;
+    }
+
+    // Start, write completion and read completion.
+    template <class Self>
+    void operator()(Self& self, std::error_code ec = {}, std::size_t bytes = 0) {
+        switch (step_) {
+        case step::start:
+            step_ = step::begin;
+            if (!start_inline_) {
+                // Never complete inside the initiating call.
+                asio::post(state_->executor, std::move(self));
+                return;
+            }
+            [[fallthrough]];
+        case step::begin:
+            if (pending_) return finish(self, pending_.code, pending_.detail);
+            return open_or_reuse(self);
+        case step::connecting:  // a single endpoint (an IP literal)
+            return on_connected(self, ec);
+        case step::writing:
+            return on_written(self, ec, bytes);
+        case step::reading:
+            return on_read(self, ec, bytes);
+        case step::handshaking:
+            return on_handshake(self, ec);
+        default:
+            return finish(self, make_error_code(errc::protocol_error), what_ + ": internal state error");
+        }
+    }
+
+    template <class Self>
+    void operator()(Self& self, std::error_code ec, asio::ip::tcp::resolver::results_type results) {
+        auto& s = *state_;
+        if (s.timed_out)
+            return fail_connect(self, errc::connect_timeout,
+                                "resolving " + s.url.host + " did not finish within " + seconds_text(s.options.connect_timeout));
+        if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + s.url.host + " (" + ec.message() + ")");
+        new_connection();
+        step_ = step::connecting;
+        asio::async_connect(s.connection->socket(), results, std::move(self));
+    }
+
+    template <class Self>
+    void operator()(Self& self, std::error_code ec, const asio::ip::tcp::endpoint&) {
+        on_connected(self, ec);
+    }
+
+private:
+    enum class step { start, begin, resolving, connecting, handshaking, writing, reading, done };
+
+    template <class Self>
+    void on_connected(Self& self, std::error_code ec) {
+        auto& s = *state_;
+        if (s.timed_out)
+            return fail_connect(self, errc::connect_timeout,
+                                "connecting to " + s.endpoint + " did not finish within " + seconds_text(s.options.connect_timeout));
+        if (ec) return fail_connect(self, errc::connection_refused, "could not connect to " + s.endpoint + " (" + ec.message() + ")");
+        std::error_code ignored;
+        s.connection->socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+        if (!s.connection->tls) {
+            s.emit(transport_event_kind::connected, "connected");
+            return write(self);
+        }
+        prepare_tls_connection(s.connection->tls->native_handle(), s.url, s.verify, s.session.get());
+        s.arm_timer(s.options.handshake_timeout);
+        step_ = step::handshaking;
+        s.connection->tls->async_handshake(asio::ssl::stream_base::client, std::move(self));
+    }
+
+    template <class Self>
+    void open_or_reuse(Self& self) {
+        auto& s = *state_;
+        if (s.connection) {
+            if (s.idle_connection_usable()) {
+                reused_ = true;
+                s.emit(transport_event_kind::connection_reused, "reusing the kept-alive connection");
+                return write(self);
+            }
+            if (s.connection_reusable)
+                s.emit(transport_event_kind::stale_connection_replaced,
+                       "the server closed the idle connection; opening a new one before sending");
+            // Nothing was read or written on it since its last complete
+            // response, so its TLS session stays resumable.
+            s.drop_connection(true);
+        }
+        reused_ = false;
+        s.arm_timer(s.options.connect_timeout);
+        if (s.url.host_is_ip()) {
+            // An IP literal needs no resolver (whose asynchronous form runs on
+            // a helper thread even for a numeric host).
+            std::error_code address_ec;
+            const auto address = asio::ip::make_address(s.url.host, address_ec);
+            if (!address_ec) {
+                new_connection();
+                step_ = step::connecting;
+                s.connection->socket().async_connect(asio::ip::tcp::endpoint(address, s.url.port), std::move(self));
+                return;
+            }
+        }
+        step_ = step::resolving;
+        auto flags = asio::ip::tcp::resolver::numeric_service;
+        if (s.url.host_is_ip()) flags |= asio::ip::tcp::resolver::numeric_host;
+        s.resolver.async_resolve(s.url.host, std::to_string(s.url.port), flags, std::move(self));
+    }
+
+    void new_connection() {
+        auto& s = *state_;
+        s.connection.emplace();
+        if (s.url.tls) s.connection->tls.emplace(s.executor, *s.tls_context);
+        else s.connection->plain.emplace(s.executor);
+    }
+
+    template <class Self>
+    void on_handshake(Self& self, std::error_code ec) {
+        auto& s = *state_;
+        if (s.timed_out)
+            return fail_connect(self, errc::connect_timeout,
+                                "the TLS handshake with " + s.endpoint + " did not finish within " +
+                                    seconds_text(s.options.handshake_timeout));
+        if (ec) {
+            std::string reason;
+            const errc code = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec, reason);
+            if (code == errc::certificate_verification_failed)
+                return fail_connect(self, code,
+                                    "the certificate of " + s.endpoint + " did not verify (" + reason +
+                                        "); set ca_file to the CA that issued it if the server uses a private CA");
+            return fail_connect(self, code, "the TLS handshake with " + s.endpoint + " failed (" + reason + ")");
+        }
+        s.emit(transport_event_kind::connected, "connected with TLS");
+        if (SSL_session_reused(s.connection->tls->native_handle()))
+            s.emit(transport_event_kind::tls_session_resumed, "resumed the previous TLS session");
+        write(self);
+    }
+
+    template <class Self>
+    void write(Self& self) {
+        auto& s = *state_;
+        s.arm_timer(s.options.request_timeout);
+        step_ = step::writing;
+        written_inline_ = 0;
+        if (!s.connection->tls) {
+            // Plain TCP: one non-blocking send first. A request fits the
+            // socket's buffer, so this finishes the write without a trip
+            // through the event loop; otherwise Asio writes the rest.
+            auto& socket = *s.connection->plain;
+            ssize_t n;
+            do {
+                n = ::send(socket.native_handle(), s.write_buffer.data(), s.write_buffer.size(),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return on_written(self, std::error_code(errno, asio::error::get_system_category()), 0);
+            if (n > 0) written_inline_ = static_cast<std::size_t>(n);
+            if (written_inline_ == s.write_buffer.size()) return on_written(self, {}, 0);
+            asio::async_write(socket, asio::buffer(s.write_buffer.data() + written_inline_,
+                                                   s.write_buffer.size() - written_inline_),
+                              std::move(self));
+            return;
+        }
+        s.connection->with_stream(
+            [&](auto& stream) { asio::async_write(stream, asio::buffer(s.write_buffer), std::move(self)); });
+    }
+
+    template <class Self>
+    void on_written(Self& self, std::error_code ec, std::size_t bytes) {
+        auto& s = *state_;
+        bytes += written_inline_;  // accepted by the direct send before Asio took over
+        if (s.timed_out) return fail_exchange(self, errc::timeout, "sending the request timed out");
+        if (ec) {
+            if (reused_ && bytes == 0 && !resent_) {
+                // The reused connection broke before it accepted one byte: the
+                // server cannot have seen any of this request.
+                resent_ = true;
+                s.emit(transport_event_kind::request_resent,
+                       "the kept-alive connection failed before any byte was sent; sending on a new connection");
+                s.drop_connection(false);
+                return open_or_reuse(self);
+            }
+            return fail_exchange(self, errc::connection_failed, "sending the request failed (" + ec.message() + ")");
+        }
+        secure_clear(s.write_buffer);
+        parser_.emplace(response_limits{s.options.max_response_bytes, s.options.max_header_bytes}, head_request_);
+        read(self);
+    }
+
+    template <class Self>
+    void read(Self& self) {
+        auto& s = *state_;
+        step_ = step::reading;
+        s.connection->with_stream(
+            [&](auto& stream) { stream.async_read_some(asio::buffer(s.read_buffer), std::move(self)); });
+    }
+
+    template <class Self>
+    void on_read(Self& self, std::error_code ec, std::size_t bytes) {
+        auto& s = *state_;
+        auto& parser = *parser_;
+        bool surplus = false;
+        if (bytes != 0) {
+            std::error_code parse_ec;
+            const std::size_t used = parser.feed(std::string_view(s.read_buffer.data(), bytes), parse_ec);
+            if (parse_ec) return fail_exchange(self, static_cast<errc>(parse_ec.value()), parser.error_detail());
+            surplus = used < bytes;  // bytes beyond this response: the connection cannot be trusted
+        }
+        if (!parser.done()) {
+            if (s.timed_out)
+                return fail_exchange(self, errc::timeout,
+                                     "no complete response within " + seconds_text(s.options.request_timeout));
+            if (ec == asio::error::eof || (s.connection->tls && ec == asio::ssl::error::stream_truncated)) {
+                if (ec != asio::error::eof && parser.reads_to_end_of_stream())
+                    return fail_exchange(self, errc::connection_failed,
+                                         "the TLS connection ended without close_notify, so the body may be truncated");
+                std::error_code finish_ec;
+                parser.finish(finish_ec);
+                if (finish_ec) return fail_exchange(self, static_cast<errc>(finish_ec.value()), parser.error_detail());
+            } else if (ec) {
+                return fail_exchange(self, errc::connection_failed,
+                                     (parser.started() ? "the connection broke while reading the response ("
+                                                       : "the connection broke before the response began (") +
+                                         ec.message() + ")");
+            } else {
+                return read(self);
+            }
+        }
+        // The whole response is here.
+        s.disarm_timer();
+        if (s.connection->tls) {
+            if (auto session = take_resumable_session(s.connection->tls->native_handle())) s.session = std::move(session);
+        }
+        const bool reusable = parser.keep_alive() && !surplus && !ec && s.options.keep_alive;
+        if (reusable) s.connection_reusable = true;
+        else s.drop_connection(true);
+        http_response response = parser.release();
+        if (response.status >= 300 && response.status < 400) {
+            const std::string status = std::to_string(response.status);
+            return finish(self, make_error_code(errc::unexpected_redirect),
+                          what_ + ": the server answered " + status +
+                              "; redirects are not followed, so check the base URL",
+                          std::move(response));
+        }
+        finish(self, {}, {}, std::move(response));
+    }
+
+    /// Failure before any byte of the request was written.
+    template <class Self>
+    void fail_connect(Self& self, errc code, const std::string& detail) {
+        state_->drop_connection(false);
+        finish(self, make_error_code(code), what_ + ": " + detail);
+    }
+
+    /// Failure after the request was (maybe) written: the connection's state
+    /// is unknown, so it is never reused.
+    template <class Self>
+    void fail_exchange(Self& self, errc code, const std::string& detail) {
+        state_->drop_connection(false);
+        finish(self, make_error_code(code), what_ + ": " + detail);
+    }
+
+    template <class Self>
+    void finish(Self& self, std::error_code ec, std::string detail, http_response response = {}) {
+        auto& s = *state_;
+        step_ = step::done;
+        // An operation refused because another is in flight must not touch
+        // the timer, buffer or error of the one that is.
+        if (!collides_) {
+            s.disarm_timer();
+            // Both buffers may hold a password or a token: the request, and
+            // the tail of a response that carried a JWT and a refresh token.
+            secure_clear(s.write_buffer);
+            secure_wipe(s.read_buffer.data(), s.read_buffer.size());
+            if (owns_busy_) s.busy = false;
+            s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
+        }
+        self.complete(ec, std::move(response));
+    }
+
+    // Shared, so that destroying the transport while an async_send is pending
+    // (which closes the connection and so ends the operation) cannot leave
+    // the operation with a dangling state.
+    std::shared_ptr<asio_transport_state> state_;
+    step step_ = step::start;
+    error_info pending_;
+    std::string what_;  // "POST https://host:443/textual/api/auth/login", for messages
+    bool head_request_ = false;
+    bool owns_busy_ = false;
+    bool collides_ = false;
+    bool reused_ = false;
+    bool resent_ = false;
+    bool start_inline_ = false;
+    std::size_t written_inline_ = 0;  // bytes of the request the direct send wrote
+    std::optional<response_parser> parser_;
+};
+
+}  // namespace detail
+
+template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response)) CompletionToken>
+auto asio_transport::async_send(const http_request& request, CompletionToken&& token) {
+    return asio::async_compose<CompletionToken, void(std::error_code, http_response)>(
+        detail::send_op(state_, request), token, state_->executor);
+}
+
+}  // namespace tokmgr
