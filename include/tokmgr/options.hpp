@@ -14,6 +14,7 @@
 #include "error.hpp"
 #include "event.hpp"
 #include "secret.hpp"
+#include "token_set.hpp"
 
 namespace tokmgr {
 
@@ -94,8 +95,7 @@ inline void read_minutes_variable(const char* name, std::chrono::seconds& out, s
         }
         minutes = minutes * 10 + (c - '0');
     }
-    constexpr std::int64_t century_in_minutes = 100LL * 365 * 24 * 60;
-    if (!valid || minutes <= 0 || minutes > century_in_minutes) {
+    if (!valid || minutes <= 0 || std::chrono::minutes(minutes) > max_lifetime) {
         ec = make_error_code(errc::invalid_configuration);
         detail = std::string(name) + "='" + std::string(value.substr(0, 40)) +
                  "' is not a whole number of minutes from 1 to 52560000 (a century); unset it or set e.g. 30";
@@ -137,10 +137,9 @@ inline error_info validate(const manager_options& options) {
         return bad("refresh_ahead_fraction must be in (0, 1]");
     if (!(options.jitter_fraction >= 0.0 && options.jitter_fraction < options.refresh_ahead_fraction))
         return bad("jitter_fraction must be in [0, refresh_ahead_fraction)");
-    constexpr std::chrono::seconds century = std::chrono::hours(24 * 365 * 100);
     if (options.assumed_lifetimes &&
         (options.assumed_lifetimes->jwt.count() <= 0 || options.assumed_lifetimes->refresh.count() <= 0 ||
-         options.assumed_lifetimes->jwt > century || options.assumed_lifetimes->refresh > century))
+         options.assumed_lifetimes->jwt > max_lifetime || options.assumed_lifetimes->refresh > max_lifetime))
         return bad("assumed lifetimes must be positive and at most a century");
     if (options.max_leeway < std::chrono::seconds(1))
         return bad("max_leeway must be at least 1 s: claims are whole seconds");

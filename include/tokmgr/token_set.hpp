@@ -9,6 +9,11 @@
 
 namespace tokmgr {
 
+/// The longest lifetime tokmgr schedules by: a century. Longer values (from
+/// claims, the environment or options) are refused or clamped, so deadlines in
+/// nanoseconds cannot overflow.
+inline constexpr std::chrono::seconds max_lifetime = std::chrono::hours(24 * 365 * 100);
+
 /// What login and token_refresh answer: a JWT and the refresh token that
 /// replaces every earlier one.
 struct token_pair {

@@ -45,7 +45,7 @@ std::chrono::nanoseconds jwt_lifetime(const Json& json, std::string_view jwt,
     if (parse_error) return configured;
     // In long double seconds: claims are untrusted numbers, and exp - iat or
     // exp in nanoseconds could overflow. Anything beyond a century is a century.
-    constexpr long double century = 100.0L * 365 * 24 * 3600;
+    constexpr auto century = static_cast<long double>(max_lifetime.count());
     long double span = 0;
     if (claims.issued_at && claims.expires_at) {
         span = static_cast<long double>(*claims.expires_at) - static_cast<long double>(*claims.issued_at);

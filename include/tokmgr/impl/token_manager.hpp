@@ -345,9 +345,7 @@ private:
         const std::int64_t received_ns = now - age.count();
         refresh_token_.clear();
         generation_ = stored.generation;
-        const nanoseconds refresh_lifetime(clamp_lifetime(stored.refresh_lifetime));
-        const std::int64_t refresh_hard =
-            received_ns + (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
+        const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored.refresh_lifetime);
         if (now < refresh_hard && !stored.refresh_token.empty()) {
             refresh_token_ = stored.refresh_token;
             refresh_hard_ns_ = refresh_hard;
@@ -366,6 +364,13 @@ private:
 
     static std::chrono::seconds clamp_lifetime(std::chrono::seconds lifetime) noexcept {
         return std::min(lifetime, max_lifetime);
+    }
+
+    /// When a refresh token received at `received_ns` stops being sent: its
+    /// lifetime minus the same leeway a JWT of that lifetime gets.
+    std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
+        const std::chrono::nanoseconds clamped(clamp_lifetime(lifetime));
+        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count();
     }
 
     std::shared_ptr<const snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
@@ -538,9 +543,7 @@ private:
             // A new pair: its refresh token replaces ours even when its JWT
             // cannot be served, since the server has retired the old one.
             refresh_token_ = std::move(outcome.tokens->refresh_token);
-            const nanoseconds refresh_lifetime(clamp_lifetime(lifetimes_.refresh));
-            refresh_hard_ns_ = outcome.received_ns +
-                               (refresh_lifetime - leeway_for(refresh_lifetime, options_.max_leeway)).count();
+            refresh_hard_ns_ = refresh_deadline_ns(outcome.received_ns, lifetimes_.refresh);
             generation_ = generation + 1;
         } else if (outcome.refresh_token_spent) {
             refresh_token_.clear();
@@ -589,8 +592,6 @@ private:
         } catch (...) {
         }
     }
-
-    static constexpr std::chrono::seconds max_lifetime{std::chrono::hours(24 * 365 * 100)};
 
     // Read by every caller of the hot path; written only when something is
     // published, so the line stays shared-clean between refreshes.
