@@ -38,8 +38,16 @@ enum class errc {
 
     // The manager itself.
     storage_failed,  ///< the storage policy could not load or store the token set
-    shut_down,       ///< the manager is being destroyed, or the executor dropped its refresh
+    shut_down,       ///< the manager is being destroyed
     policy_error,    ///< a policy or the event hook threw during a login or refresh
+    would_block,        ///< waiting here could never end: this thread is the one that must run the refresh
+    wait_timeout,       ///< a caller waited for a login or refresh longer than manager_options::max_wait
+    refresh_abandoned,  ///< the executor dropped the refresh task without running it; the next call retries
+
+    // Storage that persists or shares the token set.
+    lease_timeout,        ///< another holder kept the storage lease longer than the wait allowed
+    storage_corrupt,      ///< the stored token set is not a readable token-set document (moved aside)
+    storage_permissions,  ///< the token file or its directory is readable or writable by others
 };
 
 namespace detail {
@@ -72,6 +80,12 @@ public:
         case errc::storage_failed: return "the token storage failed";
         case errc::shut_down: return "the token manager is shutting down";
         case errc::policy_error: return "a policy or event hook threw an exception";
+        case errc::would_block: return "waiting would deadlock: this thread must run the login or refresh";
+        case errc::wait_timeout: return "waiting for the login or refresh took longer than allowed";
+        case errc::refresh_abandoned: return "the executor dropped the refresh task without running it";
+        case errc::lease_timeout: return "another holder kept the token storage lease too long";
+        case errc::storage_corrupt: return "the stored token set cannot be read";
+        case errc::storage_permissions: return "the token storage is accessible to other users";
         }
         return "unknown tokmgr error";
     }
@@ -119,6 +133,7 @@ inline bool is_retryable(std::error_code ec) noexcept {
     case errc::unexpected_redirect:
     case errc::certificate_verification_failed:
     case errc::shut_down:
+    case errc::storage_permissions:
         return false;
     default:
         return true;

@@ -37,7 +37,15 @@ struct token_set {
     std::chrono::system_clock::time_point received_at{};  ///< wall clock when the pair arrived
     std::chrono::seconds jwt_lifetime{0};                 ///< from the claims, or configured
     std::chrono::seconds refresh_lifetime{0};             ///< configured refresh-token lifetime
-    std::uint64_t generation = 0;                         ///< 1 for the first pair, +1 per rotation
+    /// Increases with every write of the set: +1 for the write-ahead mark
+    /// that spends a refresh token, +1 for the pair that replaces it. A store
+    /// that coordinates refuses to replace a set by one of a lower or equal
+    /// generation.
+    std::uint64_t generation = 0;
+    /// Write-ahead rule: set (and `refresh_token` emptied) before the refresh
+    /// token is sent, so whoever reads the set next logs in instead of
+    /// sending it again. The JWT stays servable until its hard threshold.
+    bool refresh_token_spent = false;
 };
 
 }  // namespace tokmgr
