@@ -65,6 +65,16 @@ struct manager_options {
     /// this long: the password will not become right by itself.
     std::chrono::seconds rejected_credentials_backoff{std::chrono::minutes(5)};
 
+    /// invalidate() forces at most one refresh per this interval: a JWT
+    /// rejected again sooner is served until the interval is over, so a
+    /// service that rejects every JWT cannot drive one refresh per request.
+    std::chrono::milliseconds min_forced_refresh_interval{std::chrono::seconds(5)};
+
+    /// The longest a synchronous caller waits for a login or refresh another
+    /// caller runs (errc::wait_timeout after it; the flight goes on). The
+    /// transport's own timeouts bound the request itself.
+    std::chrono::milliseconds max_wait{std::chrono::seconds(60)};
+
     /// Authorization scheme for `authorization()`: "<scheme> <jwt>".
     std::string scheme = "Bearer";
     std::string login_path = "/api/auth/login";
@@ -73,8 +83,9 @@ struct manager_options {
     /// Optional; see refresh_executor.
     refresh_executor executor;
     /// Optional; called without any lock held, on the thread that ran the
-    /// request. Never receives a secret. It must not call get_token or
-    /// authorization: it may be reporting the very request they would wait for.
+    /// request. Never receives a secret. A call from it to get_token that
+    /// would have to wait for the flight reporting the event fails at once
+    /// with errc::would_block instead of deadlocking.
     event_handler on_event;
 };
 
@@ -141,10 +152,20 @@ inline error_info validate(const manager_options& options) {
         (options.assumed_lifetimes->jwt.count() <= 0 || options.assumed_lifetimes->refresh.count() <= 0 ||
          options.assumed_lifetimes->jwt > max_lifetime || options.assumed_lifetimes->refresh > max_lifetime))
         return bad("assumed lifetimes must be positive and at most a century");
-    if (options.max_leeway < std::chrono::seconds(1))
-        return bad("max_leeway must be at least 1 s: claims are whole seconds");
-    if (options.backoff_initial.count() < 0 || options.backoff_max < options.backoff_initial)
-        return bad("backoff_initial must be >= 0 and <= backoff_max");
+    if (options.max_leeway < std::chrono::seconds(1) || options.max_leeway > max_lifetime)
+        return bad("max_leeway must be from 1 s (claims are whole seconds) to a century");
+    // Every duration is converted to nanoseconds: a century is far inside
+    // int64 nanoseconds (292 years), and nothing sensible is longer.
+    auto within = [](auto d) { return d.count() >= 0 && d <= max_lifetime; };
+    if (!within(options.backoff_initial) || !within(options.backoff_max) ||
+        options.backoff_max < options.backoff_initial)
+        return bad("backoff_initial and backoff_max must be from 0 to a century, backoff_initial <= backoff_max");
+    if (!within(options.max_retry_after) || !within(options.rejected_credentials_backoff) ||
+        !within(options.min_forced_refresh_interval))
+        return bad("max_retry_after, rejected_credentials_backoff and min_forced_refresh_interval must be from 0 to "
+                   "a century");
+    if (options.max_wait.count() <= 0 || options.max_wait > max_lifetime)
+        return bad("max_wait must be positive and at most a century");
     if (options.login_path.empty() || options.login_path[0] != '/' || options.refresh_path.empty() ||
         options.refresh_path[0] != '/')
         return bad("login_path and refresh_path must start with '/'");

@@ -19,13 +19,16 @@ struct refresh_schedule {
 /// The leeway kept before a token's expiry: 1 s because claims are whole
 /// seconds (an `iat` rounded down makes the token end up to 1 s early), plus
 /// 10% of the lifetime for drift and for the request that carries it, at
-/// most `max_leeway`, and never more than half the lifetime, so a token of a
-/// few seconds is still served for a while.
+/// most `max_leeway`, and not more than half the lifetime, so a token of a
+/// few seconds is still served for a while — but never less than the 1 s,
+/// so a JWT of 2 s or less is served at most until 1 s before its `exp`
+/// (and one of 1 s not at all).
 inline std::chrono::nanoseconds leeway_for(std::chrono::nanoseconds lifetime,
                                            std::chrono::seconds max_leeway) noexcept {
     using std::chrono::nanoseconds;
-    const nanoseconds proportional = std::chrono::seconds(1) + lifetime / 10;
-    return std::min({proportional, nanoseconds(max_leeway), lifetime / 2});
+    const nanoseconds whole_second = std::chrono::seconds(1);
+    const nanoseconds proportional = whole_second + lifetime / 10;
+    return std::max(whole_second, std::min({proportional, nanoseconds(max_leeway), lifetime / 2}));
 }
 
 /// `jitter_unit` in [0, 1) moves the soft point earlier by up to

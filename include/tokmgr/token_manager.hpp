@@ -76,16 +76,30 @@ public:
 
     token_manager(const token_manager&) = delete;
     token_manager& operator=(const token_manager&) = delete;
+    /// No hook, storage or transport call of this manager runs after the
+    /// destructor returns. It waits for a synchronous login or refresh in
+    /// progress (the transport's timeouts bound it); an asynchronous one is
+    /// stopped (its connection is closed on its executor) and its waiters are
+    /// answered errc::shut_down. A refresh handed to
+    /// `manager_options::executor` and not yet started never runs. Must not be
+    /// called from an event hook.
     ~token_manager();
 
     /// The current JWT; logs in or refreshes when due (see above).
     ///
-    /// The view stays valid until the calling thread calls get_token,
-    /// authorization or get_token_handle again on this manager (or on three
-    /// other managers), and no longer: copy it, or use get_token_handle, to
-    /// keep it across a coroutine suspension or hand it to another thread.
-    /// A fresh token costs one clock read and one acquire load; no memory
-    /// another caller reads is written.
+    /// The view rule: the view stays valid until the calling thread calls
+    /// get_token, authorization or get_token_handle on *this* manager again,
+    /// or the manager is destroyed — calls on any number of other managers do
+    /// not end it. Copy it, or use get_token_handle, to keep it across a
+    /// coroutine suspension or hand it to another thread. A fresh token costs
+    /// one clock read and one acquire load; no memory another caller reads is
+    /// written.
+    ///
+    /// A caller that must wait waits at most `manager_options::max_wait`
+    /// (errc::wait_timeout). A caller that would wait for a flight only its
+    /// own thread can run — an event hook inside the flight, or a thread
+    /// running the asynchronous transport's executor — gets
+    /// errc::would_block at once.
     secret_view get_token(std::error_code& ec);
     secret_view get_token();
 
@@ -98,10 +112,29 @@ public:
     token_handle get_token_handle(std::error_code& ec);
     token_handle get_token_handle();
 
-    /// A service was answered 401 for `jwt`. If it is still the current JWT it
-    /// is not handed out again, and the next caller starts one (deduplicated)
-    /// refresh; if it was already replaced, nothing happens.
+    /// A service was answered 401 for `jwt` (the JWT, or the whole
+    /// "<scheme> <jwt>" that authorization() returned). If it is still the
+    /// current JWT it is not handed out again, and the next caller starts one
+    /// (deduplicated) refresh; if it was already replaced, nothing happens.
+    /// At most one such forced refresh per
+    /// `manager_options::min_forced_refresh_interval`: a JWT rejected again
+    /// sooner is still served until that interval is over.
     void invalidate(secret_view jwt);
+
+    /// Asynchronous get_token, for a manager whose transport runs on an Asio
+    /// executor (asio_transport constructed with one). Completion signature
+    /// `void(std::error_code, tokmgr::token_handle)`. Needs
+    /// <tokmgr/async.hpp> (the umbrella <tokmgr/tokmgr.hpp> includes it).
+    ///
+    /// A fresh JWT completes at once (posted to the token's associated
+    /// executor, never inside this call). Otherwise the operation waits for
+    /// the one login or refresh, which runs as an asynchronous operation on
+    /// the transport's executor: no thread is blocked. Cancellation (the
+    /// token's associated cancellation slot, any type): the waiter completes
+    /// at once with asio::error::operation_aborted; the refresh goes on for
+    /// the others and is never cancelled by one waiter.
+    template <class CompletionToken>
+    auto async_get_token(CompletionToken&& token);
 
     manager_counters counters() const noexcept;
 
@@ -110,6 +143,11 @@ public:
     error_info last_error() const;
 
     const Clock& clock() const noexcept;
+
+    /// For <tokmgr/async.hpp>.
+    const std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>>& core() const noexcept {
+        return core_;
+    }
 
 private:
     std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>> core_;

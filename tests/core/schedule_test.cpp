@@ -5,12 +5,16 @@
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 
-TEST_CASE("leeway scales with the lifetime: 1 s + 10%, capped, never past half") {
+TEST_CASE("leeway scales with the lifetime: 1 s + 10%, capped, at most half but never under 1 s") {
     CHECK(tokmgr::leeway_for(5s, 60s) == 1500ms);
     CHECK(tokmgr::leeway_for(3s, 60s) == 1300ms);
     CHECK(tokmgr::leeway_for(30min, 60s) == 60s);
     CHECK(tokmgr::leeway_for(10080min, 60s) == 60s);
-    CHECK(tokmgr::leeway_for(1s, 60s) == 500ms);
+    // Claims are whole seconds: a JWT of 2 s or less keeps the full 1 s, so
+    // it is never served past its exp (one of 1 s is never served at all).
+    CHECK(tokmgr::leeway_for(1s, 60s) == 1s);
+    CHECK(tokmgr::leeway_for(1500ms, 60s) == 1s);
+    CHECK(tokmgr::leeway_for(2s, 60s) == 1s);
     CHECK(tokmgr::leeway_for(20s, 60s) == 3s);
 }
 

@@ -3,12 +3,14 @@
 // memory another reader writes.
 #pragma once
 
-#include <array>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../error.hpp"
 #include "../secret.hpp"
@@ -45,40 +47,59 @@ struct cache_slot {
     std::uint64_t owner = 0;        ///< manager id; 0 = free
     std::uint64_t publication = 0;  ///< counter value `current` belongs to; 0 = ask again
     std::int64_t serve_until_ns = std::numeric_limits<std::int64_t>::min();
-    std::uint64_t last_used = 0;
     std::shared_ptr<const snapshot> current;
+    std::weak_ptr<const void> owner_alive;  ///< expires with the manager: its slot can go
 };
 
-/// A few slots per thread, so a thread that alternates between a handful of
-/// managers keeps a hit on each. The least recently used slot is evicted, so
-/// a view a manager returned survives calls on up to slot_count - 1 others.
+/// One slot per manager this thread has used, the most recent one in front.
+///
+/// The view rule rests on this: a slot is replaced only by the same manager,
+/// so a view get_token() returned stays valid until this thread calls that
+/// manager again — however many other managers it uses meanwhile. Slots of
+/// destroyed managers are dropped now and then, on a slow path.
 struct thread_cache {
-    static constexpr std::size_t slot_count = 4;
-    std::array<cache_slot, slot_count> slots{};
-    std::uint64_t uses = 0;
+    cache_slot front;
+    std::vector<cache_slot> others;
     /// Why this thread's last call failed, for the throwing overloads: kept
     /// here so the calls that succeed never build an error_info.
     error_info last_failure;
 
-    cache_slot& slot_for(std::uint64_t owner) noexcept {
-        cache_slot* victim = &slots[0];
-        for (auto& slot : slots) {
+    /// The slot of `owner`, moved to the front. May throw std::bad_alloc
+    /// (a first use of one more manager on this thread).
+    cache_slot& slot_for(std::uint64_t owner, const std::weak_ptr<const void>& alive) {
+        if (front.owner == owner) return front;
+        for (auto& slot : others) {
             if (slot.owner == owner) {
-                slot.last_used = ++uses;
-                return slot;
+                std::swap(front, slot);
+                return front;
             }
-            if (slot.last_used < victim->last_used) victim = &slot;
         }
-        *victim = cache_slot{};
-        victim->owner = owner;
-        victim->last_used = ++uses;
-        return *victim;
+        if (others.size() >= 8 && others.size() % 8 == 0) {
+            others.erase(std::remove_if(others.begin(), others.end(),
+                                        [](const cache_slot& slot) { return slot.owner_alive.expired(); }),
+                         others.end());
+        }
+        if (front.owner != 0) others.push_back(std::move(front));
+        front = cache_slot{};
+        front.owner = owner;
+        front.owner_alive = alive;
+        return front;
     }
 
-    /// The one cache of this thread, shared by every manager type.
-    static thread_cache& local() noexcept {
-        static thread_local thread_cache cache;
-        return cache;
+    /// This thread's cache, or nullptr once it has been destroyed (a call
+    /// from another thread_local's destructor at thread exit): callers then
+    /// take the slow path and the manager keeps what it hands out alive.
+    static thread_cache* local() noexcept {
+        // Trivially destructible, so it can still be read while the thread's
+        // other thread_local objects are destroyed.
+        static thread_local bool destroyed = false;
+        struct holder {
+            thread_cache cache;
+            ~holder() { destroyed = true; }
+        };
+        if (destroyed) return nullptr;
+        static thread_local holder held;
+        return &held.cache;
     }
 };
 

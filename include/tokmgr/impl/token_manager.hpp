@@ -16,7 +16,9 @@
 #include <string_view>
 #include <utility>
 
+#include "../detail/executor_ops.hpp"
 #include "../detail/flight.hpp"
+#include "../detail/session.hpp"
 #include "../detail/jwt_lifetime.hpp"
 #include "../detail/retry_after.hpp"
 #include "../detail/snapshot.hpp"
@@ -62,8 +64,11 @@ inline std::string sanitize_server_message(std::string text, std::initializer_li
             if (text.find(s) != std::string::npos) return {};
             continue;
         }
-        for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at))
-            text.replace(at, s.size(), redacted_text);
+        // Resume after the placeholder: a secret that occurs in the
+        // placeholder itself would otherwise be found there again, forever.
+        const std::string_view placeholder(redacted_text);
+        for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at + placeholder.size()))
+            text.replace(at, s.size(), placeholder);
     }
     for (char& c : text)
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
@@ -74,8 +79,9 @@ inline std::string sanitize_server_message(std::string text, std::initializer_li
 /// Kept out of line and cold, so the throwing overloads' success path is the
 /// error_code overload's.
 [[noreturn]] inline void throw_last_failure(std::error_code ec, const char* call) {
-    const error_info& why = thread_cache::local().last_failure;
-    throw error(why.code == ec ? why : error_info{ec, call});
+    const thread_cache* cache = thread_cache::local();
+    if (cache != nullptr && cache->last_failure.code == ec) throw error(cache->last_failure);
+    throw error(error_info{ec, call});
 }
 
 inline std::uint64_t next_manager_id() noexcept {
@@ -83,27 +89,66 @@ inline std::uint64_t next_manager_id() noexcept {
     return last.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
-/// The outcome of one login or refresh attempt (after any fallback).
-struct attempt {
-    std::optional<token_pair> tokens;
-    bool by_login = false;  ///< which request produced `tokens`
-    error_info error;
-    std::optional<std::chrono::seconds> retry_after;
-    bool refresh_token_spent = false;  ///< the server may have rotated it: never send it again
-    std::int64_t received_ns = 0;      ///< manager clock when the answer arrived
-    std::chrono::system_clock::time_point received_wall{};
-    std::chrono::nanoseconds took{0};
+// ---- asynchronous transports -------------------------------------------------
+
+template <class T>
+using transport_executor_t = decltype(std::declval<T&>().get_executor());
+template <class T>
+using runs_on_executor_result = decltype(std::declval<const T&>().runs_on_executor());
+
+template <class T>
+inline constexpr bool has_executor_v = detect<T, transport_executor_t>::value;
+
+template <class T, bool = has_executor_v<T>>
+struct transport_executor {
+    using type = void;
+};
+template <class T>
+struct transport_executor<T, true> {
+    using type = std::decay_t<transport_executor_t<T>>;
 };
 
-/// A JWT goes into an HTTP header: visible ASCII only, no spaces, so a
-/// malicious or broken answer cannot inject header lines.
-inline bool is_header_safe_token(std::string_view token) noexcept {
-    for (char c : token)
-        if (c <= 0x20 || c >= 0x7f) return false;
-    return !token.empty();
+template <class T>
+using close_result = decltype(std::declval<T&>().close());
+
+/// The manager runs its flights asynchronously, on the transport's executor,
+/// when the transport says it works that way (asio_transport constructed with
+/// an executor), or when it can only send asynchronously.
+template <class Transport>
+bool runs_asynchronously(const Transport& transport) noexcept {
+    if constexpr (!has_executor_v<Transport>) {
+        return false;
+    } else if constexpr (detect<Transport, runs_on_executor_result>::value) {
+        return transport.runs_on_executor();
+    } else {
+        return !detect<Transport, send_result>::value;
+    }
 }
 
-inline constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
+/// Marks the thread running a manager's flight, so that a call from a hook
+/// that would wait for that very flight fails instead of deadlocking.
+struct flight_runner_mark {
+    static std::uint64_t& running() noexcept {
+        static thread_local std::uint64_t manager_id = 0;
+        return manager_id;
+    }
+    explicit flight_runner_mark(std::uint64_t id) noexcept : previous_(running()) { running() = id; }
+    ~flight_runner_mark() { running() = previous_; }
+    flight_runner_mark(const flight_runner_mark&) = delete;
+    flight_runner_mark& operator=(const flight_runner_mark&) = delete;
+
+private:
+    std::uint64_t previous_;
+};
+
+/// One request the flight sends, and how to read its answer.
+struct outgoing {
+    http_request request;
+    secret body;  // the request's body views this
+    bool by_login = false;
+    secret sent_secret;  // redacted from whatever the server says back
+    std::chrono::steady_clock::time_point started{};
+};
 
 template <class Transport, class Clock, class Storage, class Json>
 class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json>> {
@@ -111,22 +156,26 @@ public:
     manager_core(Transport transport, credentials login, manager_options options, Clock clock, Storage storage,
                  Json json)
         : clock_(std::move(clock)),
+          options_(checked(std::move(options))),
+          lifetimes_(options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment()),
+          session_(options_, lifetimes_,
+                   options_.jitter_seed != 0 ? options_.jitter_seed
+                                             : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}()),
           transport_(std::move(transport)),
           storage_(std::move(storage)),
           json_(std::move(json)),
           credentials_(std::move(login)),
-          options_(std::move(options)) {
-        if (error_info invalid = validate(options_)) throw error(invalid);
-        lifetimes_ = options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment();
-        random_.seed(options_.jitter_seed != 0 ? options_.jitter_seed
-                                               : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}());
+          asynchronous_(runs_asynchronously(transport_)) {
         std::error_code ec;
-        if (auto stored = storage_.load(ec); stored && !ec) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            adopt_locked(*stored);
-        } else if (ec) {
-            last_error_ = {ec, "loading the stored token set"};
+        std::optional<token_set> stored;
+        try {
+            stored = storage_.load(ec);
+        } catch (...) {
+            ec = make_error_code(errc::storage_failed);
         }
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (ec) last_load_error_ = {ec, "loading the stored token set" + storage_detail()};
+        else session_.on_stored(stored, now_ns(), clock_.wall_now());
     }
 
     // ---- the hot path ------------------------------------------------------
@@ -134,17 +183,25 @@ public:
     /// On failure, this thread's thread_cache::last_failure says why.
     const snapshot* acquire(std::error_code& ec) {
         const std::int64_t now = now_ns();
-        cache_slot& slot = thread_cache::local().slot_for(id_);
-        if (slot.publication == publication_.load(std::memory_order_acquire) && now < slot.serve_until_ns) {
-            ec.clear();
-            return slot.current.get();
+        if (thread_cache* cache = thread_cache::local()) {
+            const cache_slot& slot = cache->front;
+            if (slot.owner == id_ && slot.publication == publication_.load(std::memory_order_acquire) &&
+                now < slot.serve_until_ns) {
+                ec.clear();
+                return slot.current.get();
+            }
         }
         return acquire_slow(now, ec);
     }
 
     std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec) {
-        if (acquire(ec) == nullptr) return nullptr;
-        return thread_cache::local().slot_for(id_).current;  // acquire left its result there
+        const snapshot* served = acquire(ec);
+        if (served == nullptr) return nullptr;
+        if (thread_cache* cache = thread_cache::local()) return cache->front.current;  // acquire left it there
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& pinned : pinned_for_exiting_threads_)
+            if (pinned.get() == served) return pinned;
+        return nullptr;  // unreachable: acquire pins what it serves when the cache is gone
     }
 
     // ---- the rest ----------------------------------------------------------
@@ -153,9 +210,8 @@ public:
         std::uint64_t generation = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (!current_ || !(current_->jwt() == jwt)) return;  // already replaced: nothing to do
-            generation = current_->generation;
-            current_.reset();
+            if (!session_.invalidate(jwt, now_ns())) return;
+            generation = session_.generation();
             publication_.fetch_add(1, std::memory_order_release);
         }
         emit({event_kind::invalidated, {}, generation, {}});
@@ -168,45 +224,110 @@ public:
 
     error_info last_error() const {
         std::lock_guard<std::mutex> lock(mutex_);
-        return last_error_;
+        if (session_.last_error()) return session_.last_error();
+        return last_load_error_;
     }
 
     const Clock& clock() const noexcept { return clock_; }
 
-    /// An executor destroyed a refresh task without running it: end the
-    /// flight, so nobody waits for it, and let the next caller try again.
-    void abandon(const std::shared_ptr<flight>& pending) {
+    /// Called by ~token_manager(). After it returns no hook, storage or
+    /// transport call of this manager starts, and none is still running: it
+    /// waits for a synchronous flight in progress (its transport's timeouts
+    /// bound that); an asynchronous one is told to stop (its connection is
+    /// closed on its executor) and its waiters are answered errc::shut_down
+    /// now. A flight handed to manager_options::executor and not yet started
+    /// never starts.
+    void shut_down() noexcept {
+        std::shared_ptr<flight> pending;
+        {
+            std::lock_guard<std::mutex> gate(policy_gate_);  // waits for a policy call in progress
+            closed_.store(true, std::memory_order_release);
+        }
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (in_flight_ == pending) in_flight_.reset();
-            publication_.fetch_add(1, std::memory_order_release);
+            pending = in_flight_;
         }
-        pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh: the executor dropped the task"});
+        if (pending) {
+            pending->abandon();  // an executor task not yet started now never runs
+            pending->complete(nullptr, {make_error_code(errc::shut_down), "the token manager was destroyed"});
+        }
+        if constexpr (executor_ops<executor_type_or_void>::known && detect<Transport, close_result>::value) {
+            if (asynchronous_) {
+                try {
+                    auto self = this->shared_from_this();
+                    executor_ops<executor_type_or_void>::post(transport_.get_executor(),
+                                                              [self] { self->transport_.close(); });
+                } catch (...) {  // nothing to post with: the request ends by its timeout
+                }
+            }
+        }
+    }
+
+    // ---- asynchronous waiters (async_get_token) -------------------------------
+
+    /// Either answers at once — `served` set (or an error) — or registers
+    /// `waiter` with the flight that will answer it; in the latter case the
+    /// returned flight is where a cancellation removes it from.
+    std::shared_ptr<flight> acquire_async(const std::shared_ptr<async_waiter>& waiter,
+                                          std::shared_ptr<const snapshot>& served, error_info& failed) {
+        const std::int64_t now = now_ns();
+        std::shared_ptr<flight> pending;
+        bool start = false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (closed_.load(std::memory_order_acquire)) {
+                failed = {make_error_code(errc::shut_down), "async_get_token: the token manager was destroyed"};
+                return nullptr;
+            }
+            const verdict said = session_.on_demand(now);
+            switch (said.what) {
+            case demand::serve:
+                served = session_.current();
+                return nullptr;
+            case demand::fail:
+                failed = session_.last_error();
+                return nullptr;
+            case demand::join:
+                pending = in_flight_;
+                joined_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case demand::serve_and_start:
+            case demand::start_and_wait:
+                pending = start_flight_locked();
+                if (!pending) {
+                    failed = {make_error_code(errc::policy_error), "async_get_token: out of memory starting a refresh"};
+                    return nullptr;
+                }
+                start = true;
+                if (said.what == demand::serve_and_start) served = session_.current();
+                break;
+            }
+        }
+        if (start) launch(pending);
+        if (served) return nullptr;
+        if (!pending->add_waiter(waiter)) {
+            if (pending->result()) served = pending->result();
+            else failed = pending->error();
+            return nullptr;
+        }
+        return pending;
     }
 
 private:
-    /// A refresh handed to the executor. Exactly one of three things happens
-    /// to it: the executor runs it, the caller runs it because the executor
-    /// threw, or it is destroyed unrun and the flight is abandoned.
-    struct ticket {
-        std::weak_ptr<manager_core> core;
-        std::shared_ptr<flight> pending;
-        std::atomic<int> state{0};  // 0 waiting, 1 claimed by a runner, 2 abandoned
+    using executor_type_or_void = typename transport_executor<Transport>::type;
 
-        bool claim() noexcept {
-            int expected = 0;
-            return state.compare_exchange_strong(expected, 1);
-        }
-        ~ticket() {
-            int expected = 0;
-            if (!state.compare_exchange_strong(expected, 2)) return;
-            if (auto owner = core.lock()) owner->abandon(pending);
-            else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
-        }
-    };
+    static manager_options checked(manager_options options) {
+        if (error_info invalid = validate(options)) throw error(invalid);
+        return options;
+    }
 
     std::int64_t now_ns() const noexcept {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+    }
+
+    std::string storage_detail() const {
+        const std::string said = transport_detail(storage_);
+        return said.empty() ? std::string() : " (" + said + ")";
     }
 
     /// Stores what this thread may serve, and until when, in its cache slot,
@@ -214,7 +335,16 @@ private:
     /// other managers on this thread and moved this manager's slot.
     const snapshot* remember(std::shared_ptr<const snapshot> served, std::uint64_t publication,
                              std::int64_t serve_until) {
-        cache_slot& slot = thread_cache::local().slot_for(id_);
+        thread_cache* cache = thread_cache::local();
+        if (cache == nullptr) {
+            // The thread is exiting and its cache is gone: the manager keeps
+            // what it hands out alive instead, until it is destroyed.
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (pinned_for_exiting_threads_.empty() || pinned_for_exiting_threads_.back() != served)
+                pinned_for_exiting_threads_.push_back(served);
+            return served.get();
+        }
+        cache_slot& slot = cache->slot_for(id_, liveness_);
         slot.current = std::move(served);
         slot.publication = publication;
         slot.serve_until_ns = serve_until;
@@ -224,369 +354,519 @@ private:
     const snapshot* acquire_slow(std::int64_t now, std::error_code& ec) {
         auto fail = [&](const error_info& why) -> const snapshot* {
             ec = why.code;
-            thread_cache::local().last_failure = why;
+            if (thread_cache* cache = thread_cache::local()) cache->last_failure = why;
             return nullptr;
         };
         ec.clear();
-        std::unique_lock<std::mutex> lock(mutex_);
-        const std::shared_ptr<const snapshot> current = current_;
-        const std::uint64_t publication = publication_.load(std::memory_order_relaxed);
-        if (current && now < current->soft_ns) return remember(current, publication, current->soft_ns);
-        if (current && now < current->hard_ns) {
-            // Soft-expired: serve the current JWT; at most one caller refreshes.
-            // Until something is published (the refresh ends, successfully or
-            // not), other callers serve it from their own cache, lock-free.
-            if (in_flight_) return remember(current, publication, current->hard_ns);
-            if (now < next_attempt_ns_)
-                return remember(current, publication, std::min(current->hard_ns, next_attempt_ns_));
-            auto pending = begin_flight_locked();
-            lock.unlock();
-            if (options_.executor && hand_to_executor(pending))
-                return remember(current, publication, current->hard_ns);
-            run_flight(pending);
-            if (pending->result()) return remember(pending->result(), 0, never);
-            lock.lock();  // the refresh failed: is this JWT still current and before its hard threshold?
-            if (current_ == current && now_ns() < current->hard_ns)
-                return remember(current, publication_.load(std::memory_order_relaxed), never);
-            lock.unlock();
-            return fail(pending->error());
+        const auto deadline = std::chrono::steady_clock::now() + options_.max_wait;
+        try {
+            // A waiter whose result is already past its hard threshold when it
+            // wakes (a slow hook or storage) asks again, until the deadline.
+            for (;;) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                if (closed_.load(std::memory_order_acquire))
+                    return fail({make_error_code(errc::shut_down), "the token manager was destroyed"});
+                const verdict said = session_.on_demand(now);
+                const std::uint64_t publication = publication_.load(std::memory_order_relaxed);
+                std::shared_ptr<flight> pending;
+                switch (said.what) {
+                case demand::serve:
+                    return remember(session_.current(), publication, said.serve_until);
+                case demand::fail:
+                    return fail(session_.last_error());
+                case demand::serve_and_start: {
+                    std::shared_ptr<const snapshot> current = session_.current();
+                    pending = start_flight_locked();
+                    lock.unlock();
+                    if (!pending) return remember(current, publication, said.serve_until);
+                    if (asynchronous_ || options_.executor) {
+                        launch(pending);
+                        // An executor that refused the task left it to run here.
+                        if (!pending->ready() || !pending->result())
+                            return remember(current, publication, said.serve_until);
+                        return remember(pending->result(), 0, never);
+                    }
+                    run_flight(pending);
+                    if (pending->result()) return remember(pending->result(), 0, never);
+                    // Failed: this JWT is still served until its hard threshold.
+                    lock.lock();
+                    if (session_.current() == current && now_ns() < current->hard_ns)
+                        return remember(current, publication_.load(std::memory_order_relaxed), never);
+                    lock.unlock();
+                    return fail(pending->error());
+                }
+                case demand::start_and_wait:
+                    pending = start_flight_locked();
+                    lock.unlock();
+                    if (!pending)
+                        return fail({make_error_code(errc::policy_error), "out of memory starting a login or refresh"});
+                    if (asynchronous_) {
+                        if (executor_ops<executor_type_or_void>::running_in_this_thread(executor_or_none()))
+                            return would_block(pending, fail);
+                        launch(pending);
+                    } else {
+                        run_flight(pending);
+                    }
+                    break;
+                case demand::join:
+                    pending = in_flight_;
+                    joined_.fetch_add(1, std::memory_order_relaxed);
+                    lock.unlock();
+                    if (flight_runner_mark::running() == id_) return would_block(nullptr, fail);
+                    if (asynchronous_ &&
+                        executor_ops<executor_type_or_void>::running_in_this_thread(executor_or_none()))
+                        return would_block(nullptr, fail);
+                    // A flight handed to an executor that has not started it
+                    // (a stopped io_context, or a queue behind this very
+                    // caller) is run here instead of waited for.
+                    if (!asynchronous_ && options_.executor && pending->claim()) run_flight_claimed(pending);
+                    break;
+                }
+                if (!pending->wait_until(deadline))
+                    return fail({make_error_code(errc::wait_timeout),
+                                 "waited " + std::to_string(options_.max_wait.count()) +
+                                     " ms for a login or refresh (manager_options::max_wait)"});
+                if (!pending->result()) return fail(pending->error());
+                now = now_ns();
+                if (now < pending->result()->hard_ns) return remember(pending->result(), 0, never);
+                if (std::chrono::steady_clock::now() >= deadline)
+                    return fail({make_error_code(errc::wait_timeout), "the new JWT expired before it could be served"});
+            }
+        } catch (const std::bad_alloc&) {
+            return fail({make_error_code(errc::policy_error), "out of memory in get_token"});
         }
-        // No JWT that may be served: wait for the one login or refresh.
-        std::shared_ptr<flight> pending = in_flight_;
-        if (pending) {
-            joined_.fetch_add(1, std::memory_order_relaxed);
-            lock.unlock();
-            pending->wait();
-        } else if (last_error_ && now < next_attempt_ns_) {
-            return fail(last_error_);  // backing off: fail fast instead of hammering the server
-        } else {
-            pending = begin_flight_locked();
-            lock.unlock();
-            run_flight(pending);
-        }
-        if (!pending->result()) return fail(pending->error());
-        return remember(pending->result(), 0, never);
     }
 
-    std::shared_ptr<flight> begin_flight_locked() {
-        in_flight_ = std::make_shared<flight>();
+    template <class Fail>
+    const snapshot* would_block(const std::shared_ptr<flight>& started, Fail& fail) {
+        if (started) launch(started);  // still started: it runs once this thread returns to the executor
+        return fail({make_error_code(errc::would_block),
+                     "get_token would wait for a login or refresh that only this thread can run (an executor thread, "
+                     "or an event hook inside the flight): use async_get_token there"});
+    }
+
+    decltype(auto) executor_or_none() {
+        if constexpr (has_executor_v<Transport>) return transport_.get_executor();
+        else return 0;
+    }
+
+    /// Under mutex_, right after the session said to start: the flight
+    /// object, or nullptr (allocation failed; the session is told, so that
+    /// no flight is left that nobody completes).
+    std::shared_ptr<flight> start_flight_locked() noexcept {
+        try {
+            in_flight_ = std::make_shared<flight>();
+        } catch (...) {
+            session_.on_abandoned();
+            return nullptr;
+        }
         return in_flight_;
     }
 
-    /// False when the caller must run the flight itself because the executor
-    /// threw before the task started.
-    bool hand_to_executor(const std::shared_ptr<flight>& pending) {
-        auto handed = std::make_shared<ticket>();
-        handed->core = this->shared_from_this();
-        handed->pending = pending;
-        try {
-            options_.executor([handed] {
-                if (!handed->claim()) return;
-                if (auto self = handed->core.lock()) self->run_flight(handed->pending);
-                else handed->pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
-            });
-        } catch (...) {
-            return !handed->claim();  // claimed here: not started anywhere else, so run it inline
-        }
-        return true;
-    }
-
-    /// The single flight: run by exactly one thread at a time, without
-    /// mutex_ held except to read and publish state. Never throws: whatever a
-    /// policy or hook throws ends the flight with errc::policy_error.
-    void run_flight(const std::shared_ptr<flight>& pending) noexcept {
-        attempt outcome;
-        std::uint64_t generation = 0;
-        try {
-            if (adopt_newer_from_storage(pending)) return;
-            secret refresh_token;  // read after any adoption: never an older one than storage holds
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (!refresh_token_.empty() && now_ns() < refresh_hard_ns_) refresh_token = refresh_token_;
-                generation = generation_;
+    /// Runs a started flight elsewhere: on the transport's executor for an
+    /// asynchronous transport, else on manager_options::executor. If neither
+    /// takes it, it runs here.
+    void launch(const std::shared_ptr<flight>& pending) noexcept {
+        if (asynchronous_) {
+            if constexpr (executor_ops<executor_type_or_void>::known) {
+                try {
+                    auto self = this->shared_from_this();
+                    executor_ops<executor_type_or_void>::post(transport_.get_executor(),
+                                                              [self, pending] { self->async_begin(pending); });
+                    return;
+                } catch (...) {
+                    end_flight(pending, error_info{make_error_code(errc::policy_error),
+                                                   "could not post the refresh to the transport's executor"});
+                    return;
+                }
             }
-            outcome = refresh_token.empty() ? login(generation) : refresh(refresh_token, generation);
-        } catch (...) {
-            outcome = attempt{};
-            outcome.error = {make_error_code(errc::policy_error),
-                             "login or refresh at " + endpoint_of(transport_) + " ended by an exception"};
-            outcome.refresh_token_spent = true;  // it may have reached the server
         }
-        finish(pending, std::move(outcome), generation);
+        if (options_.executor) {
+            std::shared_ptr<ticket> handed;
+            try {
+                handed = std::make_shared<ticket>();
+                handed->core = this->shared_from_this();
+                handed->pending = pending;
+                options_.executor([handed] {
+                    if (!handed->pending->claim()) return;  // a waiter ran it already
+                    if (auto self = handed->core.lock()) self->run_flight_claimed(handed->pending);
+                });
+                return;
+            } catch (...) {
+                // The executor (or building the task) threw before the task
+                // started: run it here, unless it already started somewhere.
+                // Claimed before `handed` goes, so its destructor does not
+                // take the throw for a dropped task.
+                if (pending->claim()) run_flight_claimed(pending);
+                return;
+            }
+        }
+        if (pending->claim()) run_flight_claimed(pending);
     }
 
-    /// Another writer of the storage may have rotated already; sending our
-    /// refresh token then would be a reuse. True when that left a JWT to serve.
-    bool adopt_newer_from_storage(const std::shared_ptr<flight>& pending) {
-        std::error_code ec;
-        std::optional<token_set> stored = storage_.load(ec);
-        if (ec || !stored) return false;
-        std::shared_ptr<const snapshot> adopted;
+    /// A refresh handed to manager_options::executor. If the executor
+    /// destroys it unrun, the flight is abandoned, so nobody waits for it.
+    struct ticket {
+        std::weak_ptr<manager_core> core;
+        std::shared_ptr<flight> pending;
+        ~ticket() {
+            if (!pending || !pending->abandon()) return;
+            if (auto owner = core.lock()) owner->abandoned(pending);
+            else pending->complete(nullptr, {make_error_code(errc::shut_down), "refresh"});
+        }
+    };
+
+    void abandoned(const std::shared_ptr<flight>& pending) noexcept {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (!adopt_locked(*stored)) return false;
-            adopted = current_;
-            in_flight_.reset();
+            if (in_flight_ == pending) {
+                in_flight_.reset();
+                session_.on_abandoned();
+            }
+            publication_.fetch_add(1, std::memory_order_release);
         }
-        pending->complete(adopted, {});
-        return true;
+        pending->complete(nullptr, {make_error_code(errc::refresh_abandoned),
+                                    "refresh: manager_options::executor destroyed the task without running it"});
     }
 
-    /// Takes over a stored token set newer than ours. Ours is replaced in any
-    /// case (its refresh token must not be sent again); true when the stored
-    /// JWT can be served.
-    bool adopt_locked(const token_set& stored) {
-        using namespace std::chrono;
-        if (stored.generation <= generation_) return false;
-        const std::int64_t now = now_ns();
-        // A set "received" in the future (a wall clock stepped back, another
-        // host's clock ahead) counts as received now, never as younger.
-        const auto age = std::max(nanoseconds::zero(), duration_cast<nanoseconds>(clock_.wall_now() - stored.received_at));
-        const std::int64_t received_ns = now - age.count();
-        refresh_token_.clear();
-        generation_ = stored.generation;
-        const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored.refresh_lifetime);
-        if (now < refresh_hard && !stored.refresh_token.empty()) {
-            refresh_token_ = stored.refresh_token;
-            refresh_hard_ns_ = refresh_hard;
+    // ---- the flight ------------------------------------------------------------
+
+    void run_flight(const std::shared_ptr<flight>& pending) noexcept {
+        if (pending->claim()) run_flight_claimed(pending);
+    }
+
+    /// The synchronous flight: every step on this thread, holding the policy
+    /// gate so that ~token_manager() waits for it.
+    void run_flight_claimed(const std::shared_ptr<flight>& pending) noexcept {
+        flight_runner_mark mark(id_);
+        std::unique_lock<std::mutex> gate(policy_gate_);
+        std::optional<outgoing> next = begin_locked_gate(pending);
+        while (next) {
+            std::error_code ec;
+            http_response response;
+            try {
+                if constexpr (detect<Transport, send_result>::value) response = transport_.send(next->request, ec);
+                else ec = make_error_code(errc::invalid_configuration);
+            } catch (...) {
+                ec = make_error_code(errc::policy_error);
+            }
+            next = on_response_locked_gate(pending, std::move(*next), ec, std::move(response));
         }
-        consecutive_failures_ = 0;
-        next_attempt_ns_ = 0;
-        last_error_ = {};
-        publication_.fetch_add(1, std::memory_order_release);
-        if (!is_header_safe_token(stored.jwt.reveal())) return false;
-        auto adopted = make_snapshot(stored.jwt.reveal(), received_ns, nanoseconds(clamp_lifetime(stored.jwt_lifetime)),
-                                     stored.generation);
-        if (now >= adopted->hard_ns) return false;
-        current_ = std::move(adopted);
-        return true;
     }
 
-    static std::chrono::seconds clamp_lifetime(std::chrono::seconds lifetime) noexcept {
-        return std::min(lifetime, max_lifetime);
+    /// The asynchronous flight's first step, on the transport's executor.
+    void async_begin(const std::shared_ptr<flight>& pending) noexcept {
+        if (!pending->claim()) return;
+        std::optional<outgoing> next;
+        {
+            flight_runner_mark mark(id_);
+            std::lock_guard<std::mutex> gate(policy_gate_);
+            next = begin_locked_gate(pending);
+        }
+        if (next) async_send_step(pending, std::move(*next));
     }
 
-    /// When a refresh token received at `received_ns` stops being sent: its
-    /// lifetime minus the same leeway a JWT of that lifetime gets.
-    std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
-        const std::chrono::nanoseconds clamped(clamp_lifetime(lifetime));
-        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count();
+    void async_send_step(const std::shared_ptr<flight>& pending, outgoing sending) noexcept {
+        if constexpr (has_executor_v<Transport>) {
+            try {
+                auto self = this->shared_from_this();
+                auto kept = std::make_shared<outgoing>(std::move(sending));
+                const http_request& request = kept->request;
+                transport_.async_send(request, [self, pending, kept](std::error_code ec, http_response response) {
+                    std::optional<outgoing> next;
+                    {
+                        flight_runner_mark mark(self->id_);
+                        std::lock_guard<std::mutex> gate(self->policy_gate_);
+                        next = self->on_response_locked_gate(pending, std::move(*kept), ec, std::move(response));
+                    }
+                    if (next) self->async_send_step(pending, std::move(*next));
+                });
+            } catch (...) {
+                std::lock_guard<std::mutex> gate(policy_gate_);
+                fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
+                                                  "starting the request on the transport failed"});
+            }
+        }
     }
 
-    std::shared_ptr<const snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
-                                                  std::chrono::nanoseconds lifetime, std::uint64_t generation) {
-        const refresh_schedule schedule = schedule_for(lifetime, options_, jitter_unit());
-        auto made = std::make_shared<snapshot>();
-        made->authorization.reserve(options_.scheme.size() + 1 + jwt.size());
-        made->authorization.append(options_.scheme).append(" ");
-        made->jwt_offset = made->authorization.size();
-        made->authorization.append(jwt.data(), jwt.size());
-        made->soft_ns = received_ns + schedule.soft.count();
-        made->hard_ns = received_ns + schedule.hard.count();
-        made->generation = generation;
-        return made;
+    /// Reads the storage, adopts a newer set, plans the request and, for a
+    /// refresh, stores the spent mark before anything is sent. Nothing when
+    /// the flight ended here.
+    std::optional<outgoing> begin_locked_gate(const std::shared_ptr<flight>& pending) noexcept {
+        if (closed_.load(std::memory_order_acquire)) {
+            end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
+            return std::nullopt;
+        }
+        try {
+            std::error_code ec;
+            std::optional<token_set> stored;
+            try {
+                stored = storage_.load(ec);
+            } catch (...) {
+                ec = make_error_code(errc::storage_failed);
+            }
+            request_plan plan;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                // A store that cannot be read may hide a spent mark: do not
+                // send a refresh token this manager cannot check.
+                if (ec) {
+                    const error_info why{ec, "reading the stored token set before a refresh" + storage_detail()};
+                    if (session_.has_refresh_token(now_ns())) {
+                        session_.on_mark_failed(why, now_ns());
+                        end_flight_locked(pending);
+                        return std::nullopt;
+                    }
+                } else if (session_.on_stored(stored, now_ns(), clock_.wall_now())) {
+                    end_flight_locked(pending);  // another writer rotated: nothing to send
+                    return std::nullopt;
+                }
+                plan = session_.next_request(now_ns());
+            }
+            if (plan.refresh) {
+                std::error_code mark_error;
+                try {
+                    storage_.store(*plan.spent_mark, mark_error);
+                } catch (...) {
+                    mark_error = make_error_code(errc::storage_failed);
+                }
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (mark_error) {
+                    session_.on_mark_failed(
+                        {mark_error, "storing the spent mark before a refresh (nothing was sent)" + storage_detail()},
+                        now_ns());
+                    end_flight_locked(pending);
+                    return std::nullopt;
+                }
+                session_.on_marked(plan.spent_mark->generation);
+            }
+            return plan.refresh ? make_refresh(plan.refresh_token) : make_login(pending);
+        } catch (...) {
+            fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
+                                              "a policy threw before the login or refresh was sent"});
+            return std::nullopt;
+        }
     }
 
-    double jitter_unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
-
-    // ---- requests ----------------------------------------------------------
-
-    attempt refresh(const secret& refresh_token, std::uint64_t generation) {
+    std::optional<outgoing> make_refresh(const secret& refresh_token) {
+        const std::uint64_t generation = generation_now();
         emit({event_kind::refresh_started, {}, generation, {}});
         refreshes_.fetch_add(1, std::memory_order_relaxed);
-        const secret body(json_.refresh_body(refresh_token.reveal()));
-        attempt outcome = exchange(options_.refresh_path, body, "refresh", {refresh_token.reveal()});
-        if (outcome.tokens) return outcome;
-        emit({event_kind::refresh_failed, outcome.error.code, generation, outcome.took});
-        if (outcome.error.code == errc::refresh_rejected) {
-            // Expired, revoked or replaced on the server: one login instead.
-            attempt fallback = login(generation);
-            fallback.refresh_token_spent = true;
-            return fallback;
-        }
-        return outcome;
+        outgoing sending;
+        sending.body = secret(json_.refresh_body(refresh_token.reveal()));
+        sending.sent_secret = refresh_token;
+        return prepared(std::move(sending), options_.refresh_path);
     }
 
-    attempt login(std::uint64_t generation) {
+    std::optional<outgoing> make_login(const std::shared_ptr<flight>& pending) {
         if (credentials_.user_name.empty() && credentials_.password.empty()) {
-            attempt outcome;
-            outcome.error = {make_error_code(errc::no_credentials),
-                             "login needed (no usable refresh token) but the manager has no credentials"};
-            outcome.refresh_token_spent = true;
-            return outcome;
+            std::lock_guard<std::mutex> lock(mutex_);
+            session_.on_flight_failed({make_error_code(errc::no_credentials),
+                                       "login needed (no usable refresh token) but the manager has no credentials"},
+                                      now_ns());
+            end_flight_locked(pending);
+            return std::nullopt;
         }
-        emit({event_kind::login_started, {}, generation, {}});
+        emit({event_kind::login_started, {}, generation_now(), {}});
         logins_.fetch_add(1, std::memory_order_relaxed);
-        const secret body(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
-        attempt outcome = exchange(options_.login_path, body, "login", {credentials_.password.reveal()});
-        outcome.by_login = true;
-        if (!outcome.tokens) emit({event_kind::login_failed, outcome.error.code, generation, outcome.took});
-        return outcome;
+        outgoing sending;
+        sending.by_login = true;
+        sending.body = secret(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
+        sending.sent_secret = credentials_.password;
+        return prepared(std::move(sending), options_.login_path);
     }
 
-    /// One POST and its interpretation. `operation` is "login" or "refresh".
-    attempt exchange(const std::string& path, const secret& body, const char* operation,
-                     std::initializer_list<std::string_view> sent_secrets) {
-        const bool is_login = std::string_view(operation) == "login";
-        http_request request;
-        request.method = "POST";
-        request.target = path;
-        request.body = body.reveal();
-        std::error_code ec;
-        const auto started = std::chrono::steady_clock::now();
-        http_response response = transport_.send(request, ec);
-        attempt outcome;
-        // The JWT's lifetime is counted from here, not from after storing it.
-        outcome.received_ns = now_ns();
-        outcome.received_wall = clock_.wall_now();
-        outcome.took = std::chrono::steady_clock::now() - started;
-        const std::string where = std::string(operation) + " at " + endpoint_of(transport_);
-        if (ec) {
-            failures_.fetch_add(1, std::memory_order_relaxed);
-            const std::string said = transport_detail(transport_);
-            outcome.error = {ec, said.empty() ? where : where + " (" + said + ")"};
-            outcome.refresh_token_spent = !is_login && !request_not_sent(ec);
+    std::optional<outgoing> prepared(outgoing sending, const std::string& path) {
+        sending.request.method = "POST";
+        sending.request.target = path;
+        sending.request.body = sending.body.reveal();
+        sending.started = std::chrono::steady_clock::now();
+        return sending;
+    }
+
+    std::uint64_t generation_now() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return session_.generation();
+    }
+
+    /// Judges the answer, tells the session, persists what it says, and
+    /// returns the next request (a login after a rejected refresh) or nothing
+    /// when the flight ended.
+    std::optional<outgoing> on_response_locked_gate(const std::shared_ptr<flight>& pending, outgoing sent,
+                                                    std::error_code ec, http_response response) noexcept {
+        const char* operation = sent.by_login ? "login" : "refresh";
+        if (closed_.load(std::memory_order_acquire)) {
             secure_clear(response.body);
-            return outcome;
+            end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
+            return std::nullopt;
         }
-        if (response.ok()) {
+        try {
+            answer reply = judge(sent, ec, response);
+            const auto took = std::chrono::steady_clock::now() - sent.started;
+            const bool succeeded = reply.tokens && reply.jwt_lifetime;
+            const std::error_code failure = reply.error.code;
+            answer_step step;
+            std::uint64_t generation = 0;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                step = session_.on_answer(std::move(reply), now_ns());
+                generation = session_.generation();
+            }
+            if (!succeeded) {
+                failures_.fetch_add(1, std::memory_order_relaxed);
+                emit({sent.by_login ? event_kind::login_failed : event_kind::refresh_failed,
+                      failure ? failure : make_error_code(errc::protocol_error), generation, took});
+            }
+            if (step.persist) {
+                std::error_code store_error;
+                try {
+                    storage_.store(*step.persist, store_error);
+                } catch (...) {
+                    store_error = make_error_code(errc::storage_failed);
+                }
+                if (store_error) {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
+                                                                 operation + " (it is still used in memory)" +
+                                                                 storage_detail()});
+                }
+            }
+            if (step.login_next) return make_login(pending);
+            std::shared_ptr<const snapshot> result;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                result = end_flight_locked(pending);
+            }
+            if (succeeded) {
+                emit({sent.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {}, generation,
+                      took});
+            }
+            return std::nullopt;
+        } catch (...) {
+            secure_clear(response.body);
+            fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
+                                              std::string(operation) + " at " + endpoint_of(transport_) +
+                                                  ": a policy threw while its answer was read"});
+            return std::nullopt;
+        }
+    }
+
+    /// The one place an HTTP answer becomes an outcome: transport errors,
+    /// status → errc, the body, the JWT's lifetime.
+    answer judge(const outgoing& sent, std::error_code ec, http_response& response) {
+        answer reply;
+        reply.by_login = sent.by_login;
+        // The JWT's lifetime is counted from here, not from after storing it.
+        reply.received_ns = now_ns();
+        reply.received_wall = clock_.wall_now();
+        const std::string where = std::string(sent.by_login ? "login" : "refresh") + " at " + endpoint_of(transport_);
+        if (ec && ec != errc::unexpected_redirect) {
+            const std::string said = transport_detail(transport_);
+            reply.error = {ec, said.empty() ? where : where + " (" + said + ")"};
+            reply.not_sent = request_not_sent(ec);
+            secure_clear(response.body);
+            return reply;
+        }
+        const int status = response.status;
+        if (status >= 200 && status < 300) {
             std::error_code parse_error;
             token_pair tokens = json_.parse_token_response(response.body, parse_error);
             secure_clear(response.body);
-            if (!parse_error) {
-                outcome.tokens = std::move(tokens);
-                return outcome;
+            if (parse_error) {
+                reply.error = {make_error_code(errc::protocol_error),
+                               where + ": status " + std::to_string(status) +
+                                   " with a body that is not JSON with string fields \"jwt\" and \"refreshToken\""};
+                return reply;
             }
-            failures_.fetch_add(1, std::memory_order_relaxed);
-            outcome.error = {make_error_code(errc::protocol_error),
-                             where + ": status " + std::to_string(response.status) +
-                                 " with a body that is not JSON with string fields \"jwt\" and \"refreshToken\""};
-            outcome.refresh_token_spent = !is_login;  // the server answered 2xx: it has rotated
-            return outcome;
+            reply.tokens = std::move(tokens);
+            // A policy that throws here must not lose the pair: the session
+            // gets it either way, with no lifetime if it cannot be read.
+            try {
+                std::error_code lifetime_error;
+                auto lifetime = jwt_lifetime(json_, reply.tokens->jwt.reveal(), reply.received_wall,
+                                             std::chrono::nanoseconds(session_lifetimes().jwt), lifetime_error);
+                if (!lifetime_error && is_header_safe_token(reply.tokens->jwt.reveal()))
+                    reply.jwt_lifetime = std::min(lifetime, std::chrono::nanoseconds(max_lifetime));
+                else
+                    reply.error = {make_error_code(errc::protocol_error),
+                                   where + (lifetime_error ? ": the JWT is already expired on arrival (check the clocks)"
+                                                           : ": the JWT contains characters not allowed in a header")};
+            } catch (...) {
+                reply.error = {make_error_code(errc::policy_error), where + ": reading the JWT's claims threw"};
+            }
+            return reply;
         }
-        failures_.fetch_add(1, std::memory_order_relaxed);
-        const int status = response.status;
         errc code = errc::protocol_error;
         if (status >= 300 && status < 400) code = errc::unexpected_redirect;
-        else if (is_login && (status == 401 || status == 403)) code = errc::credentials_rejected;
-        else if (!is_login && (status == 400 || status == 401)) code = errc::refresh_rejected;
+        else if (sent.by_login && (status == 401 || status == 403)) code = errc::credentials_rejected;
+        else if (!sent.by_login && (status == 400 || status == 401)) code = errc::refresh_rejected;
         else if (status == 429) code = errc::rate_limited;
         else if (status == 503) code = errc::service_unavailable;
         else if (status >= 500 && status < 600) code = errc::server_error;
         else if (status >= 400 && status < 500) code = errc::request_rejected;
         std::string detail = where + ": status " + std::to_string(status);
-        std::string said = sanitize_server_message(json_.error_message(response.body), sent_secrets);
-        secure_clear(response.body);
+        std::string said;
+        try {
+            said = sanitize_server_message(json_.error_message(response.body),
+                                           {sent.sent_secret.reveal(), credentials_.password.reveal()});
+        } catch (...) {
+        }
         if (!said.empty()) detail += ": " + said;
         if (auto value = find_header(response.headers, "Retry-After"))
-            outcome.retry_after = parse_retry_after(*value, clock_.wall_now());
-        outcome.error = {make_error_code(code), std::move(detail)};
-        // A 5xx may come from a proxy after the auth server rotated; other
-        // answers come from a server that refused before rotating.
-        outcome.refresh_token_spent = !is_login && status >= 500;
-        return outcome;
+            reply.retry_after = parse_retry_after(*value, clock_.wall_now());
+        secure_clear(response.body);
+        reply.error = {make_error_code(code), std::move(detail)};
+        return reply;
     }
 
-    /// Publishes the outcome, then wakes the waiters, then tells the hook.
-    void finish(const std::shared_ptr<flight>& pending, attempt outcome, std::uint64_t generation) noexcept {
-        std::shared_ptr<const snapshot> published;
-        try {
-            published = publish(outcome, generation);
-        } catch (...) {  // only allocation can throw here: end the flight all the same
+    const lifetimes& session_lifetimes() const noexcept { return lifetimes_; }
+
+    /// Ends the flight with `why` after a throw or a failure outside the
+    /// session's answer (the refresh token, if marked, stays spent).
+    void fail_flight_locked_gate(const std::shared_ptr<flight>& pending, const error_info& why) noexcept {
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (in_flight_ == pending) in_flight_.reset();
-            publication_.fetch_add(1, std::memory_order_release);
-            outcome.error = {make_error_code(errc::policy_error), "publishing the new token set failed"};
-        }
-        pending->complete(published, published ? error_info{} : outcome.error);
-        if (published) {
-            emit({outcome.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {},
-                  generation + 1, outcome.took});
-        }
-    }
-
-    /// The new snapshot, or nothing when the outcome is a failure (then
-    /// `outcome.error` says why).
-    std::shared_ptr<const snapshot> publish(attempt& outcome, std::uint64_t generation) {
-        using namespace std::chrono;
-        nanoseconds lifetime{0};
-        bool serve_jwt = false;
-        if (outcome.tokens) {
-            std::error_code lifetime_error;
-            lifetime = jwt_lifetime(json_, outcome.tokens->jwt.reveal(), outcome.received_wall,
-                                    nanoseconds(lifetimes_.jwt), lifetime_error);
-            lifetime = std::min(lifetime, nanoseconds(max_lifetime));
-            serve_jwt = !lifetime_error && is_header_safe_token(outcome.tokens->jwt.reveal());
-            if (!serve_jwt) {
-                failures_.fetch_add(1, std::memory_order_relaxed);
-                outcome.error = {make_error_code(errc::protocol_error),
-                                 std::string(outcome.by_login ? "login" : "refresh") + " at " + endpoint_of(transport_) +
-                                     (lifetime_error ? ": the JWT is already expired on arrival (check the clocks)"
-                                                     : ": the JWT contains characters not allowed in a header")};
-            }
-        }
-        error_info storage_error;
-        if (serve_jwt) {
-            token_set stored{outcome.tokens->jwt, outcome.tokens->refresh_token, outcome.received_wall,
-                             duration_cast<seconds>(lifetime), lifetimes_.refresh, generation + 1};
-            std::error_code ec;
             try {
-                storage_.store(stored, ec);
+                session_.on_flight_failed(why, now_ns());
             } catch (...) {
-                ec = make_error_code(errc::storage_failed);
             }
-            if (ec) storage_error = {ec, "storing the new token set (it is still used in memory)"};
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        std::shared_ptr<const snapshot> published;
-        if (outcome.tokens) {
-            // A new pair: its refresh token replaces ours even when its JWT
-            // cannot be served, since the server has retired the old one.
-            refresh_token_ = std::move(outcome.tokens->refresh_token);
-            refresh_hard_ns_ = refresh_deadline_ns(outcome.received_ns, lifetimes_.refresh);
-            generation_ = generation + 1;
-        } else if (outcome.refresh_token_spent) {
-            refresh_token_.clear();
-        }
-        if (serve_jwt) {
-            published = make_snapshot(outcome.tokens->jwt.reveal(), outcome.received_ns, lifetime, generation + 1);
-            current_ = published;
-            consecutive_failures_ = 0;
-            next_attempt_ns_ = 0;
-            last_error_ = storage_error;
-        } else {
-            ++consecutive_failures_;
-            next_attempt_ns_ = now_ns() + backoff_locked(outcome).count();
-            last_error_ = outcome.error;
-        }
-        // Success or failure, something changed that every thread's cache must see.
-        publication_.fetch_add(1, std::memory_order_release);
-        in_flight_.reset();
-        return published;
+        end_flight(pending, why);
     }
 
-    std::chrono::nanoseconds backoff_locked(const attempt& outcome) {
-        using namespace std::chrono;
-        if (outcome.error.code == errc::credentials_rejected) return options_.rejected_credentials_backoff;
-        const int doublings = std::min(consecutive_failures_ - 1, 20);
-        const nanoseconds ceiling = std::min<nanoseconds>(options_.backoff_initial * (1LL << doublings),
-                                                          options_.backoff_max);
-        // "Equal jitter": at least half the delay, so a failing fleet spreads out
-        // without any instance retrying immediately.
-        nanoseconds delay = duration_cast<nanoseconds>(ceiling * (0.5 + 0.5 * jitter_unit()));
-        if (outcome.retry_after) {
-            // The server's date plus up to 10% more, so a fleet told the same
-            // Retry-After does not come back in the same instant.
-            const nanoseconds told = std::min(*outcome.retry_after, options_.max_retry_after);
-            delay = std::max(delay, duration_cast<nanoseconds>(told * (1.0 + 0.1 * jitter_unit())));
+    void end_flight(const std::shared_ptr<flight>& pending, const error_info& why) noexcept {
+        std::shared_ptr<const snapshot> result;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (in_flight_ != pending) {  // already ended (shut down)
+                pending->complete(nullptr, why);
+                return;
+            }
+            result = session_.end_flight(now_ns());
+            in_flight_.reset();
+            publication_.fetch_add(1, std::memory_order_release);
         }
-        return delay;
+        pending->complete(result, result ? error_info{} : why);
+    }
+
+    /// Under mutex_: ends the flight with whatever the session now holds,
+    /// publishes, and wakes the waiters (complete takes only the flight's
+    /// own lock, and async waiters post).
+    std::shared_ptr<const snapshot> end_flight_locked(const std::shared_ptr<flight>& pending) noexcept {
+        std::shared_ptr<const snapshot> result = session_.end_flight(now_ns());
+        if (in_flight_ == pending) in_flight_.reset();
+        publication_.fetch_add(1, std::memory_order_release);
+        error_info why = result ? error_info{} : session_.last_error();
+        if (!result && !why) why = {make_error_code(errc::protocol_error), "the login or refresh produced no JWT"};
+        pending->complete(result, std::move(why));
+        return result;
     }
 
     /// Hooks are told, never obeyed: an exception from one is swallowed so it
     /// cannot end a flight halfway.
     void emit(const event& happened) const noexcept {
-        if (!options_.on_event) return;
+        if (!options_.on_event || closed_.load(std::memory_order_acquire)) return;
         try {
             options_.on_event(happened);
         } catch (...) {
@@ -598,26 +878,27 @@ private:
     alignas(64) std::atomic<std::uint64_t> publication_{1};
     const std::uint64_t id_ = next_manager_id();
     Clock clock_;
+    const manager_options options_;
+    const lifetimes lifetimes_;
 
     // The slow path's state, guarded by mutex_.
     alignas(64) mutable std::mutex mutex_;
-    std::shared_ptr<const snapshot> current_;
+    session session_;
     std::shared_ptr<flight> in_flight_;
-    secret refresh_token_;
-    std::int64_t refresh_hard_ns_ = 0;
-    std::uint64_t generation_ = 0;
-    int consecutive_failures_ = 0;
-    std::int64_t next_attempt_ns_ = 0;
-    error_info last_error_;
-    std::mt19937_64 random_;
+    error_info last_load_error_;
+    std::vector<std::shared_ptr<const snapshot>> pinned_for_exiting_threads_;
 
-    // Used only by the thread running the flight (or set once at construction).
+    // Held across every call into the storage, the hooks and (synchronously)
+    // the transport, so that shut_down() can wait for the one in progress.
+    std::mutex policy_gate_;
+    std::atomic<bool> closed_{false};
+
     Transport transport_;
     Storage storage_;
     Json json_;
     const credentials credentials_;
-    const manager_options options_;
-    lifetimes lifetimes_;
+    const bool asynchronous_;
+    const std::shared_ptr<const int> liveness_ = std::make_shared<const int>(0);
 
     alignas(64) std::atomic<std::uint64_t> logins_{0};
     std::atomic<std::uint64_t> refreshes_{0};
@@ -638,7 +919,9 @@ token_manager<Transport, Clock, Storage, Json>::token_manager(Transport transpor
           std::move(json))) {}
 
 template <class Transport, class Clock, class Storage, class Json>
-token_manager<Transport, Clock, Storage, Json>::~token_manager() = default;
+token_manager<Transport, Clock, Storage, Json>::~token_manager() {
+    core_->shut_down();
+}
 
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::get_token(std::error_code& ec) {

@@ -1,0 +1,393 @@
+// tokmgr/detail/session.hpp — the token state and every decision about it, as
+// a plain state machine: fed with (now, event), it answers with what to do.
+//
+// It does no I/O, takes no locks, starts no threads and calls no policy, so it
+// is deterministic and tested exhaustively on its own (tests/core/session_test).
+// The drivers around it — the synchronous flight and the asynchronous one in
+// token_manager — hold their mutex while they call it, and do what it says
+// outside that mutex: talk to the storage, send the request, wake waiters.
+//
+// One flight (a login or refresh, with its storage steps) runs at a time:
+//
+//   on_demand ─▶ start ─▶ on_stored ─▶ next_request ─┬─ login ───────────────▶ send ─▶ on_answer
+//                                                    └─ refresh: store mark ─▶ on_marked ─▶ send ─▶ on_answer
+//   on_answer ─▶ persist what it returns ─▶ (login next? back to next_request) ─▶ end_flight
+//
+// Write-ahead rule: a refresh token is sent only after the storage holds a set
+// that says it is spent (`token_set::refresh_token_spent`), so that whoever
+// reads the storage next logs in instead of reusing it.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "../error.hpp"
+#include "../options.hpp"
+#include "../schedule.hpp"
+#include "../secret.hpp"
+#include "../token_set.hpp"
+#include "snapshot.hpp"
+
+namespace tokmgr::detail {
+
+inline constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
+
+/// A JWT goes into an HTTP header: visible ASCII only, no spaces, so a
+/// malicious or broken answer cannot inject header lines.
+inline bool is_header_safe_token(std::string_view token) noexcept {
+    for (char c : token)
+        if (c <= 0x20 || c >= 0x7f) return false;
+    return !token.empty();
+}
+
+/// What a caller is told to do.
+enum class demand {
+    serve,            ///< hand out `current` (cache it until `serve_until`)
+    serve_and_start,  ///< hand out `current`, and run (or hand off) the flight just started
+    start_and_wait,   ///< nothing may be served: run the flight just started, then take its result
+    join,             ///< nothing may be served: wait for the flight in progress
+    fail,             ///< nothing may be served and the manager is backing off: `last_error`
+};
+
+struct verdict {
+    demand what = demand::fail;
+    std::int64_t serve_until = never;  ///< for serve and serve_and_start
+};
+
+/// The request the flight sends next.
+struct request_plan {
+    bool refresh = false;        ///< false: log in
+    secret refresh_token;        ///< for a refresh
+    std::optional<token_set> spent_mark;  ///< for a refresh: store this before sending (write-ahead)
+};
+
+/// What came back from one request, already judged (status → errc happened
+/// in the driver's single place for it). `tokens` is set only for a 2xx with
+/// a well-formed body.
+struct answer {
+    bool by_login = false;
+    std::optional<token_pair> tokens;
+    /// The JWT's lifetime from its claims (or the configured default); empty
+    /// when the JWT cannot be served (already expired, claims unreadable by a
+    /// throwing policy, characters not allowed in a header).
+    std::optional<std::chrono::nanoseconds> jwt_lifetime;
+    error_info error;
+    std::optional<std::chrono::seconds> retry_after;
+    bool not_sent = false;  ///< the transport proved the request never reached the server
+    std::int64_t received_ns = 0;
+    std::chrono::system_clock::time_point received_wall{};
+};
+
+/// What the driver does after on_answer.
+struct answer_step {
+    bool login_next = false;           ///< send a login within the same flight
+    std::optional<token_set> persist;  ///< store this set (a new pair, or a refresh token given back)
+};
+
+class session {
+public:
+    session(const manager_options& options, lifetimes assumed, std::uint64_t seed)
+        : options_(options), lifetimes_(assumed), random_(seed) {}
+
+    // ---- what the drivers read ---------------------------------------------
+
+    const std::shared_ptr<const snapshot>& current() const noexcept { return current_; }
+    bool in_flight() const noexcept { return in_flight_; }
+    const error_info& last_error() const noexcept { return last_error_; }
+    std::uint64_t generation() const noexcept { return generation_; }
+    bool has_refresh_token(std::int64_t now) const noexcept {
+        return !refresh_token_.empty() && now < refresh_hard_ns_;
+    }
+
+    // ---- callers -----------------------------------------------------------
+
+    /// A caller wants a JWT at `now`. Starts the flight when one is due (the
+    /// caller then owns running or handing it off).
+    verdict on_demand(std::int64_t now) {
+        const snapshot* jwt = current_.get();
+        if (jwt != nullptr && now < jwt->soft_ns) return {demand::serve, jwt->soft_ns};
+        if (jwt != nullptr && now < jwt->hard_ns) {
+            // Soft-expired: keep serving; at most one refresh at a time.
+            if (in_flight_) return {demand::serve, jwt->hard_ns};
+            if (now < next_attempt_ns_) return {demand::serve, std::min(jwt->hard_ns, next_attempt_ns_)};
+            in_flight_ = true;
+            return {demand::serve_and_start, jwt->hard_ns};
+        }
+        if (in_flight_) return {demand::join};
+        if (last_error_ && now < next_attempt_ns_) return {demand::fail};
+        in_flight_ = true;
+        return {demand::start_and_wait};
+    }
+
+    /// The service rejected `jwt` (a 401). Only the current JWT counts, as
+    /// the bare token or as "<scheme> <jwt>". It stops being served at once,
+    /// unless a forced refresh already happened within
+    /// `min_forced_refresh_interval`: then it is served until that interval is
+    /// over, so a service that rejects every JWT cannot drive one refresh per
+    /// call. True when something changed (publish).
+    bool invalidate(secret_view jwt, std::int64_t now) {
+        if (!current_ || !(current_->jwt() == jwt || current_->header() == jwt)) return false;
+        const std::int64_t floor =
+            last_forced_ns_ == never
+                ? now
+                : last_forced_ns_ + std::chrono::nanoseconds(options_.min_forced_refresh_interval).count();
+        const std::int64_t stop = std::max(now, floor);
+        if (stop >= current_->hard_ns) return false;  // it stops then anyway
+        if (stop <= now) {
+            current_.reset();
+            forced_pending_ = true;
+            return true;
+        }
+        if (current_->hard_ns == stop) return false;
+        auto shortened = copy_snapshot(*current_);
+        shortened->soft_ns = std::min(shortened->soft_ns, stop);
+        shortened->hard_ns = stop;
+        current_ = std::move(shortened);
+        forced_pending_ = true;
+        return true;
+    }
+
+    // ---- the flight --------------------------------------------------------
+
+    /// The storage's set, read at the start of the flight. A newer set than
+    /// ours (another writer rotated, or marked our refresh token spent) is
+    /// adopted. True when that left a JWT to serve: the flight then ends
+    /// without a request.
+    bool on_stored(const std::optional<token_set>& stored, std::int64_t now,
+                   std::chrono::system_clock::time_point wall_now) {
+        if (!stored || stored->generation <= generation_) return false;
+        using namespace std::chrono;
+        // A set "received" in the future (a wall clock stepped back, another
+        // host's clock ahead) counts as received now, never as younger.
+        const auto age = std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored->received_at));
+        const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
+        refresh_token_.clear();
+        generation_ = stored->generation;
+        const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored->refresh_lifetime);
+        if (!stored->refresh_token_spent && !stored->refresh_token.empty() && now < refresh_hard) {
+            refresh_token_ = stored->refresh_token;
+            refresh_hard_ns_ = refresh_hard;
+        }
+        consecutive_failures_ = 0;
+        next_attempt_ns_ = 0;
+        last_error_ = {};
+        if (!is_header_safe_token(stored->jwt.reveal())) return false;
+        auto adopted = make_snapshot(stored->jwt.reveal(), received_ns,
+                                     nanoseconds(std::min(stored->jwt_lifetime, max_lifetime)), stored->generation);
+        if (now >= adopted->hard_ns) return false;
+        current_ = std::move(adopted);
+        return true;
+    }
+
+    /// Login or refresh, and for a refresh the spent mark to store first.
+    request_plan next_request(std::int64_t now) const {
+        request_plan plan;
+        if (!has_refresh_token(now)) return plan;
+        plan.refresh = true;
+        plan.refresh_token = refresh_token_;
+        token_set mark;
+        if (current_) mark.jwt = secret(std::string(current_->jwt().reveal()));
+        mark.received_at = received_wall_;
+        mark.jwt_lifetime = jwt_lifetime_;
+        mark.refresh_lifetime = lifetimes_.refresh;
+        mark.generation = generation_ + 1;
+        mark.refresh_token_spent = true;
+        plan.spent_mark = std::move(mark);
+        return plan;
+    }
+
+    /// The storage holds the spent mark: from now on the refresh token is
+    /// never sent again, whatever happens to the request.
+    void on_marked(std::uint64_t mark_generation) noexcept {
+        spent_token_ = std::move(refresh_token_);  // kept only to give it back if provably not sent
+        refresh_token_.clear();
+        spent_hard_ns_ = refresh_hard_ns_;
+        generation_ = mark_generation;
+    }
+
+    /// The storage could not record the mark: nothing is sent, the refresh
+    /// token stays usable, and the flight ends with `why` (the current JWT is
+    /// served until its hard threshold).
+    void on_mark_failed(const error_info& why, std::int64_t now) { fail_attempt(why, std::nullopt, now); }
+
+    /// The answer to the request `next_request` planned.
+    answer_step on_answer(answer reply, std::int64_t now) {
+        answer_step step;
+        if (reply.tokens) {
+            // The server has rotated: its refresh token replaces ours before
+            // anything that can fail, so the pair is never lost.
+            refresh_token_ = std::move(reply.tokens->refresh_token);
+            refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, lifetimes_.refresh);
+            spent_token_.clear();
+            generation_ += 1;
+            received_wall_ = reply.received_wall;
+            jwt_lifetime_ = std::chrono::duration_cast<std::chrono::seconds>(
+                reply.jwt_lifetime.value_or(std::chrono::nanoseconds::zero()));
+            token_set fresh;
+            fresh.jwt = reply.tokens->jwt;
+            fresh.refresh_token = refresh_token_;
+            fresh.received_at = reply.received_wall;
+            fresh.jwt_lifetime = jwt_lifetime_;
+            fresh.refresh_lifetime = lifetimes_.refresh;
+            fresh.generation = generation_;
+            if (reply.jwt_lifetime && is_header_safe_token(reply.tokens->jwt.reveal())) {
+                auto made = make_snapshot(reply.tokens->jwt.reveal(), reply.received_ns, *reply.jwt_lifetime,
+                                          generation_);
+                if (now < made->hard_ns) {
+                    current_ = std::move(made);
+                    consecutive_failures_ = 0;
+                    next_attempt_ns_ = 0;
+                    last_error_ = {};
+                    if (forced_pending_) {
+                        last_forced_ns_ = now;
+                        forced_pending_ = false;
+                    }
+                    step.persist = std::move(fresh);
+                    return step;
+                }
+                reply.error = {make_error_code(errc::protocol_error),
+                               std::string(reply.by_login ? "login" : "refresh") +
+                                   ": the JWT is past its hard threshold on arrival (the request took too long)"};
+            }
+            step.persist = std::move(fresh);  // the new refresh token must survive even so
+            fail_attempt(reply.error, std::nullopt, now);
+            return step;
+        }
+        if (!reply.by_login && reply.error.code == errc::refresh_rejected) {
+            // Expired, revoked or replaced on the server: one login instead,
+            // in the same flight.
+            spent_token_.clear();
+            step.login_next = true;
+            return step;
+        }
+        if (!reply.by_login && reply.not_sent && !spent_token_.empty()) {
+            // Provably never reached the server: the token is still good.
+            // Give it back, and tell the storage (a newer generation again).
+            refresh_token_ = std::move(spent_token_);
+            spent_token_.clear();
+            refresh_hard_ns_ = spent_hard_ns_;
+            generation_ += 1;
+            token_set restored;
+            if (current_) restored.jwt = secret(std::string(current_->jwt().reveal()));
+            restored.refresh_token = refresh_token_;
+            restored.received_at = received_wall_;
+            restored.jwt_lifetime = jwt_lifetime_;
+            restored.refresh_lifetime = lifetimes_.refresh;
+            restored.generation = generation_;
+            step.persist = std::move(restored);
+        }
+        spent_token_.clear();
+        fail_attempt(reply.error, reply.retry_after, now);
+        return step;
+    }
+
+    /// The storage failed to keep a set the flight produced; the set is still
+    /// used in memory, and `last_error` says so.
+    void on_persist_failed(const error_info& why) { last_error_ = why; }
+
+    /// Ends the flight with a failure that is nobody's answer (a throwing
+    /// policy, an allocation failure): backoff as for any failed attempt.
+    void on_flight_failed(const error_info& why, std::int64_t now) {
+        spent_token_.clear();
+        fail_attempt(why, std::nullopt, now);
+    }
+
+    /// Ends the flight. The result is the JWT to hand every waiter, or none
+    /// (then `last_error` says why).
+    std::shared_ptr<const snapshot> end_flight(std::int64_t now) noexcept {
+        in_flight_ = false;
+        if (current_ && now < current_->hard_ns) return current_;
+        return nullptr;
+    }
+
+    /// The executor dropped the flight's task without running it. Not the
+    /// server's fault: no backoff, and the next caller tries again.
+    void on_abandoned() noexcept { in_flight_ = false; }
+
+private:
+    void fail_attempt(const error_info& why, std::optional<std::chrono::seconds> retry_after, std::int64_t now) {
+        ++consecutive_failures_;
+        last_error_ = why;
+        next_attempt_ns_ = now + backoff(why, retry_after).count();
+    }
+
+    std::chrono::nanoseconds backoff(const error_info& why, std::optional<std::chrono::seconds> retry_after) {
+        using namespace std::chrono;
+        if (why.code == errc::credentials_rejected) return options_.rejected_credentials_backoff;
+        const int doublings = std::min(consecutive_failures_ - 1, 20);
+        const nanoseconds ceiling =
+            std::min<nanoseconds>(options_.backoff_initial * (1LL << doublings), options_.backoff_max);
+        // "Equal jitter": at least half the delay, so a failing fleet spreads
+        // out without any instance retrying immediately.
+        nanoseconds delay = duration_cast<nanoseconds>(ceiling * (0.5 + 0.5 * jitter_unit()));
+        if (retry_after) {
+            // The server's date plus up to 10% more, so a fleet told the same
+            // Retry-After does not come back in the same instant.
+            const nanoseconds told = std::min<nanoseconds>(*retry_after, options_.max_retry_after);
+            delay = std::max(delay, duration_cast<nanoseconds>(told * (1.0 + 0.1 * jitter_unit())));
+        }
+        return delay;
+    }
+
+    /// When a refresh token received at `received_ns` stops being sent: its
+    /// lifetime minus the same leeway a JWT of that lifetime gets.
+    std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
+        const std::chrono::nanoseconds clamped(std::min(lifetime, max_lifetime));
+        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count();
+    }
+
+    std::shared_ptr<snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
+                                            std::chrono::nanoseconds lifetime, std::uint64_t generation) {
+        const refresh_schedule schedule = schedule_for(lifetime, options_, jitter_unit());
+        auto made = std::make_shared<snapshot>();
+        made->authorization.reserve(options_.scheme.size() + 1 + jwt.size());
+        made->authorization.append(options_.scheme).append(" ");
+        made->jwt_offset = made->authorization.size();
+        made->authorization.append(jwt.data(), jwt.size());
+        made->soft_ns = received_ns + schedule.soft.count();
+        made->hard_ns = received_ns + schedule.hard.count();
+        made->generation = generation;
+        return made;
+    }
+
+    static std::shared_ptr<snapshot> copy_snapshot(const snapshot& from) {
+        auto made = std::make_shared<snapshot>();
+        made->authorization = from.authorization;
+        made->jwt_offset = from.jwt_offset;
+        made->soft_ns = from.soft_ns;
+        made->hard_ns = from.hard_ns;
+        made->generation = from.generation;
+        return made;
+    }
+
+    double jitter_unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
+
+    const manager_options& options_;
+    const lifetimes lifetimes_;
+    std::mt19937_64 random_;
+
+    std::shared_ptr<const snapshot> current_;
+    secret refresh_token_;
+    std::int64_t refresh_hard_ns_ = 0;
+    secret spent_token_;  ///< marked spent, in flight: given back only if provably not sent
+    std::int64_t spent_hard_ns_ = 0;
+    std::uint64_t generation_ = 0;
+    std::chrono::system_clock::time_point received_wall_{};
+    std::chrono::seconds jwt_lifetime_{0};
+
+    bool in_flight_ = false;
+    int consecutive_failures_ = 0;
+    std::int64_t next_attempt_ns_ = 0;
+    error_info last_error_;
+    std::int64_t last_forced_ns_ = never;
+    bool forced_pending_ = false;
+};
+
+}  // namespace tokmgr::detail
