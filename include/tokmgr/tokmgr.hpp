@@ -16,6 +16,7 @@
 #pragma once
 
 #include "api_key.hpp"
+#include "async.hpp"
 #include "clock.hpp"
 #include "json/simdjson.hpp"
 #include "storage/memory.hpp"

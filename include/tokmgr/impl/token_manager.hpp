@@ -265,6 +265,9 @@ public:
 
     // ---- asynchronous waiters (async_get_token) -------------------------------
 
+    bool asynchronous() const noexcept { return asynchronous_; }
+    decltype(auto) transport_executor() { return transport_.get_executor(); }
+
     /// Either answers at once — `served` set (or an error) — or registers
     /// `waiter` with the flight that will answer it; in the latter case the
     /// returned flight is where a cancellation removes it from.

@@ -23,6 +23,7 @@
 #include "../error.hpp"
 #include "../http.hpp"
 #include "asio_options.hpp"
+#include "detail/asio_executor_ops.hpp"
 
 namespace tokmgr {
 
@@ -100,6 +101,11 @@ public:
     void close() noexcept;
 
     executor_type get_executor() const noexcept;
+
+    /// True when constructed with an executor: `async_send` works and `send`
+    /// refuses. token_manager then runs its logins and refreshes as
+    /// asynchronous operations on that executor.
+    bool runs_on_executor() const noexcept;
 
 private:
     std::shared_ptr<detail::asio_transport_state> state_;

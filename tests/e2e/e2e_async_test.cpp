@@ -1,0 +1,269 @@
+// async_get_token over the real Asio transport against the reference server:
+// callbacks, use_future, use_awaitable, per-waiter cancellation, a crowd of
+// coroutines on one thread during a slow refresh, the manager destroyed with
+// waiters pending, an io_context stopped mid-flight, and the synchronous call
+// that would deadlock on the executor's own thread.
+#include <tokmgr/tokmgr.hpp>
+#include <tokmgr/server/reference_server.hpp>
+#include <tokmgr/server/stats_json.hpp>
+
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+#include <asio/redirect_error.hpp>
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct fixture {
+    std::optional<tokmgr::server::reference_server> server;
+    asio::io_context io;
+    tokmgr::asio_transport_options transport_options;
+
+    explicit fixture(std::chrono::milliseconds auth_delay = 0ms, std::chrono::seconds jwt_ttl = 30min) {
+        tokmgr::server::server_options options;
+        options.users.emplace("svc", tokmgr::secret("async-password"));
+        options.jwt_ttl = jwt_ttl;
+        options.refresh_ttl = 600s;
+        options.auth_delay = auth_delay;
+        server.emplace(std::move(options));
+        server->start();
+        transport_options.base_url = server->url();
+    }
+
+    std::unique_ptr<tokmgr::token_manager<>> make(tokmgr::manager_options options = {}) {
+        options.assumed_lifetimes = tokmgr::lifetimes{};
+        return std::make_unique<tokmgr::token_manager<>>(tokmgr::asio_transport(io.get_executor(), transport_options),
+                                                         tokmgr::credentials{"svc", tokmgr::secret("async-password")},
+                                                         std::move(options));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a callback gets the JWT; a second call is served without a request; never inside the initiating call") {
+    fixture f;
+    auto manager = f.make();
+    std::error_code first_ec = tokmgr::errc::protocol_error;
+    tokmgr::token_handle first;
+    bool returned = false;
+    bool completed_inside = false;
+    manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+        completed_inside = !returned;
+        first_ec = ec;
+        first = std::move(h);
+    });
+    returned = true;
+    f.io.run();
+    CHECK_FALSE(first_ec);
+    REQUIRE(first);
+    CHECK_FALSE(completed_inside);
+
+    // Fresh now: completes from the cache, still posted.
+    f.io.restart();
+    returned = false;
+    tokmgr::token_handle second;
+    manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+        completed_inside = !returned;
+        CHECK_FALSE(ec);
+        second = std::move(h);
+    });
+    returned = true;
+    f.io.run();
+    CHECK_FALSE(completed_inside);
+    CHECK(second.jwt() == first.jwt());
+    CHECK(f.server->stats().logins == 1);
+    CHECK(manager->counters().logins == 1);
+}
+
+TEST_CASE("use_future from another thread while the io_context runs elsewhere") {
+    fixture f;
+    auto manager = f.make();
+    auto guard = asio::make_work_guard(f.io);
+    std::thread runner([&] { f.io.run(); });
+    std::future<tokmgr::token_handle> future = manager->async_get_token(asio::use_future);
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    const tokmgr::token_handle handle = future.get();
+    CHECK(handle);
+    // The synchronous call on a thread that does not run the executor waits
+    // for the asynchronous flight, or is served from the cache.
+    CHECK(manager->get_token().reveal() == handle.jwt().reveal());
+    guard.reset();
+    f.io.stop();
+    runner.join();
+}
+
+TEST_CASE("1,000 coroutines on one thread during a one-second login: one request, and the thread keeps working") {
+    fixture f(1000ms);
+    auto manager = f.make();
+    constexpr int crowd = 1000;
+    std::atomic<int> answered{0};
+    std::atomic<int> failed{0};
+    for (int i = 0; i < crowd; ++i) {
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                try {
+                    tokmgr::token_handle h = co_await manager->async_get_token(asio::use_awaitable);
+                    if (h) ++answered;
+                    else ++failed;
+                } catch (const std::system_error&) {
+                    ++failed;
+                }
+            },
+            asio::detached);
+    }
+    // Other work on the same thread: a timer that ticks every 10 ms while the
+    // login is in flight.
+    int ticks = 0;
+    asio::steady_timer ticker(f.io);
+    std::function<void(std::error_code)> tick = [&](std::error_code ec) {
+        if (ec || answered + failed == crowd) return;
+        ++ticks;
+        ticker.expires_after(10ms);
+        ticker.async_wait(tick);
+    };
+    tick({});
+    const auto started = std::chrono::steady_clock::now();
+    f.io.run();
+    const auto took = std::chrono::steady_clock::now() - started;
+    MESSAGE("1,000 coroutines: " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms, "
+                                 << ticks << " ticks of other work meanwhile");
+    CHECK(answered == crowd);
+    CHECK(failed == 0);
+    CHECK(f.server->stats().logins == 1);
+    CHECK(manager->counters().logins == 1);
+    CHECK(ticks >= 50);  // a blocked thread would tick once or twice
+}
+
+TEST_CASE("a cancelled waiter completes at once with operation_aborted; the login goes on for the others") {
+    fixture f(500ms);
+    auto manager = f.make();
+    asio::cancellation_signal signal;
+    std::error_code cancelled_ec;
+    std::chrono::steady_clock::time_point cancelled_at{};
+    manager->async_get_token(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, tokmgr::token_handle h) {
+        cancelled_ec = ec;
+        cancelled_at = std::chrono::steady_clock::now();
+        CHECK_FALSE(h);
+    }));
+    tokmgr::token_handle other;
+    manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+        CHECK_FALSE(ec);
+        other = std::move(h);
+    });
+    asio::steady_timer cancel_soon(f.io);
+    std::chrono::steady_clock::time_point emitted{};
+    cancel_soon.expires_after(50ms);
+    cancel_soon.async_wait([&](std::error_code) {
+        emitted = std::chrono::steady_clock::now();
+        signal.emit(asio::cancellation_type::all);
+    });
+    f.io.run();
+    CHECK(cancelled_ec == asio::error::operation_aborted);
+    CHECK(cancelled_at - emitted < 300ms);  // well before the 500 ms login ends
+    CHECK(other);
+    CHECK(f.server->stats().logins == 1);
+}
+
+TEST_CASE("the manager destroyed with waiters pending: each completes, with shut_down, and nothing crashes") {
+    fixture f(300ms);
+    auto manager = f.make();
+    std::vector<std::error_code> results;
+    for (int i = 0; i < 10; ++i)
+        manager->async_get_token([&](std::error_code ec, tokmgr::token_handle) { results.push_back(ec); });
+    asio::steady_timer destroy_soon(f.io);
+    destroy_soon.expires_after(50ms);
+    destroy_soon.async_wait([&](std::error_code) { manager.reset(); });
+    f.io.run();
+    REQUIRE(results.size() == 10);
+    for (const auto& ec : results) CHECK(ec == tokmgr::errc::shut_down);
+}
+
+TEST_CASE("an io_context stopped mid-flight: the waiters complete once it runs again") {
+    fixture f(200ms);
+    auto manager = f.make();
+    int answered = 0;
+    for (int i = 0; i < 5; ++i)
+        manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+            CHECK_FALSE(ec);
+            answered += static_cast<bool>(h);
+        });
+    asio::steady_timer stop_soon(f.io);
+    stop_soon.expires_after(50ms);
+    stop_soon.async_wait([&](std::error_code) { f.io.stop(); });
+    f.io.run();
+    CHECK(answered == 0);
+    f.io.restart();
+    f.io.run();
+    CHECK(answered == 5);
+    CHECK(f.server->stats().logins == 1);
+}
+
+TEST_CASE("a synchronous get_token on the executor's own thread that would wait gets would_block at once") {
+    fixture f(100ms);
+    auto manager = f.make();
+    std::error_code ec;
+    std::chrono::steady_clock::duration took{};
+    asio::post(f.io, [&] {
+        const auto started = std::chrono::steady_clock::now();
+        manager->get_token(ec);
+        took = std::chrono::steady_clock::now() - started;
+    });
+    f.io.run();
+    CHECK(ec == tokmgr::errc::would_block);
+    CHECK(took < 50ms);
+    // The login it started still ran: the next call is served.
+    CHECK(f.server->stats().logins == 1);
+    tokmgr::token_handle later;
+    f.io.restart();
+    manager->async_get_token([&](std::error_code, tokmgr::token_handle h) { later = std::move(h); });
+    f.io.run();
+    CHECK(later);
+    CHECK(f.server->stats().logins == 1);
+}
+
+TEST_CASE("a refresh due on a 3-second JWT runs asynchronously while callers are served") {
+    fixture f(0ms, 3s);
+    auto manager = f.make();
+    std::atomic<int> ok{0}, failed{0};
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> {
+            asio::steady_timer pause(co_await asio::this_coro::executor);
+            const auto until = std::chrono::steady_clock::now() + 5s;
+            while (std::chrono::steady_clock::now() < until) {
+                std::error_code ec;
+                tokmgr::token_handle h = co_await manager->async_get_token(asio::redirect_error(asio::use_awaitable, ec));
+                if (!ec && h) ++ok;
+                else ++failed;
+                pause.expires_after(5ms);
+                co_await pause.async_wait(asio::use_awaitable);
+            }
+        },
+        asio::detached);
+    f.io.run();
+    const auto stats = f.server->stats();
+    INFO("server: " << tokmgr::server::to_json(stats));
+    CHECK(failed == 0);
+    CHECK(ok > 100);
+    CHECK(stats.logins == 1);
+    CHECK(stats.refreshes >= 2);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.max_refreshes_in_flight == 1);
+}
