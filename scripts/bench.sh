@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh — builds the benchmarks (Release) and runs all four, printing the
+# bench.sh — builds the benchmarks (Release) and runs all five, printing the
 # figures BENCHMARKS.md reports, then the ratios read against the targets.
 #
 #   scripts/bench.sh              everything, in about two minutes on 2 cores (build included)
@@ -36,7 +36,7 @@ echo "CPU idle before the run: $(cpu_idle)%; load average:$(uptime | sed 's/.*lo
 echo "== build (Release, benchmarks only)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
     -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=OFF >/dev/null
-targets=(bench_hot_path bench_single_flight bench_round_trip)
+targets=(bench_hot_path bench_single_flight bench_round_trip bench_async)
 cmake --build "$build" --target "${targets[@]}"
 mkdir -p "$out"
 
@@ -58,6 +58,8 @@ echo "== hot path, instructions per call (callgrind, 1 thread)"
 run bench_single_flight
 # 3. Refresh round trip over loopback.
 run bench_round_trip
+# 3b. async_get_token: fast path against get_token, coroutines waiting for one refresh.
+run bench_async --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 # 4. Compile time.
 echo "== compile time"
 "$root/benchmarks/compile_time/compile_time.sh" 3 | tee "$out/compile_time.txt"

@@ -4,12 +4,24 @@
 // below; under C++17 the same requirements are checked by one static_assert
 // per member, whose message spells the missing signature.
 //
-// Transport — posts one HTTP request:
+// Transport — posts one HTTP request. A synchronous transport:
 //   1. `http_response t.send(const http_request&, std::error_code&)`
 //      On failure it sets the error_code (preferably a tokmgr::errc, so the
 //      manager knows whether the request may have reached the server; see
 //      `request_not_sent`) and returns a response whose content is ignored.
-//      A non-2xx status is not a transport error.
+//      It reports what it received: no HTTP status is a transport error (the
+//      manager judges statuses, 3xx included, in one place).
+// An asynchronous transport (async_transport), instead of or besides 1:
+//   2. `t.get_executor()` — an Asio executor (asio::any_io_executor for the
+//      manager to post to and to recognise its own thread)
+//   3. `t.async_send(const http_request&, Handler)` — completes with
+//      `void(std::error_code, http_response)` through the executor of 2, with
+//      the errors of 1; the request need not outlive the call
+//   4. optional: `bool t.runs_on_executor() const` — which of 1 and 3 to use
+//      when it has both (asio_transport: true when built with an executor).
+//      Without it, a transport with both is used synchronously.
+//   The manager runs its logins and refreshes as asynchronous operations on
+//   such a transport; async_get_token needs one.
 //
 // Clock — the time the manager schedules by:
 //   1. `C::time_point`, a std::chrono::time_point
@@ -21,6 +33,29 @@
 // (the single refresh in flight), so it needs no lock of its own:
 //   1. `std::optional<token_set> s.load(std::error_code&)`
 //   2. `void s.store(const token_set&, std::error_code&)`
+//   Write-ahead rule: before a refresh token is sent, the manager stores the
+//   set with `refresh_token_spent` (generation + 1); a store that fails there
+//   stops the refresh before anything is sent. Whoever loads that set next
+//   logs in instead of sending the spent token. A storage without the
+//   coordinating capability serves one process per store.
+// Coordinating storage (coordinating_storage), an optional capability for
+// stores shared by several processes or hosts:
+//   3. `L s.lock(std::chrono::milliseconds max_wait, std::error_code&)` — a
+//      lease: an RAII guard (movable; released when destroyed; `explicit
+//      operator bool` true when held) held across one login or refresh.
+//      Waits at most `max_wait`; errc::lease_timeout when another holder
+//      kept it longer.
+//   4. `bool s.holds(const L&, std::error_code&)` — still held? Checked just
+//      before a refresh token is sent: a holder that lost its lease sends
+//      nothing.
+//   5. `bool s.store_if(const token_set&, std::uint64_t expected_generation,
+//      std::error_code&)` — compare-and-swap: writes only when the stored
+//      generation equals `expected_generation` (0: nothing stored); false,
+//      with no error, when it differs. Every write of the manager is then one
+//      store_if with the set's generation − 1, so a holder paused past its
+//      lease can never overwrite a newer set.
+//   With it, a flight is: lease → load (adopt a newer set: no request) →
+//   store_if(spent mark) → holds? → send → store_if(new pair) → release.
 //
 // Json — encodes requests and decodes responses:
 //   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
@@ -34,6 +69,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -61,6 +97,12 @@ template <class, template <class> class, class = void>
 struct detect : std::false_type {};
 template <class T, template <class> class Op>
 struct detect<T, Op, std::void_t<Op<T>>> : std::true_type {};
+
+template <class J, template <class> class Op, class R>
+constexpr bool returns() {
+    if constexpr (detect<J, Op>::value) return std::is_same_v<Op<J>, R>;
+    else return false;
+}
 
 template <class T>
 struct is_time_point : std::false_type {};
@@ -114,6 +156,23 @@ constexpr bool storage_has_load() {
 template <class S>
 constexpr bool storage_has_store() { return detect<S, storage_store_result>::value; }
 
+template <class S>
+using storage_lease_t =
+    decltype(std::declval<S&>().lock(std::chrono::milliseconds{}, std::declval<std::error_code&>()));
+template <class S>
+using storage_holds_result =
+    decltype(std::declval<S&>().holds(std::declval<const storage_lease_t<S>&>(), std::declval<std::error_code&>()));
+template <class S>
+using storage_store_if_result = decltype(std::declval<S&>().store_if(
+    std::declval<const token_set&>(), std::uint64_t{}, std::declval<std::error_code&>()));
+
+template <class S>
+constexpr bool storage_coordinates() {
+    if constexpr (detect<S, storage_lease_t>::value)
+        return returns<S, storage_holds_result, bool>() && returns<S, storage_store_if_result, bool>();
+    else return false;
+}
+
 // Json
 template <class J>
 using json_login_body = decltype(std::declval<const J&>().login_body(std::string_view{}, std::string_view{}));
@@ -128,18 +187,23 @@ using json_parse_claims =
 template <class J>
 using json_error_message = decltype(std::declval<const J&>().error_message(std::string_view{}));
 
-template <class J, template <class> class Op, class R>
-constexpr bool returns() {
-    if constexpr (detect<J, Op>::value) return std::is_same_v<Op<J>, R>;
-    else return false;
-}
+
+template <class T>
+using executor_result = decltype(std::declval<T&>().get_executor());
 
 }  // namespace detail
 
 // ---- Traits usable in both language modes ---------------------------------
 
+/// Has `get_executor()`: the asynchronous kind (async_send cannot be checked
+/// without instantiating it; a missing one fails where it is called).
 template <class T>
-inline constexpr bool is_transport_v = detail::returns<T, detail::send_result, http_response>();
+inline constexpr bool is_async_transport_v = detail::detect<T, detail::executor_result>::value;
+
+template <class T>
+inline constexpr bool is_transport_v =
+    detail::returns<T, detail::send_result, http_response>() || is_async_transport_v<T>;
+
 
 template <class C>
 inline constexpr bool is_clock_v = detail::clock_has_time_point<C>() && detail::clock_has_now<C>() &&
@@ -147,6 +211,10 @@ inline constexpr bool is_clock_v = detail::clock_has_time_point<C>() && detail::
 
 template <class S>
 inline constexpr bool is_storage_v = detail::storage_has_load<S>() && detail::storage_has_store<S>();
+
+/// A storage with the coordinating capability (3–5 above).
+template <class S>
+inline constexpr bool is_coordinating_storage_v = is_storage_v<S> && detail::storage_coordinates<S>();
 
 template <class J>
 inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, std::string>() &&
@@ -158,9 +226,17 @@ inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, st
 #if TOKMGR_HAS_CONCEPTS
 
 template <class T>
-concept transport = requires(T& t, const http_request& request, std::error_code& ec) {
+concept sync_transport = requires(T& t, const http_request& request, std::error_code& ec) {
     { t.send(request, ec) } -> std::same_as<http_response>;  // 1
 };
+
+template <class T>
+concept async_transport = requires(T& t) {
+    t.get_executor();  // 2 (3, async_send, is checked where it is called)
+};
+
+template <class T>
+concept transport = sync_transport<T> || async_transport<T>;
 
 template <class C>
 concept clock = detail::is_time_point<typename C::time_point>::value  // 1
@@ -174,6 +250,14 @@ concept storage = requires(S& s, const token_set& set, std::error_code& ec) {
     { s.load(ec) } -> std::same_as<std::optional<token_set>>;  // 1
     s.store(set, ec);                                          // 2
 };
+
+template <class S>
+concept coordinating_storage =
+    storage<S> && requires(S& s, const token_set& set, std::uint64_t generation, std::error_code& ec) {
+        { s.lock(std::chrono::milliseconds{}, ec) };                      // 3
+        { s.holds(s.lock(std::chrono::milliseconds{}, ec), ec) } -> std::same_as<bool>;  // 4
+        { s.store_if(set, generation, ec) } -> std::same_as<bool>;        // 5
+    };
 
 template <class J>
 concept json = requires(const J& j, std::string_view text, std::error_code& ec) {
@@ -192,9 +276,10 @@ namespace detail {
 /// naming the missing member. Used by token_manager in both language modes.
 template <class Transport, class Clock, class Storage, class Json>
 constexpr bool check_policies() {
-    static_assert(detail::returns<Transport, send_result, http_response>(),
+    static_assert(is_transport_v<Transport>,
                   "tokmgr: the Transport policy needs "
-                  "`http_response send(const tokmgr::http_request&, std::error_code&)`");
+                  "`http_response send(const tokmgr::http_request&, std::error_code&)`, or `get_executor()` and "
+                  "`async_send(const tokmgr::http_request&, handler)` for an asynchronous transport");
     static_assert(clock_has_time_point<Clock>(),
                   "tokmgr: the Clock policy needs a nested `time_point` that is a std::chrono::time_point");
     static_assert(clock_has_now<Clock>(), "tokmgr: the Clock policy needs `time_point now() const`");

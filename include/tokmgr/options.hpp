@@ -75,6 +75,11 @@ struct manager_options {
     /// transport's own timeouts bound the request itself.
     std::chrono::milliseconds max_wait{std::chrono::seconds(60)};
 
+    /// With a coordinating storage (shared by several processes), the longest
+    /// a login or refresh waits for the storage's lease (errc::lease_timeout
+    /// after it; the current JWT is still served until its hard threshold).
+    std::chrono::milliseconds lease_wait{std::chrono::seconds(30)};
+
     /// Authorization scheme for `authorization()`: "<scheme> <jwt>".
     std::string scheme = "Bearer";
     std::string login_path = "/api/auth/login";
@@ -166,6 +171,7 @@ inline error_info validate(const manager_options& options) {
                    "a century");
     if (options.max_wait.count() <= 0 || options.max_wait > max_lifetime)
         return bad("max_wait must be positive and at most a century");
+    if (!within(options.lease_wait)) return bad("lease_wait must be from 0 to a century");
     if (options.login_path.empty() || options.login_path[0] != '/' || options.refresh_path.empty() ||
         options.refresh_path[0] != '/')
         return bad("login_path and refresh_path must start with '/'");

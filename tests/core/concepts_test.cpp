@@ -73,6 +73,28 @@ struct json_with_mutable_parse : archetype::json {
 };
 }  // namespace wrong
 
+namespace archetype {
+/// The asynchronous kind: an executor and async_send, no send.
+struct async_only_transport {
+    struct executor {};
+    executor get_executor() const;
+    template <class Handler>
+    void async_send(const tokmgr::http_request&, Handler&&);
+};
+}  // namespace archetype
+
+TEST_CASE("an asynchronous transport models Transport without a synchronous send") {
+    static_assert(tokmgr::is_async_transport_v<archetype::async_only_transport>);
+    static_assert(tokmgr::is_transport_v<archetype::async_only_transport>);
+    static_assert(!tokmgr::is_async_transport_v<tokmgr::testing::fake_transport>);
+#if TOKMGR_HAS_CONCEPTS
+    static_assert(tokmgr::async_transport<archetype::async_only_transport>);
+    static_assert(tokmgr::transport<archetype::async_only_transport>);
+    static_assert(!tokmgr::sync_transport<archetype::async_only_transport>);
+#endif
+    CHECK(true);
+}
+
 TEST_CASE("the shipped policies and the archetypes model their policies") {
     static_assert(tokmgr::is_transport_v<tokmgr::testing::fake_transport>);
     static_assert(tokmgr::is_transport_v<archetype::transport>);

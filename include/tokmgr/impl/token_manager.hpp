@@ -111,6 +111,15 @@ struct transport_executor<T, true> {
 template <class T>
 using close_result = decltype(std::declval<T&>().close());
 
+template <class S, bool = is_coordinating_storage_v<S>>
+struct storage_lease {
+    using type = int;  // no lease: a placeholder that is never engaged
+};
+template <class S>
+struct storage_lease<S, true> {
+    using type = storage_lease_t<S>;
+};
+
 /// The manager runs its flights asynchronously, on the transport's executor,
 /// when the transport says it works that way (asio_transport constructed with
 /// an executor), or when it can only send asynchronously.
@@ -242,6 +251,7 @@ public:
         {
             std::lock_guard<std::mutex> gate(policy_gate_);  // waits for a policy call in progress
             closed_.store(true, std::memory_order_release);
+            lease_.reset();  // an asynchronous request may still be out: its token is already marked spent
         }
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -318,6 +328,57 @@ public:
 
 private:
     using executor_type_or_void = typename transport_executor<Transport>::type;
+    static constexpr bool coordinating = is_coordinating_storage_v<Storage>;
+    using lease_type = typename storage_lease<Storage, coordinating>::type;
+
+    /// Every write of the flight: for a coordinating store a compare-and-swap
+    /// on the generation the set replaces, so nothing newer is overwritten.
+    /// False (no error) when the store holds another generation.
+    bool write(const token_set& set, std::error_code& ec) {
+        try {
+            if constexpr (coordinating) {
+                return storage_.store_if(set, set.generation - 1, ec);
+            } else {
+                storage_.store(set, ec);
+                return true;
+            }
+        } catch (...) {
+            ec = make_error_code(errc::storage_failed);
+            return false;
+        }
+    }
+
+    /// Takes the lease for this flight; an error when it could not be had.
+    error_info take_lease() {
+        if constexpr (coordinating) {
+            std::error_code ec;
+            try {
+                lease_.emplace(storage_.lock(options_.lease_wait, ec));
+            } catch (...) {
+                ec = make_error_code(errc::storage_failed);
+            }
+            if (!ec && lease_ && !static_cast<bool>(*lease_)) ec = make_error_code(errc::lease_timeout);
+            if (ec) {
+                lease_.reset();
+                return {ec, "waiting for the storage lease before a login or refresh" + storage_detail()};
+            }
+        }
+        return {};
+    }
+
+    /// Still ours, just before a refresh token goes out?
+    bool lease_still_held() {
+        if constexpr (coordinating) {
+            std::error_code ec;
+            try {
+                return lease_ && storage_.holds(*lease_, ec) && !ec;
+            } catch (...) {
+                return false;
+            }
+        } else {
+            return true;
+        }
+    }
 
     static manager_options checked(manager_options options) {
         if (error_info invalid = validate(options)) throw error(invalid);
@@ -544,6 +605,10 @@ private:
         flight_runner_mark mark(id_);
         std::unique_lock<std::mutex> gate(policy_gate_);
         std::optional<outgoing> next = begin_locked_gate(pending);
+        struct release_lease {
+            manager_core& core;
+            ~release_lease() { core.lease_.reset(); }
+        } release{*this};
         while (next) {
             std::error_code ec;
             http_response response;
@@ -565,6 +630,7 @@ private:
             flight_runner_mark mark(id_);
             std::lock_guard<std::mutex> gate(policy_gate_);
             next = begin_locked_gate(pending);
+            if (!next) lease_.reset();
         }
         if (next) async_send_step(pending, std::move(*next));
     }
@@ -581,11 +647,13 @@ private:
                         flight_runner_mark mark(self->id_);
                         std::lock_guard<std::mutex> gate(self->policy_gate_);
                         next = self->on_response_locked_gate(pending, std::move(*kept), ec, std::move(response));
+                        if (!next) self->lease_.reset();
                     }
                     if (next) self->async_send_step(pending, std::move(*next));
                 });
             } catch (...) {
                 std::lock_guard<std::mutex> gate(policy_gate_);
+                lease_.reset();
                 fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
                                                   "starting the request on the transport failed"});
             }
@@ -601,6 +669,12 @@ private:
             return std::nullopt;
         }
         try {
+            if (error_info why = take_lease()) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                session_.on_mark_failed(why, now_ns());  // nothing was sent or spent
+                end_flight_locked(pending);
+                return std::nullopt;
+            }
             std::error_code ec;
             std::optional<token_set> stored;
             try {
@@ -628,11 +702,7 @@ private:
             }
             if (plan.refresh) {
                 std::error_code mark_error;
-                try {
-                    storage_.store(*plan.spent_mark, mark_error);
-                } catch (...) {
-                    mark_error = make_error_code(errc::storage_failed);
-                }
+                const bool marked = write(*plan.spent_mark, mark_error);
                 std::lock_guard<std::mutex> lock(mutex_);
                 if (mark_error) {
                     session_.on_mark_failed(
@@ -641,7 +711,27 @@ private:
                     end_flight_locked(pending);
                     return std::nullopt;
                 }
+                if (!marked) {
+                    // Another writer got there first although we hold the
+                    // lease (ours lapsed): send nothing; the next flight
+                    // reads what it wrote.
+                    session_.on_mark_failed({make_error_code(errc::lease_timeout),
+                                             "the stored token set changed under the storage lease (nothing was sent)"},
+                                            now_ns());
+                    end_flight_locked(pending);
+                    return std::nullopt;
+                }
                 session_.on_marked(plan.spent_mark->generation);
+                if (!lease_still_held()) {
+                    // Marked but not sent: the token is spent; the next
+                    // attempt logs in.
+                    session_.on_flight_failed({make_error_code(errc::lease_timeout),
+                                               "the storage lease was lost before the refresh was sent (nothing was "
+                                               "sent)"},
+                                              now_ns());
+                    end_flight_locked(pending);
+                    return std::nullopt;
+                }
             }
             return plan.refresh ? make_refresh(plan.refresh_token) : make_login(pending);
         } catch (...) {
@@ -722,11 +812,7 @@ private:
             }
             if (step.persist) {
                 std::error_code store_error;
-                try {
-                    storage_.store(*step.persist, store_error);
-                } catch (...) {
-                    store_error = make_error_code(errc::storage_failed);
-                }
+                write(*step.persist, store_error);  // a newer set stored meanwhile wins; ours serves in memory
                 if (store_error) {
                     std::lock_guard<std::mutex> lock(mutex_);
                     session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
@@ -895,6 +981,9 @@ private:
     // the transport, so that shut_down() can wait for the one in progress.
     std::mutex policy_gate_;
     std::atomic<bool> closed_{false};
+    // The storage lease of the flight in progress (one flight at a time);
+    // taken and released under policy_gate_.
+    std::optional<lease_type> lease_;
 
     Transport transport_;
     Storage storage_;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs async_service against `tokmgr serve` with 3-second JWTs for 8 seconds
+# and checks the server's statistics: one login, a refresh per JWT lifetime,
+# no refresh token reused, no expired JWT presented.
+#   run.sh TOKMGR ASYNC_SERVICE
+set -u
+TOKMGR=$1
+SERVICE=$2
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+unset SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES
+
+"$TOKMGR" serve --port 0 --user svc:example-password --jwt-ttl 3 --refresh-ttl 600 >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+url=
+for _ in $(seq 100); do
+    url=$(sed -n 's/^listening on //p' "$work/server.out")
+    [[ -n $url ]] && break
+    sleep 0.1
+done
+[[ -n $url ]] || { echo "FAIL: the reference server did not start: $(cat "$work/server.err")"; exit 1; }
+
+TEXTUAL_PASSWORD=example-password timeout 60 "$SERVICE" "$url" svc 8 16
+status=$?
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=
+stats=$(sed -n 2p "$work/server.out")
+echo "server: $stats"
+[[ $status -eq 0 ]] || { echo "FAIL: async_service exited $status"; exit 1; }
+field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
+failed=0
+check() { if [[ "$(field "$1")" $2 ]]; then echo "ok:   $1 $2"; else echo "FAIL: $1 is $(field "$1"), expected $2"; failed=1; fi; }
+check logins "-eq 1"
+check refreshes "-ge 2"
+check refresh_tokens_reused "-eq 0"
+check families_revoked "-eq 0"
+check expired_jwts_presented "-eq 0"
+check max_refreshes_in_flight "-eq 1"
+exit $failed

@@ -1,0 +1,152 @@
+// Managers that share a coordinating store (testing::shared_storage: a lease
+// and a compare-and-swap on the generation), as processes sharing a file or
+// a Redis key do: one refresh per expiry between them, no reuse, and the
+// lease's failures stop a refresh before anything is sent.
+#include <tokmgr/testing/shared_storage.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "harness.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using shared_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
+                                             tokmgr::testing::shared_storage, tokmgr::simdjson_json>;
+
+std::unique_ptr<shared_manager> make_shared_manager(test::harness& h, tokmgr::testing::shared_storage& store) {
+    return std::make_unique<shared_manager>(h.transport,
+                                            tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)},
+                                            h.options, h.clock, store);
+}
+
+}  // namespace
+
+static_assert(tokmgr::is_coordinating_storage_v<tokmgr::testing::shared_storage>);
+static_assert(!tokmgr::is_coordinating_storage_v<tokmgr::memory_storage>);
+
+TEST_CASE("four managers on one coordinating store, called from four threads across ten expiries: one refresh each") {
+    test::harness h(60s);
+    tokmgr::testing::shared_storage store;
+    std::vector<std::unique_ptr<shared_manager>> managers;
+    for (int i = 0; i < 4; ++i) managers.push_back(make_shared_manager(h, store));
+    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
+    std::atomic<int> failures{0};
+    for (int expiry = 0; expiry < 10; ++expiry) {
+        std::vector<std::thread> callers;
+        for (auto& manager : managers) {
+            callers.emplace_back([&] {
+                for (int call = 0; call < 50; ++call) {
+                    std::error_code ec;
+                    if (manager->get_token(ec).empty() || ec) ++failures;
+                }
+            });
+        }
+        for (auto& t : callers) t.join();
+        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
+    }
+    const auto stats = h.server.stats();
+    CHECK(failures == 0);
+    CHECK(stats.reused_refresh_tokens == 0);
+    CHECK(stats.rejected_refreshes == 0);
+    CHECK(stats.logins == 1);
+    CHECK(stats.refreshes == 9);  // one per expiry after the first login, not one per manager
+}
+
+TEST_CASE("a restarted manager on the store logs in after a refresh whose answer was lost, never reusing the token") {
+    test::harness h;
+    tokmgr::testing::shared_storage store;
+    {
+        auto first = make_shared_manager(h, store);
+        first->get_token();
+        h.clock.advance(29min);
+        h.transport.fail_call(2, tokmgr::errc::timeout);  // the refresh reached the server; its answer did not come back
+        std::error_code ec;
+        first->get_token(ec);
+        CHECK(ec == tokmgr::errc::timeout);
+        REQUIRE(store.stored());
+        CHECK(store.stored()->refresh_token_spent);  // written before the request went out
+        CHECK(store.stored()->refresh_token.empty());
+    }
+    auto restarted = make_shared_manager(h, store);
+    CHECK_FALSE(restarted->get_token().empty());
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().logins == 2);  // the unknown outcome cost a login, not the family
+}
+
+TEST_CASE("a lease held elsewhere past lease_wait: the JWT is served until its hard threshold, then lease_timeout") {
+    test::harness h;
+    h.options.lease_wait = 20ms;
+    tokmgr::testing::shared_storage store;
+    auto manager = make_shared_manager(h, store);
+    const std::string first(manager->get_token().reveal());
+    auto outsider = store.hold_from_outside();
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);  // soft-expired
+    CHECK(manager->get_token().reveal() == first);  // the refresh could not start; still served
+    h.clock.advance(30min);                         // hard-expired
+    std::error_code ec;
+    h.clock.advance(1h);  // past any backoff
+    CHECK(manager->get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::lease_timeout);
+    CHECK(h.server.stats().refreshes == 0);
+}
+
+TEST_CASE("a lease lost before the refresh is sent: nothing is sent, the token stays spent, the next attempt logs in") {
+    test::harness h;
+    tokmgr::testing::shared_storage store;
+    auto manager = make_shared_manager(h, store);
+    manager->get_token();
+    h.clock.advance(29min);
+    // The lease lapses right after the spent mark is written, as when the
+    // holder is paused past a Redis lease's TTL.
+    store.lose_lease_at_store(store.stats().stores + 1);
+    std::error_code ec;
+    manager->get_token(ec);
+    CHECK(ec == tokmgr::errc::lease_timeout);
+    CHECK(h.server.stats().refreshes == 0);  // nothing was sent
+    REQUIRE(store.stored());
+    CHECK(store.stored()->refresh_token_spent);
+    h.clock.advance(1min);  // past the backoff
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().logins == 2);
+    CHECK(h.server.stats().refreshes == 0);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+}
+
+TEST_CASE("a newer set written by another writer is adopted with no request") {
+    test::harness h;
+    tokmgr::testing::shared_storage store;
+    auto a = make_shared_manager(h, store);
+    auto b = make_shared_manager(h, store);
+    a->get_token();                            // logs in, stores generation 1
+    CHECK_FALSE(b->get_token().empty());       // adopts it
+    CHECK(h.server.stats().logins == 1);
+    h.clock.advance(29min);
+    a->get_token();                            // a refreshes: mark (2), new pair (3)
+    CHECK(store.stored()->generation == 3);
+    CHECK(b->get_token().reveal() == a->get_token().reveal());  // b adopts, no refresh of its own
+    CHECK(h.server.stats().refreshes == 1);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+}
+
+TEST_CASE("a spent mark that cannot be stored stops the refresh before anything is sent") {
+    test::harness h;
+    tokmgr::testing::shared_storage store;
+    auto manager = make_shared_manager(h, store);
+    const std::string first(manager->get_token().reveal());
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);
+    store.fail_store(store.stats().stores + 1);  // the next write: the mark
+    CHECK(manager->get_token().reveal() == first);  // still served
+    CHECK(h.server.stats().refreshes == 0);
+    CHECK(manager->last_error().code == tokmgr::errc::storage_failed);
+    h.clock.advance(1min);  // past the backoff: the mark can be stored now
+    CHECK(manager->get_token().reveal() != first);
+    CHECK(h.server.stats().refreshes == 1);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+}
