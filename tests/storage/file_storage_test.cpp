@@ -347,6 +347,23 @@ TEST_CASE("file_storage: a corrupt file is moved aside with its content, reporte
     CHECK(storage.load()->generation == 1);
 }
 
+TEST_CASE("file_storage: an empty file and an oversized one are corrupt too, and moved aside whole") {
+    temp_dir dir;
+    file_storage storage(dir.file());
+    const std::string oversized = "{\"format\":\"tokmgr-token-set\"," + std::string(tokmgr::max_document_size, ' ') + "}";
+    for (const std::string& content : {std::string(), oversized}) {
+        CAPTURE(content.size());
+        write_file(dir.file(), content);
+        std::error_code ec;
+        CHECK_FALSE(storage.load(ec).has_value());
+        CHECK(ec == errc::storage_corrupt);
+        const auto aside = names_in(dir.path(), ".corrupt-");
+        REQUIRE(aside.size() == 1);
+        CHECK(read_file(dir.file(aside[0])) == content);
+        fs::remove(dir.file(aside[0]));
+    }
+}
+
 TEST_CASE("file_storage: a document of a later version is moved aside and reported by its version") {
     temp_dir dir;
     const std::string newer = R"({"format":"tokmgr-token-set","version":2,"tokens":["SECRET"]})";

@@ -424,9 +424,12 @@ private:
         if (!owned_and_private(info, path_, ec)) return std::nullopt;
 
         std::string text;
-        // One allocation of the largest accepted size (+1 to see "too large"):
-        // no reallocation leaves a copy of the tokens in freed memory.
-        text.resize(max_document_size + 1);
+        // One allocation, never grown: no reallocation leaves a copy of the
+        // tokens in freed memory. tokmgr never writes a file in place (the
+        // inode read here does not change), so its size is known; +1 lets
+        // decode see "too large" when the file is over the cap.
+        const auto on_disk = static_cast<std::size_t>(info.st_size > 0 ? info.st_size : 0);
+        text.resize((on_disk < max_document_size ? on_disk : max_document_size) + 1);
         std::size_t size = 0;
         while (size < text.size()) {
             const ssize_t n = ::read(fd.get(), &text[size], text.size() - size);
