@@ -3,6 +3,7 @@
 // writers and holders killed -9.
 #include <doctest/doctest.h>
 
+#include <tokmgr/concepts.hpp>
 #include <tokmgr/storage/file.hpp>
 
 #include <sched.h>
@@ -216,6 +217,8 @@ void with_one_set_on_tmpfs(const std::string& options, const std::string& relati
         return report.empty() ? c.failures : report;
     }));
 }
+
+static_assert(tokmgr::is_storage_v<file_storage>, "file_storage is a Storage policy");
 
 }  // namespace
 
@@ -461,7 +464,9 @@ TEST_CASE("file_storage: the lease wait is bounded by max_wait") {
         CHECK_FALSE(lease);
         CHECK(ec == errc::lease_timeout);
         CHECK(elapsed >= wait);
-        CHECK(elapsed < wait + 60ms);  // one poll step (16 ms) plus scheduling slack on a loaded machine
+        // The last sleep is cut to what is left, so only scheduling adds to
+        // max_wait; the slack is for a loaded 2-core machine and sanitizers.
+        CHECK(elapsed < wait + 100ms);
     }
 }
 
@@ -520,7 +525,7 @@ TEST_CASE("file_storage: the lease excludes another process, and a holder killed
     const auto start = std::chrono::steady_clock::now();
     auto lease = parent.lock(0ms, ec);  // the kernel released it with the process
     CHECK(lease);
-    CHECK(std::chrono::steady_clock::now() - start < 50ms);
+    CHECK(std::chrono::steady_clock::now() - start < 200ms);  // one attempt, no wait
 }
 
 TEST_CASE("file_storage: a process waiting for the lease gets it when the holder releases") {
