@@ -552,6 +552,69 @@ TEST_CASE("file_storage: a process waiting for the lease gets it when the holder
     CHECK(WIFEXITED(holder.status));
 }
 
+TEST_CASE("file_storage: processes take turns through the lease, and no update is lost") {
+    temp_dir dir;
+    file_storage(dir.file()).store(set_of(1));
+    constexpr int processes = 4, rounds = 25;
+    std::vector<pid_t> pids;
+    for (int p = 0; p < processes; ++p) {
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            file_storage storage(dir.file());
+            for (int i = 0; i < rounds; ++i) {
+                std::error_code ec;
+                auto lease = storage.lock(20s, ec);
+                const auto current = lease ? storage.load(ec) : std::nullopt;
+                if (!current || !storage.store_if(set_of(current->generation + 1), current->generation, ec))
+                    ::_exit(1);  // no lease, or another writer got in between: exclusion failed
+            }
+            ::_exit(0);
+        }
+        pids.push_back(pid);
+    }
+    for (const pid_t pid : pids) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+    }
+    CHECK(stored_generation(dir.file()) == 1 + processes * rounds);
+}
+
+TEST_CASE("file_storage: a holder stopped with SIGSTOP makes the others time out in bounded time, then resumes cleanly") {
+    temp_dir dir;
+    file_storage(dir.file()).store(set_of(1));
+    int ready = -1;
+    child holder = spawn(
+        [&](int ready_fd) {
+            file_storage mine(dir.file());
+            auto lease = mine.lock(5s);
+            const auto current = mine.load();
+            (void)!::write(ready_fd, "x", 1);
+            ::raise(SIGSTOP);  // stopped while holding, as a debugger or an overloaded host would
+            if (!mine.store_if(set_of(current->generation + 1), current->generation)) ::_exit(1);
+        },
+        ready);
+    wait_ready(ready);
+    int stopped = 0;
+    REQUIRE(::waitpid(holder.pid, &stopped, WUNTRACED) == holder.pid);  // SIGCONT must not come first
+    REQUIRE(WIFSTOPPED(stopped));
+    file_storage waiter(dir.file());
+    std::error_code ec;
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_FALSE(waiter.lock(100ms, ec));
+    CHECK(ec == errc::lease_timeout);
+    CHECK(std::chrono::steady_clock::now() - start < 300ms);
+    ::kill(holder.pid, SIGCONT);
+    auto lease = waiter.lock(5s, ec);  // granted once the resumed holder finishes
+    CHECK(lease);
+    holder.wait();
+    CHECK(WIFEXITED(holder.status));
+    CHECK(WEXITSTATUS(holder.status) == 0);
+    CHECK(stored_generation(dir.file()) == 2);  // its write went through: nobody wrote under it
+}
+
 TEST_CASE("file_storage: a writer killed -9 at random moments never leaves a torn file, nor piles of temporary files") {
     temp_dir dir;
     file_storage parent(dir.file());
