@@ -1,0 +1,566 @@
+// tokmgr/storage/file.hpp — a Storage policy that keeps the token set in a
+// file, shared safely by any number of managers, threads and processes of one
+// host (POSIX; docs/storage.md has the whole contract).
+//
+// - The file holds one token-set document (storage/document.hpp).
+// - Writes are crash-consistent: a temporary file in the same directory
+//   (O_CREAT|O_EXCL|O_CLOEXEC, 0600), write, fsync, rename over the file,
+//   fsync of the directory. A reader sees the old set or the new one, never
+//   a torn one, even when the writer is killed -9 at any instruction.
+// - The lease is flock() on a separate lock file, "<path>.lock". The kernel
+//   releases it when its holder dies, so no stale lock can outlive a crash.
+//   Classic fcntl() locks are never used: closing *any* descriptor of the
+//   file in the process drops them, which a library cannot rule out.
+// - The file is created 0600 and missing directories 0700. A token file that
+//   group or others can access, or that another user owns, is refused with
+//   the command that fixes it, as ssh does with keys.
+// - A corrupt document, or one of a later version, is moved aside to
+//   "<path>.corrupt-<time>-<pid>-<n>" (never deleted), reported as
+//   errc::storage_corrupt with where it went, and the store then reads as
+//   empty, so the manager logs in afresh.
+//
+// One object serves one thread at a time (the manager serialises its storage
+// calls); any number of objects may share one path, in one process or many.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "../errc.hpp"
+#include "../error.hpp"
+#include "../secret.hpp"
+#include "../token_set.hpp"
+#include "document.hpp"
+
+namespace tokmgr {
+
+namespace detail::file {
+
+/// Closes a descriptor on every path out of a function.
+class fd_guard {
+public:
+    explicit fd_guard(int fd = -1) noexcept : fd_(fd) {}
+    fd_guard(const fd_guard&) = delete;
+    fd_guard& operator=(const fd_guard&) = delete;
+    ~fd_guard() { reset(); }
+    int get() const noexcept { return fd_; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+
+private:
+    int fd_;
+};
+
+inline std::string errno_text(int error) { return std::generic_category().message(error); }
+
+inline std::string octal_mode(mode_t mode) {
+    char buffer[8];
+    std::snprintf(buffer, sizeof buffer, "%04o", static_cast<unsigned>(mode & 07777));
+    return buffer;
+}
+
+/// Shell-quotes a path for the commands the messages suggest.
+inline std::string quoted(const std::string& path) {
+    std::string out = "'";
+    for (char c : path) {
+        if (c == '\'') out += "'\\''";
+        else out += c;
+    }
+    return out + "'";
+}
+
+inline std::string parent_of(const std::string& path) {
+    const auto slash = path.find_last_of('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+inline std::string base_of(const std::string& path) {
+    const auto slash = path.find_last_of('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+inline bool write_all(int fd, std::string_view data, int& error) noexcept {
+    while (!data.empty()) {
+        const ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            error = errno;
+            return false;
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+}
+
+/// Distinguishes the temporary files of the threads of one process.
+inline std::atomic<std::uint64_t>& temp_counter() noexcept {
+    static std::atomic<std::uint64_t> counter{0};
+    return counter;
+}
+
+/// ".tmp-<pid>-<n>" after the file's name: the pid lets a later writer tell a
+/// dead writer's leftover from a live writer's file in progress.
+inline constexpr std::string_view temp_marker = ".tmp-";
+
+}  // namespace detail::file
+
+class file_storage {
+public:
+    /// The lease: while an object lives (and is not moved from), this holder
+    /// owns the flock on "<path>.lock". Destroying it releases the lock.
+    /// A process that fork()s while holding one shares it with the child
+    /// until both have closed it (flock belongs to the open file).
+    class lease {
+    public:
+        lease() noexcept = default;
+        lease(lease&& other) noexcept
+            : fd_(std::exchange(other.fd_, -1)), device_(other.device_), inode_(other.inode_) {}
+        lease& operator=(lease&& other) noexcept {
+            if (this != &other) {
+                release();
+                fd_ = std::exchange(other.fd_, -1);
+                device_ = other.device_;
+                inode_ = other.inode_;
+            }
+            return *this;
+        }
+        lease(const lease&) = delete;
+        lease& operator=(const lease&) = delete;
+        ~lease() { release(); }
+
+        explicit operator bool() const noexcept { return fd_ >= 0; }
+
+        /// Releases early; the destructor then does nothing.
+        void release() noexcept {
+            if (fd_ >= 0) ::close(std::exchange(fd_, -1));  // closing the only descriptor drops the flock
+        }
+
+    private:
+        friend class file_storage;
+        lease(int fd, dev_t device, ino_t inode) noexcept : fd_(fd), device_(device), inode_(inode) {}
+        int fd_ = -1;
+        dev_t device_{};
+        ino_t inode_{};
+    };
+
+    /// Touches nothing on disk: directories and files are created by the
+    /// first store or lock.
+    explicit file_storage(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {}
+
+    const std::string& path() const noexcept { return path_; }
+    const std::string& lock_path() const noexcept { return lock_path_; }
+
+    /// The stored set; nullopt with no error when nothing is stored yet.
+    /// errc::storage_permissions: the file is accessible to others (refused,
+    /// untouched). errc::storage_corrupt: the file was moved aside; the next
+    /// load reads as empty.
+    std::optional<token_set> load(std::error_code& ec) {
+        clear_error(ec);
+        return read_current(ec);
+    }
+
+    /// Unconditional write (the Storage policy's `store`).
+    void store(const token_set& set, std::error_code& ec) {
+        clear_error(ec);
+        write_replace(set, ec);
+    }
+
+    /// Takes the lease, waiting at most `max_wait` (plus one poll step of a
+    /// few milliseconds at most). errc::lease_timeout when another holder
+    /// kept it longer.
+    ///
+    /// flock() has no timed wait, and interrupting a blocking flock with a
+    /// signal is not something a library may do (signal dispositions belong
+    /// to the program), so the wait polls LOCK_NB. The sleeps start at
+    /// 0.5 ms, because a lease is usually held for a couple of fsyncs, and
+    /// double up to 16 ms, because a lease held across a network refresh
+    /// would otherwise cost a wake-up per millisecond for nothing; a waiter
+    /// notices a release within 16 ms at worst. Waiters are not queued: who
+    /// polls first after the release wins.
+    lease lock(std::chrono::milliseconds max_wait, std::error_code& ec) {
+        using clock = std::chrono::steady_clock;
+        clear_error(ec);
+        const auto deadline = clock::now() + max_wait;
+        if (!ensure_directory(ec)) return {};
+        auto step = std::chrono::microseconds(500);
+        for (;;) {
+            detail::file::fd_guard fd(::open(lock_path_.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+            if (fd.get() < 0) {
+                fail(ec, errc::storage_failed,
+                     "cannot open the lock file " + lock_path_ + ": " + detail::file::errno_text(errno) +
+                         "; check that its directory is writable by this user");
+                return {};
+            }
+            struct stat held {};
+            if (::fstat(fd.get(), &held) != 0 || !lock_file_acceptable(held, ec)) {
+                if (!ec)
+                    fail(ec, errc::storage_failed,
+                         "cannot inspect the lock file " + lock_path_ + ": " + detail::file::errno_text(errno));
+                return {};
+            }
+            for (;;) {
+                if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) break;
+                if (errno == EINTR) continue;
+                if (errno != EWOULDBLOCK) {
+                    fail(ec, errc::storage_failed,
+                         "flock on " + lock_path_ + " failed: " + detail::file::errno_text(errno) +
+                             "; the file system may not support flock (network file systems often do not)");
+                    return {};
+                }
+                const auto now = clock::now();
+                if (now >= deadline) {
+                    fail(ec, errc::lease_timeout,
+                         "the lease on " + lock_path_ + " was held by another process or thread for longer than " +
+                             std::to_string(max_wait.count()) + " ms; retry later, or wait longer");
+                    return {};
+                }
+                const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now);
+                std::this_thread::sleep_for(step < left ? step : left);
+                if (step < std::chrono::milliseconds(16)) step *= 2;
+            }
+            // The lock is held, but on the file we opened; if someone removed
+            // or replaced the lock file meanwhile, a newcomer would lock the
+            // new one and we would both "hold" the lease. Retry on the file
+            // that is there now.
+            struct stat current {};
+            if (::stat(lock_path_.c_str(), &current) == 0 && current.st_dev == held.st_dev &&
+                current.st_ino == held.st_ino)
+                return lease(fd.release(), held.st_dev, held.st_ino);
+        }
+    }
+
+    /// Whether `held` is a live lease on this storage's lock file: false for
+    /// an empty (moved-from, released) lease; false with errc::storage_failed
+    /// when the lock file was removed or replaced behind tokmgr's back (the
+    /// lease then excludes nobody).
+    bool holds(const lease& held, std::error_code& ec) {
+        clear_error(ec);
+        if (!held) return false;
+        struct stat current {};
+        if (::stat(lock_path_.c_str(), &current) != 0 || current.st_dev != held.device_ ||
+            current.st_ino != held.inode_) {
+            fail(ec, errc::storage_failed,
+                 "the lock file " + lock_path_ +
+                     " was removed or replaced while the lease was held; do not delete it while tokmgr runs");
+            return false;
+        }
+        return true;
+    }
+
+    /// Compare-and-swap on the generation: writes `set` only when the stored
+    /// generation equals `expected_generation` (0: nothing stored). Returns
+    /// false and no error when it differs. Atomic against the other writers
+    /// only while the caller holds lock(), as the manager does.
+    ///
+    /// A corrupt stored document never matches: it is moved aside, the call
+    /// returns false with errc::storage_corrupt, and the next load reads as
+    /// empty (so the caller re-reads and decides again). The new generation
+    /// must be above the expected one (errc::storage_failed otherwise): the
+    /// generation only grows.
+    bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
+        clear_error(ec);
+        if (set.generation <= expected_generation) {
+            fail(ec, errc::storage_failed,
+                 "store_if on " + path_ + ": the new generation " + std::to_string(set.generation) +
+                     " is not above the expected " + std::to_string(expected_generation) +
+                     "; every write must increase it");
+            return false;
+        }
+        const auto current = read_current(ec);
+        if (ec) return false;
+        const std::uint64_t stored = current ? current->generation : 0;
+        if (stored != expected_generation) return false;
+        write_replace(set, ec);
+        return !ec;
+    }
+
+    /// What the last failure was, which path, and what to do. Never a secret.
+    const error_info& last_error() const noexcept { return last_error_; }
+
+    // Throwing overloads: tokmgr::error carrying last_error().
+    std::optional<token_set> load() { return or_throw(load(scratch_)); }
+    void store(const token_set& set) {
+        store(set, scratch_);
+        or_throw(0);
+    }
+    lease lock(std::chrono::milliseconds max_wait) { return or_throw(lock(max_wait, scratch_)); }
+    bool holds(const lease& held) { return or_throw(holds(held, scratch_)); }
+    bool store_if(const token_set& set, std::uint64_t expected_generation) {
+        return or_throw(store_if(set, expected_generation, scratch_));
+    }
+
+private:
+    template <class T>
+    T or_throw(T value) {
+        if (scratch_) detail::throw_error(last_error_);
+        return value;
+    }
+
+    void clear_error(std::error_code& ec) {
+        ec.clear();
+        last_error_ = {};
+    }
+
+    void fail(std::error_code& ec, errc code, std::string detail) {
+        ec = make_error_code(code);
+        last_error_.code = ec;
+        last_error_.detail = std::move(detail);
+    }
+
+    /// Creates the missing directories of the path, each 0700, and checks
+    /// that the one holding the file cannot be written by others (they could
+    /// replace the token file). A sticky directory (like /tmp) is accepted:
+    /// others cannot rename or remove our files there.
+    bool ensure_directory(std::error_code& ec) {
+        const std::string directory = detail::file::parent_of(path_);
+        struct stat info {};
+        if (::stat(directory.c_str(), &info) != 0) {
+            if (errno != ENOENT) {
+                fail(ec, errc::storage_failed,
+                     "cannot inspect the directory " + directory + ": " + detail::file::errno_text(errno));
+                return false;
+            }
+            for (std::size_t slash = directory.find('/', 1);; slash = directory.find('/', slash + 1)) {
+                const std::string prefix = slash == std::string::npos ? directory : directory.substr(0, slash);
+                if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+                    fail(ec, errc::storage_failed,
+                         "cannot create the directory " + prefix + ": " + detail::file::errno_text(errno) +
+                             "; create it (mode 0700) or choose another path");
+                    return false;
+                }
+                if (slash == std::string::npos) break;
+            }
+            if (::stat(directory.c_str(), &info) != 0) {
+                fail(ec, errc::storage_failed,
+                     "cannot inspect the directory " + directory + ": " + detail::file::errno_text(errno));
+                return false;
+            }
+        }
+        if (!S_ISDIR(info.st_mode)) {
+            fail(ec, errc::storage_failed, directory + " is not a directory; choose a path inside a directory");
+            return false;
+        }
+        if ((info.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (info.st_mode & S_ISVTX) == 0) {
+            fail(ec, errc::storage_permissions,
+                 "the directory " + directory + " is writable by group or others (mode " +
+                     detail::file::octal_mode(info.st_mode) +
+                     "), so they could replace the token file; run: chmod go-w " + detail::file::quoted(directory));
+            return false;
+        }
+        return true;
+    }
+
+    bool owned_and_private(const struct stat& info, const std::string& what, std::error_code& ec) {
+        if (info.st_uid != ::geteuid()) {
+            fail(ec, errc::storage_permissions,
+                 what + " is owned by uid " + std::to_string(info.st_uid) + ", not by this user (uid " +
+                     std::to_string(::geteuid()) + "); tokmgr uses only token files its user owns; run: chown " +
+                     std::to_string(::geteuid()) + " " + detail::file::quoted(what));
+            return false;
+        }
+        if ((info.st_mode & 077) != 0) {
+            fail(ec, errc::storage_permissions,
+                 what + " is accessible by group or others (mode " + detail::file::octal_mode(info.st_mode) +
+                     "); tokmgr refuses a token file others can read; run: chmod 600 " + detail::file::quoted(what));
+            return false;
+        }
+        return true;
+    }
+
+    bool lock_file_acceptable(const struct stat& info, std::error_code& ec) {
+        if (!S_ISREG(info.st_mode)) {
+            fail(ec, errc::storage_failed, lock_path_ + " is not a regular file; remove it");
+            return false;
+        }
+        return owned_and_private(info, lock_path_, ec);
+    }
+
+    /// Reads and decodes the file; moves a corrupt one aside.
+    std::optional<token_set> read_current(std::error_code& ec) {
+        detail::file::fd_guard fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (fd.get() < 0) {
+            const int error = errno;
+            if (error == ENOENT) return std::nullopt;  // nothing stored yet (or the directory does not exist)
+            if (error == ELOOP)
+                fail(ec, errc::storage_failed,
+                     path_ + " is a symbolic link; tokmgr replaces the file on every write, so give it the real path");
+            else
+                fail(ec, errc::storage_failed, "cannot open " + path_ + ": " + detail::file::errno_text(error));
+            return std::nullopt;
+        }
+        struct stat info {};
+        if (::fstat(fd.get(), &info) != 0) {
+            fail(ec, errc::storage_failed, "cannot inspect " + path_ + ": " + detail::file::errno_text(errno));
+            return std::nullopt;
+        }
+        if (!S_ISREG(info.st_mode)) {
+            fail(ec, errc::storage_failed, path_ + " is not a regular file; choose another path");
+            return std::nullopt;
+        }
+        if (!owned_and_private(info, path_, ec)) return std::nullopt;
+
+        std::string text;
+        // One allocation, never grown: no reallocation leaves a copy of the
+        // tokens in freed memory. tokmgr never writes a file in place (the
+        // inode read here does not change), so its size is known; +1 lets
+        // decode see "too large" when the file is over the cap.
+        const auto on_disk = static_cast<std::size_t>(info.st_size > 0 ? info.st_size : 0);
+        text.resize((on_disk < max_document_size ? on_disk : max_document_size) + 1);
+        std::size_t size = 0;
+        while (size < text.size()) {
+            const ssize_t n = ::read(fd.get(), &text[size], text.size() - size);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                const int error = errno;
+                detail::secure_clear(text);
+                fail(ec, errc::storage_failed, "cannot read " + path_ + ": " + detail::file::errno_text(error));
+                return std::nullopt;
+            }
+            if (n == 0) break;
+            size += static_cast<std::size_t>(n);
+        }
+        std::string why;
+        auto set = decode_token_set(std::string_view(text.data(), size), ec, &why);
+        detail::secure_clear(text);
+        if (set) return set;
+        move_aside(info, why, ec);
+        return std::nullopt;
+    }
+
+    /// Renames a corrupt file out of the way, keeping its content. Moves it
+    /// only if the path still names the file that was read (a writer may
+    /// have replaced it with a good one in between).
+    void move_aside(const struct stat& read, const std::string& why, std::error_code& ec) {
+        const auto now = std::time(nullptr);
+        std::tm utc{};
+        ::gmtime_r(&now, &utc);
+        char stamp[32];
+        std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+        const std::string aside = path_ + ".corrupt-" + stamp + "-" + std::to_string(::getpid()) + "-" +
+                                  std::to_string(detail::file::temp_counter().fetch_add(1) + 1);
+        struct stat current {};
+        if (::stat(path_.c_str(), &current) == 0 && (current.st_dev != read.st_dev || current.st_ino != read.st_ino)) {
+            // Replaced meanwhile: the bad file is already gone from the path.
+            fail(ec, errc::storage_corrupt,
+                 path_ + " was not a readable token-set document (" + why +
+                     ") and has since been replaced; read it again");
+            return;
+        }
+        if (::rename(path_.c_str(), aside.c_str()) != 0) {
+            fail(ec, errc::storage_corrupt,
+                 path_ + " is not a readable token-set document (" + why + ") and could not be moved aside (" +
+                     detail::file::errno_text(errno) + "); move or remove it yourself to log in afresh");
+            return;
+        }
+        fsync_directory();
+        fail(ec, errc::storage_corrupt,
+             path_ + " is not a readable token-set document (" + why + "); it was moved to " + aside +
+                 " and the store now reads as empty, so the next login writes a new one");
+    }
+
+    bool fsync_directory() noexcept {
+        detail::file::fd_guard dir(::open(detail::file::parent_of(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        return dir.get() >= 0 && ::fsync(dir.get()) == 0;
+    }
+
+    /// temp file + fsync + rename + fsync of the directory.
+    void write_replace(const token_set& set, std::error_code& ec) {
+        std::string why;
+        const secret text = encode_token_set(set, ec, &why);
+        if (ec) {
+            fail(ec, errc::storage_failed, "cannot store to " + path_ + ": " + why);
+            return;
+        }
+        if (!ensure_directory(ec)) return;
+
+        const std::string temp = path_ + std::string(detail::file::temp_marker) + std::to_string(::getpid()) + "-" +
+                                 std::to_string(detail::file::temp_counter().fetch_add(1) + 1);
+        auto give_up = [&](const char* step, int error) {
+            ::unlink(temp.c_str());
+            std::string advice = "; check that the directory is writable by this user";
+            if (error == ENOSPC || error == EDQUOT) advice = "; the file system is full: free some space";
+            if (error == EROFS) advice = "; the file system is read-only: choose a path on a writable one";
+            fail(ec, errc::storage_failed,
+                 std::string("cannot store the token set in ") + path_ + " (" + step + " " + temp +
+                     "): " + detail::file::errno_text(error) + advice + "; the previous file is unchanged");
+        };
+        detail::file::fd_guard fd(
+            ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+        if (fd.get() < 0) {
+            const int error = errno;
+            fail(ec, errc::storage_failed,
+                 "cannot create a file in " + detail::file::parent_of(path_) + " to store the token set: " +
+                     detail::file::errno_text(error) +
+                     (error == EROFS ? "; the file system is read-only: choose a path on a writable one"
+                      : error == ENOSPC ? "; the file system is full: free some space"
+                                        : "; check that the directory is writable by this user") +
+                     "; the previous file is unchanged");
+            return;
+        }
+        int error = 0;
+        // fchmod: the umask may have taken bits away, and 0600 is the contract.
+        if (::fchmod(fd.get(), 0600) != 0) return give_up("chmod", errno);
+        if (!detail::file::write_all(fd.get(), text.reveal(), error)) return give_up("writing", error);
+        if (::fsync(fd.get()) != 0) return give_up("syncing", errno);
+        if (::close(fd.release()) != 0) return give_up("closing", errno);
+        if (::rename(temp.c_str(), path_.c_str()) != 0) return give_up("renaming", errno);
+        // The rename is durable only once the directory is synced; a failure
+        // here leaves a valid file (old or new) so it is not reported.
+        fsync_directory();
+        remove_dead_writers_temp_files();
+    }
+
+    /// A writer killed between creating its temporary file and renaming it
+    /// leaves the file behind. Each successful write removes those whose
+    /// writer's pid no longer exists, so leftovers never accumulate; a live
+    /// writer's file (pid alive, or in another pid namespace and so unknown
+    /// to kill()) is left alone.
+    void remove_dead_writers_temp_files() noexcept {
+        const std::string directory = detail::file::parent_of(path_);
+        const std::string prefix = detail::file::base_of(path_) + std::string(detail::file::temp_marker);
+        DIR* dir = ::opendir(directory.c_str());
+        if (!dir) return;
+        while (const dirent* entry = ::readdir(dir)) {
+            const std::string_view name = entry->d_name;
+            if (name.substr(0, prefix.size()) != prefix) continue;
+            const std::string_view rest = name.substr(prefix.size());
+            long long pid = 0;
+            const auto [end, result] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+            if (result != std::errc() || end == rest.data() + rest.size() || *end != '-' || pid <= 0) continue;
+            if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+            ::unlinkat(::dirfd(dir), entry->d_name, 0);
+        }
+        ::closedir(dir);
+    }
+
+    std::string path_;
+    std::string lock_path_;
+    error_info last_error_;
+    std::error_code scratch_;  ///< for the throwing overloads
+};
+
+}  // namespace tokmgr
