@@ -2,7 +2,12 @@
 // and a compare-and-swap on the generation), as processes sharing a file or
 // a Redis key do: one refresh per expiry between them, no reuse, and the
 // lease's failures stop a refresh before anything is sent.
+#include <tokmgr/storage/file.hpp>
 #include <tokmgr/testing/shared_storage.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -27,6 +32,23 @@ std::unique_ptr<shared_manager> make_shared_manager(test::harness& h, tokmgr::te
 
 }  // namespace
 
+/// A fresh directory for file_storage tests, removed afterwards.
+struct temp_dir {
+    std::filesystem::path path;
+    temp_dir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "tokmgr-core-XXXXXX").string();
+        path = ::mkdtemp(pattern.data());
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+using file_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
+                                           tokmgr::file_storage, tokmgr::simdjson_json>;
+
+static_assert(tokmgr::is_coordinating_storage_v<tokmgr::file_storage>);
 static_assert(tokmgr::is_coordinating_storage_v<tokmgr::testing::shared_storage>);
 static_assert(!tokmgr::is_coordinating_storage_v<tokmgr::memory_storage>);
 
@@ -149,4 +171,82 @@ TEST_CASE("a spent mark that cannot be stored stops the refresh before anything 
     CHECK(manager->get_token().reveal() != first);
     CHECK(h.server.stats().refreshes == 1);
     CHECK(h.server.stats().reused_refresh_tokens == 0);
+}
+
+TEST_CASE("file_storage: four managers on one file across ten expiries, and a restart that reads the spent mark") {
+    temp_dir dir;
+    const std::string path = (dir.path / "state" / "token.json").string();  // the directory is created
+    test::harness h(60s);
+    auto make = [&] {
+        return std::make_unique<file_manager>(h.transport,
+                                              tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)},
+                                              h.options, h.clock, tokmgr::file_storage(path));
+    };
+    std::vector<std::unique_ptr<file_manager>> managers;
+    for (int i = 0; i < 4; ++i) managers.push_back(make());
+    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
+    std::atomic<int> failures{0};
+    for (int expiry = 0; expiry < 10; ++expiry) {
+        std::vector<std::thread> callers;
+        for (auto& manager : managers) {
+            callers.emplace_back([&] {
+                for (int call = 0; call < 20; ++call) {
+                    std::error_code ec;
+                    if (manager->get_token(ec).empty() || ec) ++failures;
+                }
+            });
+        }
+        for (auto& t : callers) t.join();
+        h.clock.advance(step + 1s);
+    }
+    CHECK(failures == 0);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().logins == 1);
+    CHECK(h.server.stats().refreshes == 9);
+
+    // A refresh whose answer is lost, then a restart on the same file.
+    managers.clear();
+    {
+        auto last = make();
+        h.transport.fail_call(h.transport.calls() + 1, tokmgr::errc::timeout);
+        std::error_code ec;
+        last->get_token(ec);
+        CHECK(ec == tokmgr::errc::timeout);
+    }
+    auto restarted = make();
+    CHECK_FALSE(restarted->get_token().empty());
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().logins == 2);
+}
+
+TEST_CASE("file_storage: a corrupt file is moved aside and the manager logs in afresh, never reusing a token") {
+    temp_dir dir;
+    const std::string path = (dir.path / "token.json").string();
+    test::harness h;
+    auto make = [&] {
+        return std::make_unique<file_manager>(h.transport,
+                                              tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)},
+                                              h.options, h.clock, tokmgr::file_storage(path));
+    };
+    auto manager = make();
+    manager->get_token();
+    {
+        std::FILE* f = std::fopen(path.c_str(), "w");
+        std::fputs("{\"format\": garbage", f);
+        std::fclose(f);
+    }
+    h.clock.advance(29min);  // due: the flight reads the corrupt file
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().logins == 2);  // what the file said is unknown: log in rather than risk a reuse
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    int moved_aside = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path))
+        moved_aside += entry.path().filename().string().find("corrupt") != std::string::npos;
+    CHECK(moved_aside == 1);
+    // The store holds the new set again, and a restarted manager uses it.
+    auto restarted = make();
+    CHECK(restarted->get_token().reveal() == manager->get_token().reveal());
+    CHECK(h.server.stats().logins == 2);
 }

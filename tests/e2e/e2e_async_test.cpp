@@ -6,6 +6,7 @@
 #include <tokmgr/tokmgr.hpp>
 #include <tokmgr/server/reference_server.hpp>
 #include <tokmgr/server/stats_json.hpp>
+#include <tokmgr/testing/shared_storage.hpp>
 
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -266,4 +267,36 @@ TEST_CASE("a refresh due on a 3-second JWT runs asynchronously while callers are
     CHECK(stats.refreshes >= 2);
     CHECK(stats.refresh_tokens_reused == 0);
     CHECK(stats.max_refreshes_in_flight == 1);
+}
+
+TEST_CASE("a storage lease held elsewhere does not block the executor's thread; the login runs once it is free") {
+    fixture f;
+    tokmgr::testing::shared_storage store;
+    tokmgr::manager_options options;
+    options.assumed_lifetimes = tokmgr::lifetimes{};
+    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::testing::shared_storage,
+                          tokmgr::simdjson_json>
+        manager(tokmgr::asio_transport(f.io.get_executor(), f.transport_options),
+                tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options, {}, store);
+    auto outsider = std::make_unique<tokmgr::testing::shared_storage::lease>(store.hold_from_outside());
+    tokmgr::token_handle got;
+    manager.async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+        CHECK_FALSE(ec);
+        got = std::move(h);
+    });
+    int ticks = 0;
+    asio::steady_timer ticker(f.io);
+    std::function<void(std::error_code)> tick = [&](std::error_code ec) {
+        if (ec || got) return;
+        if (++ticks == 30) outsider.reset();  // ~300 ms later the other holder lets go
+        ticker.expires_after(10ms);
+        ticker.async_wait(tick);
+    };
+    tick({});
+    f.io.run();
+    CHECK(got);
+    CHECK(ticks >= 30);  // the thread kept running while the lease was taken
+    CHECK(f.server->stats().logins == 1);
+    REQUIRE(store.stored());
+    CHECK(store.stored()->generation == 1);
 }

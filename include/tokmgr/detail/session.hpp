@@ -186,6 +186,10 @@ public:
         return true;
     }
 
+    /// The stored set could not be read and was set aside: it may have said
+    /// our refresh token is spent, so the next request is a login.
+    void forget_refresh_token() noexcept { refresh_token_.clear(); }
+
     /// Login or refresh, and for a refresh the spent mark to store first.
     request_plan next_request(std::int64_t now) const {
         request_plan plan;

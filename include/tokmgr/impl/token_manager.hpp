@@ -337,7 +337,12 @@ private:
     bool write(const token_set& set, std::error_code& ec) {
         try {
             if constexpr (coordinating) {
-                return storage_.store_if(set, set.generation - 1, ec);
+                // Against what this flight last saw in the store (under the
+                // lease): a store emptied meanwhile (a corrupt file moved
+                // aside, a key deleted) takes our set as a first one.
+                const bool written = storage_.store_if(set, store_generation_, ec);
+                if (written && !ec) store_generation_ = set.generation;
+                return written && !ec;
             } else {
                 storage_.store(set, ec);
                 return true;
@@ -348,12 +353,14 @@ private:
         }
     }
 
-    /// Takes the lease for this flight; an error when it could not be had.
-    error_info take_lease() {
+    /// Takes the lease for this flight (unless it has it already); an error
+    /// when it could not be had within `wait`.
+    error_info take_lease(std::chrono::milliseconds wait) {
         if constexpr (coordinating) {
+            if (lease_) return {};
             std::error_code ec;
             try {
-                lease_.emplace(storage_.lock(options_.lease_wait, ec));
+                lease_.emplace(storage_.lock(wait, ec));
             } catch (...) {
                 ec = make_error_code(errc::storage_failed);
             }
@@ -604,7 +611,7 @@ private:
     void run_flight_claimed(const std::shared_ptr<flight>& pending) noexcept {
         flight_runner_mark mark(id_);
         std::unique_lock<std::mutex> gate(policy_gate_);
-        std::optional<outgoing> next = begin_locked_gate(pending);
+        std::optional<outgoing> next = begin_locked_gate(pending, options_.lease_wait);
         struct release_lease {
             manager_core& core;
             ~release_lease() { core.lease_.reset(); }
@@ -625,11 +632,34 @@ private:
     /// The asynchronous flight's first step, on the transport's executor.
     void async_begin(const std::shared_ptr<flight>& pending) noexcept {
         if (!pending->claim()) return;
+        async_begin_claimed(pending, std::chrono::steady_clock::now(), std::chrono::milliseconds(1));
+    }
+
+    /// With a coordinating store, the lease is tried without waiting, and
+    /// tried again later on a timer while another holder has it: the
+    /// executor's thread is never blocked on a lease.
+    void async_begin_claimed(const std::shared_ptr<flight>& pending, std::chrono::steady_clock::time_point since,
+                             std::chrono::milliseconds retry) noexcept {
         std::optional<outgoing> next;
         {
             flight_runner_mark mark(id_);
             std::lock_guard<std::mutex> gate(policy_gate_);
-            next = begin_locked_gate(pending);
+            if constexpr (coordinating && executor_ops<executor_type_or_void>::known) {
+                if (!closed_.load(std::memory_order_acquire) &&
+                    std::chrono::steady_clock::now() - since < options_.lease_wait &&
+                    take_lease(std::chrono::milliseconds(0)).code == errc::lease_timeout) {
+                    try {
+                        auto self = this->shared_from_this();
+                        const auto later = std::min<std::chrono::milliseconds>(retry * 2, std::chrono::milliseconds(100));
+                        executor_ops<executor_type_or_void>::post_after(
+                            transport_.get_executor(), retry,
+                            [self, pending, since, later] { self->async_begin_claimed(pending, since, later); });
+                        return;
+                    } catch (...) {  // no timer: wait for the lease here instead
+                    }
+                }
+            }
+            next = begin_locked_gate(pending, std::chrono::milliseconds(0));
             if (!next) lease_.reset();
         }
         if (next) async_send_step(pending, std::move(*next));
@@ -663,13 +693,14 @@ private:
     /// Reads the storage, adopts a newer set, plans the request and, for a
     /// refresh, stores the spent mark before anything is sent. Nothing when
     /// the flight ended here.
-    std::optional<outgoing> begin_locked_gate(const std::shared_ptr<flight>& pending) noexcept {
+    std::optional<outgoing> begin_locked_gate(const std::shared_ptr<flight>& pending,
+                                              std::chrono::milliseconds lease_wait) noexcept {
         if (closed_.load(std::memory_order_acquire)) {
             end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
             return std::nullopt;
         }
         try {
-            if (error_info why = take_lease()) {
+            if (error_info why = take_lease(lease_wait)) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 session_.on_mark_failed(why, now_ns());  // nothing was sent or spent
                 end_flight_locked(pending);
@@ -685,6 +716,14 @@ private:
             request_plan plan;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
+                if (!ec) store_generation_ = stored ? stored->generation : 0;
+                if (ec == errc::storage_corrupt) {
+                    // Moved aside, so the store is empty now; whatever it
+                    // held may have spent our refresh token: log in.
+                    store_generation_ = 0;
+                    session_.forget_refresh_token();
+                    ec.clear();
+                }
                 // A store that cannot be read may hide a spent mark: do not
                 // send a refresh token this manager cannot check.
                 if (ec) {
@@ -982,8 +1021,10 @@ private:
     std::mutex policy_gate_;
     std::atomic<bool> closed_{false};
     // The storage lease of the flight in progress (one flight at a time);
-    // taken and released under policy_gate_.
+    // taken and released under policy_gate_, with the generation the store
+    // held when this flight last read or wrote it.
     std::optional<lease_type> lease_;
+    std::uint64_t store_generation_ = 0;
 
     Transport transport_;
     Storage storage_;

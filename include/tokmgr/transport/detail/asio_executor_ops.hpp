@@ -3,11 +3,15 @@
 // thread is running it (a synchronous wait there could never end).
 #pragma once
 
+#include <chrono>
+#include <memory>
+#include <system_error>
 #include <utility>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
 #include "../../detail/executor_ops.hpp"
@@ -21,6 +25,15 @@ struct executor_ops<asio::any_io_executor> {
     template <class Function>
     static void post(const asio::any_io_executor& executor, Function&& function) {
         asio::post(executor, std::forward<Function>(function));
+    }
+
+    /// Runs `function` on the executor after `delay` (a retry that must not
+    /// block the executor's thread while it waits).
+    template <class Function>
+    static void post_after(const asio::any_io_executor& executor, std::chrono::nanoseconds delay,
+                           Function&& function) {
+        auto timer = std::make_shared<asio::steady_timer>(executor, delay);
+        timer->async_wait([timer, f = std::forward<Function>(function)](std::error_code) mutable { f(); });
     }
 
     /// Knows io_context executors (with or without outstanding work) and
