@@ -36,7 +36,7 @@ echo "server: $stats"
 [[ $status -eq 0 ]] || { echo "FAIL: async_service exited $status"; exit 1; }
 field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
 failed=0
-check() { if [[ "$(field "$1")" $2 ]]; then echo "ok:   $1 $2"; else echo "FAIL: $1 is $(field "$1"), expected $2"; failed=1; fi; }
+check() { if [ "$(field "$1")" $2 ]; then echo "ok:   $1 $2"; else echo "FAIL: $1 is $(field "$1"), expected $2"; failed=1; fi; }
 check logins "-eq 1"
 check refreshes "-ge 2"
 check refresh_tokens_reused "-eq 0"

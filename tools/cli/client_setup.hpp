@@ -34,6 +34,16 @@ inline tokmgr::asio_transport_options transport_options(const parsed_options& ar
     return options;
 }
 
+/// The manager's options from the command line: --lease-wait SECONDS, how
+/// long a login or refresh waits for another process's hold on the --store.
+inline tokmgr::manager_options manager_options_from(const parsed_options& args) {
+    tokmgr::manager_options options;
+    if (auto wait = args.get("lease-wait"))
+        options.lease_wait = std::chrono::milliseconds(
+            static_cast<std::int64_t>(parse_positive_seconds(*wait, 3600, "--lease-wait") * 1000));
+    return options;
+}
+
 /// Reads one line from stdin without echoing it when stdin is a terminal.
 inline bool read_password_line(std::string& out) {
     const bool terminal = ::isatty(STDIN_FILENO) == 1;

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include <tokmgr/storage/file.hpp>
 #include <tokmgr/tokmgr.hpp>
 
 #include "client_setup.hpp"
@@ -24,9 +25,10 @@
 
 namespace tokmgr_cli {
 
+template <class Manager>
 class load_run {
 public:
-    load_run(tokmgr::token_manager<>& manager, tokmgr::asio_transport_options options, std::string path)
+    load_run(Manager& manager, tokmgr::asio_transport_options options, std::string path)
         : manager_(manager), options_(std::move(options)), path_(std::move(path)) {}
 
     void run(unsigned threads, std::chrono::steady_clock::duration duration) {
@@ -130,7 +132,7 @@ private:
         tokmgr::detail::secure_clear(authorization);
     }
 
-    tokmgr::token_manager<>& manager_;
+    Manager& manager_;
     const tokmgr::asio_transport_options options_;
     const std::string path_;
     std::atomic<bool> stop_{false};
@@ -139,9 +141,24 @@ private:
     tokmgr::error_info first_error_;
 };
 
+/// Runs the load and reports it: one JSON line, and the first error.
+template <class Manager>
+int report_load(Manager& manager, const tokmgr::asio_transport_options& options, const std::string& path,
+                unsigned thread_count, double seconds) {
+    load_run<Manager> run(manager, options, path);
+    run.run(thread_count, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(seconds)));
+    std::cout << run.summary_json() << std::endl;
+    if (run.clean()) return exit_ok;
+    const auto failure = run.first_error();
+    print_error("load", failure);
+    if (failure.code == tokmgr::errc::request_rejected && run.unauthorized() > 0) return exit_rejected;
+    return exit_status_for(failure.code);
+}
+
 inline int run_load(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "threads", "duration", "path", "ca-file"};
+    spec.valued = {"url", "user", "threads", "duration", "path", "ca-file", "store", "lease-wait"};
     const auto args = parse_options(argc, argv, 2, spec, "load");
     const auto threads = args.get("threads"), duration = args.get("duration"), path = args.get("path");
     if (!threads || !duration || !path) throw usage_error{"load needs --threads N, --duration SECONDS and --path PATH"};
@@ -158,16 +175,18 @@ inline int run_load(int argc, char** argv) {
                                                              : tokmgr::error_info{ec, "the transport"});
         return exit_status_for(ec);
     }
+    if (auto store = args.get("store")) {
+        // Every process started with the same --store shares one token set:
+        // one login between them, one refresh per expiry for the group.
+        if (store->empty()) throw usage_error{"--store takes a file path"};
+        tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::file_storage,
+                              tokmgr::simdjson_json>
+            manager(std::move(auth_transport), std::move(creds), manager_options_from(args), {},
+                    tokmgr::file_storage(*store));
+        return report_load(manager, options, *path, thread_count, seconds);
+    }
     tokmgr::token_manager<> manager(std::move(auth_transport), std::move(creds));
-    load_run run(manager, options, *path);
-    run.run(thread_count, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                              std::chrono::duration<double>(seconds)));
-    std::cout << run.summary_json() << std::endl;
-    if (run.clean()) return exit_ok;
-    const auto failure = run.first_error();
-    print_error("load", failure);
-    if (failure.code == tokmgr::errc::request_rejected && run.unauthorized() > 0) return exit_rejected;
-    return exit_status_for(failure.code);
+    return report_load(manager, options, *path, thread_count, seconds);
 }
 
 }  // namespace tokmgr_cli

@@ -17,7 +17,7 @@ namespace tokmgr_cli {
 
 inline int run_serve(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"host", "port", "user", "api-key", "jwt-ttl", "refresh-ttl", "tls-cert", "tls-key"};
+    spec.valued = {"host", "port", "user", "api-key", "jwt-ttl", "refresh-ttl", "tls-cert", "tls-key", "auth-delay-ms"};
     spec.repeated = {"user"};
     const auto args = parse_options(argc, argv, 2, spec, "serve");
 
@@ -39,6 +39,10 @@ inline int run_serve(int argc, char** argv) {
     if (auto ttl = args.get("jwt-ttl")) options.jwt_ttl = std::chrono::seconds(parse_integer(*ttl, 1, max_ttl, "--jwt-ttl"));
     if (auto ttl = args.get("refresh-ttl"))
         options.refresh_ttl = std::chrono::seconds(parse_integer(*ttl, 1, max_ttl, "--refresh-ttl"));
+    // Holds each login and refresh answer, so tests can land a kill or a
+    // SIGSTOP while a client's request is in flight.
+    if (auto delay = args.get("auth-delay-ms"))
+        options.auth_delay = std::chrono::milliseconds(parse_integer(*delay, 0, 60'000, "--auth-delay-ms"));
     const auto cert = args.get("tls-cert"), key = args.get("tls-key");
     if (cert.has_value() != key.has_value()) throw usage_error{"--tls-cert and --tls-key go together"};
     if (cert) {
