@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh — builds the benchmarks (Release) and runs all five, printing the
+# bench.sh — builds the benchmarks (Release) and runs them all, printing the
 # figures BENCHMARKS.md reports, then the ratios read against the targets.
 #
 #   scripts/bench.sh              everything, in about two minutes on 2 cores (build included)
@@ -35,8 +35,8 @@ echo "CPU idle before the run: $(cpu_idle)%; load average:$(uptime | sed 's/.*lo
 
 echo "== build (Release, benchmarks only)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
-    -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=OFF >/dev/null
-targets=(bench_hot_path bench_single_flight bench_round_trip bench_async)
+    -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=ON >/dev/null
+targets=(bench_hot_path bench_single_flight bench_round_trip bench_async bench_storage tokmgr)
 cmake --build "$build" --target "${targets[@]}"
 mkdir -p "$out"
 
@@ -60,6 +60,11 @@ run bench_single_flight
 run bench_round_trip
 # 3b. async_get_token: fast path against get_token, coroutines waiting for one refresh.
 run bench_async --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+# 3c. file_storage: what a refresh pays for the lease, re-read and fenced writes,
+#     on the work tree's disk; then processes sharing one file.
+run bench_storage
+echo "== processes sharing one token file (tokmgr load --store)"
+"$root/benchmarks/store_processes.sh" "$build/tools/tokmgr" 20 | tee "$out/store_processes.txt"
 # 4. Compile time.
 echo "== compile time"
 "$root/benchmarks/compile_time/compile_time.sh" 3 | tee "$out/compile_time.txt"

@@ -83,7 +83,8 @@ group)
     ;;
 kill-loop)
     start_server --jwt-ttl 3 --refresh-ttl 600 --auth-delay-ms 150
-    "$TOKMGR" load --url "$url" --user svc --store "$store" --threads 2 --duration 75 --path /api/items \
+    # The survivor runs until the loop is over (SIGTERM ends it and it reports).
+    "$TOKMGR" load --url "$url" --user svc --store "$store" --threads 2 --duration 600 --path /api/items \
         >"$work/survivor.out" 2>"$work/survivor.err" &
     survivor=$!
     pids+=("$survivor")
@@ -92,7 +93,7 @@ kill-loop)
         "$TOKMGR" load --url "$url" --user svc --store "$store" --threads 1 --duration 10 --path /api/items \
             >/dev/null 2>&1 &
         victim=$!
-        sleep "0.$(printf '%03d' $((RANDOM % 300)))"
+        sleep "0.$(printf '%03d' $((RANDOM % 250)))"
         kill -9 "$victim" 2>/dev/null
         wait "$victim" 2>/dev/null
         if [[ -e $store ]] && ! parses "$store"; then torn=$((torn + 1)); fi
@@ -101,6 +102,7 @@ kill-loop)
     [[ $torn -eq 0 ]] && pass "the file parsed after each of $kill kills" || fail "$torn kills left a file that does not parse"
     temps=$(find "$work/state" -name '*.tmp-*' | wc -l)
     [[ $temps -le 1 ]] && pass "$temps temporary file left" || fail "$temps temporary files left behind"
+    kill -TERM "$survivor" 2>/dev/null
     if wait "$survivor"; then pass "the survivor kept serving: $(cat "$work/survivor.out")"
     else fail "the survivor failed: $(cat "$work/survivor.out") $(cat "$work/survivor.err")"; fi
     stop_server

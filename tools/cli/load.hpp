@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <iostream>
 #include <mutex>
@@ -24,6 +25,14 @@
 #include "output.hpp"
 
 namespace tokmgr_cli {
+
+/// Set by SIGTERM or SIGINT: every worker stops and the run is reported as
+/// if its duration had ended (a test or an operator ends a long run early).
+inline std::atomic<bool>& load_stop_requested() {
+    static std::atomic<bool> requested{false};
+    return requested;
+}
+extern "C" inline void request_load_stop(int) { load_stop_requested().store(true); }
 
 template <class Manager>
 class load_run {
@@ -105,7 +114,7 @@ private:
             return;
         }
         std::string authorization;
-        while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+        while (!stop_ && !load_stop_requested().load() && std::chrono::steady_clock::now() < deadline) {
             ++requests_;
             auto result = attempt(transport, authorization);
             if (result == outcome::unauthorized) {
@@ -146,6 +155,9 @@ template <class Manager>
 int report_load(Manager& manager, const tokmgr::asio_transport_options& options, const std::string& path,
                 unsigned thread_count, double seconds) {
     load_run<Manager> run(manager, options, path);
+    load_stop_requested().store(false);  // initialised before a handler can touch it
+    std::signal(SIGTERM, request_load_stop);
+    std::signal(SIGINT, request_load_stop);
     run.run(thread_count, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                               std::chrono::duration<double>(seconds)));
     std::cout << run.summary_json() << std::endl;

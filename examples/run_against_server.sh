@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs async_service against `tokmgr serve` with 3-second JWTs for 8 seconds
-# and checks the server's statistics: one login, a refresh per JWT lifetime,
-# no refresh token reused, no expired JWT presented.
-#   run.sh TOKMGR ASYNC_SERVICE
+# Runs an example against `tokmgr serve` with 3-second JWTs and checks the
+# server's statistics: one login, at least two refreshes, no refresh token
+# reused, no expired JWT presented, never two refreshes in flight.
+#   run_against_server.sh TOKMGR EXAMPLE ARGS...
+# In ARGS, {url} stands for the server's base URL and {dir} for a scratch
+# directory; the password is in TEXTUAL_PASSWORD.
 set -u
 TOKMGR=$1
-SERVICE=$2
+shift
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -14,7 +16,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-unset SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES
+unset SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES SOLAR_AUTH_RPM_LIMIT
 
 "$TOKMGR" serve --port 0 --user svc:example-password --jwt-ttl 3 --refresh-ttl 600 >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
@@ -26,14 +28,19 @@ for _ in $(seq 100); do
 done
 [[ -n $url ]] || { echo "FAIL: the reference server did not start: $(cat "$work/server.err")"; exit 1; }
 
-TEXTUAL_PASSWORD=example-password timeout 60 "$SERVICE" "$url" svc 8 16
+args=()
+for arg in "$@"; do
+    arg=${arg//\{url\}/$url}
+    args+=("${arg//\{dir\}/$work}")
+done
+TEXTUAL_PASSWORD=example-password timeout 60 "${args[@]}"
 status=$?
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
 stats=$(sed -n 2p "$work/server.out")
 echo "server: $stats"
-[[ $status -eq 0 ]] || { echo "FAIL: async_service exited $status"; exit 1; }
+[[ $status -eq 0 ]] || { echo "FAIL: $(basename "$1") exited $status"; exit 1; }
 field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
 failed=0
 check() { if [ "$(field "$1")" $2 ]; then echo "ok:   $1 $2"; else echo "FAIL: $1 is $(field "$1"), expected $2"; failed=1; fi; }
