@@ -341,6 +341,74 @@ TEST_CASE("defect 5: a view survives its thread using 5, 10 and 100 other manage
     }
 }
 
+namespace {
+
+/// Calls get_token from its destructor: a thread_local constructed before
+/// tokmgr's own per-thread cache is destroyed after it, at thread exit.
+struct exit_time_user {
+    std::shared_ptr<test::manager> manager;
+    std::shared_ptr<std::string> seen;
+    std::shared_ptr<std::promise<void>> done;
+    ~exit_time_user() {
+        if (!manager) return;
+        std::error_code ec;
+        const tokmgr::secret_view jwt = manager->get_token(ec);
+        *seen = ec ? "error: " + ec.message() : std::string(jwt.reveal());
+        done->set_value();
+    }
+};
+
+exit_time_user& exit_time_user_of_this_thread() {
+    static thread_local exit_time_user user;
+    return user;
+}
+
+/// Runs `body` on a new thread whose exit_time_user calls get_token at
+/// thread exit; true when that call returned within 5 s. A thread stuck at
+/// exit is detached, so the test reports instead of hanging.
+bool get_token_at_thread_exit(const std::shared_ptr<test::manager>& manager, const std::shared_ptr<std::string>& seen,
+                              std::function<void()> body) {
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> finished = done->get_future();
+    std::thread exiting([manager, seen, done, body = std::move(body)] {
+        exit_time_user& user = exit_time_user_of_this_thread();  // constructed first, destroyed last
+        user.manager = manager;
+        user.seen = seen;
+        user.done = done;
+        body();  // uses the manager: creates this thread's cache
+    });
+    if (finished.wait_for(5s) != std::future_status::ready) {
+        exiting.detach();
+        return false;
+    }
+    exiting.join();
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("defect 5: get_token from a thread_local's destructor at thread exit") {
+    test::harness h;
+    auto manager = std::shared_ptr<test::manager>(h.make());
+    auto served = std::make_shared<std::string>();
+    auto at_exit = std::make_shared<std::string>();
+    REQUIRE(get_token_at_thread_exit(manager, at_exit, [manager, served] {
+        *served = std::string(manager->get_token().reveal());
+    }));
+    CHECK_FALSE(served->empty());
+    CHECK(*at_exit == *served);
+
+    SUBCASE("and one that must refresh at thread exit") {
+        REQUIRE(get_token_at_thread_exit(manager, at_exit, [manager, served] {
+            manager->get_token();
+            manager->invalidate(tokmgr::secret_view(*served));
+        }));
+        CHECK(at_exit->rfind("error", 0) != 0);
+        CHECK(*at_exit != *served);
+        CHECK(h.sent(refresh_path) == 1);
+    }
+}
+
 // ---- 6. Smaller defects --------------------------------------------------------
 
 TEST_CASE("defect 6: a flight's result past its hard threshold (slow store) is not served") {
