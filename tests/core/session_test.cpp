@@ -754,3 +754,26 @@ TEST_CASE("session: end_flight hands out the current JWT only before its hard th
     CHECK_FALSE(f.s->end_flight(hard));
     CHECK_FALSE(f.s->in_flight());
 }
+
+// ---- found while testing ------------------------------------------------------------
+
+TEST_CASE("session: the spent mark describes the JWT it keeps, also one adopted from storage") {
+    fixture f;
+    const std::int64_t now = ns(1h);
+    const auto received = f.wall(now) - 10min;
+    REQUIRE(f.s->on_stored(f.stored_set("adopted", "rt-a", 5, received, 20min), now, f.wall(now)));
+    const auto plan = f.s->next_request(now);
+    REQUIRE(plan.spent_mark);
+    CHECK(plan.spent_mark->jwt.reveal() == "adopted");
+    // Whoever reads the mark serves this JWT until its own hard threshold:
+    // the mark must say when it was received and how long it lives.
+    CHECK(plan.spent_mark->received_at == received);
+    CHECK(plan.spent_mark->jwt_lifetime == 20min);
+    // And a refresh token given back (provably not sent) keeps its own age.
+    f.s->on_marked(plan.spent_mark->generation);
+    const auto step = f.s->on_answer(f.failure(now, false, tokmgr::errc::connection_refused), now);
+    REQUIRE(step.persist);
+    CHECK(step.persist->refresh_token.reveal() == "rt-a");
+    CHECK(step.persist->received_at == received);
+    CHECK(step.persist->jwt_lifetime == 20min);
+}

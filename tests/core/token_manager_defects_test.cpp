@@ -610,3 +610,27 @@ TEST_CASE("defect 6: 200 invalidate calls with a frozen clock send one refresh")
     CHECK(h.sent(refresh_path) == 2);
     CHECK(h.server.stats().reused_refresh_tokens == 0);
 }
+
+// ---- Found while testing the redesign -----------------------------------------------
+
+TEST_CASE("write-ahead: after a restart, the spent mark still lets the next reader serve the kept JWT") {
+    test::harness h;
+    test::shared_store store;
+    make_on(h, store)->get_token();      // a first process logs in and exits
+    auto restarted = make_on(h, store);  // adopts the stored set
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft);
+
+    SUBCASE("the refresh's answer was lost") { h.transport.fail_call(2, tokmgr::errc::timeout); }
+    SUBCASE("the refresh was provably not sent") { h.transport.fail_call(2, tokmgr::errc::connection_refused); }
+
+    std::error_code ec;
+    const std::string kept(restarted->get_token(ec).reveal());  // the refresh fails, the JWT is still served
+    REQUIRE_FALSE(ec);
+    REQUIRE(h.transport.calls() == 2);
+    // Another process reads the store: the JWT is 22 minutes old, 7 before
+    // its hard threshold, so it is served without a request.
+    auto reader = make_on(h, store);
+    CHECK(reader->get_token(ec).reveal() == kept);
+    CHECK(h.transport.calls() == 2);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+}
