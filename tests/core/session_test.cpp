@@ -777,3 +777,29 @@ TEST_CASE("session: the spent mark describes the JWT it keeps, also one adopted 
     CHECK(step.persist->received_at == received);
     CHECK(step.persist->jwt_lifetime == 20min);
 }
+
+TEST_CASE("session: a backoff of days does not overflow after many consecutive failures") {
+    // Both values pass validate(); backoff_initial * 2^17 in nanoseconds does
+    // not fit in 64 bits, and must not wrap into "retry at once".
+    fixture f;
+    f.assumed = {30min, 24h * 365 * 10};
+    f.options.backoff_initial = 24h;
+    f.options.backoff_max = 24h * 7;
+    REQUIRE_FALSE(tokmgr::validate(f.options));
+    f.reset();
+    const std::chrono::nanoseconds years = 24h * 365 * 5;
+    f.log_in(0, years);
+    std::int64_t t = f.soft_after(years);
+    for (int failure = 1; failure <= 30; ++failure) {
+        CAPTURE(failure);
+        f.failed_attempt(t, tokmgr::errc::server_error);
+        const auto said = f.s->on_demand(t);
+        REQUIRE(said.what == demand::serve);  // backing off, not starting again
+        const std::int64_t delay = said.serve_until - t;
+        // 1, 2, 4 days, then the 7-day cap; at least half of it (jitter).
+        const std::chrono::hours ceiling = failure <= 3 ? std::chrono::hours(24 << (failure - 1)) : 24h * 7;
+        CHECK(delay >= ns(ceiling) / 2);
+        CHECK(delay <= ns(f.options.backoff_max));
+        t += delay;
+    }
+}
