@@ -634,3 +634,31 @@ TEST_CASE("write-ahead: after a restart, the spent mark still lets the next read
     CHECK(h.transport.calls() == 2);
     CHECK(h.server.stats().reused_refresh_tokens == 0);
 }
+
+TEST_CASE("redaction: no echoed secret survives, also one that begins with the placeholder's end") {
+    // "[redacted]" followed by the rest of the text must not spell the secret
+    // again: a secret "]abc1234" echoed as "]abc1234abc1234" becomes
+    // "[redacted]abc1234" if the search resumes after the placeholder.
+    for (std::string secret : {"]abc1234", "d]abc1234", "ted]xyzw", "]]]]"}) {
+        CAPTURE(secret);
+        const std::string echoed = secret + secret.substr(secret.rfind(']') + 1);
+        const std::string shown = tokmgr::detail::sanitize_server_message("rejected " + echoed, {secret});
+        CHECK(shown.find(secret) == std::string::npos);
+
+        // Through a manager: a server whose refresh tokens are opaque
+        // strings with a ']' in them, and which echoes one in a 503.
+        test::harness h;
+        h.transport.set_handler([secret, echoed](const tokmgr::http_request& request) {
+            if (request.target == login_path)
+                return test::status(200, "{\"jwt\":\"opaque-jwt\",\"refreshToken\":\"" + secret + "\"}");
+            return test::status(503, "{\"detail\":\"cannot refresh " + echoed + " now\"}");
+        });
+        auto manager = h.make();
+        manager->get_token();
+        h.clock.advance(past_hard);
+        std::error_code ec;
+        manager->get_token(ec);
+        CHECK(ec == tokmgr::errc::service_unavailable);
+        CHECK(manager->last_error().detail.find(secret) == std::string::npos);
+    }
+}
