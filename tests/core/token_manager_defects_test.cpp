@@ -662,3 +662,42 @@ TEST_CASE("redaction: no echoed secret survives, also one that begins with the p
         CHECK(manager->last_error().detail.find(secret) == std::string::npos);
     }
 }
+
+TEST_CASE("re-entrancy: hooks of two managers calling each other get would_block, not a max_wait stall") {
+    // A's hook uses B (its telemetry is authenticated by B), B's hook uses A:
+    // on this thread, A's login runs B's login, whose hook asks A for the JWT
+    // that only this thread's stack can produce.
+    test::harness h;
+    h.options.max_wait = 3s;
+    auto a_slot = std::make_shared<test::manager*>(nullptr);
+    auto b_slot = std::make_shared<test::manager*>(nullptr);
+    auto inner = std::make_shared<std::error_code>();
+    auto inner_took = std::make_shared<std::chrono::steady_clock::duration>();
+    auto hook_calling = [](std::shared_ptr<test::manager*> other, std::shared_ptr<std::error_code> seen,
+                           std::shared_ptr<std::chrono::steady_clock::duration> took) {
+        auto used = std::make_shared<bool>(false);
+        return [other, seen, took, used](const tokmgr::event& e) {
+            if (e.kind != tokmgr::event_kind::login_started || *used) return;
+            *used = true;
+            std::error_code ec;
+            const auto started = std::chrono::steady_clock::now();
+            (*other)->get_token(ec);
+            if (seen) {
+                *seen = ec;
+                *took = std::chrono::steady_clock::now() - started;
+            }
+        };
+    };
+    h.options.on_event = hook_calling(b_slot, nullptr, nullptr);
+    auto a = std::shared_ptr<test::manager>(h.make());
+    h.options.on_event = hook_calling(a_slot, inner, inner_took);
+    auto b = std::shared_ptr<test::manager>(h.make());
+    *a_slot = a.get();
+    *b_slot = b.get();
+    auto outer = std::make_shared<std::error_code>();
+    const bool finished = test::finishes_within(10s, [a, outer] { a->get_token(*outer); });
+    REQUIRE(finished);
+    CHECK_FALSE(*outer);
+    CHECK(*inner == tokmgr::errc::would_block);
+    CHECK(*inner_took < 1s);
+}
