@@ -9,8 +9,11 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -92,4 +95,41 @@ TEST_CASE("allocation failure: fail the n-th allocation of a login, then of a re
         }
         CHECK(n > 10);
     }
+}
+
+TEST_CASE("allocation failure: fail the n-th allocation while a refresh is handed to an executor") {
+    std::size_t n = 1;
+    for (;; ++n) {
+        CAPTURE(n);
+        test::harness h;
+        h.options.max_wait = 2s;
+        // Parks the task, as a busy pool would; nobody ever runs it.
+        auto parked = std::make_shared<std::vector<std::function<void()>>>();
+        h.options.executor = [parked](std::function<void()> task) { parked->push_back(std::move(task)); };
+        auto manager = h.make();
+        const std::string first(manager->get_token().reveal());
+        h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft);
+        parked->reserve(4);  // the test's own vector does not take part
+        std::error_code ec;
+        fail_allocation(n);
+        tokmgr::secret_view jwt;
+        try {
+            jwt = manager->get_token(ec);
+        } catch (...) {
+            stop_failing();
+            FAIL("get_token(ec) threw");
+        }
+        const bool failed = stop_failing();
+        check_answer(jwt, ec);
+        // Past the hard threshold the refresh, parked or lost, is run by the
+        // caller: a JWT without waiting.
+        h.clock.advance(30min);
+        const std::string next(manager->get_token(ec).reveal());
+        CHECK_FALSE(ec);
+        CHECK(next != first);
+        CHECK(h.server.stats().reused_refresh_tokens == 0);
+        if (!failed) break;
+        REQUIRE(n < 5000);
+    }
+    CHECK(n > 3);
 }
