@@ -69,9 +69,10 @@ public:
     ~asio_transport();
 
     /// Sends `request` and waits for the whole response. On failure sets `ec`
-    /// (a tokmgr::errc; see `request_not_sent`) and `last_error()`. A 3xx sets
-    /// errc::unexpected_redirect (the response is still returned); other
-    /// statuses are not errors.
+    /// (a tokmgr::errc; see `request_not_sent`) and `last_error()`. Any
+    /// complete response is a success, whatever its status: the transport
+    /// never follows a redirect nor turns a status (3xx, 4xx, 5xx) into an
+    /// error; the caller judges the status.
     http_response send(const http_request& request, std::error_code& ec);
     /// As above; throws tokmgr::error whose text names the host and the failure.
     http_response send(const http_request& request);

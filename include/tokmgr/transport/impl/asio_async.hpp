@@ -300,15 +300,9 @@ private:
         const bool reusable = parser.keep_alive() && !surplus && !ec && s.options.keep_alive;
         if (reusable) s.connection_reusable = true;
         else s.drop_connection(true);
-        http_response response = parser.release();
-        if (response.status >= 300 && response.status < 400) {
-            const std::string status = std::to_string(response.status);
-            return finish(self, make_error_code(errc::unexpected_redirect),
-                          what_ + ": the server answered " + status +
-                              "; redirects are not followed, so check the base URL",
-                          std::move(response));
-        }
-        finish(self, {}, {}, std::move(response));
+        // Every status, 3xx included, is an answer: the caller judges
+        // statuses (the manager maps them to errors in one place).
+        finish(self, {}, {}, parser.release());
     }
 
     /// Failure before any byte of the request was written.
