@@ -678,6 +678,37 @@ TEST_CASE("async_send from a C++20 coroutine on the caller's io_context") {
 }
 #endif
 
+TEST_CASE("runs_on_executor tells which of send and async_send the transport serves") {
+    scripted_server server([](const received_request&) { return reply(200, "ok"); });
+
+    tokmgr::asio_transport blocking(plain_options(server.url()));
+    CHECK_FALSE(blocking.runs_on_executor());
+    std::error_code ec;
+    CHECK(blocking.send(post("/x", "{}"), ec).body == "ok");
+    CHECK_FALSE(ec);
+
+    asio::io_context io;
+    tokmgr::asio_transport on_executor(io.get_executor(), plain_options(server.url()));
+    CHECK(on_executor.runs_on_executor());
+    on_executor.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::invalid_configuration);
+    std::optional<std::error_code> async_result;
+    on_executor.async_send(post("/x", "{}"), [&](std::error_code e, tokmgr::http_response) { async_result = e; });
+    io.run();
+    REQUIRE(async_result);
+    CHECK_FALSE(*async_result);
+
+    // The answer follows the transport when it moves; the moved-from one serves neither.
+    tokmgr::asio_transport moved(std::move(on_executor));
+    CHECK(moved.runs_on_executor());
+    CHECK_FALSE(on_executor.runs_on_executor());  // NOLINT(bugprone-use-after-move): documented state
+    tokmgr::asio_transport_options bad_url;
+    bad_url.base_url = "ftp://x";
+    tokmgr::asio_transport constructed_failing(bad_url, ec);
+    CHECK(ec == errc::invalid_url);
+    CHECK_FALSE(constructed_failing.runs_on_executor());
+}
+
 TEST_CASE("async_send with a plain callback completes outside the initiating call") {
     scripted_server server([](const received_request&) { return reply(200, "cb"); });
     asio::io_context io;

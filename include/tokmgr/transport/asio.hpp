@@ -102,6 +102,12 @@ public:
 
     executor_type get_executor() const noexcept;
 
+    /// True for a transport constructed with an executor (its `async_send`
+    /// works, its `send` refuses); false for one with a private io_context
+    /// (its `send` works). Lets a caller choose at run time between the
+    /// blocking and the asynchronous way. False for a moved-from transport.
+    bool runs_on_executor() const noexcept;
+
 private:
     std::shared_ptr<detail::asio_transport_state> state_;
 };

@@ -189,4 +189,8 @@ TOKMGR_TRANSPORT_DECL asio_transport::executor_type asio_transport::get_executor
     return state_ ? state_->executor : executor_type();
 }
 
+TOKMGR_TRANSPORT_DECL bool asio_transport::runs_on_executor() const noexcept {
+    return state_ && !state_->owned_context;
+}
+
 }  // namespace tokmgr
