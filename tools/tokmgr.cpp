@@ -14,12 +14,16 @@ constexpr const char* usage_text =
     "usage:\n"
     "  tokmgr serve [--host H] [--port P] [--user NAME:PASSWORD]... [--api-key KEY]\n"
     "               [--jwt-ttl SECONDS] [--refresh-ttl SECONDS] [--tls-cert FILE --tls-key FILE]\n"
-    "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure]\n"
+    "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure] [--proxy URL]\n"
     "  tokmgr load  [--url URL] [--user NAME] --threads N --duration SECONDS --path PATH [--ca-file FILE]\n"
+    "               [--proxy URL]\n"
     "\n"
     "token and load read the password from TONIC_TEXTUAL_PASSWORD, else one line on stdin;\n"
     "--url defaults to TONIC_TEXTUAL_BASE_URL, else https://textual.tonic.ai; --user to\n"
     "TONIC_TEXTUAL_USERNAME.\n"
+    "--proxy http://[USER:PASSWORD@]HOST:PORT defaults to https_proxy / HTTPS_PROXY for https://\n"
+    "URLs, http_proxy for http://, then all_proxy / ALL_PROXY; no_proxy / NO_PROXY lists the\n"
+    "hosts reached directly. Prefer the variables for a proxy password: ps shows options.\n"
     "exit status: 0 ok, 1 other failure, 2 usage, 3 credentials or refresh token rejected,\n"
     "4 network or TLS failure, 5 protocol error.\n";
 

@@ -14,7 +14,7 @@ namespace tokmgr_cli {
 
 inline int run_token(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "ca-file"};
+    spec.valued = {"url", "user", "ca-file", "proxy"};
     spec.flags = {"insecure"};
     const auto args = parse_options(argc, argv, 2, spec, "token");
     auto options = transport_options(args);

@@ -316,7 +316,7 @@ inline bool select_proxy(const parsed_url& origin, std::string_view proxy_option
     const bool parsed = parse_proxy_url(chosen, out, ec, why);
     secure_clear(chosen);
     if (!parsed) {
-        why = "the proxy from " + source + " cannot be used: " + why;
+        why = "the proxy URL (from " + source + ") cannot be used: " + why;
         out = proxy_route{};
         return false;
     }
