@@ -13,6 +13,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -278,6 +279,34 @@ TEST_CASE("a proxy that closes before answering CONNECT, answers too much, or se
         CHECK(transport.last_error().detail.find(c.expected) != std::string::npos);
         CHECK(transport.last_error().detail.find(proxy.url()) != std::string::npos);
     }
+}
+
+TEST_CASE("async_send through a proxy: a tunnel on the caller's io_context, and a stalled CONNECT ended by its timer") {
+    asio::io_context io;
+    event_log events;
+    tokmgr::asio_transport transport(io.get_executor(), via(origin("verified"), proxy_url("open"), &events));
+    std::error_code result = make_error_code(errc::protocol_error);
+    tokmgr::http_response got;
+    transport.async_send(post("/api/async", "{}"), [&](std::error_code ec, tokmgr::http_response r) {
+        result = ec;
+        got = std::move(r);
+    });
+    io.run();
+    CHECK_MESSAGE(!result, transport.last_error().message());
+    CHECK(got.body.find("/textual/api/async") != std::string::npos);
+    CHECK(events.count(transport_event_kind::proxy_tunnel_opened) == 1);
+
+    scripted_server stalling([](const received_request&) { return script{stall()}; });
+    auto options = via("https://localhost:1/textual", stalling.url());
+    options.connect_timeout = 300ms;
+    asio::io_context io2;
+    tokmgr::asio_transport stalled(io2.get_executor(), options);
+    std::optional<std::error_code> timed_out;
+    stalled.async_send(post("/api/x", "{}"), [&](std::error_code ec, tokmgr::http_response) { timed_out = ec; });
+    io2.run_for(5s);
+    REQUIRE(timed_out);
+    CHECK(*timed_out == errc::connect_timeout);
+    CHECK(io2.stopped());  // no timer or socket left behind
 }
 
 TEST_CASE("an unusable proxy URL is refused at construction without repeating its password") {
