@@ -10,13 +10,16 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "scripted_server.hpp"
 #include "transport_test_support.hpp"
@@ -73,6 +76,86 @@ tokmgr::asio_transport_options via(const std::string& base_url, const std::strin
     options.use_environment_proxy = false;
     return options;
 }
+
+/// A CONNECT proxy that tunnels one connection to a loopback origin port
+/// (whatever the CONNECT names) and closes the tunnel when the test calls
+/// cut(): a proxy dropping the connection in the middle of an exchange.
+class cutting_proxy {
+public:
+    explicit cutting_proxy(unsigned short origin_port)
+        : acceptor_(io_, asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)), origin_port_(origin_port) {
+        thread_ = std::thread([this] { run(); });
+    }
+    cutting_proxy(const cutting_proxy&) = delete;
+    cutting_proxy& operator=(const cutting_proxy&) = delete;
+    ~cutting_proxy() {
+        cut();
+        // Unblocks an accept still waiting (the client never came) with a
+        // connection that closes at once; harmless once one was accepted.
+        try {
+            asio::io_context wake_io;
+            asio::ip::tcp::socket wake(wake_io);
+            wake.connect(acceptor_.local_endpoint());
+        } catch (const std::exception&) {
+        }
+        thread_.join();
+    }
+
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()); }
+
+    /// Closes both sides of the tunnel (shutdown(2) is safe from another
+    /// thread; it wakes the relays blocked in a read).
+    void cut() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        cut_ = true;
+        for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+
+private:
+    void run() {
+        try {
+            asio::ip::tcp::socket client(io_);
+            acceptor_.accept(client);
+            std::string head;
+            asio::read_until(client, asio::dynamic_buffer(head), "\r\n\r\n");
+            asio::ip::tcp::socket origin(io_);
+            origin.connect(asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), origin_port_));
+            asio::write(client, asio::buffer(std::string("HTTP/1.1 200 Connection established\r\n\r\n")));
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                fds_ = {client.native_handle(), origin.native_handle()};
+                if (cut_)
+                    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+            }
+            std::thread upstream([&] { relay(client, origin); });
+            relay(origin, client);
+            upstream.join();
+            std::lock_guard<std::mutex> lock(mutex_);
+            fds_.clear();
+        } catch (const std::exception&) {
+        }
+    }
+
+    static void relay(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to) {
+        std::array<char, 4096> buffer;
+        std::error_code ec;
+        while (true) {
+            const std::size_t n = from.read_some(asio::buffer(buffer), ec);
+            if (ec) break;
+            asio::write(to, asio::buffer(buffer.data(), n), ec);
+            if (ec) break;
+        }
+        to.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    }
+
+    asio::io_context io_;
+    asio::ip::tcp::acceptor acceptor_;
+    unsigned short origin_port_;
+    std::mutex mutex_;
+    std::vector<int> fds_;
+    bool cut_ = false;
+    std::thread thread_;
+};
 
 }  // namespace
 
@@ -250,6 +333,26 @@ TEST_CASE("a proxy that closes the tunnel before TLS finishes: a handshake failu
     CHECK(ec == errc::tls_handshake_failed);
     CHECK(tokmgr::request_not_sent(ec));
     CHECK(events.count(transport_event_kind::proxy_tunnel_opened) == 1);
+    CHECK(transport.last_error().detail.find("through the proxy " + proxy.url()) != std::string::npos);
+}
+
+TEST_CASE("a proxy that closes the tunnel while the answer is awaited: 'maybe sent', naming the proxy") {
+    scripted_server server([](const received_request&) { return script{stall()}; }, server_tls("localhost"));
+    cutting_proxy proxy(server.port());
+    event_log events;
+    tokmgr::asio_transport transport(via(server.url("/textual"), proxy.url(), &events));
+    // Cut once the request has crossed the tunnel and reached the server.
+    std::thread cutter([&] {
+        for (int i = 0; i < 500 && server.requests() == 0; ++i) std::this_thread::sleep_for(10ms);
+        proxy.cut();
+    });
+    std::error_code ec;
+    transport.send(post("/api/auth/token_refresh", R"({"refreshToken":"r1"})"), ec);
+    cutter.join();
+    CHECK(events.count(transport_event_kind::proxy_tunnel_opened) == 1);
+    CHECK(server.requests() == 1);
+    CHECK(ec == errc::connection_failed);
+    CHECK_FALSE(tokmgr::request_not_sent(ec));  // it reached the server: a refresh token may be spent
     CHECK(transport.last_error().detail.find("through the proxy " + proxy.url()) != std::string::npos);
 }
 
