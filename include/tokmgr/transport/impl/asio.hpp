@@ -59,8 +59,12 @@ inline std::shared_ptr<asio_transport_state> make_transport_state(std::unique_pt
                                      "max_idle for " + state->endpoint + " must be positive"};
         return state;
     }
-    if (!select_proxy(state->url, o.proxy, o.no_proxy, o.use_environment_proxy, process_environment, state->proxy,
-                      ec, why)) {
+    const bool proxy_usable = select_proxy(state->url, o.proxy, o.no_proxy, o.use_environment_proxy,
+                                           process_environment, state->proxy, ec, why);
+    // The URL may carry the proxy's password; from here on only the route's
+    // secret holds it.
+    secure_clear(state->options.proxy);
+    if (!proxy_usable) {
         state->construction_error = {ec, "the transport for " + state->endpoint + ": " + why};
         return state;
     }
