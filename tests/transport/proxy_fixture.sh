@@ -59,7 +59,8 @@ start_proxies() {
             echo "MaxClients 20"
             echo "LogLevel Info"
             echo "LogFile \"$run/$name.log\""
-            echo "PidFile \"$run/$name.pid\""
+            # Its own pid file, apart from ours: it refuses to start when the file exists.
+            echo "PidFile \"$run/$name.tinyproxy.pid\""
             echo "Allow 127.0.0.1"
             echo "DisableViaHeader Yes"
             case $name in
@@ -67,6 +68,8 @@ start_proxies() {
             refusing) echo "ConnectPort 1" ;;
             esac
         } > "$run/$name.conf"
+        # A fresh log every run: the tests read it to see what went through.
+        rm -f "$run/$name.log" "$run/$name.tinyproxy.pid"
         "${TOKMGR_TINYPROXY:-tinyproxy}" -d -c "$run/$name.conf" </dev/null >"$run/$name.out" 2>&1 &
         echo $! > "$run/$name.pid"
         port=$((port + 1))
@@ -88,7 +91,8 @@ start_proxies() {
 
     # The watchdog: detached from ctest's pipes so ctest does not wait for it.
     owner=$PPID
-    started=$(cat "$run"/*.pid | tr '\n' ' ')
+    ours() { for name in $names; do echo "$run/$name.pid"; done; }
+    started=$(cat $(ours) | tr '\n' ' ')
     (
         deadline=900
         while [ "$deadline" -gt 0 ] && kill -0 "$owner" 2>/dev/null; do
@@ -97,7 +101,7 @@ start_proxies() {
         done
         # Only the instances this run started: a later run may have its own.
         for pid in $started; do
-            grep -qx "$pid" "$run"/*.pid 2>/dev/null && kill "$pid" 2>/dev/null
+            grep -qx "$pid" $(ours) 2>/dev/null && kill "$pid" 2>/dev/null
         done
         true
     ) </dev/null >/dev/null 2>&1 &
