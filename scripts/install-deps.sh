@@ -10,6 +10,7 @@ packages=(
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
+  tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
 )
 
 missing=()

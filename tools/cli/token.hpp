@@ -60,7 +60,7 @@ inline int run_token_with_store(const parsed_options& args, const std::string& p
 
 inline int run_token(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "ca-file", "store", "lease-wait"};
+    spec.valued = {"url", "user", "ca-file", "store", "lease-wait", "proxy"};
     spec.flags = {"insecure"};
     const auto args = parse_options(argc, argv, 2, spec, "token");
     if (auto store = args.get("store")) {
