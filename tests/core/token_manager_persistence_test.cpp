@@ -347,3 +347,18 @@ TEST_CASE("persistence: many threads, a moving clock and faults in every policy:
     CHECK(h.server.stats().reused_refresh_tokens == 0);
     CHECK(h.transport.calls() > 10);  // the clock moved across many expiries
 }
+
+TEST_CASE("persistence: last_error() is empty after a success, also when the first load had failed") {
+    test::harness h;
+    test::shared_store store;
+    store.shared().fail_load_at = 1;  // the constructor's load
+    auto manager = std::make_unique<test::store_manager>(
+        h.transport, tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)}, h.options, h.clock, store,
+        test::faulty_json());
+    CHECK(manager->last_error().code == tokmgr::errc::storage_failed);  // said until something succeeds
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    REQUIRE_FALSE(ec);
+    // "The most recent failure ...; empty after a success."
+    CHECK_FALSE(manager->last_error());
+}
