@@ -803,3 +803,17 @@ TEST_CASE("session: a backoff of days does not overflow after many consecutive f
         t += delay;
     }
 }
+
+TEST_CASE("session: a stored set received before 1733 is ancient, not fresh") {
+    // wall_now - received_at overflows 64-bit nanoseconds for such a time (a
+    // corrupt or hostile store; the file and Redis stores parse it from
+    // text), and must not wrap into "received just now".
+    for (const auto received : {std::chrono::system_clock::time_point::min(),
+                                std::chrono::system_clock::time_point(std::chrono::hours(-24 * 365 * 270))}) {
+        fixture f;
+        const std::int64_t now = ns(1h);
+        CHECK_FALSE(f.s->on_stored(f.stored_set("ancient", "rt-ancient", 1, received), now, f.wall(now)));
+        CHECK_FALSE(f.s->current());
+        CHECK_FALSE(f.s->has_refresh_token(now));
+    }
+}
