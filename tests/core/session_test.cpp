@@ -817,3 +817,16 @@ TEST_CASE("session: a stored set received before 1733 is ancient, not fresh") {
         CHECK_FALSE(f.s->has_refresh_token(now));
     }
 }
+
+TEST_CASE("session: a huge Retry-After is capped at max_retry_after, not wrapped into a short delay") {
+    // parse_retry_after accepts up to 12 digits (and IMF dates up to 9999):
+    // in nanoseconds such a value does not fit in 64 bits.
+    for (const std::chrono::seconds told : {std::chrono::seconds(999999999999), std::chrono::seconds(9300000000),
+                                            std::chrono::seconds(250000000000)}) {
+        CAPTURE(told.count());
+        fixture f;
+        const std::int64_t delay = delay_after_retry_after(f, tokmgr::errc::rate_limited, told);
+        CHECK(delay >= ns(f.options.max_retry_after));
+        CHECK(delay <= ns(f.options.max_retry_after) * 11 / 10);
+    }
+}
