@@ -1048,6 +1048,7 @@ private:
                 return;
             }
             result = session_.end_flight(now_ns());
+            if (result && !session_.last_error()) last_load_error_ = {};
             in_flight_.reset();
             publication_.fetch_add(1, std::memory_order_release);
         }
@@ -1059,6 +1060,7 @@ private:
     /// own lock, and async waiters post).
     std::shared_ptr<const snapshot> end_flight_locked(const std::shared_ptr<flight>& pending) noexcept {
         std::shared_ptr<const snapshot> result = session_.end_flight(now_ns());
+        if (result && !session_.last_error()) last_load_error_ = {};  // "empty after a success"
         if (in_flight_ == pending) in_flight_.reset();
         publication_.fetch_add(1, std::memory_order_release);
         error_info why = result ? error_info{} : session_.last_error();
