@@ -835,3 +835,19 @@ TEST_CASE("SOLAR_AUTH_RPM_LIMIT from the environment, options over it, invalid v
         CHECK(error.detail.find("SOLAR_AUTH_RPM_LIMIT") != std::string::npos);
     }
 }
+
+TEST_CASE("user names must be UTF-8, and a UTF-8 subject round-trips through a signed JWT (found by fuzzing)") {
+    server_options options;
+    options.users.emplace("na\xefve", tokmgr::secret("pw"));  // Latin-1, not UTF-8
+    settings out;
+    tokmgr::error_info error;
+    CHECK_FALSE(resolve_settings(options, out, error));
+    CHECK(error.code == tokmgr::errc::invalid_configuration);
+    CHECK(error.detail.find("UTF-8") != std::string::npos);
+
+    const std::string subject = "na\xc3\xafve \xf0\x9f\x94\x91 \"q\" \\ \x01";
+    const std::string token = sign_hs256("key", {subject, 1000, 1060, "id"});
+    const auto check = verify_hs256(token, "key", 1000);
+    CHECK(check.status == jwt_status::valid);
+    CHECK(check.subject == subject);
+}

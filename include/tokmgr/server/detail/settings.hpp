@@ -2,6 +2,8 @@
 // environment into the values the server runs with, or says what is wrong.
 #pragma once
 
+#include <simdjson.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -133,6 +135,15 @@ inline bool resolve_settings(const server_options& options, settings& out, error
         tokmgr::detail::secure_clear(key);
     }
 
+    for (const auto& user : options.users) {
+        // Logins arrive as JSON, which is UTF-8: any other name could never
+        // log in, and would be signed into a JWT that is not valid JSON.
+        if (user.first.empty() || !simdjson::validate_utf8(user.first.data(), user.first.size())) {
+            error.code = make_error_code(errc::invalid_configuration);
+            error.detail = "a user name is empty or not valid UTF-8";
+            return false;
+        }
+    }
     if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
         error.code = make_error_code(errc::invalid_configuration);
         error.detail = "TLS needs both a certificate file and a private key file";
