@@ -10,6 +10,7 @@ packages=(
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
+  clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh
 )
 
 missing=()
