@@ -173,13 +173,14 @@ TEST_CASE("over the wire: bare LF answers 400 at once, a wrong Content-Type 415,
     reference_server server(options);
     server.start();
 
-    test_client bare_lf(server.port(), nullptr, 3s);
+    test_client bare_lf(server.port(), nullptr, 10s);
     const auto started = std::chrono::steady_clock::now();
     bare_lf.send("GET /api/datasets HTTP/1.1\nHost: 127.0.0.1\n");  // no blank line: nothing to wait for
     auto r = bare_lf.read_response();
     REQUIRE(r);
     CHECK(r->status == 400);
-    CHECK(std::chrono::steady_clock::now() - started < 2s);
+    // Far below the 10 s request timeout it used to wait for (generous: loaded CI).
+    CHECK(std::chrono::steady_clock::now() - started < 5s);
     CHECK(bare_lf.closed_by_peer());
 
     test_client client(server.port());
@@ -212,23 +213,23 @@ TEST_CASE("connection caps: a client over its quota is refused, another address 
     reference_server server(options);
     server.start();
     std::vector<std::unique_ptr<test_client>> held;
-    for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<test_client>(server.port(), nullptr, 3s, "127.0.0.2"));
-    test_client over(server.port(), nullptr, 3s, "127.0.0.2");
+    for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<test_client>(server.port(), nullptr, 10s, "127.0.0.2"));
+    test_client over(server.port(), nullptr, 10s, "127.0.0.2");
     auto refused = over.read_response();
     if (refused) CHECK(refused->status == 503);  // or reset before it could be read
     CHECK(over.closed_by_peer());
 
-    test_client honest(server.port(), nullptr, 3s, "127.0.0.1");
+    test_client honest(server.port(), nullptr, 10s, "127.0.0.1");
     auto r = honest.request("POST", "/api/auth/login", alice_login);
     REQUIRE(r);
     CHECK(r->status == 200);
     CHECK(server.stats().connections_refused == 1);
 
     held.clear();  // slots come back when the server sees the closes
-    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
     bool served = false;
     while (!served && std::chrono::steady_clock::now() < deadline) {
-        test_client again(server.port(), nullptr, 3s, "127.0.0.2");
+        test_client again(server.port(), nullptr, 10s, "127.0.0.2");
         auto answer = again.request("GET", "/nothing");
         served = answer && answer->status == 404;
         if (!served) std::this_thread::sleep_for(50ms);
