@@ -47,9 +47,11 @@ for target in $targets; do
   status=0
   # -max_len: the largest input a parser here meets in one piece is far
   # smaller than the 1 MiB body cap, and short inputs mutate faster.
-  # -timeout: any single input that takes 10 s is a finding (a hang).
+  # -timeout: any single input that takes 30 s is a finding (a hang); less
+  # would report a process starved of CPU on a loaded machine (seen at 10 s
+  # with a 64 ms input under load average 14).
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    "$build/tests/fuzz/fuzz_$target" "${budget[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    "$build/tests/fuzz/fuzz_$target" "${budget[@]}" -max_len=4096 -timeout=30 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$build/artifacts/$target-" "$work" "tests/fuzz/corpus/$target" \
       >"$log" 2>&1 || status=$?
   seconds=$(( $(date +%s) - started ))
