@@ -14,6 +14,7 @@ constexpr const char* usage_text =
     "usage:\n"
     "  tokmgr serve [--host H] [--port P] [--user NAME:PASSWORD]... [--api-key KEY]\n"
     "               [--jwt-ttl SECONDS] [--refresh-ttl SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+    "               [--auth-rpm-limit N] [--max-connections N] [--max-connections-per-client N]\n"
     "               [--auth-delay-ms MS]\n"
     "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure] [--proxy URL]\n"
     "               [--store PATH [--lease-wait SECONDS]]\n"

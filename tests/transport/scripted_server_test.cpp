@@ -170,6 +170,27 @@ TEST_CASE("malformed answers are protocol errors") {
     }
 }
 
+TEST_CASE("Content-Length with Transfer-Encoding is an error, and nothing of that connection is reused") {
+    // RFC 9112 §6.3: such a message "ought to be handled as an error"; what
+    // follows it on the connection may be a smuggled response.
+    std::atomic<int> answered{0};
+    scripted_server server([&answered](const received_request&) {
+        if (++answered == 1)
+            return script{send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"),
+                          stall()};
+        return reply(200, "honest");
+    });
+    tokmgr::asio_transport transport(plain_options(server.url()));
+    std::error_code ec;
+    transport.send(post("/x", "{}"), ec);
+    CHECK(ec == errc::protocol_error);
+    const auto next = transport.send(post("/x", "{}"), ec);
+    CHECK_FALSE(ec);
+    CHECK(next.body == "honest");
+    CHECK(server.connections() == 2);
+}
+
 TEST_CASE("oversized headers and bodies are refused with their own error, without reading the rest") {
     SUBCASE("headers") {
         scripted_server server([](const received_request&) {
