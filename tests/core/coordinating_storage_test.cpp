@@ -329,3 +329,24 @@ TEST_CASE("a private session rejoins a set another process wrote while it was aw
     CHECK(h.server.stats().reused_refresh_tokens == 0);
     CHECK(h.server.stats().rejected_refreshes == 0);
 }
+
+TEST_CASE("a store that goes down just before the hard threshold: past it, a private login, not the failed attempt's error") {
+    test::harness h;
+    h.options.backoff_initial = 20s;  // a backoff that would outlast the JWT
+    h.options.backoff_max = 40s;
+    tokmgr::testing::shared_storage store;
+    auto manager = make_shared_manager(h, store);
+    const std::string first(manager->get_token().reveal());
+    const auto hard = tokmgr::schedule_for(30min, h.options, 0).hard;
+    store.set_down(true);
+    h.clock.advance(hard - 2s);  // soft-expired: the refresh fails on the store, nothing is sent
+    CHECK(manager->get_token().reveal() == first);
+    CHECK(manager->last_error().code == tokmgr::errc::storage_failed);
+    h.clock.advance(3s);  // past the hard threshold, still inside the 10-20 s backoff
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);  // a private login, not the storage error
+    CHECK(h.server.stats().logins == 2);
+    CHECK(h.server.stats().refreshes == 0);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+}

@@ -250,7 +250,13 @@ public:
     /// The storage could not record the mark: nothing is sent, the refresh
     /// token stays usable, and the flight ends with `why` (the current JWT is
     /// served until its hard threshold).
-    void on_mark_failed(const error_info& why, std::int64_t now) { fail_attempt(why, std::nullopt, now); }
+    /// Nothing reached the server, so its backoff must not outlast the JWT:
+    /// at the hard threshold the next caller tries again (and, if the store
+    /// is still down, logs in privately) instead of getting this error.
+    void on_mark_failed(const error_info& why, std::int64_t now) {
+        fail_attempt(why, std::nullopt, now);
+        if (current_ && current_->hard_ns > now) next_attempt_ns_ = std::min(next_attempt_ns_, current_->hard_ns);
+    }
 
     /// The answer to the request `next_request` planned.
     answer_step on_answer(answer reply, std::int64_t now) {
