@@ -79,52 +79,47 @@ tokmgr::manager_options bench_options() {
     return options;
 }
 
-/// The first login, untimed. (A synchronous get_token here would wait for a
-/// flight that only io.run() can carry.)
-void log_in(async_manager& manager, asio::io_context& io) {
-    manager.async_get_token([](std::error_code, tokmgr::token_handle) {});
-    io.run();
-    io.restart();
-}
-
-void fast_path_awaitable(benchmark::State& state) {
-    asio::io_context io(1);
+/// One io_context, an asynchronous manager on it, the first login done
+/// (untimed). A synchronous get_token there would wait for a flight that
+/// only io.run() can carry, so the login is awaited.
+struct setup {
+    asio::io_context io{1};
     tokmgr_bench::counting_transport::state transport_state;
     tokmgr::testing::manual_clock clock;
-    async_manager manager(timer_transport(io.get_executor(), transport_state), {"svc", tokmgr::secret("pw")},
-                          bench_options(), clock);
-    log_in(manager, io);
+    async_manager manager{timer_transport(io.get_executor(), transport_state), {"svc", tokmgr::secret("pw")},
+                          bench_options(), clock};
+
+    explicit setup(std::chrono::microseconds delay = std::chrono::microseconds(0)) {
+        transport_state.delay = delay;
+        manager.async_get_token([](std::error_code, tokmgr::token_handle) {});
+        io.run();
+        io.restart();
+    }
+};
+
+void fast_path_awaitable(benchmark::State& state) {
+    setup s;
     asio::co_spawn(
-        io,
+        s.io,
         [&]() -> asio::awaitable<void> {
             for (auto _ : state) {
-                tokmgr::token_handle h = co_await manager.async_get_token(asio::use_awaitable);
+                tokmgr::token_handle h = co_await s.manager.async_get_token(asio::use_awaitable);
                 benchmark::DoNotOptimize(h);
             }
         },
         asio::detached);
-    io.run();
+    s.io.run();
 }
 
 void fast_path_sync(benchmark::State& state) {
-    asio::io_context io(1);
-    tokmgr_bench::counting_transport::state transport_state;
-    tokmgr::testing::manual_clock clock;
-    async_manager manager(timer_transport(io.get_executor(), transport_state), {"svc", tokmgr::secret("pw")},
-                          bench_options(), clock);
-    log_in(manager, io);
-    for (auto _ : state) benchmark::DoNotOptimize(manager.get_token());
+    setup s;
+    for (auto _ : state) benchmark::DoNotOptimize(s.manager.get_token());
 }
 
 void crowd(benchmark::State& state) {
     const int size = static_cast<int>(state.range(0));
-    asio::io_context io(1);
-    tokmgr_bench::counting_transport::state transport_state;
-    transport_state.delay = std::chrono::milliseconds(1);
-    tokmgr::testing::manual_clock clock;
-    async_manager manager(timer_transport(io.get_executor(), transport_state), {"svc", tokmgr::secret("pw")},
-                          bench_options(), clock);
-    log_in(manager, io);
+    setup s(std::chrono::milliseconds(1));
+    auto& [io, transport_state, clock, manager] = s;
     std::vector<double> last_us;
     std::uint64_t failures = 0;
     const auto calls_before = transport_state.calls.load();

@@ -32,6 +32,30 @@ std::unique_ptr<shared_manager> make_shared_manager(test::harness& h, tokmgr::te
                                             h.options, h.clock, store);
 }
 
+
+/// Each manager called from a thread of its own, `calls` times per round,
+/// for ten rounds with the clock moved past the hard threshold after each:
+/// the number of calls that got no JWT.
+template <class Managers>
+int call_across_ten_expiries(test::harness& h, Managers& managers, int calls) {
+    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
+    std::atomic<int> failures{0};
+    for (int expiry = 0; expiry < 10; ++expiry) {
+        std::vector<std::thread> callers;
+        for (auto& manager : managers) {
+            callers.emplace_back([&] {
+                for (int call = 0; call < calls; ++call) {
+                    std::error_code ec;
+                    if (manager->get_token(ec).empty() || ec) ++failures;
+                }
+            });
+        }
+        for (auto& t : callers) t.join();
+        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
+    }
+    return failures;
+}
+
 }  // namespace
 
 /// A fresh directory for file_storage tests, removed afterwards.
@@ -59,23 +83,8 @@ TEST_CASE("four managers on one coordinating store, called from four threads acr
     tokmgr::testing::shared_storage store;
     std::vector<std::unique_ptr<shared_manager>> managers;
     for (int i = 0; i < 4; ++i) managers.push_back(make_shared_manager(h, store));
-    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
-    std::atomic<int> failures{0};
-    for (int expiry = 0; expiry < 10; ++expiry) {
-        std::vector<std::thread> callers;
-        for (auto& manager : managers) {
-            callers.emplace_back([&] {
-                for (int call = 0; call < 50; ++call) {
-                    std::error_code ec;
-                    if (manager->get_token(ec).empty() || ec) ++failures;
-                }
-            });
-        }
-        for (auto& t : callers) t.join();
-        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
-    }
+    CHECK(call_across_ten_expiries(h, managers, 50) == 0);
     const auto stats = h.server.stats();
-    CHECK(failures == 0);
     CHECK(stats.reused_refresh_tokens == 0);
     CHECK(stats.rejected_refreshes == 0);
     CHECK(stats.logins == 1);
@@ -186,22 +195,7 @@ TEST_CASE("file_storage: four managers on one file across ten expiries, and a re
     };
     std::vector<std::unique_ptr<file_manager>> managers;
     for (int i = 0; i < 4; ++i) managers.push_back(make());
-    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
-    std::atomic<int> failures{0};
-    for (int expiry = 0; expiry < 10; ++expiry) {
-        std::vector<std::thread> callers;
-        for (auto& manager : managers) {
-            callers.emplace_back([&] {
-                for (int call = 0; call < 20; ++call) {
-                    std::error_code ec;
-                    if (manager->get_token(ec).empty() || ec) ++failures;
-                }
-            });
-        }
-        for (auto& t : callers) t.join();
-        h.clock.advance(step + 1s);
-    }
-    CHECK(failures == 0);
+    CHECK(call_across_ten_expiries(h, managers, 20) == 0);
     CHECK(h.server.stats().reused_refresh_tokens == 0);
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refreshes == 9);
