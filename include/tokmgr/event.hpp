@@ -17,6 +17,13 @@ enum class event_kind {
     refresh_succeeded,
     refresh_failed,
     invalidated,  ///< invalidate() retired the current JWT
+    /// The storage could not be reached past the JWT's hard threshold: this
+    /// process logs in on its own and keeps that set in memory (`error` says
+    /// why the store failed).
+    private_session_started,
+    /// The storage answers again and the private set was replaced by the
+    /// shared one (or became it).
+    private_session_ended,
 };
 
 struct event {
@@ -35,6 +42,8 @@ inline const char* to_string(event_kind kind) noexcept {
     case event_kind::refresh_succeeded: return "refresh_succeeded";
     case event_kind::refresh_failed: return "refresh_failed";
     case event_kind::invalidated: return "invalidated";
+    case event_kind::private_session_started: return "private_session_started";
+    case event_kind::private_session_ended: return "private_session_ended";
     }
     return "unknown";
 }

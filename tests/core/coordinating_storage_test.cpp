@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -249,4 +251,81 @@ TEST_CASE("file_storage: a corrupt file is moved aside and the manager logs in a
     auto restarted = make();
     CHECK(restarted->get_token().reveal() == manager->get_token().reveal());
     CHECK(h.server.stats().logins == 2);
+}
+
+TEST_CASE("a store that is down: the JWT is served to its hard threshold, then a private login; never the shared token") {
+    test::harness h;
+    std::vector<tokmgr::event_kind> events;
+    std::mutex events_mutex;
+    h.options.on_event = [&](const tokmgr::event& e) {
+        std::lock_guard<std::mutex> lock(events_mutex);
+        events.push_back(e.kind);
+    };
+    tokmgr::testing::shared_storage store;
+    auto a = make_shared_manager(h, store);
+    const std::string first(a->get_token().reveal());
+    store.set_down(true);
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);
+    CHECK(a->get_token().reveal() == first);  // soft-expired: the shared token cannot be marked, so it is not sent
+    CHECK(h.server.stats().refreshes == 0);
+    h.clock.advance(10min);  // past the hard threshold
+    std::error_code ec;
+    const std::string privately(a->get_token(ec).reveal());
+    CHECK_FALSE(ec);  // no caller error while a JWT can be had from the server
+    CHECK(privately != first);
+    CHECK(h.server.stats().logins == 2);
+    CHECK(h.server.stats().refreshes == 0);
+    {
+        std::lock_guard<std::mutex> lock(events_mutex);
+        CHECK(std::count(events.begin(), events.end(), tokmgr::event_kind::private_session_started) == 1);
+    }
+    // Still down at the next expiry: the private refresh token (nobody else
+    // has it) is refreshed without a mark.
+    h.clock.advance(29min);
+    CHECK(a->get_token(ec).reveal() != privately);
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().refreshes == 1);
+    CHECK(h.server.stats().logins == 2);
+
+    // The store is back and still holds the set from before: the private
+    // family becomes the shared one at the next refresh.
+    store.set_down(false);
+    h.clock.advance(29min);
+    CHECK_FALSE(a->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().refreshes == 2);
+    {
+        std::lock_guard<std::mutex> lock(events_mutex);
+        CHECK(std::count(events.begin(), events.end(), tokmgr::event_kind::private_session_ended) == 1);
+    }
+    auto b = make_shared_manager(h, store);  // a process that starts now shares it
+    CHECK(b->get_token().reveal() == a->get_token().reveal());
+    CHECK(h.server.stats().logins == 2);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().rejected_refreshes == 0);
+}
+
+TEST_CASE("a private session rejoins a set another process wrote while it was away, and drops its own family") {
+    test::harness h;
+    tokmgr::testing::shared_storage store;
+    auto a = make_shared_manager(h, store);
+    auto b = make_shared_manager(h, store);
+    a->get_token();
+    b->get_token();  // adopts a's set
+    store.set_down(true);
+    h.clock.advance(30min);
+    std::error_code ec;
+    const std::string a_private(a->get_token(ec).reveal());  // a: private login
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().logins == 2);
+    store.set_down(false);
+    h.clock.advance(1s);
+    const std::string b_jwt(b->get_token(ec).reveal());  // b: refreshes the shared token (marked first)
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().refreshes == 1);
+    h.clock.advance(29min);  // a is due: it finds b's newer set and takes it
+    CHECK(a->get_token(ec).reveal() == b->get_token().reveal());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().rejected_refreshes == 0);
 }

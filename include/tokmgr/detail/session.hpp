@@ -105,6 +105,25 @@ public:
     bool has_refresh_token(std::int64_t now) const noexcept {
         return !refresh_token_.empty() && now < refresh_hard_ns_;
     }
+    /// The refresh token was never stored (a private session, or a store
+    /// that failed to keep the new pair): nobody else can hold it, so it may
+    /// be sent without a spent mark while the store is unavailable.
+    bool refresh_is_private() const noexcept { return private_; }
+
+    /// The store cannot be reached and no JWT may be served: never send the
+    /// shared refresh token (it cannot be marked spent); the next request is
+    /// a login for this process alone. `store_generation` is what the store
+    /// held when it was last seen: a newer set there later is the shared
+    /// session to rejoin.
+    void go_private(std::uint64_t store_generation) noexcept {
+        if (!private_) left_at_ = store_generation;
+        private_ = true;
+        refresh_token_.clear();
+    }
+
+    /// The store kept the set this flight produced: the session is shared
+    /// again. True when that ended a private session.
+    bool on_persisted() noexcept { return std::exchange(private_, false); }
 
     // ---- callers -----------------------------------------------------------
 
@@ -162,7 +181,11 @@ public:
     /// without a request.
     bool on_stored(const std::optional<token_set>& stored, std::int64_t now,
                    std::chrono::system_clock::time_point wall_now) {
-        if (!stored || stored->generation <= generation_) return false;
+        // A private session rejoins any set written since it left, even one
+        // whose generation its own private rotations have overtaken.
+        const bool rejoin = private_ && stored && stored->generation > left_at_;
+        if (!stored || (stored->generation <= generation_ && !rejoin)) return false;
+        private_ = false;
         using namespace std::chrono;
         // A set "received" in the future (a wall clock stepped back, another
         // host's clock ahead) counts as received now, never as younger.
@@ -293,8 +316,12 @@ public:
     }
 
     /// The storage failed to keep a set the flight produced; the set is still
-    /// used in memory, and `last_error` says so.
-    void on_persist_failed(const error_info& why) { last_error_ = why; }
+    /// used in memory — privately, since no other process can know it — and
+    /// `last_error` says so.
+    void on_persist_failed(const error_info& why, std::uint64_t store_generation) {
+        last_error_ = why;
+        go_private_keeping_token(store_generation);
+    }
 
     /// Ends the flight with a failure that is nobody's answer (a throwing
     /// policy, an allocation failure): backoff as for any failed attempt.
@@ -386,6 +413,13 @@ private:
     std::chrono::system_clock::time_point received_wall_{};
     std::chrono::seconds jwt_lifetime_{0};
 
+    void go_private_keeping_token(std::uint64_t store_generation) noexcept {
+        if (!private_) left_at_ = store_generation;
+        private_ = true;
+    }
+
+    bool private_ = false;
+    std::uint64_t left_at_ = 0;
     bool in_flight_ = false;
     int consecutive_failures_ = 0;
     std::int64_t next_attempt_ns_ = 0;

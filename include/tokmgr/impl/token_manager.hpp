@@ -700,23 +700,32 @@ private:
             return std::nullopt;
         }
         try {
+            std::optional<error_info> unavailable;  // the store cannot be used for this flight
             if (error_info why = take_lease(lease_wait)) {
-                std::lock_guard<std::mutex> lock(mutex_);
-                session_.on_mark_failed(why, now_ns());  // nothing was sent or spent
-                end_flight_locked(pending);
-                return std::nullopt;
+                if (why.code == errc::lease_timeout) {
+                    // Another holder is at work: its set will be there soon.
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    session_.on_mark_failed(why, now_ns());  // nothing was sent or spent
+                    end_flight_locked(pending);
+                    return std::nullopt;
+                }
+                unavailable = std::move(why);
             }
             std::error_code ec;
             std::optional<token_set> stored;
-            try {
-                stored = storage_.load(ec);
-            } catch (...) {
-                ec = make_error_code(errc::storage_failed);
+            if (!unavailable) {
+                try {
+                    stored = storage_.load(ec);
+                } catch (...) {
+                    ec = make_error_code(errc::storage_failed);
+                }
             }
             request_plan plan;
+            bool was_private = false, rejoined = false;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                if (!ec) store_generation_ = stored ? stored->generation : 0;
+                was_private = session_.refresh_is_private();
+                if (!unavailable && !ec) store_generation_ = stored ? stored->generation : 0;
                 if (ec == errc::storage_corrupt) {
                     // Moved aside, so the store is empty now; whatever it
                     // held may have spent our refresh token: log in.
@@ -724,33 +733,47 @@ private:
                     session_.forget_refresh_token();
                     ec.clear();
                 }
-                // A store that cannot be read may hide a spent mark: do not
-                // send a refresh token this manager cannot check.
-                if (ec) {
-                    const error_info why{ec, "reading the stored token set before a refresh" + storage_detail()};
-                    if (session_.has_refresh_token(now_ns())) {
-                        session_.on_mark_failed(why, now_ns());
+                if (ec) unavailable = error_info{ec, "reading the stored token set before a refresh" + storage_detail()};
+                if (unavailable) {
+                    if (!plan_without_store_locked(*unavailable, plan)) {
                         end_flight_locked(pending);
                         return std::nullopt;
                     }
-                } else if (session_.on_stored(stored, now_ns(), clock_.wall_now())) {
-                    end_flight_locked(pending);  // another writer rotated: nothing to send
-                    return std::nullopt;
+                } else {
+                    const bool adopted = session_.on_stored(stored, now_ns(), clock_.wall_now());
+                    rejoined = was_private && !session_.refresh_is_private();
+                    if (adopted) {
+                        end_flight_locked(pending);  // another writer rotated: nothing to send
+                        if (rejoined) emit({event_kind::private_session_ended, {}, session_.generation(), {}});
+                        return std::nullopt;
+                    }
+                    plan = session_.next_request(now_ns());
                 }
-                plan = session_.next_request(now_ns());
             }
-            if (plan.refresh) {
+            if (rejoined) emit({event_kind::private_session_ended, {}, generation_now(), {}});
+            if (unavailable && !was_private && !plan.refresh)
+                emit({event_kind::private_session_started, unavailable->code, generation_now(), {}});
+            if (plan.refresh && !plan.spent_mark) {
+                // A private refresh token: nobody else holds it, so it goes
+                // out without a mark while the store is unavailable.
+                std::lock_guard<std::mutex> lock(mutex_);
+                session_.on_marked(session_.generation());
+            } else if (plan.refresh) {
                 std::error_code mark_error;
                 const bool marked = write(*plan.spent_mark, mark_error);
                 std::lock_guard<std::mutex> lock(mutex_);
                 if (mark_error) {
-                    session_.on_mark_failed(
-                        {mark_error, "storing the spent mark before a refresh (nothing was sent)" + storage_detail()},
-                        now_ns());
-                    end_flight_locked(pending);
-                    return std::nullopt;
-                }
-                if (!marked) {
+                    const error_info why{mark_error,
+                                         "storing the spent mark before a refresh (nothing was sent)" + storage_detail()};
+                    // The shared token cannot be marked, so it is not sent.
+                    request_plan fallback;
+                    if (!plan_without_store_locked(why, fallback) || fallback.refresh) {
+                        if (fallback.refresh) session_.on_mark_failed(why, now_ns());
+                        end_flight_locked(pending);
+                        return std::nullopt;
+                    }
+                    plan = std::move(fallback);  // a private login
+                } else if (!marked) {
                     // Another writer got there first although we hold the
                     // lease (ours lapsed): send nothing; the next flight
                     // reads what it wrote.
@@ -759,17 +782,18 @@ private:
                                             now_ns());
                     end_flight_locked(pending);
                     return std::nullopt;
-                }
-                session_.on_marked(plan.spent_mark->generation);
-                if (!lease_still_held()) {
-                    // Marked but not sent: the token is spent; the next
-                    // attempt logs in.
-                    session_.on_flight_failed({make_error_code(errc::lease_timeout),
-                                               "the storage lease was lost before the refresh was sent (nothing was "
-                                               "sent)"},
-                                              now_ns());
-                    end_flight_locked(pending);
-                    return std::nullopt;
+                } else {
+                    session_.on_marked(plan.spent_mark->generation);
+                    if (!lease_still_held()) {
+                        // Marked but not sent: the token is spent; the next
+                        // attempt logs in.
+                        session_.on_flight_failed({make_error_code(errc::lease_timeout),
+                                                   "the storage lease was lost before the refresh was sent (nothing "
+                                                   "was sent)"},
+                                                  now_ns());
+                        end_flight_locked(pending);
+                        return std::nullopt;
+                    }
                 }
             }
             return plan.refresh ? make_refresh(plan.refresh_token) : make_login(pending);
@@ -778,6 +802,27 @@ private:
                                               "a policy threw before the login or refresh was sent"});
             return std::nullopt;
         }
+    }
+
+    /// Under mutex_: the store cannot be used for this flight (unreachable,
+    /// failing). A shared refresh token is never sent then — it could not be
+    /// marked spent. A private one may be (nobody else holds it). Otherwise
+    /// the current JWT is served until its hard threshold, and past it this
+    /// process logs in on its own. False: end the flight (`why` recorded).
+    bool plan_without_store_locked(const error_info& why, request_plan& plan) {
+        const std::int64_t now = now_ns();
+        if (session_.refresh_is_private() && session_.has_refresh_token(now)) {
+            plan = session_.next_request(now);
+            plan.spent_mark.reset();
+            return true;
+        }
+        if (session_.current() && now < session_.current()->hard_ns) {
+            session_.on_mark_failed(why, now);
+            return false;
+        }
+        session_.go_private(store_generation_);
+        plan = request_plan{};  // a login, kept in memory
+        return true;
     }
 
     std::optional<outgoing> make_refresh(const secret& refresh_token) {
@@ -851,13 +896,22 @@ private:
             }
             if (step.persist) {
                 std::error_code store_error;
-                write(*step.persist, store_error);  // a newer set stored meanwhile wins; ours serves in memory
-                if (store_error) {
+                // A newer set stored meanwhile wins the compare-and-swap;
+                // ours then serves in memory until the next flight reads it.
+                const bool kept = write(*step.persist, store_error) && !store_error;
+                bool rejoined = false;
+                {
                     std::lock_guard<std::mutex> lock(mutex_);
-                    session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
-                                                                 operation + " (it is still used in memory)" +
-                                                                 storage_detail()});
+                    if (store_error) {
+                        session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
+                                                                     operation + " (it is still used in memory)" +
+                                                                     storage_detail()},
+                                                   store_generation_);
+                    } else if (kept) {
+                        rejoined = session_.on_persisted();
+                    }
                 }
+                if (rejoined) emit({event_kind::private_session_ended, {}, generation, {}});
             }
             if (step.login_next) return make_login(pending);
             std::shared_ptr<const snapshot> result;

@@ -68,7 +68,7 @@ public:
     std::optional<token_set> load(std::error_code& ec) {
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
-        if (++state_->loads == state_->fail_load_at) {
+        if (++state_->loads == state_->fail_load_at || state_->down) {
             ec = make_error_code(errc::storage_failed);
             return std::nullopt;
         }
@@ -78,7 +78,7 @@ public:
     void store(const token_set& set, std::error_code& ec) {
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
-        if (++state_->stores == state_->fail_store_at) {
+        if (++state_->stores == state_->fail_store_at || state_->down) {
             ec = make_error_code(errc::storage_failed);
             return;
         }
@@ -90,6 +90,10 @@ public:
     lease lock(std::chrono::milliseconds max_wait, std::error_code& ec) {
         std::unique_lock<std::mutex> lock(state_->mutex);
         ec.clear();
+        if (state_->down) {
+            ec = make_error_code(errc::storage_failed);
+            return {};
+        }
         const bool free = state_->released.wait_for(lock, max_wait, [&] { return state_->holder == 0; });
         if (!free) {
             ec = make_error_code(errc::lease_timeout);
@@ -109,7 +113,7 @@ public:
     bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
-        if (++state_->stores == state_->fail_store_at) {
+        if (++state_->stores == state_->fail_store_at || state_->down) {
             ec = make_error_code(errc::storage_failed);
             return false;
         }
@@ -129,6 +133,10 @@ public:
     /// The n-th load / store (1-based, over the store's life, all copies) fails.
     void fail_load(std::size_t n) { with_lock([&] { state_->fail_load_at = n; }); }
     void fail_store(std::size_t n) { with_lock([&] { state_->fail_store_at = n; }); }
+
+    /// Every call fails with storage_failed until set back (a store that is
+    /// down or unreachable).
+    void set_down(bool down) { with_lock([&] { state_->down = down; }); }
 
     /// The holder loses its lease right after the n-th store succeeds.
     void lose_lease_at_store(std::size_t n) { with_lock([&] { state_->lose_lease_at = n; }); }
@@ -173,6 +181,7 @@ private:
         std::uint64_t holder = 0, last_ticket = 0;
         std::size_t loads = 0, stores = 0, writes = 0, conflicts = 0, leases_taken = 0;
         std::size_t fail_load_at = 0, fail_store_at = 0, lose_lease_at = 0;
+        bool down = false;
     };
     std::shared_ptr<state> state_;
 };
