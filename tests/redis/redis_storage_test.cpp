@@ -347,7 +347,7 @@ TEST_CASE("a list at the key: storage_failed, what to do, and the list untouched
     raw.run({"DEL", key});
 }
 
-TEST_CASE("garbage or a later version at the key: storage_corrupt, and never overwritten") {
+TEST_CASE("garbage or a later version at the key: storage_failed saying what to do, and never overwritten") {
     const auto key = fresh_key();
     raw_redis raw;
     redis_storage store(options_for(key));
@@ -356,19 +356,19 @@ TEST_CASE("garbage or a later version at the key: storage_corrupt, and never ove
                               std::string("[1,2,3]")}) {
         raw.run({"SET", key, value});
         CHECK_FALSE(store.load(ec));
-        CHECK(ec == errc::storage_corrupt);
+        CHECK(ec == errc::storage_failed);
         CHECK(store.last_error().detail.find("never overwrites") != std::string::npos);
         CHECK_FALSE(store.store_if(set_of(1), 0, ec));
-        CHECK(ec == errc::storage_corrupt);
+        CHECK(ec == errc::storage_failed);
         CHECK(raw.run({"GET", key}) == value);
     }
     const std::string later = R"({"format":"tokmgr-token-set","version":2,"generation":4})";
     raw.run({"SET", key, later});
     CHECK_FALSE(store.load(ec));
-    CHECK(ec == errc::storage_corrupt);
+    CHECK(ec == errc::storage_failed);
     CHECK(store.last_error().detail.find("newer") != std::string::npos);
     CHECK_FALSE(store.store_if(set_of(5), 4, ec));  // even with the "right" generation
-    CHECK(ec == errc::storage_corrupt);
+    CHECK(ec == errc::storage_failed);
     CHECK(raw.run({"GET", key}) == later);
     raw.run({"DEL", key});
 }
@@ -610,4 +610,23 @@ TEST_CASE("a lease held elsewhere past lease_wait: the manager keeps serving, th
     CHECK(manager->get_token().reveal() == first);  // soft-expired, the refresh could not start: still served
     CHECK(h.server.stats().refreshes == 0);
     raw_redis().run({"DEL", key, key + ":lease"});
+}
+
+TEST_CASE("garbage at the key: the manager logs in on its own (a private session), serves, and leaves the value alone") {
+    const auto key = fresh_key();
+    raw_redis raw;
+    raw.run({"SET", key, "somebody else's value"});
+    test::harness h;
+    auto manager = make_manager(h, key);
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    h.clock.advance(29min);  // due: the next refresh is a private one, without a mark
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().logins == 1);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(raw.run({"GET", key}) == "somebody else's value");
+    CHECK(manager->last_error().detail.find("DEL " + key) != std::string::npos);
+    raw.run({"DEL", key});
 }

@@ -19,8 +19,13 @@
 //   parse costs microseconds on a document of about 1 KiB.
 // - The same script refuses to touch a value tokmgr did not write: another
 //   type at the key, a string that is not a tokmgr document, a document of a
-//   later version. Those are reported (storage_failed / storage_corrupt with
-//   what to do) and left as they are.
+//   later version. Those are reported as errc::storage_failed, with what the
+//   key holds and what to do, and left as they are. Not storage_corrupt:
+//   that code tells the manager the bad data was moved aside and the store
+//   reads as empty (file_storage), which is not so here; a store that is
+//   unusable until an operator acts is a failed store, and the manager
+//   treats it like one that cannot be reached (it never sends a shared
+//   refresh token it cannot mark spent, and falls back to a private session).
 // - After each write and each release the scripts PUBLISH on "<key>:changed";
 //   a waiting lock() subscribes there to retry at once, and polls SET NX with
 //   growing sleeps (1 ms doubling to 50 ms) because pub/sub loses messages
@@ -585,9 +590,10 @@ public:
     std::string channel() const { return options().key + ":changed"; }
 
     /// The stored set; nullopt with no error when the key does not exist.
-    /// errc::storage_corrupt: the key holds a string that is not a tokmgr
-    /// document this build reads (left as it is). errc::storage_failed: the
-    /// server cannot be reached or refused us, or the key holds another type.
+    /// errc::storage_failed: the server cannot be reached or refused us, or
+    /// the key holds something tokmgr did not write (another type, a string
+    /// that is not a document this build reads: left as it is; the detail
+    /// says what it is and what to do).
     std::optional<token_set> load(std::error_code& ec) {
         clear_error(ec);
         std::lock_guard<std::mutex> lock(link_->mutex());
@@ -679,8 +685,8 @@ public:
     /// writes `set` only when the stored document's generation equals
     /// `expected_generation` (0: the key does not exist). False and no error
     /// when it differs. A value tokmgr did not write is never replaced:
-    /// false with storage_failed (another type) or storage_corrupt (not a
-    /// tokmgr document, or a later version). For a spent mark with
+    /// false with storage_failed (another type, not a tokmgr document, a
+    /// document of a later version). For a spent mark with
     /// wait_replicas set, false with storage_failed when too few replicas
     /// acknowledged it in time.
     bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
@@ -799,7 +805,7 @@ private:
         // hiredis's buffer held the tokens: wipe it before it is freed.
         detail::secure_wipe(r->str, r->len);
         if (set) return set;
-        fail(ec, errc::storage_corrupt, not_ours("a value that is not a readable tokmgr token-set document (" +
+        fail(ec, errc::storage_failed, not_ours("a value that is not a readable tokmgr token-set document (" +
                                                  reason + ")"));
         return std::nullopt;
     }
@@ -841,13 +847,13 @@ private:
         case 0: return false;
         case -1: fail(ec, errc::storage_failed, not_ours("a " + second() + ", not a tokmgr token-set document")); return false;
         case -3:
-            fail(ec, errc::storage_corrupt,
+            fail(ec, errc::storage_failed,
                  "the key " + options().key + " on " + options().where() + " holds a token-set document of version " +
                      second() + ", newer than this build of tokmgr reads (version " +
                      std::to_string(token_set_version) + "); upgrade tokmgr (it was not overwritten)");
             return false;
         default:
-            fail(ec, errc::storage_corrupt, not_ours("a value that is not a tokmgr token-set document"));
+            fail(ec, errc::storage_failed, not_ours("a value that is not a tokmgr token-set document"));
             return false;
         }
     }
