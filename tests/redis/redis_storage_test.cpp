@@ -630,3 +630,30 @@ TEST_CASE("garbage at the key: the manager logs in on its own (a private session
     CHECK(manager->last_error().detail.find("DEL " + key) != std::string::npos);
     raw.run({"DEL", key});
 }
+
+TEST_CASE("the store failing just before the hard threshold: no caller error past it (a private login, not a backoff)") {
+    // Redis down for the whole fleet looks like this to each manager: its
+    // refresh cannot start because the store cannot be used (here: a value
+    // at the key that tokmgr did not write, the same storage_failed path as
+    // an unreachable server, but under the manual clock). The failed attempt
+    // sets a backoff; when that backoff reaches past the JWT's hard
+    // threshold, callers in between must still get a JWT (the private
+    // login), not the store's error: a JWT could be had from the server.
+    const auto key = fresh_key();
+    test::harness h;
+    auto manager = make_manager(h, key);
+    const std::string first(manager->get_token().reveal());
+    raw_redis raw;
+    raw.run({"SET", key, "the store is unusable now"});
+    const auto hard = tokmgr::schedule_for(30min, h.options, 0).hard;
+    h.clock.advance(hard - 100ms);
+    std::error_code ec;
+    CHECK(manager->get_token(ec).reveal() == first);  // soft-expired, still served; the attempt failed
+    CHECK_FALSE(ec);
+    h.clock.advance(101ms);  // past the hard threshold, inside the failed attempt's backoff (at least 100 ms)
+    const auto jwt = manager->get_token(ec);
+    CHECK_FALSE(ec);
+    CHECK_FALSE(jwt.empty());
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    raw.run({"DEL", key});
+}
