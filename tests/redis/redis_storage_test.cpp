@@ -69,7 +69,16 @@ public:
         switch (r->type) {
         case REDIS_REPLY_NIL: return "(nil)";
         case REDIS_REPLY_INTEGER: return std::to_string(r->integer);
-        case REDIS_REPLY_ARRAY: return "(array " + std::to_string(r->elements) + ")";
+        case REDIS_REPLY_ARRAY: {
+            // Flattened, one level: what PUBSUB NUMSUB and the like answer.
+            std::string out;
+            for (std::size_t i = 0; i < r->elements; ++i) {
+                const redisReply* e = r->element[i];
+                out += (i ? " " : "") + (e->type == REDIS_REPLY_INTEGER ? std::to_string(e->integer)
+                                                                        : std::string(e->str ? e->str : "", e->len));
+            }
+            return out;
+        }
         default: return std::string(r->str, r->len);
         }
     }
@@ -221,8 +230,10 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     // next poll would (by then the poll step is 50 ms).
     std::atomic<bool> released{false};
     std::chrono::steady_clock::time_point released_at;
+    std::string subscribers;
     std::thread holder([&] {
         std::this_thread::sleep_for(300ms);
+        subscribers = raw_redis().run({"PUBSUB", "NUMSUB", key + ":changed"});
         released_at = std::chrono::steady_clock::now();
         released = true;
         held.release();
@@ -232,6 +243,7 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     holder.join();
     REQUIRE(taken);
     CHECK(released);
+    CHECK(subscribers == key + ":changed 1");  // b listened for the release while it waited
     CHECK(got_at - released_at < 500ms);
     CHECK_FALSE(a.holds(held, ec));
     CHECK(b.holds(taken, ec));
