@@ -531,9 +531,13 @@ TEST_CASE("redis URLs: host, port, database, key, credentials; errors never show
     CHECK(o.user == "svc");
     CHECK(o.password.reveal() == "pw");
     CHECK(o.where() == "redis://h:1/0/k");
+    o = redis_options::from_url("redis://acl-user@h/k", ec);  // the password from elsewhere
+    CHECK_FALSE(ec);
+    CHECK(o.user == "acl-user");
+    CHECK(o.password.empty());
     for (const char* bad : {"http://h/k", "redis://h", "redis://h:99999/k", "redis://:hunter22@h/", "redis://h/x/y/z",
                             "redis://h/notanumber/k", "redis://h:/k", "redis+unix://relative?key=k",
-                            "redis://user-but-no-colon-hunter22@h/k"}) {
+                            "redis://:hunter22%zz@h/k"}) {
         CAPTURE(bad);
         redis_options::from_url(bad, ec, &why);
         CHECK(ec == errc::invalid_configuration);

@@ -115,9 +115,9 @@ struct redis_options {
         return request_time + margin;
     }
 
-    /// Reads `redis://[[user]:password@]host[:port]/[<db>/]<key>` (one path
+    /// Reads `redis://[user][:password]@host[:port]/[<db>/]<key>` (one path
     /// segment is the key, two are database and key) or
-    /// `redis+unix://[[user]:password@]/path/to/redis.sock?[db=N&]key=K`.
+    /// `redis+unix://[user][:password]@/path/to/redis.sock?[db=N&]key=K`.
     /// A password in the URL is visible to `ps`: prefer setting `password`
     /// from the environment. Errors (errc::invalid_configuration) never
     /// repeat the password.
@@ -446,11 +446,12 @@ inline redis_options redis_options::from_url(std::string_view url, std::error_co
     const std::size_t at = rest.substr(0, rest.find('/')).rfind('@');
     if (at != std::string_view::npos) {
         const std::string_view userinfo = rest.substr(0, at);
+        // "user@" alone names an ACL user whose password comes from elsewhere
+        // (redis_options::password, TOKMGR_REDIS_PASSWORD for the CLI).
         const std::size_t colon = userinfo.find(':');
         std::string user, password;
-        if (colon == std::string_view::npos) return bad("has a user but no ':password' before '@' (its credentials are not shown)");
         if (!detail::redis::percent_decode(userinfo.substr(0, colon), user) ||
-            !detail::redis::percent_decode(userinfo.substr(colon + 1), password))
+            (colon != std::string_view::npos && !detail::redis::percent_decode(userinfo.substr(colon + 1), password)))
             return bad("has a bad %-escape in its credentials (they are not shown)");
         out.user = std::move(user);
         out.password = secret(std::move(password));

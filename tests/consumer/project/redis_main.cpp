@@ -1,5 +1,6 @@
 // The installed tokmgr::redis, used as a consumer would: a store whose
 // server cannot be reached reports storage_failed with a detail naming it.
+#include <tokmgr/concepts.hpp>
 #include <tokmgr/storage/redis.hpp>
 
 #include <iostream>
