@@ -238,6 +238,7 @@ public:
             const bool fresh = !context_;
             if (fresh && !connect(context_, error)) return nullptr;
             reply_ptr reply = run(context_.get(), args);
+            retried_ = attempt > 0;
             if (reply) return reply;
             error = io_error(context_.get());
             context_.reset();  // hiredis: a context that failed once is unusable
@@ -324,6 +325,10 @@ public:
 
     void drop() noexcept { context_.reset(); }
 
+    /// Whether the last command's answer came from a second sending (the
+    /// first may have been carried out too, its answer lost).
+    bool retried() const noexcept { return retried_; }
+
     static reply_ptr run(redisContext* c, const std::vector<std::string_view>& args) {
         std::vector<const char*> argv;
         std::vector<std::size_t> lengths;
@@ -343,9 +348,16 @@ public:
     /// came. Without a usable subscription (it could not be made, or broke)
     /// it sleeps instead, and the caller's polling carries on.
     bool wait_for_change(std::chrono::milliseconds timeout, const std::string& channel) {
-        if (!subscriber_ && !subscribe(channel)) {
-            std::this_thread::sleep_for(timeout);
-            return false;
+        if (!subscriber_) {
+            // A subscription that cannot be made (an ACL without SUBSCRIBE,
+            // a server going down) is tried again only after a pause, not at
+            // every poll step.
+            const auto now = std::chrono::steady_clock::now();
+            if (now < no_subscription_until_ || !subscribe(channel)) {
+                if (now >= no_subscription_until_) no_subscription_until_ = now + std::chrono::seconds(5);
+                std::this_thread::sleep_for(timeout);
+                return false;
+            }
         }
         if (drain()) return true;
         pollfd p{subscriber_->fd, POLLIN, 0};
@@ -403,6 +415,8 @@ private:
     std::mutex mutex_;
     context_ptr context_;
     context_ptr subscriber_;
+    std::chrono::steady_clock::time_point no_subscription_until_{};
+    bool retried_ = false;
 };
 
 /// %XX decoding for the parts of a URL; false on a bad escape.
@@ -641,11 +655,13 @@ public:
                                                    server_text(r.get()) + "; check the server's configuration");
                 return {};
             }
-            // nil: held by someone else. (A SET that was repeated after a
-            // lost answer may have given it to us: check the token.)
-            if (auto mine = link_->command({"GET", key}, why);
-                mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
-                return lease(link_, token);
+            // nil: held by someone else — or by us, when this SET was a
+            // second sending whose first went through: check the token.
+            if (link_->retried()) {
+                if (auto mine = link_->command({"GET", key}, why);
+                    mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
+                    return lease(link_, token);
+            }
             const auto now = clock::now();
             if (now >= deadline) {
                 fail(ec, errc::lease_timeout,
