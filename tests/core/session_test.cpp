@@ -654,12 +654,16 @@ TEST_CASE("session: on_abandoned ends the flight without a backoff") {
     CHECK(f.s->on_demand(soft).what == demand::serve_and_start);  // the next caller tries again at once
 }
 
-TEST_CASE("session: on_persist_failed reports the storage but keeps serving") {
+TEST_CASE("session: on_persist_failed reports the storage but keeps serving, and the pair becomes private") {
     fixture f;
     f.log_in(0);
-    f.s->on_persist_failed({make_error_code(tokmgr::errc::storage_failed), "disk full"});
+    CHECK_FALSE(f.s->refresh_is_private());
+    f.s->on_persist_failed({make_error_code(tokmgr::errc::storage_failed), "disk full"}, 1);
     CHECK(f.s->last_error().code == tokmgr::errc::storage_failed);
     CHECK(f.s->on_demand(ns(1min)).what == demand::serve);
+    CHECK(f.s->refresh_is_private());  // no other process can hold it
+    CHECK(f.s->on_persisted());        // stored at last: shared again
+    CHECK_FALSE(f.s->refresh_is_private());
 }
 
 // ---- invalidate and the forced-refresh floor -----------------------------------

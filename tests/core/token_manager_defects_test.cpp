@@ -629,6 +629,9 @@ TEST_CASE("write-ahead: after a restart, the spent mark still lets the next read
     REQUIRE(h.transport.calls() == 2);
     // Another process reads the store: the JWT is 22 minutes old, 7 before
     // its hard threshold, so it is served without a request.
+    // (A reader past its own soft point would start a login or refresh of
+    // its own; with refresh-ahead at the hard threshold it only reads.)
+    h.options.refresh_ahead_fraction = 1.0;
     auto reader = make_on(h, store);
     CHECK(reader->get_token(ec).reveal() == kept);
     CHECK(h.transport.calls() == 2);

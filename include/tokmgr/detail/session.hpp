@@ -197,6 +197,8 @@ public:
         if (!stored->refresh_token_spent && !stored->refresh_token.empty() && now < refresh_hard) {
             refresh_token_ = stored->refresh_token;
             refresh_hard_ns_ = refresh_hard;
+            refresh_received_wall_ = stored->received_at;
+            refresh_lifetime_ = stored->refresh_lifetime;
         }
         consecutive_failures_ = 0;
         next_attempt_ns_ = 0;
@@ -204,6 +206,8 @@ public:
         if (!is_header_safe_token(stored->jwt.reveal())) return false;
         auto adopted = make_snapshot(stored->jwt.reveal(), received_ns,
                                      nanoseconds(std::min(stored->jwt_lifetime, max_lifetime)), stored->generation);
+        adopted->received_wall = stored->received_at;
+        adopted->lifetime = std::min(stored->jwt_lifetime, max_lifetime);
         if (now >= adopted->hard_ns) return false;
         current_ = std::move(adopted);
         return true;
@@ -219,11 +223,10 @@ public:
         if (!has_refresh_token(now)) return plan;
         plan.refresh = true;
         plan.refresh_token = refresh_token_;
-        token_set mark;
-        if (current_) mark.jwt = secret(std::string(current_->jwt().reveal()));
-        mark.received_at = received_wall_;
-        mark.jwt_lifetime = jwt_lifetime_;
-        mark.refresh_lifetime = lifetimes_.refresh;
+        // The mark keeps the JWT being served, described as it was received
+        // (it may have been adopted from another writer).
+        token_set mark = set_for_current_jwt();
+        mark.refresh_lifetime = refresh_lifetime_;
         mark.generation = generation_ + 1;
         mark.refresh_token_spent = true;
         plan.spent_mark = std::move(mark);
@@ -252,21 +255,24 @@ public:
             // anything that can fail, so the pair is never lost.
             refresh_token_ = std::move(reply.tokens->refresh_token);
             refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, lifetimes_.refresh);
+            refresh_received_wall_ = reply.received_wall;
+            refresh_lifetime_ = lifetimes_.refresh;
             spent_token_.clear();
             generation_ += 1;
-            received_wall_ = reply.received_wall;
-            jwt_lifetime_ = std::chrono::duration_cast<std::chrono::seconds>(
+            const auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(
                 reply.jwt_lifetime.value_or(std::chrono::nanoseconds::zero()));
             token_set fresh;
             fresh.jwt = reply.tokens->jwt;
             fresh.refresh_token = refresh_token_;
             fresh.received_at = reply.received_wall;
-            fresh.jwt_lifetime = jwt_lifetime_;
+            fresh.jwt_lifetime = lifetime;
             fresh.refresh_lifetime = lifetimes_.refresh;
             fresh.generation = generation_;
             if (reply.jwt_lifetime && is_header_safe_token(reply.tokens->jwt.reveal())) {
                 auto made = make_snapshot(reply.tokens->jwt.reveal(), reply.received_ns, *reply.jwt_lifetime,
                                           generation_);
+                made->received_wall = reply.received_wall;
+                made->lifetime = lifetime;
                 if (now < made->hard_ns) {
                     current_ = std::move(made);
                     consecutive_failures_ = 0;
@@ -301,12 +307,19 @@ public:
             spent_token_.clear();
             refresh_hard_ns_ = spent_hard_ns_;
             generation_ += 1;
-            token_set restored;
-            if (current_) restored.jwt = secret(std::string(current_->jwt().reveal()));
+            // One receipt time describes both tokens in a stored set: the
+            // older of the two, so neither is kept past its own end.
+            token_set restored = set_for_current_jwt();
             restored.refresh_token = refresh_token_;
-            restored.received_at = received_wall_;
-            restored.jwt_lifetime = jwt_lifetime_;
-            restored.refresh_lifetime = lifetimes_.refresh;
+            if (refresh_received_wall_ < restored.received_at || !current_) {
+                const auto jwt_end = restored.received_at + restored.jwt_lifetime;
+                restored.received_at = refresh_received_wall_;
+                restored.jwt_lifetime = current_ ? std::chrono::duration_cast<std::chrono::seconds>(
+                                                       std::max(jwt_end - refresh_received_wall_,
+                                                                std::chrono::system_clock::duration::zero()))
+                                                 : std::chrono::seconds(0);
+            }
+            restored.refresh_lifetime = refresh_lifetime_;
             restored.generation = generation_;
             step.persist = std::move(restored);
         }
@@ -352,9 +365,11 @@ private:
     std::chrono::nanoseconds backoff(const error_info& why, std::optional<std::chrono::seconds> retry_after) {
         using namespace std::chrono;
         if (why.code == errc::credentials_rejected) return options_.rejected_credentials_backoff;
-        const int doublings = std::min(consecutive_failures_ - 1, 20);
-        const nanoseconds ceiling =
-            std::min<nanoseconds>(options_.backoff_initial * (1LL << doublings), options_.backoff_max);
+        // Doubled step by step and capped at each step: backoff_initial times
+        // 2^n could overflow int64 nanoseconds long before n reaches 20.
+        nanoseconds ceiling = std::min<nanoseconds>(options_.backoff_initial, options_.backoff_max);
+        for (int i = 1; i < consecutive_failures_ && ceiling < options_.backoff_max; ++i)
+            ceiling = std::min<nanoseconds>(ceiling * 2, options_.backoff_max);
         // "Equal jitter": at least half the delay, so a failing fleet spreads
         // out without any instance retrying immediately.
         nanoseconds delay = duration_cast<nanoseconds>(ceiling * (0.5 + 0.5 * jitter_unit()));
@@ -388,6 +403,20 @@ private:
         return made;
     }
 
+    /// A stored set holding the JWT being served (none: an empty JWT), as it
+    /// was received; the caller fills in the refresh token and generation.
+    token_set set_for_current_jwt() const {
+        token_set set;
+        if (current_) {
+            set.jwt = secret(std::string(current_->jwt().reveal()));
+            set.received_at = current_->received_wall;
+            set.jwt_lifetime = current_->lifetime;
+        } else {
+            set.received_at = refresh_received_wall_;
+        }
+        return set;
+    }
+
     static std::shared_ptr<snapshot> copy_snapshot(const snapshot& from) {
         auto made = std::make_shared<snapshot>();
         made->authorization = from.authorization;
@@ -395,6 +424,8 @@ private:
         made->soft_ns = from.soft_ns;
         made->hard_ns = from.hard_ns;
         made->generation = from.generation;
+        made->received_wall = from.received_wall;
+        made->lifetime = from.lifetime;
         return made;
     }
 
@@ -410,8 +441,8 @@ private:
     secret spent_token_;  ///< marked spent, in flight: given back only if provably not sent
     std::int64_t spent_hard_ns_ = 0;
     std::uint64_t generation_ = 0;
-    std::chrono::system_clock::time_point received_wall_{};
-    std::chrono::seconds jwt_lifetime_{0};
+    std::chrono::system_clock::time_point refresh_received_wall_{};
+    std::chrono::seconds refresh_lifetime_{0};
 
     void go_private_keeping_token(std::uint64_t store_generation) noexcept {
         if (!private_) left_at_ = store_generation;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -26,6 +27,10 @@ struct snapshot {
     std::int64_t soft_ns = 0;
     std::int64_t hard_ns = 0;
     std::uint64_t generation = 0;  ///< of the token set it came from
+    /// What a persisted set says of this JWT: when it arrived (wall clock)
+    /// and its lifetime. Not read by the hot path.
+    std::chrono::system_clock::time_point received_wall{};
+    std::chrono::seconds lifetime{0};
 
     snapshot() = default;
     snapshot(const snapshot&) = delete;

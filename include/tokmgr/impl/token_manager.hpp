@@ -70,6 +70,10 @@ inline std::string sanitize_server_message(std::string text, std::initializer_li
         for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at + placeholder.size()))
             text.replace(at, s.size(), placeholder);
     }
+    // The placeholder's end and the text after it can spell a secret again
+    // ("]abc" + "abc..."): whatever still contains one is dropped whole.
+    for (std::string_view s : secrets)
+        if (!s.empty() && text.find(s) != std::string::npos) return {};
     for (char& c : text)
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
     if (text.size() > 200) text.resize(200);
@@ -135,19 +139,30 @@ bool runs_asynchronously(const Transport& transport) noexcept {
 }
 
 /// Marks the thread running a manager's flight, so that a call from a hook
-/// that would wait for that very flight fails instead of deadlocking.
-struct flight_runner_mark {
-    static std::uint64_t& running() noexcept {
-        static thread_local std::uint64_t manager_id = 0;
-        return manager_id;
-    }
-    explicit flight_runner_mark(std::uint64_t id) noexcept : previous_(running()) { running() = id; }
-    ~flight_runner_mark() { running() = previous_; }
+/// that would wait for that very flight fails instead of deadlocking. Marks
+/// nest (a hook of A runs B's flight, whose hook calls A): every flight the
+/// thread is inside counts, not only the innermost.
+class flight_runner_mark {
+public:
+    explicit flight_runner_mark(std::uint64_t id) noexcept : id_(id), outer_(top()) { top() = this; }
+    ~flight_runner_mark() { top() = outer_; }
     flight_runner_mark(const flight_runner_mark&) = delete;
     flight_runner_mark& operator=(const flight_runner_mark&) = delete;
 
+    /// Whether this thread is inside a flight of manager `id`.
+    static bool inside(std::uint64_t id) noexcept {
+        for (const flight_runner_mark* mark = top(); mark != nullptr; mark = mark->outer_)
+            if (mark->id_ == id) return true;
+        return false;
+    }
+
 private:
-    std::uint64_t previous_;
+    static const flight_runner_mark*& top() noexcept {
+        static thread_local const flight_runner_mark* innermost = nullptr;
+        return innermost;
+    }
+    std::uint64_t id_;
+    const flight_runner_mark* outer_;
 };
 
 /// One request the flight sends, and how to read its answer.
@@ -207,7 +222,7 @@ public:
         const snapshot* served = acquire(ec);
         if (served == nullptr) return nullptr;
         if (thread_cache* cache = thread_cache::local()) return cache->front.current;  // acquire left it there
-        std::lock_guard<std::mutex> lock(mutex_);
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
         for (const auto& pinned : pinned_for_exiting_threads_)
             if (pinned.get() == served) return pinned;
         return nullptr;  // unreachable: acquire pins what it serves when the cache is gone
@@ -409,8 +424,9 @@ private:
         thread_cache* cache = thread_cache::local();
         if (cache == nullptr) {
             // The thread is exiting and its cache is gone: the manager keeps
-            // what it hands out alive instead, until it is destroyed.
-            std::lock_guard<std::mutex> lock(mutex_);
+            // what it hands out alive instead, until it is destroyed. (Its
+            // own mutex: callers may hold mutex_ here.)
+            std::lock_guard<std::mutex> lock(pinned_mutex_);
             if (pinned_for_exiting_threads_.empty() || pinned_for_exiting_threads_.back() != served)
                 pinned_for_exiting_threads_.push_back(served);
             return served.get();
@@ -483,7 +499,7 @@ private:
                     pending = in_flight_;
                     joined_.fetch_add(1, std::memory_order_relaxed);
                     lock.unlock();
-                    if (flight_runner_mark::running() == id_) return would_block(nullptr, fail);
+                    if (flight_runner_mark::inside(id_)) return would_block(nullptr, fail);
                     if (asynchronous_ &&
                         executor_ops<executor_type_or_void>::running_in_this_thread(executor_or_none()))
                         return would_block(nullptr, fail);
@@ -1068,6 +1084,7 @@ private:
     session session_;
     std::shared_ptr<flight> in_flight_;
     error_info last_load_error_;
+    std::mutex pinned_mutex_;  // guards the list below only
     std::vector<std::shared_ptr<const snapshot>> pinned_for_exiting_threads_;
 
     // Held across every call into the storage, the hooks and (synchronously)
