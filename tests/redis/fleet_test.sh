@@ -104,15 +104,15 @@ group)
     ;;
 kill)
     # 4-second JWTs: soft from about 1.8 s, never served past 2.6 s. The
-    # server holds each answer 1 s, so the holder is killed mid-refresh;
-    # its lease lives 2 s.
-    start_server --jwt-ttl 4 --refresh-ttl 600 --auth-delay-ms 1000
+    # server holds each answer 2 s, so the holder (sending within a few
+    # hundred ms of its start) is killed mid-refresh; its lease lives 2 s.
+    start_server --jwt-ttl 4 --refresh-ttl 600 --auth-delay-ms 2000
     "$TOKMGR" token --url "$url" --user svc --store "$store" >/dev/null || fail "the first login failed"
     sleep 2.2
     "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 2 >/dev/null 2>&1 &
     holder=$!
     pids+=("$holder")
-    sleep 0.5
+    sleep 0.8
     held=$(rcli EXISTS tokmgr:fleet:lease)
     kill -9 "$holder"
     wait "$holder" 2>/dev/null
@@ -140,7 +140,7 @@ sigstop)
     "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 1 >"$work/holder.out" 2>"$work/holder.err" &
     holder=$!
     pids+=("$holder")
-    sleep 0.5
+    sleep 1  # it has sent its refresh by now; the answer comes 3 s after
     kill -STOP "$holder"
     sleep 1  # past the holder's lease, and past the JWT's hard threshold
     if timeout 20 "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 1 >"$work/other.out" 2>"$work/other.err"
