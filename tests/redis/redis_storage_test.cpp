@@ -10,6 +10,7 @@
 #include <tokmgr/storage/redis.hpp>
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -508,6 +509,58 @@ TEST_CASE("WAIT for replicas after the spent mark: with none to acknowledge it, 
     CHECK(ec == errc::storage_failed);
     CHECK(store.last_error().detail.find("reached 0 of 1 replicas") != std::string::npos);
     raw_redis().run({"DEL", key});
+}
+
+TEST_CASE("WAIT with a replica: the spent mark is acknowledged, and the replica holds it before anything is sent") {
+    // A replica of the fixture's Redis, for this test only.
+    int replica_port = 0;
+    {
+        fake_server probe("");  // a free port: bound, then freed
+        replica_port = probe.port();
+    }
+    const std::string port_text = std::to_string(replica_port), primary = std::to_string(redis_port());
+    const std::string dir = TOKMGR_TEST_REDIS_DIR, log = dir + "/replica.log";
+    const pid_t replica = ::fork();
+    REQUIRE(replica >= 0);
+    if (replica == 0) {
+        ::execl(TOKMGR_TEST_REDIS_SERVER, TOKMGR_TEST_REDIS_SERVER, "--port", port_text.c_str(), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir.c_str(), "--logfile",
+                log.c_str(), "--dbfilename", "replica.rdb", "--replicaof", "127.0.0.1", primary.c_str(),
+                static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    struct stop_replica {
+        pid_t pid;
+        ~stop_replica() {
+            ::kill(pid, SIGTERM);
+            ::waitpid(pid, nullptr, 0);
+        }
+    } stop{replica};
+    raw_redis raw;
+    bool online = false;
+    for (int i = 0; i < 200 && !online; ++i) {
+        online = raw.run({"INFO", "replication"}).find("state=online") != std::string::npos;
+        if (!online) std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE_MESSAGE(online, "the replica did not come online");
+
+    const auto key = fresh_key();
+    auto o = options_for(key);
+    o.wait_replicas = 1;
+    o.wait_timeout = 2s;
+    redis_storage store(o);
+    std::error_code ec;
+    CHECK(store.store_if(set_of(1), 0, ec));
+    CHECK(store.store_if(set_of(2, true), 1, ec));
+    CHECK_FALSE(ec);
+    redisContext* r = redisConnect("127.0.0.1", replica_port);
+    REQUIRE((r && !r->err));
+    auto* reply = static_cast<redisReply*>(redisCommand(r, "GET %s", key.c_str()));
+    REQUIRE(reply);
+    CHECK(std::string(reply->str ? reply->str : "", reply->len).find("\"refresh_token_spent\":true") != std::string::npos);
+    freeReplyObject(reply);
+    redisFree(r);
+    raw.run({"DEL", key});
 }
 
 TEST_CASE("redis URLs: host, port, database, key, credentials; errors never show the password") {
