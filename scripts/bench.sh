@@ -62,7 +62,7 @@ run bench_round_trip
 run bench_async --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 # 3c. file_storage: what a refresh pays for the lease, re-read and fenced writes,
 #     on the work tree's disk; then processes sharing one file.
-run bench_storage
+TOKMGR_BENCH_DIR="$root" run bench_storage
 echo "== processes sharing one token file (tokmgr load --store)"
 "$root/benchmarks/store_processes.sh" "$build/tools/tokmgr" 20 | tee "$out/store_processes.txt"
 # 4. Compile time.

@@ -11,6 +11,8 @@ packages=(
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
   libhiredis-dev redis-server              # tokmgr::redis_storage and the fleet tests' own Redis
+  tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
+  clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh
 )
 
 missing=()

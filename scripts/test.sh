@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs what is missing, then
 # builds and runs ctest three times — plain (with the installed-package C++17
-# consumer), under ThreadSanitizer, and under AddressSanitizer + UBSan.
-# Usage: scripts/test.sh [plain|tsan|asan]...   (default: all three)
+# consumer), under ThreadSanitizer, and under AddressSanitizer + UBSan — then
+# runs every fuzz target for a short budget (scripts/fuzz.sh short: 20 s each).
+# Usage: scripts/test.sh [plain|tsan|asan|fuzz]...   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -17,7 +18,7 @@ run_suite() {
 }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(plain tsan asan)
+[ ${#suites[@]} -gt 0 ] || suites=(plain tsan asan fuzz)
 for suite in "${suites[@]}"; do
   case "$suite" in
     plain) run_suite plain -DCMAKE_BUILD_TYPE=Debug ;;  # benchmarks too: proves they build (they run via scripts/bench.sh)
@@ -27,7 +28,9 @@ for suite in "${suites[@]}"; do
     asan)  ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
            run_suite asan -DCMAKE_BUILD_TYPE=Debug -DTOKMGR_SANITIZE=address,undefined -DTOKMGR_BUILD_EXAMPLES=OFF \
                           -DTOKMGR_BUILD_BENCHMARKS=OFF ;;
-    *) echo "unknown suite '$suite': use plain, tsan or asan" >&2; exit 2 ;;
+    fuzz)  echo "=== tokmgr test suite: fuzz ==="
+           scripts/fuzz.sh short ;;
+    *) echo "unknown suite '$suite': use plain, tsan, asan or fuzz" >&2; exit 2 ;;
   esac
 done
 echo "=== all suites passed: ${suites[*]} ==="

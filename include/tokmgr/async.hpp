@@ -28,6 +28,7 @@
 #include <asio/error.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
+#include <asio/system_executor.hpp>
 
 #include "token_handle.hpp"
 #include "token_manager.hpp"
@@ -104,14 +105,19 @@ struct initiate_async_get_token {
 
     template <class Handler>
     void operator()(Handler&& handler) const {
+        if (!core->asynchronous()) {
+            // Waiting would mean blocking this thread on a synchronous send.
+            // The transport's private io_context runs only inside its send,
+            // so a handler without an executor of its own completes on the
+            // system executor instead.
+            using failed_type = async_get_token_waiter<std::decay_t<Handler>, asio::system_executor>;
+            std::make_shared<failed_type>(std::forward<Handler>(handler), asio::system_executor())
+                ->complete(make_error_code(errc::invalid_configuration), nullptr);
+            return;
+        }
         auto io_executor = core->transport_executor();
         using waiter_type = async_get_token_waiter<std::decay_t<Handler>, decltype(io_executor)>;
         auto waiter = std::make_shared<waiter_type>(std::forward<Handler>(handler), io_executor);
-        if (!core->asynchronous()) {
-            // Waiting would mean blocking this thread on a synchronous send.
-            waiter->complete(make_error_code(errc::invalid_configuration), nullptr);
-            return;
-        }
         waiter->watch_cancellation();
         std::shared_ptr<const snapshot> served;
         error_info failed;

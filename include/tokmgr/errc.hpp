@@ -48,6 +48,10 @@ enum class errc {
     lease_timeout,        ///< another holder kept the storage lease longer than the wait allowed
     storage_corrupt,      ///< the stored token set is not a readable token-set document (moved aside)
     storage_permissions,  ///< the token file or its directory is readable or writable by others
+
+    // The HTTP proxy between the client and the server (not sent: the proxy did not pass the request on).
+    proxy_authentication_required,  ///< the proxy answered 407: its user name or password is missing or wrong
+    proxy_tunnel_failed,            ///< the proxy refused CONNECT (non-2xx), answered it malformed or too large, or closed
 };
 
 namespace detail {
@@ -86,6 +90,8 @@ public:
         case errc::lease_timeout: return "another holder kept the token storage lease too long";
         case errc::storage_corrupt: return "the stored token set cannot be read";
         case errc::storage_permissions: return "the token storage is accessible to other users";
+        case errc::proxy_authentication_required: return "the proxy requires authentication (407)";
+        case errc::proxy_tunnel_failed: return "the proxy did not open a tunnel to the server";
         }
         return "unknown tokmgr error";
     }
@@ -114,6 +120,8 @@ inline bool request_not_sent(std::error_code ec) noexcept {
     case errc::connect_timeout:
     case errc::tls_handshake_failed:
     case errc::certificate_verification_failed:
+    case errc::proxy_authentication_required:
+    case errc::proxy_tunnel_failed:
         return true;
     default:
         return false;
@@ -134,6 +142,7 @@ inline bool is_retryable(std::error_code ec) noexcept {
     case errc::certificate_verification_failed:
     case errc::shut_down:
     case errc::storage_permissions:
+    case errc::proxy_authentication_required:
         return false;
     default:
         return true;

@@ -11,11 +11,50 @@
 #include <tokmgr/testing/manual_clock.hpp>
 #include <tokmgr/token_manager.hpp>
 
+#if defined(TOKMGR_TEST_FILE_STORAGE)
+#include <stdlib.h>
+
+#include <filesystem>
+#include <tokmgr/storage/file.hpp>
+#endif
+
 namespace test {
 
 using namespace std::chrono_literals;
-using manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
-                                      tokmgr::memory_storage, tokmgr::simdjson_json>;
+
+#if defined(TOKMGR_TEST_FILE_STORAGE)
+/// file_storage on a file of its own in a fresh directory (on /dev/shm when
+/// there, so fsync costs little), removed with the last copy: the whole core
+/// suite runs unchanged on the file store (tokmgr_core_tests_file_storage).
+class temp_file_storage : public tokmgr::file_storage {
+public:
+    temp_file_storage() : temp_file_storage(std::make_shared<directory>()) {}
+
+private:
+    struct directory {
+        std::string path;
+        directory() {
+            std::string pattern = (std::filesystem::exists("/dev/shm") ? std::string("/dev/shm")
+                                                                       : std::filesystem::temp_directory_path().string()) +
+                                  "/tokmgr-core-XXXXXX";
+            path = ::mkdtemp(pattern.data());
+        }
+        ~directory() {
+            std::error_code ec;
+            std::filesystem::remove_all(path, ec);
+        }
+    };
+    explicit temp_file_storage(std::shared_ptr<directory> dir)
+        : tokmgr::file_storage(dir->path + "/token.json"), dir_(std::move(dir)) {}
+    std::shared_ptr<directory> dir_;
+};
+using storage_type = temp_file_storage;
+#else
+using storage_type = tokmgr::memory_storage;
+#endif
+
+using manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock, storage_type,
+                                      tokmgr::simdjson_json>;
 
 inline const std::string password = "correct horse battery staple";
 

@@ -807,3 +807,30 @@ TEST_CASE("session: a backoff of days does not overflow after many consecutive f
         t += delay;
     }
 }
+
+TEST_CASE("session: a stored set received before 1733 is ancient, not fresh") {
+    // wall_now - received_at overflows 64-bit nanoseconds for such a time (a
+    // corrupt or hostile store; the file and Redis stores parse it from
+    // text), and must not wrap into "received just now".
+    for (const auto received : {std::chrono::system_clock::time_point::min(),
+                                std::chrono::system_clock::time_point(std::chrono::hours(-24 * 365 * 270))}) {
+        fixture f;
+        const std::int64_t now = ns(1h);
+        CHECK_FALSE(f.s->on_stored(f.stored_set("ancient", "rt-ancient", 1, received), now, f.wall(now)));
+        CHECK_FALSE(f.s->current());
+        CHECK_FALSE(f.s->has_refresh_token(now));
+    }
+}
+
+TEST_CASE("session: a huge Retry-After is capped at max_retry_after, not wrapped into a short delay") {
+    // parse_retry_after accepts up to 12 digits (and IMF dates up to 9999):
+    // in nanoseconds such a value does not fit in 64 bits.
+    for (const std::chrono::seconds told : {std::chrono::seconds(999999999999), std::chrono::seconds(9300000000),
+                                            std::chrono::seconds(250000000000)}) {
+        CAPTURE(told.count());
+        fixture f;
+        const std::int64_t delay = delay_after_retry_after(f, tokmgr::errc::rate_limited, told);
+        CHECK(delay >= ns(f.options.max_retry_after));
+        CHECK(delay <= ns(f.options.max_retry_after) * 11 / 10);
+    }
+}

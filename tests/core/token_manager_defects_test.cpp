@@ -409,6 +409,17 @@ TEST_CASE("defect 5: get_token from a thread_local's destructor at thread exit")
     }
 }
 
+TEST_CASE("defect 5: a thread whose first use of tokmgr is from a thread_local's destructor") {
+    // tokmgr's per-thread cache is then created while the thread's
+    // thread_locals are being destroyed.
+    test::harness h;
+    auto manager = std::shared_ptr<test::manager>(h.make());
+    const std::string current(manager->get_token().reveal());
+    auto at_exit = std::make_shared<std::string>();
+    REQUIRE(get_token_at_thread_exit(manager, at_exit, [] {}));
+    CHECK(*at_exit == current);
+}
+
 // ---- 6. Smaller defects --------------------------------------------------------
 
 TEST_CASE("defect 6: a flight's result past its hard threshold (slow store) is not served") {

@@ -20,6 +20,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -284,4 +285,80 @@ TEST_CASE("persistence: a restarted manager continues the refresh chain from the
         CHECK(written.generation > previous);
         previous = written.generation;
     }
+}
+
+TEST_CASE("persistence: many threads, a moving clock and faults in every policy: answers, no reuse, no hang") {
+    test::harness h;
+    test::shared_store store;
+    test::faulty_json json;
+    h.options.max_wait = 2s;
+    h.options.backoff_initial = 1ms;
+    h.options.backoff_max = 10ms;
+    auto hook_calls = std::make_shared<std::atomic<int>>(0);
+    h.options.on_event = [hook_calls](const tokmgr::event&) {
+        if (++*hook_calls % 7 == 0) throw std::runtime_error("injected hook failure");
+    };
+    auto server = h.server;
+    auto sends = std::make_shared<std::atomic<int>>(0);
+    h.transport.set_handler([server, sends](const tokmgr::http_request& request) {
+        const int call = ++*sends;
+        if (call % 11 == 0) throw std::runtime_error("injected send failure");
+        return server(request);
+    });
+    for (std::size_t call = 3; call < 400; call += 5) h.transport.fail_call(call, tokmgr::errc::timeout);
+    for (std::size_t call = 4; call < 400; call += 9) h.transport.fail_call(call, tokmgr::errc::connection_refused);
+    store.shared().on_call = [calls = std::make_shared<std::atomic<int>>(0)] {
+        if (++*calls % 13 == 0) throw std::runtime_error("injected storage failure");
+    };
+    auto manager = std::make_unique<test::store_manager>(
+        h.transport, tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)}, h.options, h.clock, store,
+        json);
+
+    std::atomic<bool> stop{false};
+    std::atomic<int> served{0};
+    std::atomic<int> failed{0};
+    std::atomic<int> malformed{0};
+    std::atomic<int> timed_out{0};
+    std::thread ticking([&] {
+        while (!stop.load()) {
+            h.clock.advance(3min);  // a JWT's life in about ten ticks
+            std::this_thread::sleep_for(100us);
+        }
+    });
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 6; ++t) {
+        callers.emplace_back([&] {
+            for (int i = 0; i < 300; ++i) {
+                std::error_code ec;
+                const tokmgr::secret_view jwt = manager->get_token(ec);
+                if (ec == tokmgr::errc::wait_timeout) ++timed_out;
+                if (ec ? !jwt.empty() : jwt.empty()) ++malformed;
+                ++(ec ? failed : served);
+                std::this_thread::sleep_for(100us);
+            }
+        });
+    }
+    for (auto& caller : callers) caller.join();
+    stop = true;
+    ticking.join();
+    CHECK(malformed == 0);
+    CHECK(timed_out == 0);  // nobody waited on a flight nobody finishes
+    CHECK(served > 0);
+    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.transport.calls() > 10);  // the clock moved across many expiries
+}
+
+TEST_CASE("persistence: last_error() is empty after a success, also when the first load had failed") {
+    test::harness h;
+    test::shared_store store;
+    store.shared().fail_load_at = 1;  // the constructor's load
+    auto manager = std::make_unique<test::store_manager>(
+        h.transport, tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)}, h.options, h.clock, store,
+        test::faulty_json());
+    CHECK(manager->last_error().code == tokmgr::errc::storage_failed);  // said until something succeeds
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    REQUIRE_FALSE(ec);
+    // "The most recent failure ...; empty after a success."
+    CHECK_FALSE(manager->last_error());
 }

@@ -83,7 +83,7 @@ TEST_CASE("a refresh answered 401 falls back to exactly one login") {
 
 TEST_CASE("a stored token set is used before any login") {
     test::harness h;
-    tokmgr::memory_storage storage;
+    test::storage_type storage;
     {
         auto first = h.make();
         first->get_token();

@@ -300,3 +300,25 @@ TEST_CASE("a storage lease held elsewhere does not block the executor's thread; 
     REQUIRE(store.stored());
     CHECK(store.stored()->generation == 1);
 }
+
+TEST_CASE("a manager on a transport with a private io_context completes async_get_token with invalid_configuration") {
+    fixture f;
+    tokmgr::manager_options options;
+    options.assumed_lifetimes = tokmgr::lifetimes{};
+    tokmgr::token_manager<> manager(tokmgr::asio_transport(f.transport_options),
+                                    tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
+    std::future<tokmgr::token_handle> future = manager.async_get_token(asio::use_future);
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    try {
+        future.get();
+        FAIL("expected invalid_configuration");
+    } catch (const std::system_error& e) {
+        CHECK(e.code() == tokmgr::errc::invalid_configuration);
+    }
+    CHECK(f.server->stats().logins == 0);  // nothing was sent, nothing blocked
+    std::promise<std::error_code> got;
+    manager.async_get_token([&](std::error_code ec, tokmgr::token_handle) { got.set_value(ec); });
+    auto callback = got.get_future();
+    REQUIRE(callback.wait_for(10s) == std::future_status::ready);
+    CHECK(callback.get() == tokmgr::errc::invalid_configuration);
+}

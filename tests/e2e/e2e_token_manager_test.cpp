@@ -157,3 +157,35 @@ TEST_CASE("a wrong password is reported as credentials_rejected, once, to every 
     CHECK(server.stats().logins_rejected == 1);
     CHECK(manager.last_error().message().find("wrong-password") == std::string::npos);
 }
+
+TEST_CASE("over the server's auth rate limit: rate_limited, Retry-After honoured, nothing sent meanwhile") {
+    tokmgr::server::server_options server_options;
+    server_options.users.emplace("svc", tokmgr::secret("e2e-password"));
+    server_options.auth_rpm_limit = 1;  // one login a minute from this address
+    tokmgr::server::reference_server server(std::move(server_options));
+    server.start();
+    tokmgr::asio_transport_options transport_options;
+    transport_options.base_url = server.url();
+    const tokmgr::credentials credentials{"svc", tokmgr::secret("e2e-password")};
+
+    // Another client at the same address spends the quota.
+    tokmgr::token_manager<> first(tokmgr::asio_transport(transport_options), credentials);
+    CHECK_FALSE(first.get_token().empty());
+
+    tokmgr::token_manager<> second(tokmgr::asio_transport(transport_options), credentials);
+    std::error_code ec;
+    second.get_token(ec);
+    CHECK(ec == tokmgr::errc::rate_limited);
+    // The server said to wait about a minute: callers get the error at once,
+    // and no request reaches the server until then.
+    const auto started = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; ++i) {
+        second.get_token(ec);
+        CHECK(ec == tokmgr::errc::rate_limited);
+    }
+    CHECK(std::chrono::steady_clock::now() - started < 2s);
+    const auto stats = server.stats();
+    INFO("server: " << tokmgr::server::to_json(stats));
+    CHECK(stats.auth_requests_limited == 1);
+    CHECK(stats.logins == 1);
+}

@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <string>
 
 TEST_CASE_TEMPLATE_DEFINE("Json policy contract", Json, json_policy_contract) {
@@ -55,6 +56,84 @@ TEST_CASE_TEMPLATE_DEFINE("Json policy contract", Json, json_policy_contract) {
         CHECK_FALSE(claims.issued_at);
         CHECK_FALSE(claims.expires_at);
         json.parse_jwt_claims("not json", ec);
+        CHECK(ec == tokmgr::errc::protocol_error);
+    }
+
+    SUBCASE("the input rules of detail/json_rules.hpp, one table for every policy") {
+        using namespace std::string_literals;
+        const std::string good = R"({"jwt":"a.b.c","refreshToken":"r1"})";
+        struct row {
+            std::string body;
+            bool accepted;
+        };
+        const row rows[] = {
+            {good, true},
+            {" \t\r\n" + good + " \t\r\n", true},                    // JSON whitespace around the value
+            {good + "\0"s, false},                                   // a NUL after the object
+            {good + "\0{}"s, false},
+            {R"({"jwt":"a.b.c","refreshToken":"r1"})" "\0"s " ", false},
+            {"\xEF\xBB\xBF" + good, false},                          // a byte-order mark
+            {good + " x", false},                                    // trailing bytes
+            {good + good, false},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","jwt":"x.y.z"})", false},  // a member named twice
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":{"k":1,"k":2}})", true},  // nested twice: not read
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":9223372036854775808})", true},   // fits uint64
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":18446744073709551615})", true},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":18446744073709551616})", false},  // 2^64
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":123456789012345678901234567890})", false},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":-9223372036854775809})", false},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":1e308})", true},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":1e400})", false},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":1.5e3})", true},
+            {R"({"jwt":"a.b.c","refreshToken":"r1","s":"\ud800"})", false},  // a lone surrogate
+            {"{\"jwt\":\"a.b.c\",\"refreshToken\":\"r\xff\"}", false},       // not UTF-8
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":)" + std::string(1023, '[') + std::string(1023, ']') + "}",
+             true},  // 1024 levels deep
+            {R"({"jwt":"a.b.c","refreshToken":"r1","n":)" + std::string(1024, '[') + std::string(1024, ']') + "}",
+             false},
+        };
+        for (const auto& r : rows) {
+            CAPTURE(r.body.substr(0, 80));
+            const auto pair = json.parse_token_response(r.body, ec);
+            CHECK((ec == tokmgr::errc::protocol_error) == !r.accepted);
+            if (r.accepted) CHECK(pair.jwt.reveal() == "a.b.c");
+            // Error bodies and claims follow the same rules.
+            CHECK(json.error_message(r.body + std::string()).empty());
+            json.parse_jwt_claims(r.body, ec);
+            CHECK((ec == tokmgr::errc::protocol_error) == !r.accepted);
+        }
+        CHECK(json.error_message(R"({"detail":"D","detail":"E"})").empty());
+        CHECK(json.error_message("\xEF\xBB\xBF{\"detail\":\"D\"}").empty());
+    }
+
+    SUBCASE("claims out of range count as absent, never wrapped or rounded into a date") {
+        struct row {
+            const char* payload;
+            std::optional<std::int64_t> exp;
+        };
+        const row rows[] = {
+            {R"({"exp":1700000000})", 1700000000},
+            {R"({"exp":-5})", -5},
+            {R"({"exp":999999999999999})", 999999999999999},
+            {R"({"exp":1000000000000000})", std::nullopt},  // 1e15: past the documented bound
+            {R"({"exp":9223372036854775807})", std::nullopt},
+            {R"({"exp":9223372036854775808})", std::nullopt},    // INT64_MAX + 1: must not wrap negative
+            {R"({"exp":18446744073709551615})", std::nullopt},
+            {R"({"exp":-9223372036854775808})", std::nullopt},
+            {R"({"exp":1700000000.999})", 1700000000},
+            {R"({"exp":-0.5})", -1},
+            {R"({"exp":1e300})", std::nullopt},
+            {R"({"exp":true})", std::nullopt},
+            {R"({"exp":null})", std::nullopt},
+            {R"({"exp":[1]})", std::nullopt},
+        };
+        for (const auto& r : rows) {
+            CAPTURE(r.payload);
+            const auto claims = json.parse_jwt_claims(r.payload, ec);
+            CHECK_FALSE(ec);
+            CHECK(claims.expires_at == r.exp);
+        }
+        json.parse_jwt_claims(R"({"exp":1,"exp":2})", ec);
         CHECK(ec == tokmgr::errc::protocol_error);
     }
 

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -58,13 +59,18 @@ std::int64_t claim(const std::string& jwt, const char* name) {
     return value;
 }
 
+/// POSTs carry Content-Type: application/json unless `headers` are given.
 parsed_request make_request(std::string method, std::string target, std::string body = {},
-                            std::vector<tokmgr::http_header> headers = {}) {
+                            std::optional<std::vector<tokmgr::http_header>> headers = std::nullopt) {
+    if (!headers) {
+        headers.emplace();
+        if (method == "POST") headers->push_back({"Content-Type", "application/json"});
+    }
     parsed_request r;
     r.method = std::move(method);
     r.target = std::move(target);
     r.body = std::move(body);
-    r.headers = std::move(headers);
+    r.headers = std::move(*headers);
     return r;
 }
 
@@ -207,6 +213,115 @@ TEST_CASE("parser: an oversized body is refused from its headers alone; oversize
     CHECK(outcome.status == 431);
 }
 
+TEST_CASE("parser: a line ending in a bare LF or a bare CR answers 400 at once, wherever it is") {
+    for (const char* wire : {"GET / HTTP/1.1\nHost: h\r\n\r\n", "GET / HTTP/1.1\r\nHost: h\n\r\n",
+                             "GET / HTTP/1.1\r\nHost: h\r\n\n", "\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                             "GET / HTTP/1.1\rHost: h\r\n\r\n", "GET / HTTP/1.1\r\nX: a\rb\r\nHost: h\r\n\r\n"}) {
+        CAPTURE(wire);
+        parsed_request request;
+        const auto outcome = parse_request(wire, request, {});
+        CHECK(outcome.state == parse_state::failed);
+        CHECK(outcome.status == 400);
+    }
+    // Without the blank line: the verdict comes at the bare LF, not at a timeout.
+    parsed_request request;
+    CHECK(parse_request("GET / HTTP/1.1\nHost: h\n", request, {}).state == parse_state::failed);
+}
+
+TEST_CASE("parser: empty lines before the request line are few and count against the head cap") {
+    const std::string request_text = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    request_limits limits;
+    parsed_request request;
+    std::string wire;
+    for (std::size_t n = 0; n <= limits.max_leading_empty_lines; ++n) {
+        CAPTURE(n);
+        const auto outcome = parse_request(wire + request_text, request, limits);
+        REQUIRE(outcome.state == parse_state::complete);
+        CHECK(outcome.consumed == wire.size() + request_text.size());
+        CHECK(request.target == "/");
+        wire += "\r\n";
+    }
+    auto outcome = parse_request(wire + request_text, request, limits);
+    CHECK(outcome.state == parse_state::failed);
+    CHECK(outcome.status == 400);
+    // A flood of CR LF ends after a few lines, long before the head cap.
+    outcome = parse_request(std::string(1 << 20, '\r').replace(1, std::string::npos, std::string((1 << 20) - 1, '\n')),
+                            request, limits);
+    CHECK(outcome.state == parse_state::failed);
+    std::string flood;
+    for (int i = 0; i < 100'000; ++i) flood += "\r\n";
+    outcome = parse_request(flood, request, limits);
+    CHECK(outcome.state == parse_state::failed);
+    CHECK(outcome.status == 400);
+
+    // They count against the cap: a head that fits only without them is refused.
+    request_limits tight;
+    tight.max_header_bytes = request_text.size();
+    CHECK(parse_request(request_text, request, tight).state == parse_state::complete);
+    outcome = parse_request("\r\n" + request_text, request, tight);
+    CHECK(outcome.state == parse_state::failed);
+    CHECK(outcome.status == 431);
+}
+
+TEST_CASE("parser: the head cap's verdict does not depend on how the bytes arrive") {
+    request_limits limits;
+    const std::string start = "GET / HTTP/1.1\r\nHost: h\r\nX: ";
+    const std::string end = "\r\n\r\n";
+    for (std::size_t total : {limits.max_header_bytes - 1, limits.max_header_bytes, limits.max_header_bytes + 1}) {
+        CAPTURE(total);
+        const std::string wire = start + std::string(total - start.size() - end.size(), 'a') + end;
+        parsed_request whole_request;
+        const auto whole = parse_request(wire, whole_request, limits);
+        CHECK(whole.state == (total <= limits.max_header_bytes ? parse_state::complete : parse_state::failed));
+        // The same bytes with the last 1..4 arriving late, and byte by byte.
+        for (std::size_t late = 1; late <= 4; ++late) {
+            CAPTURE(late);
+            request_reader reader(limits);
+            parsed_request request;
+            auto first = reader.parse(std::string_view(wire).substr(0, wire.size() - late), request);
+            if (first.state == parse_state::failed) {
+                CHECK(whole.state == parse_state::failed);
+                continue;
+            }
+            REQUIRE(first.state == parse_state::incomplete);
+            const auto second = reader.parse(wire, request);
+            CHECK(second.state == whole.state);
+            CHECK(second.status == whole.status);
+        }
+        request_reader reader(limits);
+        parsed_request request;
+        parse_outcome last;
+        for (std::size_t n = 1; n <= wire.size(); ++n) {
+            last = reader.parse(std::string_view(wire).substr(0, n), request);
+            if (last.state != parse_state::incomplete) break;
+        }
+        CHECK(last.state == whole.state);
+        CHECK(last.status == whole.status);
+    }
+}
+
+TEST_CASE("parser: a request trickled byte by byte is scanned once, and pipelining still works") {
+    const std::string first = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+    const std::string second = "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    const std::string wire = first + second;
+    request_reader reader;
+    parsed_request request;
+    std::string buffer;
+    std::vector<std::string> targets;
+    for (char c : wire) {
+        buffer += c;
+        for (;;) {
+            const auto outcome = reader.parse(buffer, request);
+            REQUIRE(outcome.state != parse_state::failed);
+            if (outcome.state == parse_state::incomplete) break;
+            targets.push_back(request.target + ":" + request.body);
+            buffer.erase(0, outcome.consumed);
+        }
+    }
+    CHECK(targets == std::vector<std::string>{"/a:abc", "/b:"});
+    CHECK(buffer.empty());
+}
+
 // ---- JWTs -------------------------------------------------------------------
 
 TEST_CASE("jwt: HS256 tokens verify under their key until exp, and only then") {
@@ -239,6 +354,35 @@ TEST_CASE("jwt: tampering, alg none and garbage are refused") {
 
     for (const char* garbage : {"", "a.b", "a.b.c.d", "!!.??.**", "e30.e30.", "bm90IGpzb24.e30.e30"})
         CHECK(verify_hs256(garbage, "key", 1000).status == jwt_status::malformed);
+}
+
+TEST_CASE("jwt: only the canonical spelling verifies: no padding, no stray bits in the last character") {
+    const std::string token = sign_hs256("key", {"alice", 1000, 1060, "id"});
+    REQUIRE(verify_hs256(token, "key", 1000).status == jwt_status::valid);
+    const auto dot2 = token.rfind('.');
+    // A 32-byte HMAC is 43 characters: the last carries 2 unused bits.
+    const std::string signature = token.substr(dot2 + 1);
+    REQUIRE(signature.size() == 43);
+    const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const auto last = alphabet.find(signature.back());
+    for (std::size_t stray = 1; stray < 4; ++stray) {
+        std::string respelled = token;
+        respelled.back() = alphabet[last ^ stray];
+        CAPTURE(respelled);
+        CHECK(tokmgr::detail::base64url_decode(std::string_view(respelled).substr(dot2 + 1)) ==
+              tokmgr::detail::base64url_decode(signature));  // the same bytes, spelled otherwise
+        CHECK(verify_hs256(respelled, "key", 1000).status == jwt_status::malformed);
+    }
+    CHECK(verify_hs256(token + "=", "key", 1000).status == jwt_status::malformed);
+    const auto dot1 = token.find('.');
+    CHECK(verify_hs256(token.substr(0, dot1) + "=" + token.substr(dot1), "key", 1000).status == jwt_status::malformed);
+
+    CHECK(tokmgr::detail::base64url_decode_canonical("") == std::optional<std::string>(""));
+    CHECK(tokmgr::detail::base64url_decode_canonical("QQ") == std::optional<std::string>("A"));
+    CHECK_FALSE(tokmgr::detail::base64url_decode_canonical("QR"));
+    CHECK_FALSE(tokmgr::detail::base64url_decode_canonical("QQ=="));
+    CHECK(tokmgr::detail::base64url_decode_canonical("QUI") == std::optional<std::string>("AB"));
+    CHECK_FALSE(tokmgr::detail::base64url_decode_canonical("QUJ"));
 }
 
 // ---- Login ------------------------------------------------------------------
@@ -497,7 +641,7 @@ TEST_CASE("the signing key: TOKMGR_SERVER_SECRET shared by two servers, else ran
         const auto tokens = tokens_of(first.handle(
             make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})")));
         const reply r = second.handle(
-            make_request("GET", "/api/x", {}, {{"Authorization", "Bearer " + tokens.jwt}}));
+            make_request("GET", "/api/x", {}, std::vector<tokmgr::http_header>{{"Authorization", "Bearer " + tokens.jwt}}));
         CHECK((r.status == 200) == same_key_expected);
     };
     {
@@ -505,4 +649,205 @@ TEST_CASE("the signing key: TOKMGR_SERVER_SECRET shared by two servers, else ran
         issue_and_check(true);
     }
     issue_and_check(false);
+}
+
+// ---- Defences ---------------------------------------------------------------
+
+TEST_CASE("the auth POSTs need Content-Type: application/json, else 415") {
+    fixture f;
+    const std::string body = R"({"userName":"alice","password":"wonderland"})";
+    using headers = std::vector<tokmgr::http_header>;
+    for (const auto& h : {headers{}, headers{{"Content-Type", "text/plain"}},
+                          headers{{"Content-Type", "application/x-www-form-urlencoded"}},
+                          headers{{"Content-Type", "application/jsonx"}}}) {
+        const reply r = f.service->handle(make_request("POST", "/api/auth/login", body, h));
+        check_error_body(r, 415);
+        CHECK(r.body.find("wonderland") == std::string::npos);
+    }
+    CHECK(f.service->handle(make_request("POST", "/api/auth/token_refresh", R"({"refreshToken":"x"})", headers{}))
+              .status == 415);
+    CHECK(f.service->handle(make_request("POST", "/api/auth/login", body,
+                                         headers{{"content-type", " Application/JSON; charset=utf-8"}}))
+              .status == 200);
+    CHECK(f.service->stats().unsupported_media_type == 5);
+    CHECK(f.service->stats().logins == 1);
+}
+
+TEST_CASE("SOLAR_AUTH_RPM_LIMIT: over the limit, 429 with Retry-After, per client address") {
+    server_options options;
+    options.users.emplace("alice", tokmgr::secret("wonderland"));
+    options.signing_secret = tokmgr::secret("k");
+    options.auth_rpm_limit = 3;
+    settings resolved;
+    tokmgr::error_info error;
+    REQUIRE(resolve_settings(options, resolved, error));
+    auth_service service(options, std::move(resolved));
+    const auto wrong = make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"guess"})");
+    for (int i = 0; i < 3; ++i) CHECK(service.handle(wrong, "192.0.2.1").status == 401);
+    const reply limited = service.handle(wrong, "192.0.2.1");
+    check_error_body(limited, 429);
+    const auto retry_after = tokmgr::find_header(limited.headers, "Retry-After");
+    REQUIRE(retry_after);
+    const int seconds = std::stoi(std::string(*retry_after));
+    CHECK(seconds >= 1);
+    CHECK(seconds <= 20);  // one slot of 60 s / 3 frees in at most 20 s
+    // Even the right password waits: counting comes before checking.
+    CHECK(service.handle(make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})"),
+                         "192.0.2.1")
+              .status == 429);
+    // Another address has its own quota; other paths are not limited.
+    CHECK(service.handle(make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})"),
+                         "192.0.2.2")
+              .status == 200);
+    CHECK(service.handle(make_request("GET", "/api/x"), "192.0.2.1").status == 401);
+    CHECK(service.stats().auth_requests_limited == 2);
+    CHECK(service.stats().logins_rejected == 3);
+}
+
+TEST_CASE("rate limit: a burst of the limit, then one per 60 s / limit; recovered clients are forgotten") {
+    client_limits_config config;
+    config.auth_requests_per_minute = 60;
+    config.max_tracked_clients = 2;
+    client_limits limits(config);
+    const auto t0 = client_limits::clock::time_point(std::chrono::hours(1));
+    std::chrono::seconds retry{0};
+    for (int i = 0; i < 60; ++i) REQUIRE(limits.admit_auth_request("a", t0, retry));
+    CHECK_FALSE(limits.admit_auth_request("a", t0, retry));
+    CHECK(retry == 1s);
+    CHECK_FALSE(limits.admit_auth_request("a", t0 + 999ms, retry));
+    CHECK(limits.admit_auth_request("a", t0 + 1s, retry));
+    CHECK_FALSE(limits.admit_auth_request("a", t0 + 1s, retry));
+    // In any minute: the burst plus one per second, never more.
+    int admitted = 0;
+    for (int ms = 1100; ms <= 61'000; ms += 100)  // one a second: at 2 s, 3 s, ... 61 s
+        admitted += limits.admit_auth_request("a", t0 + std::chrono::milliseconds(ms), retry) ? 1 : 0;
+    CHECK(admitted == 60);
+
+    CHECK(limits.admit_auth_request("b", t0, retry));
+    CHECK(limits.tracked_clients() == 2);
+    // The table is full and nobody has recovered: a third address waits.
+    CHECK_FALSE(limits.admit_auth_request("c", t0, retry));
+    // Two minutes later both have recovered, so they make room.
+    CHECK(limits.admit_auth_request("c", t0 + 200s, retry));
+    CHECK(limits.tracked_clients() == 1);
+
+    client_limits unlimited(client_limits_config{0, 0, 0});
+    for (int i = 0; i < 10'000; ++i) REQUIRE(unlimited.admit_auth_request("a", t0, retry));
+}
+
+TEST_CASE("connection caps: per client address and in all, slots given back") {
+    client_limits limits(client_limits_config{3, 2, 0});
+    CHECK(limits.open_connection("a"));
+    CHECK(limits.open_connection("a"));
+    CHECK_FALSE(limits.open_connection("a"));
+    CHECK(limits.open_connection("b"));
+    CHECK_FALSE(limits.open_connection("c"));  // 3 in all
+    limits.close_connection("a");
+    CHECK(limits.open_connection("c"));
+    CHECK(limits.open_connections() == 3);
+    {
+        connection_slot slot(limits, "b");  // over the global cap's count on purpose: the slot only gives back
+        (void)slot;
+    }
+    CHECK(limits.open_connections() == 2);
+}
+
+TEST_CASE("token families are bounded: full means 503, never dropping a family whose token lives") {
+    using clock_point = std::chrono::system_clock::time_point;
+    const clock_point t0(1'800'000'000s);
+    refresh_registry registry(3);
+    std::vector<std::string> tokens;
+    for (int i = 0; i < 3; ++i) tokens.push_back(registry.issue("u", t0, 100s));
+    CHECK(registry.issue("u", t0 + 10s, 100s).empty());  // every family alive
+    CHECK(registry.families_remembered() == 3);
+    // Each family's token still rotates while full.
+    auto r = registry.rotate(tokens[0], t0 + 20s, 100s);
+    REQUIRE(r.outcome == refresh_registry::result::rotated);
+    tokens[0] = r.new_token;
+    // Families 1 and 2 expire at t0 + 100 s; family 0's token lives to t0 + 120 s.
+    const std::string newer = registry.issue("u", t0 + 110s, 100s);
+    CHECK_FALSE(newer.empty());
+    CHECK(registry.families_remembered() == 2);
+    CHECK(registry.rotate(tokens[0], t0 + 111s, 100s).outcome == refresh_registry::result::rotated);
+
+    // Retired tokens per family are bounded too; the oldest are forgotten first.
+    refresh_registry one(1);
+    std::string current = one.issue("u", t0, 1000s);
+    const std::string first = current;
+    for (std::size_t i = 0; i < refresh_registry::max_retired_per_family + 5; ++i) {
+        auto next = one.rotate(current, t0 + 1s, 1000s);
+        REQUIRE(next.outcome == refresh_registry::result::rotated);
+        current = next.new_token;
+    }
+    CHECK(one.tokens_remembered() == refresh_registry::max_retired_per_family + 1);
+    CHECK(one.rotate(first, t0 + 2s, 1000s).outcome == refresh_registry::result::unknown);
+    CHECK(one.rotate(current, t0 + 2s, 1000s).outcome == refresh_registry::result::rotated);
+}
+
+TEST_CASE("a full family table answers a login 503 with Retry-After") {
+    server_options options;
+    options.users.emplace("alice", tokmgr::secret("wonderland"));
+    options.signing_secret = tokmgr::secret("k");
+    options.max_token_families = 2;
+    options.jwt_ttl = 60s;
+    options.refresh_ttl = 600s;
+    settings resolved;
+    tokmgr::error_info error;
+    REQUIRE(resolve_settings(options, resolved, error));
+    auth_service service(options, std::move(resolved));
+    const auto login = make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})");
+    CHECK(service.handle(login).status == 200);
+    CHECK(service.handle(login).status == 200);
+    const reply full = service.handle(login);
+    check_error_body(full, 503);
+    CHECK(tokmgr::find_header(full.headers, "Retry-After"));
+    CHECK(service.stats().logins_refused_full == 1);
+}
+
+TEST_CASE("SOLAR_AUTH_RPM_LIMIT from the environment, options over it, invalid values refused") {
+    server_options options;
+    settings out;
+    tokmgr::error_info error;
+    {
+        scoped_env unset("SOLAR_AUTH_RPM_LIMIT", nullptr);
+        REQUIRE(resolve_settings(options, out, error));
+        CHECK(out.auth_rpm_limit == default_auth_rpm_limit);
+    }
+    {
+        scoped_env env("SOLAR_AUTH_RPM_LIMIT", "42");
+        REQUIRE(resolve_settings(options, out, error));
+        CHECK(out.auth_rpm_limit == 42);
+        options.auth_rpm_limit = 7;
+        REQUIRE(resolve_settings(options, out, error));
+        CHECK(out.auth_rpm_limit == 7);
+        options.auth_rpm_limit.reset();
+    }
+    {
+        scoped_env env("SOLAR_AUTH_RPM_LIMIT", "0");
+        REQUIRE(resolve_settings(options, out, error));
+        CHECK(out.auth_rpm_limit == 0);
+    }
+    for (const char* bad : {"-1", "ten", "99999999", "1.5"}) {
+        CAPTURE(bad);
+        scoped_env env("SOLAR_AUTH_RPM_LIMIT", bad);
+        CHECK_FALSE(resolve_settings(options, out, error));
+        CHECK(error.code == tokmgr::errc::invalid_configuration);
+        CHECK(error.detail.find("SOLAR_AUTH_RPM_LIMIT") != std::string::npos);
+    }
+}
+
+TEST_CASE("user names must be UTF-8, and a UTF-8 subject round-trips through a signed JWT (found by fuzzing)") {
+    server_options options;
+    options.users.emplace("na\xefve", tokmgr::secret("pw"));  // Latin-1, not UTF-8
+    settings out;
+    tokmgr::error_info error;
+    CHECK_FALSE(resolve_settings(options, out, error));
+    CHECK(error.code == tokmgr::errc::invalid_configuration);
+    CHECK(error.detail.find("UTF-8") != std::string::npos);
+
+    const std::string subject = "na\xc3\xafve \xf0\x9f\x94\x91 \"q\" \\ \x01";
+    const std::string token = sign_hs256("key", {subject, 1000, 1060, "id"});
+    const auto check = verify_hs256(token, "key", 1000);
+    CHECK(check.status == jwt_status::valid);
+    CHECK(check.subject == subject);
 }

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <future>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "test_certificate.hpp"
 #include "test_http_client.hpp"
@@ -150,6 +152,91 @@ TEST_CASE("error answers over the wire: 400, 401, 404, 405, and Connection: clos
     CHECK(client.closed_by_peer());
 }
 
+TEST_CASE("an ordinary close is not counted as a timeout, even when the client lingers after the answer") {
+    reference_server server(alice_options());
+    server.start();
+    {
+        test_client client(server.port(), nullptr, 3s);
+        auto r = client.request("GET", "/nothing", {}, "Connection: close\r\n");
+        REQUIRE(r);
+        // The client keeps its end open past the server's 1 s linger.
+        std::this_thread::sleep_for(1500ms);
+        CHECK(client.closed_by_peer());
+    }
+    CHECK(server.stats().connections_timed_out == 0);
+    CHECK(server.stats().requests == 1);
+}
+
+TEST_CASE("over the wire: bare LF answers 400 at once, a wrong Content-Type 415, over the auth limit 429") {
+    server_options options = alice_options();
+    options.auth_rpm_limit = 2;
+    reference_server server(options);
+    server.start();
+
+    test_client bare_lf(server.port(), nullptr, 10s);
+    const auto started = std::chrono::steady_clock::now();
+    bare_lf.send("GET /api/datasets HTTP/1.1\nHost: 127.0.0.1\n");  // no blank line: nothing to wait for
+    auto r = bare_lf.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    // Far below the 10 s request timeout it used to wait for (generous: loaded CI).
+    CHECK(std::chrono::steady_clock::now() - started < 5s);
+    CHECK(bare_lf.closed_by_peer());
+
+    test_client client(server.port());
+    r = client.request("POST", "/api/auth/login", alice_login, "X-Ignored: 1\r\n");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    client.send("POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: " +
+                std::to_string(std::string_view(alice_login).size()) + "\r\n\r\n" + std::string(alice_login));
+    r = client.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 415);
+    r = client.request("POST", "/api/auth/login", alice_login);
+    REQUIRE(r);
+    CHECK(r->status == 429);
+    CHECK(r->has_header_line("Retry-After: "));
+    // The same connection still serves what is not rate-limited.
+    r = client.request("GET", "/nothing");
+    REQUIRE(r);
+    CHECK(r->status == 404);
+    const auto stats = server.stats();
+    CHECK(stats.auth_requests_limited == 1);
+    CHECK(stats.unsupported_media_type == 1);
+    CHECK(stats.requests_malformed == 1);
+}
+
+TEST_CASE("connection caps: a client over its quota is refused, another address is still served") {
+    server_options options = alice_options();
+    options.max_connections_per_client = 3;
+    options.max_connections = 6;
+    reference_server server(options);
+    server.start();
+    std::vector<std::unique_ptr<test_client>> held;
+    for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<test_client>(server.port(), nullptr, 10s, "127.0.0.2"));
+    test_client over(server.port(), nullptr, 10s, "127.0.0.2");
+    auto refused = over.read_response();
+    if (refused) CHECK(refused->status == 503);  // or reset before it could be read
+    CHECK(over.closed_by_peer());
+
+    test_client honest(server.port(), nullptr, 10s, "127.0.0.1");
+    auto r = honest.request("POST", "/api/auth/login", alice_login);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(server.stats().connections_refused == 1);
+
+    held.clear();  // slots come back when the server sees the closes
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    bool served = false;
+    while (!served && std::chrono::steady_clock::now() < deadline) {
+        test_client again(server.port(), nullptr, 10s, "127.0.0.2");
+        auto answer = again.request("GET", "/nothing");
+        served = answer && answer->status == 404;
+        if (!served) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(served);
+}
+
 TEST_CASE("a body over the limit answers 413 without waiting for the body, then closes") {
     reference_server server(alice_options());
     server.start();
@@ -267,9 +354,9 @@ TEST_CASE("overlapping refreshes show in max_refreshes_in_flight") {
     const auto token_b = json_member(b.request("POST", "/api/auth/login", alice_login)->body, "refreshToken");
     CHECK(server.stats().max_refreshes_in_flight == 0);
 
-    a.send("POST /api/auth/token_refresh HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+    a.send("POST /api/auth/token_refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
            std::to_string(token_a.size() + 19) + "\r\n\r\n{\"refreshToken\":\"" + token_a + "\"}");
-    b.send("POST /api/auth/token_refresh HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+    b.send("POST /api/auth/token_refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
            std::to_string(token_b.size() + 19) + "\r\n\r\n{\"refreshToken\":\"" + token_b + "\"}");
     CHECK(a.read_response()->status == 200);
     CHECK(b.read_response()->status == 200);

@@ -28,9 +28,15 @@ public:
 
     /// Connects to 127.0.0.1:port; with `tls`, also handshakes (verifying as
     /// `tls` says) and sets SNI/host name checks to 127.0.0.1.
+    /// `source`, when given, is the loopback address to connect from (any of
+    /// 127.0.0.0/8 on Linux), so one test can act as several client addresses.
     explicit test_client(unsigned short port, asio::ssl::context* tls = nullptr,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(5))
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5), const char* source = nullptr)
         : socket_(io_), timeout_(timeout) {
+        if (source) {
+            socket_.open(tcp::v4());
+            socket_.bind(tcp::endpoint(asio::ip::make_address(source), 0));
+        }
         socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
         if (tls) {
             tls_.emplace(std::move(socket_), *tls);

@@ -23,7 +23,8 @@ trap cleanup EXIT
 
 # Nothing from the caller's environment may steer these runs.
 unset TONIC_TEXTUAL_BASE_URL TONIC_TEXTUAL_USERNAME TONIC_TEXTUAL_PASSWORD \
-      SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES TOKMGR_SERVER_SECRET
+      SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES TOKMGR_SERVER_SECRET \
+      http_proxy https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 pass() { echo "ok:   $*"; }
@@ -204,8 +205,76 @@ if [[ -n $OPENSSL ]]; then
         "$TOKMGR" load --url "$url" --user alice --threads 4 --duration 1 --path /api/x --ca-file "$work/cert.pem"
     localhost_url=${url/127.0.0.1/localhost}
     run "token over TLS by host name" 0 env TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" token --url "$localhost_url" --user alice --ca-file "$work/cert.pem"
+    tls_url=$url
 else
     echo "skip: no openssl command, TLS cases not run"
+fi
+
+# ---- HTTP proxies -------------------------------------------------------------
+# Real proxies (tinyproxy, as the transport tests start them): open, with
+# Basic authentication, and one that refuses CONNECT.
+proxy_fixture=$(dirname "$0")/../transport/proxy_fixture.sh
+if [[ -n ${tls_url:-} ]]; then
+    if bash "$proxy_fixture" start "$work" >/dev/null; then
+        open_proxy=http://127.0.0.1:$(sed -n 's/^open=//p' "$work/proxy/ports")
+        auth_proxy_port=$(sed -n 's/^auth=//p' "$work/proxy/ports")
+        refusing_proxy=http://127.0.0.1:$(sed -n 's/^refusing=//p' "$work/proxy/ports")
+        proxy_password=$(cat "$work/proxy/password")
+        tls=(--url "$tls_url" --user alice --ca-file "$work/cert.pem")
+
+        run "token through the proxy in https_proxy" 0 \
+            env https_proxy="$open_proxy" TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" token "${tls[@]}"
+        grep -q "CONNECT 127.0.0.1:${tls_url##*:}" "$work/proxy/open.log" \
+            && pass "the token request went through the proxy" || fail "the proxy saw no CONNECT"
+        run "token through --proxy with a user name and password" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" token "${tls[@]}" --proxy "http://tokmgr:$proxy_password@127.0.0.1:$auth_proxy_port"
+        run "token: HTTPS_PROXY with a wrong proxy password" 4 \
+            env HTTPS_PROXY="http://tokmgr:wrong-$proxy_password@127.0.0.1:$auth_proxy_port" \
+            TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" token "${tls[@]}"
+        stderr_is_one_line_without "wrong proxy password" "$proxy_password"
+        grep -q "the proxy http://127.0.0.1:$auth_proxy_port answered" "$work/err" \
+            || fail "the wrong-password error does not name the proxy: $(cat "$work/err")"
+        run "token: a proxy that refuses CONNECT" 4 env TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" token "${tls[@]}" --proxy "$refusing_proxy"
+        grep -q "the proxy $refusing_proxy answered 403" "$work/err" \
+            || fail "the refused-CONNECT error does not name the proxy and status: $(cat "$work/err")"
+        run "token: a proxy that is not running" 4 env https_proxy="http://u:hunter2@${gone_url#http://}" \
+            TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" token "${tls[@]}"
+        stderr_is_one_line_without "proxy not running" hunter2
+        grep -q "could not connect to the proxy $gone_url" "$work/err" \
+            || fail "the refused-proxy error does not name the proxy: $(cat "$work/err")"
+        run "token: NO_PROXY sends the request directly" 0 env https_proxy="$gone_url" NO_PROXY=localhost,127.0.0.1 \
+            TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" token "${tls[@]}"
+        run "token: an https:// proxy URL is refused without repeating it" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" token "${tls[@]}" --proxy "https://u:hunter2@127.0.0.1:1"
+        stderr_is_one_line_without "https proxy URL" hunter2
+        start_server proxied --user alice:wonderland
+        run "token: http_proxy for an http:// URL" 0 env http_proxy="$open_proxy" TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" token --url "$url" --user alice
+        grep -q "POST $url/api/auth/login" "$work/proxy/open.log" \
+            && pass "the http:// request went through the proxy" || fail "the proxy saw no POST $url/api/auth/login"
+        run "load through --proxy" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" load "${tls[@]}" --proxy "$open_proxy" --threads 2 --duration 1 --path /api/x
+        bash "$proxy_fixture" stop "$work"
+
+        # A proxy that accepts the connection and never answers: the
+        # connect timeout (10 s in the program) ends it.
+        python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c = s.accept(); time.sleep(60)' >"$work/stall.port" &
+        pids+=($!)
+        for _ in $(seq 50); do [[ -s $work/stall.port ]] && break; sleep 0.1; done
+        stalling_proxy=http://127.0.0.1:$(cat "$work/stall.port")
+        run "token: a proxy that stalls" 4 env https_proxy="$stalling_proxy" TONIC_TEXTUAL_PASSWORD=wonderland \
+            "$TOKMGR" token "${tls[@]}"
+        grep -q "the proxy $stalling_proxy did not answer CONNECT within 10 s" "$work/err" \
+            || fail "the stall error does not name the proxy: $(cat "$work/err")"
+    else
+        fail "tinyproxy did not start (scripts/install-deps.sh installs it)"
+    fi
+else
+    echo "skip: no TLS server, proxy cases not run"
 fi
 
 echo "$failures failure(s)"

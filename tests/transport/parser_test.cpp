@@ -317,6 +317,45 @@ TEST_CASE("response: malformed input is a protocol error") {
     }
 }
 
+TEST_CASE("response: bare LF ends status and header lines, but never a line of the chunked framing") {
+    auto r = parse_every_split("HTTP/1.1 200 OK\nContent-Length: 2\nX: y\n\nok", false);
+    REQUIRE_FALSE(r.ec);
+    CHECK(r.response.body == "ok");
+    r = parse_every_split("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\n\r\n2\r\nok\r\n0\r\n\r\n", false);
+    REQUIRE_FALSE(r.ec);
+    CHECK(r.response.body == "ok");
+
+    for (const char* wire : {
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n",    // chunk-size line
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\n0\r\n\r\n",    // after the data
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\n\r\n",    // last chunk
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\n",    // end of trailers
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nT: 1\n\r\n",  // a trailer
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\rX0\r\n\r\n",   // bare CR after the data
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\r\n0\r\n\r\n",
+         }) {
+        CAPTURE(wire);
+        r = parse_every_split(wire, false);
+        CHECK(r.ec == errc::protocol_error);
+        CHECK_FALSE(r.keep_alive);
+    }
+}
+
+TEST_CASE("response: Content-Length with Transfer-Encoding is an error, and the connection is not reused") {
+    for (const char* wire : {
+             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 100\r\n\r\n0\r\n\r\n",
+         }) {
+        CAPTURE(wire);
+        const auto r = parse_every_split(wire, false);
+        CHECK(r.ec == errc::protocol_error);
+        CHECK_FALSE(r.keep_alive);
+        CHECK(r.response.body.empty());
+        CHECK(r.detail.find("Content-Length") != std::string::npos);
+    }
+}
+
 TEST_CASE("response: the size caps refuse without buffering the rest") {
     response_limits small;
     small.max_body_bytes = 10;

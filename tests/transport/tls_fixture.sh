@@ -40,20 +40,7 @@ make_pki() {
     issue untrusted unknown-ca localhost "DNS:localhost,IP:127.0.0.1,IP:::1"
 }
 
-# A loopback TCP port nobody listens on now, on 127.0.0.1 or ::1, and not
-# already chosen (bash's /dev/tcp makes the probe without other tools).
-free_port() {
-    local port=$1
-    while :; do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
-            ! (exec 3<>"/dev/tcp/::1/$port") 2>/dev/null &&
-            ! grep -q "=$port\$" "$run/ports" 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-        port=$((port + 1))
-    done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/loopback_ports.sh"
 
 start_nginx() {
     # Fresh certificates every run: they are valid for two days only.

@@ -23,13 +23,17 @@ inline std::string environment(const char* name) {
     return value ? std::string(value) : std::string();
 }
 
-/// --url, else TONIC_TEXTUAL_BASE_URL, else Textual's cloud.
+/// --url, else TONIC_TEXTUAL_BASE_URL, else Textual's cloud; --proxy, else
+/// the proxy environment variables.
 inline tokmgr::asio_transport_options transport_options(const parsed_options& args) {
     tokmgr::asio_transport_options options;
     if (auto url = args.get("url")) options.base_url = *url;
     else if (auto env = environment("TONIC_TEXTUAL_BASE_URL"); !env.empty()) options.base_url = env;
     else options.base_url = "https://textual.tonic.ai";
     if (auto ca = args.get("ca-file")) options.ca_file = *ca;
+    // Without --proxy the transport follows https_proxy, http_proxy,
+    // all_proxy and no_proxy (either case but http_proxy) as curl does.
+    if (auto proxy = args.get("proxy")) options.proxy = *proxy;
     options.insecure_skip_tls_verify = args.flag("insecure");
     return options;
 }

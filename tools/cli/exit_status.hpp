@@ -31,6 +31,8 @@ inline int exit_status_for(std::error_code ec) noexcept {
         case tokmgr::errc::certificate_verification_failed:
         case tokmgr::errc::timeout:
         case tokmgr::errc::connection_failed:
+        case tokmgr::errc::proxy_authentication_required:
+        case tokmgr::errc::proxy_tunnel_failed:
             return exit_network;
         case tokmgr::errc::protocol_error:
         case tokmgr::errc::response_too_large:

@@ -17,7 +17,8 @@ namespace tokmgr_cli {
 
 inline int run_serve(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"host", "port", "user", "api-key", "jwt-ttl", "refresh-ttl", "tls-cert", "tls-key", "auth-delay-ms"};
+    spec.valued = {"host", "port", "user", "api-key", "jwt-ttl", "refresh-ttl", "tls-cert", "tls-key",
+                   "auth-rpm-limit", "max-connections", "max-connections-per-client", "auth-delay-ms"};
     spec.repeated = {"user"};
     const auto args = parse_options(argc, argv, 2, spec, "serve");
 
@@ -43,6 +44,13 @@ inline int run_serve(int argc, char** argv) {
     // SIGSTOP while a client's request is in flight.
     if (auto delay = args.get("auth-delay-ms"))
         options.auth_delay = std::chrono::milliseconds(parse_integer(*delay, 0, 60'000, "--auth-delay-ms"));
+    if (auto limit = args.get("auth-rpm-limit"))
+        options.auth_rpm_limit = static_cast<std::uint32_t>(parse_integer(*limit, 0, 1'000'000, "--auth-rpm-limit"));
+    if (auto cap = args.get("max-connections"))
+        options.max_connections = static_cast<std::size_t>(parse_integer(*cap, 0, 1'000'000, "--max-connections"));
+    if (auto cap = args.get("max-connections-per-client"))
+        options.max_connections_per_client =
+            static_cast<std::size_t>(parse_integer(*cap, 0, 1'000'000, "--max-connections-per-client"));
     const auto cert = args.get("tls-cert"), key = args.get("tls-key");
     if (cert.has_value() != key.has_value()) throw usage_error{"--tls-cert and --tls-key go together"};
     if (cert) {

@@ -62,4 +62,25 @@ inline std::optional<std::string> base64url_decode(std::string_view in) {
     return out;
 }
 
+/// The one spelling base64url_encode produces, or nothing: no padding, and the
+/// unused low bits of the last character zero. A verifier that accepts
+/// several spellings of one token lets a client present "new" tokens that
+/// are the same token (RFC 7515 §2 and RFC 4648 §3.5).
+inline std::optional<std::string> base64url_decode_canonical(std::string_view in) {
+    if (!in.empty() && in.back() == '=') return std::nullopt;
+    auto out = base64url_decode(in);
+    if (!out || in.empty()) return out;
+    auto value = [](char c) -> int {
+        if (c >= 'A' && c <= 'Z') return c - 'A';
+        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+        if (c >= '0' && c <= '9') return c - '0' + 52;
+        return c == '-' ? 62 : 63;
+    };
+    // 2 leftover characters carry 12 bits for 8: 4 unused; 3 carry 18 for 16: 2 unused.
+    const std::size_t leftover = in.size() % 4;
+    const int unused_mask = leftover == 2 ? 0x0F : leftover == 3 ? 0x03 : 0;
+    if ((value(in.back()) & unused_mask) != 0) return std::nullopt;
+    return out;
+}
+
 }  // namespace tokmgr::detail

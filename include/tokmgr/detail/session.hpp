@@ -189,7 +189,12 @@ public:
         using namespace std::chrono;
         // A set "received" in the future (a wall clock stepped back, another
         // host's clock ahead) counts as received now, never as younger.
-        const auto age = std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored->received_at));
+        // Compared before subtracting: a stored time near time_point::min
+        // (a corrupt or hostile store) would overflow the difference and
+        // pass for "received just now".
+        const auto age = stored->received_at <= wall_now - max_lifetime
+                             ? nanoseconds(max_lifetime)
+                             : std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored->received_at));
         const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
         refresh_token_.clear();
         generation_ = stored->generation;
@@ -376,7 +381,9 @@ private:
         if (retry_after) {
             // The server's date plus up to 10% more, so a fleet told the same
             // Retry-After does not come back in the same instant.
-            const nanoseconds told = std::min<nanoseconds>(*retry_after, options_.max_retry_after);
+            // Capped in seconds first: a Retry-After of centuries would
+            // overflow on its way to nanoseconds.
+            const nanoseconds told(std::min(*retry_after, options_.max_retry_after));
             delay = std::max(delay, duration_cast<nanoseconds>(told * (1.0 + 0.1 * jitter_unit())));
         }
         return delay;

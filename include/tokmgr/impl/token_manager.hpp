@@ -737,7 +737,7 @@ private:
                 }
             }
             request_plan plan;
-            bool was_private = false, rejoined = false;
+            bool was_private = false, rejoined = false, adopted = false;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 was_private = session_.refresh_is_private();
@@ -756,19 +756,18 @@ private:
                         return std::nullopt;
                     }
                 } else {
-                    const bool adopted = session_.on_stored(stored, now_ns(), clock_.wall_now());
+                    adopted = session_.on_stored(stored, now_ns(), clock_.wall_now());
                     rejoined = was_private && !session_.refresh_is_private();
-                    if (adopted) {
-                        end_flight_locked(pending);  // another writer rotated: nothing to send
-                        if (rejoined) emit({event_kind::private_session_ended, {}, session_.generation(), {}});
-                        return std::nullopt;
-                    }
-                    plan = session_.next_request(now_ns());
+                    if (adopted) end_flight_locked(pending);  // another writer rotated: nothing to send
+                    else plan = session_.next_request(now_ns());
                 }
             }
+            if (adopted) {
+                if (rejoined) emit({event_kind::private_session_ended, {}, generation_now(), {}});
+                return std::nullopt;
+            }
             if (rejoined) emit({event_kind::private_session_ended, {}, generation_now(), {}});
-            if (unavailable && !was_private && !plan.refresh)
-                emit({event_kind::private_session_started, unavailable->code, generation_now(), {}});
+            std::error_code private_reason = unavailable ? unavailable->code : std::error_code();
             if (plan.refresh && !plan.spent_mark) {
                 // A private refresh token: nobody else holds it, so it goes
                 // out without a mark while the store is unavailable.
@@ -789,6 +788,7 @@ private:
                         return std::nullopt;
                     }
                     plan = std::move(fallback);  // a private login
+                    private_reason = mark_error;
                 } else if (!marked) {
                     // Another writer got there first although we hold the
                     // lease (ours lapsed): send nothing; the next flight
@@ -812,6 +812,12 @@ private:
                     }
                 }
             }
+            bool went_private = false;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                went_private = !was_private && session_.refresh_is_private();
+            }
+            if (went_private) emit({event_kind::private_session_started, private_reason, generation_now(), {}});
             return plan.refresh ? make_refresh(plan.refresh_token) : make_login(pending);
         } catch (...) {
             fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
@@ -1042,6 +1048,7 @@ private:
                 return;
             }
             result = session_.end_flight(now_ns());
+            if (result && !session_.last_error()) last_load_error_ = {};
             in_flight_.reset();
             publication_.fetch_add(1, std::memory_order_release);
         }
@@ -1053,6 +1060,7 @@ private:
     /// own lock, and async waiters post).
     std::shared_ptr<const snapshot> end_flight_locked(const std::shared_ptr<flight>& pending) noexcept {
         std::shared_ptr<const snapshot> result = session_.end_flight(now_ns());
+        if (result && !session_.last_error()) last_load_error_ = {};  // "empty after a success"
         if (in_flight_ == pending) in_flight_.reset();
         publication_.fetch_add(1, std::memory_order_release);
         error_info why = result ? error_info{} : session_.last_error();

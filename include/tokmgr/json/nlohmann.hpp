@@ -2,6 +2,12 @@
 // nlohmann-json3-dev). It proves the seam: nothing else in tokmgr changes
 // when this replaces simdjson_json.
 //
+// What it accepts is defined once for every policy in detail/json_rules.hpp;
+// nlohmann is lenient in places (it keeps the last of duplicate members,
+// stops at a NUL byte, skips a byte-order mark, rounds huge integers to
+// doubles), so a strict SAX pass enforces the rules before the document is
+// built.
+//
 // nlohmann::json keeps its own copies of the strings it builds and parses;
 // they are freed but not wiped. Bytes that are not UTF-8 are replaced when
 // encoding (nlohmann would otherwise throw an exception whose text quotes the
@@ -11,12 +17,14 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
 
+#include "../detail/json_rules.hpp"
 #include "../errc.hpp"
 #include "../token_set.hpp"
 
@@ -34,7 +42,7 @@ public:
 
     token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
         ec.clear();
-        const auto document = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+        const auto document = parse(body);
         const auto jwt = string_member(document, "jwt");
         const auto refresh_token = string_member(document, "refreshToken");
         if (!jwt || !refresh_token || jwt->empty() || refresh_token->empty()) {
@@ -46,7 +54,7 @@ public:
 
     jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const {
         ec.clear();
-        const auto document = nlohmann::json::parse(payload, nullptr, false);
+        const auto document = parse(payload);
         if (!document.is_object()) {
             ec = make_error_code(errc::protocol_error);
             return {};
@@ -55,7 +63,7 @@ public:
     }
 
     std::string error_message(std::string_view body) const {
-        const auto document = nlohmann::json::parse(body, nullptr, false);
+        const auto document = parse(body);
         for (const char* key : {"message", "detail", "title", "errorMessage"}) {
             if (auto text = string_member(document, key); text && !text->empty()) return *text;
         }
@@ -64,6 +72,45 @@ public:
 
 private:
     static constexpr auto replace_invalid = nlohmann::json::error_handler_t::replace;
+
+    /// Checks the rules nlohmann does not: nesting depth, duplicate top-level
+    /// members, integer literals it would round to a double. Any parse error
+    /// also ends the pass with false.
+    class strict_rules final : public nlohmann::json_sax<nlohmann::json> {
+    public:
+        bool null() override { return true; }
+        bool boolean(bool) override { return true; }
+        bool number_integer(number_integer_t) override { return true; }
+        bool number_unsigned(number_unsigned_t) override { return true; }
+        bool number_float(number_float_t, const string_t& literal) override {
+            // No fraction and no exponent: an integer too large for 64 bits.
+            return literal.find_first_of(".eE") != string_t::npos;
+        }
+        bool string(string_t&) override { return true; }
+        bool binary(binary_t&) override { return true; }
+        bool start_object(std::size_t) override { return ++depth_ <= detail::json_max_depth; }
+        bool key(string_t& name) override { return depth_ != 1 || top_level_keys_.insert(name).second; }
+        bool end_object() override { return --depth_, true; }
+        bool start_array(std::size_t) override { return ++depth_ <= detail::json_max_depth; }
+        bool end_array() override { return --depth_, true; }
+        bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+            return false;
+        }
+
+    private:
+        std::size_t depth_ = 0;
+        std::set<string_t> top_level_keys_;
+    };
+
+    /// The document, or a discarded value when `text` breaks a rule.
+    static nlohmann::json parse(std::string_view text) {
+        if (!detail::json_bytes_acceptable(text)) return nlohmann::json(nlohmann::json::value_t::discarded);
+        strict_rules rules;
+        if (!nlohmann::json::sax_parse(text, &rules, nlohmann::json::input_format_t::json, /*strict=*/true,
+                                       /*ignore_comments=*/false))
+            return nlohmann::json(nlohmann::json::value_t::discarded);
+        return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    }
 
     static std::optional<std::string> string_member(const nlohmann::json& document, const char* key) {
         if (!document.is_object()) return std::nullopt;
@@ -75,10 +122,20 @@ private:
     static std::optional<std::int64_t> seconds_claim(const nlohmann::json& document, const char* key) {
         const auto it = document.find(key);
         if (it == document.end()) return std::nullopt;
-        if (it->is_number_integer()) return it->get<std::int64_t>();
+        if (it->is_number_unsigned()) {
+            const auto value = it->get<std::uint64_t>();  // never through int64: that would wrap
+            if (double(value) < detail::json_max_claim_seconds) return static_cast<std::int64_t>(value);
+            return std::nullopt;
+        }
+        if (it->is_number_integer()) {
+            const auto value = it->get<std::int64_t>();
+            if (std::fabs(double(value)) < detail::json_max_claim_seconds) return value;
+            return std::nullopt;
+        }
         if (it->is_number_float()) {
             const double value = it->get<double>();
-            if (std::isfinite(value) && std::fabs(value) < 1e15) return static_cast<std::int64_t>(std::floor(value));
+            if (std::isfinite(value) && std::fabs(value) < detail::json_max_claim_seconds)
+                return static_cast<std::int64_t>(std::floor(value));
         }
         return std::nullopt;
     }

@@ -1,19 +1,24 @@
 // tokmgr/json/simdjson.hpp — the default Json policy, on simdjson's DOM API.
 //
+// What it accepts is defined once for every policy in detail/json_rules.hpp.
+//
 // Parsing copies the body into simdjson's own buffers, which are freed but not
 // wiped; a process whose freed memory must hold no token needs a policy that
 // parses in place.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include <simdjson.h>
 
+#include "../detail/json_rules.hpp"
 #include "../detail/json_text.hpp"
 #include "../errc.hpp"
 #include "../token_set.hpp"
@@ -34,7 +39,7 @@ public:
         ec.clear();
         simdjson::dom::parser parser;
         simdjson::dom::object object;
-        if (parser.parse(body.data(), body.size()).get_object().get(object)) {
+        if (!parse_object(parser, body, object)) {
             ec = make_error_code(errc::protocol_error);
             return {};
         }
@@ -51,7 +56,7 @@ public:
         ec.clear();
         simdjson::dom::parser parser;
         simdjson::dom::object object;
-        if (parser.parse(payload.data(), payload.size()).get_object().get(object)) {
+        if (!parse_object(parser, payload, object)) {
             ec = make_error_code(errc::protocol_error);
             return {};
         }
@@ -61,7 +66,7 @@ public:
     std::string error_message(std::string_view body) const {
         simdjson::dom::parser parser;
         simdjson::dom::object object;
-        if (parser.parse(body.data(), body.size()).get_object().get(object)) return {};
+        if (!parse_object(parser, body, object)) return {};
         for (const char* key : {"message", "detail", "title", "errorMessage"}) {
             std::string_view text;
             if (!object[key].get_string().get(text) && !text.empty()) return std::string(text);
@@ -70,13 +75,32 @@ public:
     }
 
 private:
+    /// One JSON object under the rules of detail/json_rules.hpp. simdjson
+    /// itself refuses trailing bytes, out-of-range numbers and deeper nesting
+    /// than json_max_depth (its default); the rest is checked here.
+    static bool parse_object(simdjson::dom::parser& parser, std::string_view text, simdjson::dom::object& object) {
+        static_assert(detail::json_max_depth == simdjson::DEFAULT_MAX_DEPTH, "the policies must agree on depth");
+        if (!detail::json_bytes_acceptable(text)) return false;
+        if (parser.parse(text.data(), text.size()).get_object().get(object)) return false;
+        std::vector<std::string_view> keys;
+        keys.reserve(object.size());
+        for (auto field : object) keys.push_back(field.key);
+        std::sort(keys.begin(), keys.end());
+        if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) return false;  // a member named twice
+        return true;
+    }
+
     static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object, const char* key) {
         simdjson::dom::element value;
         if (object[key].get(value)) return std::nullopt;
         std::int64_t whole = 0;
-        if (!value.get_int64().get(whole)) return whole;
+        if (!value.get_int64().get(whole))
+            return std::fabs(double(whole)) < detail::json_max_claim_seconds ? std::optional<std::int64_t>(whole)
+                                                                              : std::nullopt;
+        if (value.is_uint64()) return std::nullopt;  // above INT64_MAX
         double fractional = 0;  // NumericDate may carry a fraction (RFC 7519 §2)
-        if (!value.get_double().get(fractional) && std::isfinite(fractional) && std::fabs(fractional) < 1e15)
+        if (!value.get_double().get(fractional) && std::isfinite(fractional) &&
+            std::fabs(fractional) < detail::json_max_claim_seconds)
             return static_cast<std::int64_t>(std::floor(fractional));
         return std::nullopt;
     }

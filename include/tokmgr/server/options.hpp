@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -47,6 +48,21 @@ struct server_options {
     /// A request (or TLS handshake, or response write) that takes longer than
     /// this is abandoned, so a stalled or slow client holds nothing for long.
     std::chrono::milliseconds request_timeout{10'000};
+    /// Login + token_refresh requests one client address may make per
+    /// minute (a burst of this many, then one every 60 s / limit); over it
+    /// the answer is 429 with Retry-After. 0: no limit. Unset:
+    /// SOLAR_AUTH_RPM_LIMIT, else 600.
+    std::optional<std::uint32_t> auth_rpm_limit;
+    /// Connections open at once, from one client address and in all. A
+    /// connection over either cap is answered 503 and closed unread. 0: no cap.
+    std::size_t max_connections_per_client = 128;
+    std::size_t max_connections = 512;
+    /// Logins whose refresh tokens the server remembers at once. A family is
+    /// forgotten only once its refresh tokens are past reuse detection (or,
+    /// under pressure, once its newest token has expired); a login that would
+    /// exceed the cap while every family is alive answers 503.
+    std::size_t max_token_families = 100'000;
+
     /// Artificial latency before answering login and token_refresh. Tests use
     /// it to widen the window in which two refreshes could overlap.
     std::chrono::milliseconds auth_delay{0};
@@ -60,11 +76,16 @@ struct server_options {
 /// the current in-flight figures.
 struct server_stats {
     std::uint64_t connections = 0;           ///< connections accepted
-    std::uint64_t connections_timed_out = 0; ///< closed for idling or stalling
+    std::uint64_t connections_timed_out = 0; ///< closed for idling or stalling (not ordinary closes)
+    std::uint64_t connections_refused = 0;   ///< over the per-client or global connection cap
     std::uint64_t requests = 0;              ///< requests answered, any status
 
     std::uint64_t logins = 0;                ///< successful logins
     std::uint64_t logins_rejected = 0;       ///< wrong user name or password
+    std::uint64_t logins_refused_full = 0;   ///< 503: every remembered token family still alive
+    std::uint64_t auth_requests_limited = 0; ///< login / token_refresh answered 429 (SOLAR_AUTH_RPM_LIMIT)
+    std::uint64_t requests_malformed = 0;    ///< answered 4xx/5xx for framing and closed (400, 413, 431, 501, 505)
+    std::uint64_t unsupported_media_type = 0;///< auth POSTs without Content-Type: application/json (415)
     std::uint64_t refreshes = 0;             ///< successful token_refresh calls
     std::uint64_t refreshes_rejected = 0;    ///< token_refresh answered 401, any reason
     std::uint64_t refresh_tokens_reused = 0; ///< a retired refresh token was presented (its family is revoked)

@@ -20,9 +20,14 @@ inline std::string to_json(const server_stats& s) {
     };
     field("connections", s.connections);
     field("connections_timed_out", s.connections_timed_out);
+    field("connections_refused", s.connections_refused);
     field("requests", s.requests);
+    field("requests_malformed", s.requests_malformed);
     field("logins", s.logins);
     field("logins_rejected", s.logins_rejected);
+    field("logins_refused_full", s.logins_refused_full);
+    field("auth_requests_limited", s.auth_requests_limited);
+    field("unsupported_media_type", s.unsupported_media_type);
     field("refreshes", s.refreshes);
     field("refreshes_rejected", s.refreshes_rejected);
     field("refresh_tokens_reused", s.refresh_tokens_reused);

@@ -169,7 +169,11 @@ public:
 
     /// Touches nothing on disk: directories and files are created by the
     /// first store or lock.
-    explicit file_storage(std::string path) : path_(std::move(path)), lock_path_(path_ + ".lock") {}
+    explicit file_storage(std::string path)
+        : path_(std::move(path)),
+          lock_path_(path_ + ".lock"),
+          directory_(detail::file::parent_of(path_)),
+          temp_prefix_(detail::file::base_of(path_) + std::string(detail::file::temp_marker)) {}
 
     const std::string& path() const noexcept { return path_; }
     const std::string& lock_path() const noexcept { return lock_path_; }
@@ -482,8 +486,11 @@ private:
                  " and the store now reads as empty, so the next login writes a new one");
     }
 
+    // The directory and the temporary-file prefix are computed once, in the
+    // constructor: these run after the rename, where an allocation failure
+    // could not be reported without losing the fact that the write happened.
     bool fsync_directory() noexcept {
-        detail::file::fd_guard dir(::open(detail::file::parent_of(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        detail::file::fd_guard dir(::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         return dir.get() >= 0 && ::fsync(dir.get()) == 0;
     }
 
@@ -540,9 +547,8 @@ private:
     /// writer's file (pid alive, or in another pid namespace and so unknown
     /// to kill()) is left alone.
     void remove_dead_writers_temp_files() noexcept {
-        const std::string directory = detail::file::parent_of(path_);
-        const std::string prefix = detail::file::base_of(path_) + std::string(detail::file::temp_marker);
-        DIR* dir = ::opendir(directory.c_str());
+        const std::string_view prefix = temp_prefix_;
+        DIR* dir = ::opendir(directory_.c_str());
         if (!dir) return;
         while (const dirent* entry = ::readdir(dir)) {
             const std::string_view name = entry->d_name;
@@ -559,6 +565,8 @@ private:
 
     std::string path_;
     std::string lock_path_;
+    std::string directory_;
+    std::string temp_prefix_;
     error_info last_error_;
     std::error_code scratch_;  ///< for the throwing overloads
 };

@@ -5,6 +5,9 @@
 // knows nothing of tokens. It keeps one connection alive across requests,
 // verifies TLS by default (system trust store or a named CA file, SNI,
 // host-name check, TLS 1.2 or newer), resumes TLS sessions on reconnection,
+// goes through an HTTP proxy when told to or when the environment says so
+// (CONNECT tunnels for https://, absolute-form requests for http://),
+// closes connections idle longer than max_idle instead of reusing them,
 // bounds every phase with a timeout and every response with a size cap, and
 // maps each failure to a tokmgr::errc whose text names the host and never a
 // secret.
@@ -70,9 +73,12 @@ public:
     ~asio_transport();
 
     /// Sends `request` and waits for the whole response. On failure sets `ec`
-    /// (a tokmgr::errc; see `request_not_sent`) and `last_error()`. A 3xx sets
-    /// errc::unexpected_redirect (the response is still returned); other
-    /// statuses are not errors.
+    /// (a tokmgr::errc; see `request_not_sent`) and `last_error()`. Any
+    /// complete response is a success, whatever its status: the transport
+    /// never follows a redirect nor turns a status (3xx, 4xx, 5xx) into an
+    /// error; the caller judges the status. The one exception is not the
+    /// server's: through a proxy, a 407 to a plain-HTTP request is the
+    /// proxy's answer (errc::proxy_authentication_required, not sent).
     http_response send(const http_request& request, std::error_code& ec);
     /// As above; throws tokmgr::error whose text names the host and the failure.
     http_response send(const http_request& request);
@@ -102,9 +108,12 @@ public:
 
     executor_type get_executor() const noexcept;
 
-    /// True when constructed with an executor: `async_send` works and `send`
-    /// refuses. token_manager then runs its logins and refreshes as
-    /// asynchronous operations on that executor.
+    /// True for a transport constructed with an executor (its `async_send`
+    /// works, its `send` refuses); false for one with a private io_context
+    /// (its `send` works). Lets a caller choose at run time between the
+    /// blocking and the asynchronous way (token_manager runs its logins and
+    /// refreshes asynchronously when it is true). False for a moved-from
+    /// transport.
     bool runs_on_executor() const noexcept;
 
 private:

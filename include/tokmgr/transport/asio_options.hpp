@@ -22,6 +22,8 @@ enum class transport_event_kind {
     connection_reused,          ///< the request goes out on the kept-alive connection
     stale_connection_replaced,  ///< the server had closed the idle connection; a new one is opened before sending
     request_resent,             ///< writing to a reused connection failed before any byte left; sent on a new one
+    proxy_tunnel_opened,        ///< the proxy accepted CONNECT; TLS to the server runs through the tunnel
+    idle_connection_closed,     ///< the kept-alive connection was idle longer than `max_idle`; a new one is opened
 };
 
 struct transport_event {
@@ -63,6 +65,31 @@ struct asio_transport_options {
     /// Reuse one connection across requests. Off: every request sends
     /// `Connection: close` and opens a new connection.
     bool keep_alive = true;
+
+    /// A kept-alive connection idle for longer than this is closed before the
+    /// next request instead of being reused. Servers and load balancers close
+    /// idle connections (often after 60 s); a request written while they do
+    /// may have arrived, so it cannot be sent again, and for a refresh that
+    /// costs a login. Keep it below the server's idle timeout.
+    std::chrono::milliseconds max_idle = std::chrono::seconds(30);
+
+    /// An HTTP proxy: "http://[user:password@]host[:port]" (port 1080 when
+    /// left out; user name and password percent-encoded, sent as Basic
+    /// authentication and never shown). https:// requests go through a
+    /// CONNECT tunnel, with TLS end-to-end to the server; http:// requests
+    /// are sent to the proxy in absolute form. Empty: the environment decides
+    /// (see `use_environment_proxy`).
+    std::string proxy;
+    /// Hosts reached without the proxy, in NO_PROXY's syntax: comma-separated
+    /// names (each matches itself and its subdomains, with or without a
+    /// leading dot), IP addresses or CIDR ranges, or "*" for all; ports are
+    /// ignored. Empty: the environment decides.
+    std::string no_proxy;
+    /// When `proxy` (or `no_proxy`) is empty, take it from the environment as
+    /// curl does: `https_proxy`/`HTTPS_PROXY` for an https:// base URL,
+    /// `http_proxy` for http://, then `all_proxy`/`ALL_PROXY`; and
+    /// `no_proxy`/`NO_PROXY`. Read once, when the transport is constructed.
+    bool use_environment_proxy = true;
 
     /// Called from inside `send` (or the async operation's handlers) for each
     /// transport_event; must not call back into the transport.

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "../options.hpp"
+#include "client_limits.hpp"
 #include "jwt.hpp"
 #include "refresh_registry.hpp"
 #include "reply.hpp"
@@ -39,16 +40,23 @@ inline request_kind kind_of(const parsed_request& request) noexcept {
 class auth_service {
 public:
     auth_service(const server_options& options, settings resolved)
-        : settings_(std::move(resolved)), users_(options.users), api_key_(options.api_key), clock_(options.clock) {
+        : settings_(std::move(resolved)),
+          users_(options.users),
+          api_key_(options.api_key),
+          clock_(options.clock),
+          limits_(client_limits_config{options.max_connections, options.max_connections_per_client,
+                                        settings_.auth_rpm_limit}),
+          registry_(options.max_token_families) {
         if (!clock_) clock_ = [] { return std::chrono::system_clock::now(); };
     }
 
     auth_service(const auth_service&) = delete;
     auth_service& operator=(const auth_service&) = delete;
 
-    /// The answer to one complete request. Thread-safe.
-    reply handle(const parsed_request& request) {
-        reply r = route(request);
+    /// The answer to one complete request from the client at address
+    /// `client` (whose auth requests are rate-limited together). Thread-safe.
+    reply handle(const parsed_request& request, std::string_view client = {}) {
+        reply r = route(request, client);
         if (!request.keep_alive) r.close = true;
         return r;
     }
@@ -70,11 +78,21 @@ public:
     void count_answer() noexcept { ++requests_; }
     void count_connection() noexcept { ++connections_; }
     void count_timeout() noexcept { ++timeouts_; }
+    void count_refused_connection() noexcept { ++connections_refused_; }
+    void count_malformed() noexcept { ++malformed_; }
+
+    /// Connection caps and the auth rate limit, shared by every connection.
+    client_limits& limits() noexcept { return limits_; }
 
     server_stats stats() const {
         server_stats s;
         s.connections = connections_;
         s.connections_timed_out = timeouts_;
+        s.connections_refused = connections_refused_;
+        s.logins_refused_full = logins_refused_full_;
+        s.auth_requests_limited = auth_limited_;
+        s.requests_malformed = malformed_;
+        s.unsupported_media_type = unsupported_media_;
         s.requests = requests_;
         s.logins = logins_;
         s.logins_rejected = logins_rejected_;
@@ -109,18 +127,41 @@ private:
         }
     }
 
-    reply route(const parsed_request& request) {
+    reply route(const parsed_request& request, std::string_view client) {
         const auto kind = kind_of(request);
         if (kind != request_kind::other) {
+            // Counted before anything else, so that no answer (not even a 400)
+            // lets a client make unlimited guesses.
+            std::chrono::seconds retry_after{0};
+            if (!limits_.admit_auth_request(client, client_limits::clock::now(), retry_after)) {
+                ++auth_limited_;
+                reply r = error_reply(429, "too many login and token_refresh requests from this address: retry "
+                                           "after the number of seconds in Retry-After");
+                r.headers.push_back({"Retry-After", std::to_string(retry_after.count())});
+                return r;
+            }
             if (request.method != "POST") {
                 reply r = error_reply(405, "this endpoint accepts POST only");
                 r.headers.push_back({"Allow", "POST"});
+                return r;
+            }
+            if (!is_json_media_type(find_header(request.headers, "Content-Type"))) {
+                ++unsupported_media_;
+                reply r = error_reply(415, "send the body with Content-Type: application/json");
+                r.headers.push_back({"Accept-Post", "application/json"});
                 return r;
             }
             return kind == request_kind::login ? login(request.body) : refresh(request.body);
         }
         if (request.path().substr(0, api_prefix.size()) == api_prefix) return resource(request);
         return error_reply(404, "no such resource: the API lives under /api/");
+    }
+
+    /// `application/json`, any case, optionally with parameters (a charset).
+    static bool is_json_media_type(std::optional<std::string_view> value) {
+        if (!value) return false;
+        const auto media_type = tokmgr::detail::http_chars::trim_ows(value->substr(0, value->find(';')));
+        return tokmgr::detail::iequals(media_type, "application/json");
     }
 
     /// Parses `body` as a JSON object and reads one string member; on failure
@@ -180,6 +221,12 @@ private:
         {
             std::lock_guard<std::mutex> lock(registry_mutex_);
             refresh_token = registry_.issue(user, now, settings_.refresh_ttl);
+        }
+        if (refresh_token.empty()) {
+            ++logins_refused_full_;
+            reply r = error_reply(503, "the server remembers as many logins as it may: retry later");
+            r.headers.push_back({"Retry-After", "60"});
+            return r;
         }
         ++logins_;
         return token_reply(std::string(user), now, std::move(refresh_token));
@@ -307,10 +354,12 @@ private:
     secret api_key_;
     std::function<std::chrono::system_clock::time_point()> clock_;
 
+    client_limits limits_;
     mutable std::mutex registry_mutex_;
     refresh_registry registry_;
 
-    counter connections_{0}, timeouts_{0}, requests_{0};
+    counter connections_{0}, timeouts_{0}, requests_{0}, connections_refused_{0}, malformed_{0};
+    counter logins_refused_full_{0}, auth_limited_{0}, unsupported_media_{0};
     counter logins_{0}, logins_rejected_{0}, refreshes_{0}, refreshes_rejected_{0};
     counter reused_{0}, refresh_expired_{0}, refresh_unknown_{0}, refresh_revoked_{0};
     counter resources_served_{0}, api_key_requests_{0}, unauthorized_{0}, expired_jwts_{0}, invalid_jwts_{0};

@@ -72,9 +72,10 @@ inline jwt_check verify_hs256(std::string_view token, std::string_view key, doub
     const auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
     if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) return result;
 
-    const auto header_json = tokmgr::detail::base64url_decode(token.substr(0, dot1));
-    const auto payload_json = tokmgr::detail::base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1));
-    const auto signature = tokmgr::detail::base64url_decode(token.substr(dot2 + 1));
+    // Canonical spelling only: one token, one string (see base64url_decode_canonical).
+    const auto header_json = tokmgr::detail::base64url_decode_canonical(token.substr(0, dot1));
+    const auto payload_json = tokmgr::detail::base64url_decode_canonical(token.substr(dot1 + 1, dot2 - dot1 - 1));
+    const auto signature = tokmgr::detail::base64url_decode_canonical(token.substr(dot2 + 1));
     if (!header_json || !payload_json || !signature) return result;
 
     auto& parser = json_parser();

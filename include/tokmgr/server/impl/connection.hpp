@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "../detail/auth_service.hpp"
+#include "../detail/client_limits.hpp"
 #include "../detail/reply.hpp"
 #include "../detail/request_parser.hpp"
 #include "../options.hpp"
@@ -37,14 +38,17 @@ class connection : public std::enable_shared_from_this<connection<Stream>> {
 public:
     static constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
 
-    connection(Stream stream, auth_service& service, const server_options& options)
+    /// `slot` is this connection's share of the connection caps, held until
+    /// the connection is destroyed; its client address also keys the auth
+    /// rate limit.
+    connection(Stream stream, auth_service& service, const server_options& options, connection_slot slot)
         : stream_(std::move(stream)),
           deadline_(stream_.get_executor()),
           delay_(stream_.get_executor()),
           service_(service),
-          options_(options) {
-        limits_.max_body_bytes = options.max_body_bytes;
-    }
+          options_(options),
+          slot_(std::move(slot)),
+          reader_(limits_for(options)) {}
 
     void start() {
         service_.count_connection();
@@ -61,6 +65,12 @@ public:
     }
 
 private:
+    static request_limits limits_for(const server_options& options) noexcept {
+        request_limits limits;
+        limits.max_body_bytes = options.max_body_bytes;
+        return limits;
+    }
+
     // ---- Deadlines --------------------------------------------------------
 
     void arm(std::chrono::milliseconds timeout) {
@@ -70,7 +80,9 @@ private:
         deadline_.async_wait([self = this->shared_from_this(), generation](std::error_code ec) {
             if (ec || generation != self->deadline_generation_) return;  // re-armed or disarmed since
             self->timed_out_ = true;
-            self->service_.count_timeout();
+            // The linger after an answer ends on this timer too; that is an
+            // ordinary close, not a client that stalled.
+            if (!self->closing_) self->service_.count_timeout();
             std::error_code ignored;
             tcp_layer(self->stream_).cancel(ignored);
         });
@@ -117,10 +129,11 @@ private:
     /// True when the buffer held a whole request (or a fatal error) and an
     /// answer is on its way.
     bool try_parse() {
-        const auto outcome = parse_request(buffer_, request_, limits_);
+        const auto outcome = reader_.parse(buffer_, request_);
         if (outcome.state == parse_state::incomplete) return false;
         if (outcome.state == parse_state::failed) {
             // The rest of the stream cannot be framed any more: answer and close.
+            service_.count_malformed();
             answer_and_close(error_reply(outcome.status, outcome.reason));
             return true;
         }
@@ -145,7 +158,7 @@ private:
     void respond() {
         reply r;
         try {
-            r = service_.handle(request_);
+            r = service_.handle(request_, slot_.client());
         } catch (const std::exception&) {
             r = error_reply(500, "the server failed to answer this request");
             r.close = true;
@@ -186,6 +199,7 @@ private:
     /// destroy the answer in flight (e.g. a 413 sent before the body was read).
     /// So stop sending, discard what still arrives for a moment, then close.
     void shut_down() {
+        closing_ = true;
         arm(std::chrono::milliseconds(1000));
         if constexpr (is_tls) {
             stream_.async_shutdown([self = this->shared_from_this()](std::error_code) { self->close(); });
@@ -220,7 +234,8 @@ private:
     asio::steady_timer delay_;
     auth_service& service_;
     const server_options& options_;
-    request_limits limits_;
+    connection_slot slot_;
+    request_reader reader_;
 
     std::array<char, 8192> chunk_{};
     std::string buffer_;  ///< bytes read and not yet consumed by a request
@@ -231,6 +246,7 @@ private:
     std::uint64_t deadline_generation_ = 0;
     bool timed_out_ = false;
     bool request_deadline_armed_ = false;
+    bool closing_ = false;
 };
 
 }  // namespace tokmgr::server::detail

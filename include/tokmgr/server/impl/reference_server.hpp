@@ -102,16 +102,42 @@ struct reference_server::impl {
                 return;
             }
             std::error_code ignored;
+            const auto peer = socket.remote_endpoint(ignored);
+            std::string client = ignored ? std::string() : peer.address().to_string();
+            if (!service->limits().open_connection(client)) {
+                refuse(socket);
+                return accept();
+            }
+            detail::connection_slot slot(service->limits(), std::move(client));
             socket.set_option(asio::ip::tcp::no_delay(true), ignored);
             if (tls) {
                 std::make_shared<detail::connection<detail::tls_stream>>(
-                    detail::tls_stream(std::move(socket), *tls), *service, options)
+                    detail::tls_stream(std::move(socket), *tls), *service, options, std::move(slot))
                     ->start();
             } else {
-                std::make_shared<detail::connection<detail::tcp::socket>>(std::move(socket), *service, options)->start();
+                std::make_shared<detail::connection<detail::tcp::socket>>(std::move(socket), *service, options,
+                                                                           std::move(slot))
+                    ->start();
             }
             accept();
         });
+    }
+
+    /// Over a connection cap: a short 503 if the socket takes it at once (a
+    /// new socket's send buffer is empty), then close without reading, so a
+    /// client holding its quota costs the server nothing more.
+    void refuse(asio::ip::tcp::socket& socket) {
+        service->count_refused_connection();
+        static const std::string answer = [] {
+            auto r = detail::error_reply(503, "too many connections from this address or in all: retry later");
+            r.headers.push_back({"Retry-After", "1"});
+            return detail::serialize(r, false);
+        }();
+        std::error_code ignored;
+        socket.non_blocking(true, ignored);
+        socket.write_some(asio::buffer(answer.data(), answer.size()), ignored);
+        socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        socket.close(ignored);
     }
 
     void run_loop() {

@@ -22,6 +22,7 @@
 #include "../../error.hpp"
 #include "../../secret.hpp"
 #include "../asio_options.hpp"
+#include "proxy.hpp"
 #include "tls.hpp"
 #include "url.hpp"
 
@@ -53,6 +54,7 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
     asio_transport_options options;
     parsed_url url;
     std::string endpoint;
+    proxy_route proxy;  // enabled: every connection goes to the proxy
     bool verify = true;
     std::optional<asio::ssl::context> tls_context;
     error_info construction_error;
@@ -61,6 +63,7 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
     asio::steady_timer timer;
     std::optional<asio_connection> connection;
     bool connection_reusable = false;
+    std::chrono::steady_clock::time_point idle_since;  // when the kept-alive connection's last response ended
     tls_session_ptr session;
 
     std::uint64_t timer_generation = 0;  // a timer handler acts only if it is still current
@@ -75,6 +78,7 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
     error_info last_error;
 
     std::string write_buffer;  // the serialised request: wiped after every write
+    std::string tunnel_buffer;  // the CONNECT request (with the proxy's credentials): wiped after its write
     std::array<char, 16 * 1024> read_buffer{};
 
     asio_transport_state(std::unique_ptr<asio::io_context> context, asio::any_io_executor ex,
@@ -85,7 +89,10 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
           resolver(executor),
           timer(executor) {}
 
-    ~asio_transport_state() { secure_clear(write_buffer); }
+    ~asio_transport_state() {
+        secure_clear(write_buffer);
+        secure_clear(tunnel_buffer);
+    }
 
     /// A throwing hook must not leave the transport half-way through a
     /// request (busy, with a connection in an unknown state), so its

@@ -45,11 +45,20 @@ inline std::string_view target_for_messages(std::string_view target) noexcept {
     return target.substr(0, target.find('?'));
 }
 
+/// How a request travels when it goes to an HTTP proxy instead of the server.
+struct proxy_request_form {
+    /// The request line names the whole URL ("POST http://host:port/path"),
+    /// which a proxy needs for a plain-HTTP request.
+    bool absolute_target = false;
+    /// "Basic ..." for `Proxy-Authorization`, or empty. A secret.
+    std::string_view proxy_authorization;
+};
+
 /// Writes the whole request into `out`, or sets errc::invalid_configuration
 /// and a reason in `why`. The caller wipes `out` after the write: it holds the
 /// body, which may be a password or a refresh token.
 inline bool write_request(const parsed_url& url, const http_request& request, bool keep_alive, std::string& out,
-                          std::error_code& ec, std::string& why) {
+                          std::error_code& ec, std::string& why, const proxy_request_form& via_proxy = {}) {
     auto fail = [&](std::string reason) {
         ec = make_error_code(errc::invalid_configuration);
         why = std::move(reason);
@@ -71,7 +80,7 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
                 return fail("the value of request header '" + h.name + "' contains a line break or control character");
         // These describe the framing, which the transport owns.
         if (iequals(h.name, "Content-Length") || iequals(h.name, "Transfer-Encoding") || iequals(h.name, "Host") ||
-            iequals(h.name, "Connection"))
+            iequals(h.name, "Connection") || iequals(h.name, "Proxy-Authorization"))
             return fail("the request header '" + h.name + "' is set by the transport and may not be given");
     }
 
@@ -81,10 +90,14 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
     std::size_t header_bytes = 0;
     for (const auto& h : request.headers) header_bytes += h.name.size() + h.value.size() + 4;
     out.clear();
-    out.reserve(256 + target.size() + url.host_header().size() + request.content_type.size() + header_bytes +
-                request.body.size());
+    out.reserve(256 + target.size() + 2 * url.host_header().size() + request.content_type.size() + header_bytes +
+                via_proxy.proxy_authorization.size() + request.body.size());
     out.append(request.method.data(), request.method.size());
     out += ' ';
+    if (via_proxy.absolute_target) {
+        out += url.tls ? "https://" : "http://";
+        out += url.host_header();
+    }
     out += target;
     out += " HTTP/1.1\r\nHost: ";
     out += url.host_header();
@@ -97,6 +110,11 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
     }
     if (!find_header(request.headers, "Accept")) out += "Accept: application/json\r\n";
     if (!keep_alive) out += "Connection: close\r\n";
+    if (!via_proxy.proxy_authorization.empty()) {
+        out += "Proxy-Authorization: ";
+        out.append(via_proxy.proxy_authorization.data(), via_proxy.proxy_authorization.size());
+        out += "\r\n";
+    }
     if (has_body) {
         if (!request.content_type.empty()) {
             out += "Content-Type: ";
@@ -117,6 +135,26 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
     out.append(request.body.data(), request.body.size());
     ec.clear();
     return true;
+}
+
+/// The CONNECT request that asks a proxy for a tunnel to the server.
+inline void write_connect_request(const parsed_url& url, std::string_view proxy_authorization, std::string& out) {
+    const std::string authority = url.host_for_authority() + ":" + std::to_string(url.port);
+    out.clear();
+    out.reserve(128 + 2 * authority.size() + proxy_authorization.size());
+    out += "CONNECT ";
+    out += authority;
+    out += " HTTP/1.1\r\nHost: ";
+    out += authority;
+    out += "\r\nUser-Agent: ";
+    out += user_agent;
+    out += "\r\n";
+    if (!proxy_authorization.empty()) {
+        out += "Proxy-Authorization: ";
+        out.append(proxy_authorization.data(), proxy_authorization.size());
+        out += "\r\n";
+    }
+    out += "\r\n";
 }
 
 }  // namespace tokmgr::detail

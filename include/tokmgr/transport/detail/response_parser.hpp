@@ -7,6 +7,10 @@
 // larger than the cap is refused at once, before it is read), and reports every
 // malformed input as errc::protocol_error rather than trusting it.
 //
+// Line ends: CR LF, or a bare LF in the status line and headers (which RFC
+// 9112 §2.2 allows); only CR LF inside the chunked framing. A response with
+// both Content-Length and Transfer-Encoding is an error (RFC 9112 §6.3).
+//
 // Handles: the status line, headers (names kept as received, looked up without
 // regard to case), Content-Length, Transfer-Encoding: chunked with extensions
 // and trailers, bodies delimited by the end of the stream (HTTP/1.0 or neither
@@ -83,6 +87,9 @@ private:
     bool on_trailer_line(std::string_view line, std::error_code& ec);
     bool append_body(std::string_view bytes, std::error_code& ec);
     void reserve_unknown_length_body();
+    bool in_chunked_framing() const noexcept {
+        return state_ == state::chunk_size || state_ == state::trailer_line;
+    }
 
     response_limits limits_;
     bool head_request_;

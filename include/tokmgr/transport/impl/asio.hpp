@@ -54,6 +54,20 @@ inline std::shared_ptr<asio_transport_state> make_transport_state(std::unique_pt
                                      "the timeouts for " + state->endpoint + " must be positive"};
         return state;
     }
+    if (o.max_idle.count() <= 0) {
+        state->construction_error = {make_error_code(errc::invalid_configuration),
+                                     "max_idle for " + state->endpoint + " must be positive"};
+        return state;
+    }
+    const bool proxy_usable = select_proxy(state->url, o.proxy, o.no_proxy, o.use_environment_proxy,
+                                           process_environment, state->proxy, ec, why);
+    // The URL may carry the proxy's password; from here on only the route's
+    // secret holds it.
+    secure_clear(state->options.proxy);
+    if (!proxy_usable) {
+        state->construction_error = {ec, "the transport for " + state->endpoint + ": " + why};
+        return state;
+    }
     if (o.max_response_bytes == 0 || o.max_header_bytes == 0) {
         state->construction_error = {make_error_code(errc::invalid_configuration),
                                      "the response size limits for " + state->endpoint + " must be positive"};

@@ -61,7 +61,14 @@ public:
         }
         std::error_code ec;
         std::string why;
-        if (!write_request(state.url, request, state.options.keep_alive, state.write_buffer, ec, why)) {
+        // A plain-HTTP request goes to the proxy whole; an https:// one goes
+        // through a CONNECT tunnel and is written as if to the server.
+        proxy_request_form form;
+        if (state.proxy.enabled && !state.url.tls) {
+            form.absolute_target = true;
+            form.proxy_authorization = state.proxy.authorization.reveal();
+        }
+        if (!write_request(state.url, request, state.options.keep_alive, state.write_buffer, ec, why, form)) {
             secure_clear(state.write_buffer);
             pending_ = {ec, what_ + ": " + why};
             return;
@@ -93,6 +100,10 @@ public:
             return on_read(self, ec, bytes);
         case step::handshaking:
             return on_handshake(self, ec);
+        case step::tunnel_writing:
+            return on_tunnel_written(self, ec);
+        case step::tunnel_reading:
+            return on_tunnel_read(self, ec, bytes);
         default:
             return finish(self, make_error_code(errc::protocol_error), what_ + ": internal state error");
         }
@@ -101,10 +112,11 @@ public:
     template <class Self>
     void operator()(Self& self, std::error_code ec, asio::ip::tcp::resolver::results_type results) {
         auto& s = *state_;
+        const std::string what_resolved = (s.proxy.enabled ? "the proxy's host " : "") + first_hop().host;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
-                                "resolving " + s.url.host + " did not finish within " + seconds_text(s.options.connect_timeout));
-        if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + s.url.host + " (" + ec.message() + ")");
+                                "resolving " + what_resolved + " did not finish within " + seconds_text(s.options.connect_timeout));
+        if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + what_resolved + " (" + ec.message() + ")");
         new_connection();
         step_ = step::connecting;
         asio::async_connect(s.connection->socket(), results, std::move(self));
@@ -116,30 +128,152 @@ public:
     }
 
 private:
-    enum class step { start, begin, resolving, connecting, handshaking, writing, reading, done };
+    enum class step { start, begin, resolving, connecting, tunnel_writing, tunnel_reading, handshaking, writing, reading, done };
+
+    /// Where connections go: the proxy when there is one, else the server.
+    const parsed_url& first_hop() const noexcept {
+        return state_->proxy.enabled ? state_->proxy.address : state_->url;
+    }
+    /// The first hop for messages: "the proxy http://host:port" or the server's endpoint.
+    std::string first_hop_name() const {
+        return state_->proxy.enabled ? "the proxy " + state_->proxy.endpoint : state_->endpoint;
+    }
+    /// " through the proxy http://host:port", or nothing for a direct connection.
+    std::string via_proxy() const {
+        return state_->proxy.enabled ? " through the proxy " + state_->proxy.endpoint : std::string();
+    }
+    std::string tunnel_target() const {
+        return state_->url.host_for_authority() + ":" + std::to_string(state_->url.port);
+    }
 
     template <class Self>
     void on_connected(Self& self, std::error_code ec) {
         auto& s = *state_;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
-                                "connecting to " + s.endpoint + " did not finish within " + seconds_text(s.options.connect_timeout));
-        if (ec) return fail_connect(self, errc::connection_refused, "could not connect to " + s.endpoint + " (" + ec.message() + ")");
+                                "connecting to " + first_hop_name() + " did not finish within " +
+                                    seconds_text(s.options.connect_timeout));
+        if (ec)
+            return fail_connect(self, errc::connection_refused,
+                                "could not connect to " + first_hop_name() + " (" + ec.message() + ")");
         std::error_code ignored;
         s.connection->socket().set_option(asio::ip::tcp::no_delay(true), ignored);
         if (!s.connection->tls) {
-            s.emit(transport_event_kind::connected, "connected");
+            s.emit(transport_event_kind::connected, s.proxy.enabled ? "connected to the proxy " + s.proxy.endpoint : "connected");
             return write(self);
         }
+        if (s.proxy.enabled) return open_tunnel(self);
+        handshake(self);
+    }
+
+    template <class Self>
+    void handshake(Self& self) {
+        auto& s = *state_;
+        // SNI and the name checked are the server's, also through a tunnel: the proxy is never the peer.
         prepare_tls_connection(s.connection->tls->native_handle(), s.url, s.verify, s.session.get());
         s.arm_timer(s.options.handshake_timeout);
         step_ = step::handshaking;
         s.connection->tls->async_handshake(asio::ssl::stream_base::client, std::move(self));
     }
 
+    /// Asks the proxy for a tunnel to the server. Its answer is bounded by
+    /// connect_timeout and max_header_bytes, like the rest of connecting.
+    template <class Self>
+    void open_tunnel(Self& self) {
+        auto& s = *state_;
+        write_connect_request(s.url, s.proxy.authorization.reveal(), s.tunnel_buffer);
+        s.arm_timer(s.options.connect_timeout);
+        step_ = step::tunnel_writing;
+        asio::async_write(s.connection->socket(), asio::buffer(s.tunnel_buffer), std::move(self));
+    }
+
+    template <class Self>
+    void on_tunnel_written(Self& self, std::error_code ec) {
+        auto& s = *state_;
+        secure_clear(s.tunnel_buffer);
+        if (s.timed_out)
+            return fail_connect(self, errc::connect_timeout,
+                                first_hop_name() + " did not take the CONNECT request within " +
+                                    seconds_text(s.options.connect_timeout));
+        if (ec)
+            return fail_connect(self, errc::proxy_tunnel_failed,
+                                "sending CONNECT to " + first_hop_name() + " failed (" + ec.message() + ")");
+        // Read as the answer to a HEAD: a 2xx to CONNECT has no body, and
+        // the body of any other answer is never read (it is the proxy's, not the server's).
+        parser_.emplace(response_limits{s.options.max_response_bytes, s.options.max_header_bytes}, /*head_request=*/true);
+        read_tunnel_answer(self);
+    }
+
+    template <class Self>
+    void read_tunnel_answer(Self& self) {
+        auto& s = *state_;
+        step_ = step::tunnel_reading;
+        s.connection->socket().async_read_some(asio::buffer(s.read_buffer), std::move(self));
+    }
+
+    template <class Self>
+    void on_tunnel_read(Self& self, std::error_code ec, std::size_t bytes) {
+        auto& s = *state_;
+        auto& parser = *parser_;
+        std::size_t used = 0;
+        if (bytes != 0) {
+            std::error_code parse_ec;
+            used = parser.feed(std::string_view(s.read_buffer.data(), bytes), parse_ec);
+            if (parse_ec) {
+                const bool too_large = parse_ec == errc::response_too_large;
+                return fail_connect(self, errc::proxy_tunnel_failed,
+                                    "the answer of " + first_hop_name() + " to CONNECT " +
+                                        (too_large ? "is larger than max_header_bytes" : "is not valid HTTP") + " (" +
+                                        parser.error_detail() + ")");
+            }
+        }
+        if (!parser.done()) {
+            if (s.timed_out)
+                return fail_connect(self, errc::connect_timeout,
+                                    first_hop_name() + " did not answer CONNECT within " +
+                                        seconds_text(s.options.connect_timeout));
+            if (ec)
+                return fail_connect(self, errc::proxy_tunnel_failed,
+                                    first_hop_name() + " closed the connection before answering CONNECT (" +
+                                        ec.message() + ")");
+            return read_tunnel_answer(self);
+        }
+        const int status = parser.response().status;
+        const std::string answered = first_hop_name() + " answered " + std::to_string(status) + " to CONNECT " +
+                                     tunnel_target();
+        // A 401 to CONNECT is the proxy's too (the server never sees CONNECT):
+        // tinyproxy, for one, answers wrong credentials with 401, not 407.
+        if (status == 407 || status == 401)
+            return fail_connect(self, errc::proxy_authentication_required,
+                                answered + (s.proxy.authorization.empty()
+                                                ? "; give its user name and password in the proxy URL"
+                                                : "; it refused the user name and password in the proxy URL"));
+        if (status < 200 || status >= 300) return fail_connect(self, errc::proxy_tunnel_failed, answered);
+        // Nothing may come before the client's TLS hello: bytes here would
+        // be read as the server's and are not from it.
+        if (used < bytes)
+            return fail_connect(self, errc::proxy_tunnel_failed,
+                                first_hop_name() + " sent data after its answer to CONNECT, before TLS began");
+        parser_.reset();
+        s.emit(transport_event_kind::proxy_tunnel_opened,
+               "opened a tunnel to " + tunnel_target() + " through the proxy " + s.proxy.endpoint);
+        handshake(self);
+    }
+
     template <class Self>
     void open_or_reuse(Self& self) {
         auto& s = *state_;
+        if (s.connection && s.connection_reusable &&
+            std::chrono::steady_clock::now() - s.idle_since > s.options.max_idle) {
+            // The server may be closing it at this very moment; a request
+            // written now could arrive and still fail, and could not be sent again.
+            const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - s.idle_since);
+            s.emit(transport_event_kind::idle_connection_closed,
+                   "closed the kept-alive connection after " + std::to_string(idle.count()) + " ms idle (max_idle " +
+                       seconds_text(s.options.max_idle) + "); opening a new one before sending");
+            s.drop_connection(true);
+        }
         if (s.connection) {
             if (s.idle_connection_usable()) {
                 reused_ = true;
@@ -155,22 +289,23 @@ private:
         }
         reused_ = false;
         s.arm_timer(s.options.connect_timeout);
-        if (s.url.host_is_ip()) {
+        const parsed_url& hop = first_hop();
+        if (hop.host_is_ip()) {
             // An IP literal needs no resolver (whose asynchronous form runs on
             // a helper thread even for a numeric host).
             std::error_code address_ec;
-            const auto address = asio::ip::make_address(s.url.host, address_ec);
+            const auto address = asio::ip::make_address(hop.host, address_ec);
             if (!address_ec) {
                 new_connection();
                 step_ = step::connecting;
-                s.connection->socket().async_connect(asio::ip::tcp::endpoint(address, s.url.port), std::move(self));
+                s.connection->socket().async_connect(asio::ip::tcp::endpoint(address, hop.port), std::move(self));
                 return;
             }
         }
         step_ = step::resolving;
         auto flags = asio::ip::tcp::resolver::numeric_service;
-        if (s.url.host_is_ip()) flags |= asio::ip::tcp::resolver::numeric_host;
-        s.resolver.async_resolve(s.url.host, std::to_string(s.url.port), flags, std::move(self));
+        if (hop.host_is_ip()) flags |= asio::ip::tcp::resolver::numeric_host;
+        s.resolver.async_resolve(hop.host, std::to_string(hop.port), flags, std::move(self));
     }
 
     void new_connection() {
@@ -185,18 +320,19 @@ private:
         auto& s = *state_;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
-                                "the TLS handshake with " + s.endpoint + " did not finish within " +
+                                "the TLS handshake with " + s.endpoint + via_proxy() + " did not finish within " +
                                     seconds_text(s.options.handshake_timeout));
         if (ec) {
             std::string reason;
             const errc code = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec, reason);
             if (code == errc::certificate_verification_failed)
                 return fail_connect(self, code,
-                                    "the certificate of " + s.endpoint + " did not verify (" + reason +
+                                    "the certificate of " + s.endpoint + via_proxy() + " did not verify (" + reason +
                                         "); set ca_file to the CA that issued it if the server uses a private CA");
-            return fail_connect(self, code, "the TLS handshake with " + s.endpoint + " failed (" + reason + ")");
+            return fail_connect(self, code,
+                                "the TLS handshake with " + s.endpoint + via_proxy() + " failed (" + reason + ")");
         }
-        s.emit(transport_event_kind::connected, "connected with TLS");
+        s.emit(transport_event_kind::connected, s.proxy.enabled ? "connected with TLS" + via_proxy() : "connected with TLS");
         if (SSL_session_reused(s.connection->tls->native_handle()))
             s.emit(transport_event_kind::tls_session_resumed, "resumed the previous TLS session");
         write(self);
@@ -298,17 +434,23 @@ private:
             if (auto session = take_resumable_session(s.connection->tls->native_handle())) s.session = std::move(session);
         }
         const bool reusable = parser.keep_alive() && !surplus && !ec && s.options.keep_alive;
-        if (reusable) s.connection_reusable = true;
-        else s.drop_connection(true);
-        http_response response = parser.release();
-        if (response.status >= 300 && response.status < 400) {
-            const std::string status = std::to_string(response.status);
-            return finish(self, make_error_code(errc::unexpected_redirect),
-                          what_ + ": the server answered " + status +
-                              "; redirects are not followed, so check the base URL",
-                          std::move(response));
+        if (reusable) {
+            s.connection_reusable = true;
+            s.idle_since = std::chrono::steady_clock::now();
+        } else {
+            s.drop_connection(true);
         }
-        finish(self, {}, {}, std::move(response));
+        // A 407 to a plain-HTTP request through a proxy is the proxy's
+        // answer, not the server's (servers do not send 407): the request
+        // was not passed on. The only status the transport judges.
+        if (s.proxy.enabled && !s.url.tls && parser.response().status == 407)
+            return finish(self, make_error_code(errc::proxy_authentication_required),
+                          what_ + ": the proxy " + s.proxy.endpoint + " answered 407" +
+                              (s.proxy.authorization.empty() ? "; give its user name and password in the proxy URL"
+                                                             : "; it refused the user name and password in the proxy URL"));
+        // Every status, 3xx included, is an answer: the caller judges
+        // statuses (the manager maps them to errors in one place).
+        finish(self, {}, {}, parser.release());
     }
 
     /// Failure before any byte of the request was written.
@@ -323,7 +465,7 @@ private:
     template <class Self>
     void fail_exchange(Self& self, errc code, const std::string& detail) {
         state_->drop_connection(false);
-        finish(self, make_error_code(code), what_ + ": " + detail);
+        finish(self, make_error_code(code), what_ + ": " + detail + via_proxy());
     }
 
     template <class Self>
@@ -337,6 +479,7 @@ private:
             // Both buffers may hold a password or a token: the request, and
             // the tail of a response that carried a JWT and a refresh token.
             secure_clear(s.write_buffer);
+            secure_clear(s.tunnel_buffer);
             secure_wipe(s.read_buffer.data(), s.read_buffer.size());
             if (owns_busy_) s.busy = false;
             s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};

@@ -17,7 +17,10 @@ inline bool response_parser::fail(std::error_code& ec, errc code, std::string de
 }
 
 // Moves bytes into line_ up to and including '\n'. `complete` is set when the
-// line ended; CR LF and a bare LF both end a line (RFC 9112 §2.2 allows it).
+// line ended. The status line and header fields may end in a bare LF (RFC
+// 9112 §2.2 lets a recipient accept it); the chunked framing may not (§7.1
+// spells it CRLF, and strict parsers refuse anything else, so a parser that
+// guesses here reads a different message than the proxy in front of it).
 inline bool response_parser::take_line(std::string_view data, std::size_t& used, bool& complete,
                                        std::error_code& ec) {
     complete = false;
@@ -31,7 +34,10 @@ inline bool response_parser::take_line(std::string_view data, std::size_t& used,
     used += take;
     if (newline != std::string_view::npos) {
         line_.pop_back();
-        if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+        const bool crlf = !line_.empty() && line_.back() == '\r';
+        if (crlf) line_.pop_back();
+        else if (in_chunked_framing())
+            return fail(ec, errc::protocol_error, "a line of the chunked framing ends in a bare LF instead of CR LF");
         complete = true;
     }
     return true;
@@ -73,17 +79,22 @@ inline std::size_t response_parser::feed(std::string_view data, std::error_code&
             break;
         }
         case state::chunk_data_end: {
-            // Exactly CR LF (or a bare LF) must follow the chunk's data.
-            bool complete = false;
-            const std::size_t before = used;
-            if (!take_line(rest, used, complete, ec)) return used;
-            received_ += used - before;
-            const bool only_cr_so_far = !complete && line_ == "\r";
-            if (!line_.empty() && !only_cr_so_far) {
-                fail(ec, errc::protocol_error, "a chunk is longer than its announced size");
+            // Exactly CR LF must follow the chunk's data.
+            const char expected = line_.empty() ? '\r' : '\n';
+            if (rest.front() != expected) {
+                fail(ec, errc::protocol_error,
+                     expected == '\r' ? "a chunk is longer than its announced size"
+                                      : "a chunk's data is followed by a bare CR instead of CR LF");
                 return used;
             }
-            if (complete) state_ = state::chunk_size;
+            ++used;
+            ++received_;
+            if (expected == '\r') {
+                line_ = "\r";
+            } else {
+                line_.clear();
+                state_ = state::chunk_size;
+            }
             break;
         }
         case state::body_to_eof: {
@@ -212,6 +223,11 @@ inline bool response_parser::on_headers_complete(std::error_code& ec) {
     }
     if (has_transfer_encoding && !chunked_)
         return fail(ec, errc::protocol_error, "the response uses a transfer coding other than chunked");
+    // RFC 9112 §6.3: both headers "ought to be handled as an error"; the
+    // message may be a smuggling attempt, so nothing of it is trusted and the
+    // connection (fail() clears keep-alive) is never reused.
+    if (has_transfer_encoding && have_length_)
+        return fail(ec, errc::protocol_error, "the response has both Transfer-Encoding and Content-Length");
 
     const bool no_body = head_request_ || status == 204 || status == 304;
     // HTTP/1.0 is read to the end of the stream and never reused; so is a
@@ -221,9 +237,6 @@ inline bool response_parser::on_headers_complete(std::error_code& ec) {
     if (no_body) {
         state_ = state::done;
     } else if (chunked_) {
-        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); the
-        // combination hints at request smuggling, so the connection is not reused.
-        if (have_length_) keep_alive_ = false;
         reserve_unknown_length_body();
         state_ = state::chunk_size;
     } else if (have_length_) {
