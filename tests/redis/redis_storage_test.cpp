@@ -678,6 +678,12 @@ TEST_CASE("a lease held elsewhere past lease_wait: the manager keeps serving, th
     h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);
     CHECK(manager->get_token().reveal() == first);  // soft-expired, the refresh could not start: still served
     CHECK(h.server.stats().refreshes == 0);
+    h.clock.advance(30min + 1h);  // hard-expired, past any backoff; the outsider still holds the lease
+    std::error_code ec;
+    CHECK(manager->get_token(ec).empty());
+    CHECK(ec == errc::lease_timeout);
+    CHECK(h.server.stats().refreshes == 0);
+    CHECK(h.server.stats().logins == 1);
     raw_redis().run({"DEL", key, key + ":lease"});
 }
 
