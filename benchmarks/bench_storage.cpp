@@ -1,11 +1,17 @@
-// bench_storage.cpp — what file_storage adds to one refresh: take the lease,
-// re-read the set, store the write-ahead mark (store_if), store the new pair
-// (store_if), release. No network: the refresh request itself is left out.
+// bench_storage.cpp — what a coordinating store adds to one refresh: take
+// the lease, re-read the set, store the write-ahead mark (store_if), store
+// the new pair (store_if), release. The refresh request itself is left out.
 //
-//   refresh_cycle/disk   in a directory on the disk: $TOKMGR_BENCH_DIR, or
-//                        the current directory (run it from the work tree)
-//   refresh_cycle/shm    in /dev/shm (tmpfs: fsync costs nothing), which
-//                        isolates the file-system calls from the flushes
+//   refresh_cycle/disk   file_storage in a directory on the disk:
+//                        $TOKMGR_BENCH_DIR, or the current directory (run it
+//                        from the work tree)
+//   refresh_cycle/shm    file_storage in /dev/shm (tmpfs: fsync costs
+//                        nothing), which isolates the file-system calls from
+//                        the flushes
+//   refresh_cycle/redis  redis_storage on the server $TOKMGR_BENCH_REDIS
+//                        names (redis://host:port/[db/]key; the key is
+//                        overwritten); skipped when it is not set. Five round
+//                        trips: SET NX, GET, two EVALs, the release EVAL
 //
 // Time is the mean of the whole cycle; p50_us and p99_us are over the same
 // samples; lock_us, load_us, spent_us, pair_us are the p50 of each step (the
@@ -24,6 +30,9 @@
 #include <vector>
 
 #include <tokmgr/storage/file.hpp>
+#if TOKMGR_BENCH_WITH_REDIS
+#include <tokmgr/storage/redis.hpp>
+#endif
 
 #include "bench_common.hpp"
 
@@ -56,9 +65,8 @@ double p(std::vector<double>& samples, double q) {
     return samples[static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1))] * 1e6;
 }
 
-void refresh_cycle(benchmark::State& state, const std::string& base) {
-    const std::string dir = bench_directory(base);
-    tokmgr::file_storage storage(dir + "/tokens.json");
+template <class Storage>
+void refresh_cycle(benchmark::State& state, Storage& storage) {
     std::error_code ec;
     storage.store(pair_of(1), ec);
     if (ec) {
@@ -108,21 +116,49 @@ void refresh_cycle(benchmark::State& state, const std::string& base) {
         state.counters["spent_us"] = p(spent, 0.50);
         state.counters["pair_us"] = p(pair, 0.50);
     }
+}
+
+void file_cycle(benchmark::State& state, const std::string& base) {
+    const std::string dir = bench_directory(base);
+    tokmgr::file_storage storage(dir + "/tokens.json");
+    refresh_cycle(state, storage);
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
+}
+
+void redis_cycle(benchmark::State& state) {
+    const char* url = std::getenv("TOKMGR_BENCH_REDIS");
+#if TOKMGR_BENCH_WITH_REDIS
+    if (url && *url) {
+        tokmgr::redis_storage storage(tokmgr::redis_options::from_url(url));
+        std::error_code ec;
+        storage.load(ec);
+        if (!ec) {
+            refresh_cycle(state, storage);
+            return;
+        }
+        state.SkipWithError(storage.last_error().message().c_str());
+        return;
+    }
+#endif
+    state.SkipWithError(url ? "built without hiredis" : "set TOKMGR_BENCH_REDIS=redis://host:port/key (it is overwritten)");
 }
 
 void register_families() {
     const char* env = std::getenv("TOKMGR_BENCH_DIR");
     const std::string disk = env && *env ? env : ".";
-    benchmark::RegisterBenchmark("refresh_cycle/disk", [disk](benchmark::State& s) { refresh_cycle(s, disk); })
+    benchmark::RegisterBenchmark("refresh_cycle/disk", [disk](benchmark::State& s) { file_cycle(s, disk); })
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
         ->MinTime(2.0);
-    benchmark::RegisterBenchmark("refresh_cycle/shm", [](benchmark::State& s) { refresh_cycle(s, "/dev/shm"); })
+    benchmark::RegisterBenchmark("refresh_cycle/shm", [](benchmark::State& s) { file_cycle(s, "/dev/shm"); })
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
         ->MinTime(1.0);
+    benchmark::RegisterBenchmark("refresh_cycle/redis", redis_cycle)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(2.0);
 }
 
 }  // namespace

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # store_processes.sh — refresh requests per JWT expiry when 1, 4 and 16
-# processes share one token file (`tokmgr load --store`), against `tokmgr
-# serve` with 4-second JWTs. Prints, per group size: the server's logins and
-# refreshes over the run, and refreshes relative to the one-process run (1.0
-# means one refresh per expiry for the whole group; N processes each
-# refreshing on their own would show about N).
-#   benchmarks/store_processes.sh TOKMGR [SECONDS]
+# processes share one token file (`tokmgr load --store`), or one Redis key
+# (`--store redis://...`, a redis-server of its own started here), against
+# `tokmgr serve` with 4-second JWTs. Prints, per group size: the server's
+# logins and refreshes over the run, and refreshes relative to the
+# one-process run (1.0 means one refresh per expiry for the whole group; N
+# processes each refreshing on their own would show about N).
+#   benchmarks/store_processes.sh TOKMGR [SECONDS] [file|redis]
 set -u
 TOKMGR=$1
 SECONDS_PER_RUN=${2:-20}
+MODE=${3:-file}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+fixture=$(dirname "$0")/../tests/redis/redis_fixture.sh
+trap 'kill $(jobs -p) 2>/dev/null; [[ $MODE == redis ]] && bash "$fixture" stop "$work/redis"; wait 2>/dev/null; rm -rf "$work"' EXIT
+case $MODE in
+file) store_for() { echo "$work/store-$1.json"; } ;;
+redis)
+    bash "$fixture" start "$work/redis" >/dev/null || { echo "redis-server did not start" >&2; exit 1; }
+    store_for() { echo "redis://127.0.0.1:$(cat "$work/redis/port")/tokmgr-bench:$1"; }
+    ;;
+*) echo "unknown mode '$MODE': file or redis" >&2; exit 2 ;;
+esac
+echo "store: $MODE"
+
 unset SOLAR_JWT_EXPIRATION_IN_MINUTES SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES SOLAR_AUTH_RPM_LIMIT
 export TONIC_TEXTUAL_PASSWORD=bench-password
 
@@ -24,11 +37,12 @@ for n in 1 4 16; do
     for _ in $(seq 100); do url=$(sed -n 's/^listening on //p' "$work/server.out"); [[ -n $url ]] && break; sleep 0.1; done
     pids=()
     for i in $(seq "$n"); do
-        "$TOKMGR" load --url "$url" --user svc --store "$work/store-$n.json" --threads 1 \
-            --duration "$SECONDS_PER_RUN" --path /api/items >/dev/null 2>&1 &
+        "$TOKMGR" load --url "$url" --user svc --store "$(store_for "$n")" --threads 1 \
+            --duration "$SECONDS_PER_RUN" --path /api/items >"$work/load-$n-$i.out" 2>&1 &
         pids+=($!)
     done
     wait "${pids[@]}"
+    grep -h "tokmgr load" "$work"/load-"$n"-*.out | sort | uniq -c | head -3 >&2
     kill -TERM "$server"
     wait "$server"
     stats=$(sed -n 2p "$work/server.out")

@@ -10,6 +10,7 @@ packages=(
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
+  libhiredis-dev redis-server              # tokmgr::redis_storage and the fleet tests' own Redis
   tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
   clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh
 )
@@ -23,8 +24,9 @@ done
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 echo "installing: ${missing[*]}"
-# Tests start their own nginx on loopback ports; keep the package from
-# starting a system-wide one on port 80 during installation.
+# Tests start their own nginx and redis-server on free loopback ports; keep
+# the packages from starting system-wide ones (nginx on port 80, Redis on
+# 6379) during installation.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

@@ -12,4 +12,7 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERAT
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)
 run(${WORK_DIR}/build/consumer_separate)
+if(EXISTS ${WORK_DIR}/build/consumer_redis)
+  run(${WORK_DIR}/build/consumer_redis)
+endif()
 message(STATUS "the installed package built and ran a C++17 consumer, header-only and separately compiled")

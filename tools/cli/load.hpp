@@ -17,12 +17,12 @@
 #include <thread>
 #include <vector>
 
-#include <tokmgr/storage/file.hpp>
 #include <tokmgr/tokmgr.hpp>
 
 #include "client_setup.hpp"
 #include "exit_status.hpp"
 #include "output.hpp"
+#include "store.hpp"
 
 namespace tokmgr_cli {
 
@@ -170,7 +170,8 @@ int report_load(Manager& manager, const tokmgr::asio_transport_options& options,
 
 inline int run_load(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "threads", "duration", "path", "ca-file", "store", "lease-wait", "proxy"};
+    spec.valued = {"url", "user", "threads", "duration", "path", "ca-file", "store", "lease-wait", "lease-ttl",
+                   "proxy"};
     const auto args = parse_options(argc, argv, 2, spec, "load");
     const auto threads = args.get("threads"), duration = args.get("duration"), path = args.get("path");
     if (!threads || !duration || !path) throw usage_error{"load needs --threads N, --duration SECONDS and --path PATH"};
@@ -190,13 +191,16 @@ inline int run_load(int argc, char** argv) {
     if (auto store = args.get("store")) {
         // Every process started with the same --store shares one token set:
         // one login between them, one refresh per expiry for the group.
-        if (store->empty()) throw usage_error{"--store takes a file path"};
-        tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::file_storage,
-                              tokmgr::simdjson_json>
-            manager(std::move(auth_transport), std::move(creds), manager_options_from(args), {},
-                    tokmgr::file_storage(*store));
-        return report_load(manager, options, *path, thread_count, seconds);
+        if (store->empty()) throw usage_error{"--store takes a file path or a redis://host:port/[db/]key URL"};
+        return with_store(args, *store, [&](auto storage) {
+            using storage_type = decltype(storage);
+            tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, storage_type, tokmgr::simdjson_json>
+                manager(std::move(auth_transport), std::move(creds), manager_options_from(args), {},
+                        std::move(storage));
+            return report_load(manager, options, *path, thread_count, seconds);
+        });
     }
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://..."};
     tokmgr::token_manager<> manager(std::move(auth_transport), std::move(creds));
     return report_load(manager, options, *path, thread_count, seconds);
 }

@@ -1,25 +1,27 @@
 // tools/cli/token.hpp — `tokmgr token`: log in and print the JWT, like
-// `gcloud auth print-access-token`; with `--store PATH`, reuse and keep the
-// token set in a file shared by every invocation and process.
+// `gcloud auth print-access-token`; with `--store PATH` (or a redis:// URL),
+// reuse and keep the token set in a file (or a Redis key) shared by every
+// invocation and process.
 #pragma once
 
 #include <iostream>
 
-#include <tokmgr/storage/file.hpp>
 #include <tokmgr/tokmgr.hpp>
 
 #include "client_setup.hpp"
 #include "exit_status.hpp"
 #include "output.hpp"
+#include "store.hpp"
 
 namespace tokmgr_cli {
 
-/// `tokmgr token --store PATH`: the stored JWT while it is fresh (no
+/// `tokmgr token --store PATH|URL`: the stored JWT while it is fresh (no
 /// request), a refresh with the stored refresh token when due, and a login —
 /// the only case that needs the password — when neither serves.
-inline int run_token_with_store(const parsed_options& args, const std::string& path) {
-    using stored_manager = tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::file_storage,
-                                                 tokmgr::simdjson_json>;
+template <class Storage>
+int run_token_with_store(const parsed_options& args, const Storage& store) {
+    using stored_manager =
+        tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, Storage, tokmgr::simdjson_json>;
     auto attempt = [&](tokmgr::credentials creds, std::error_code& ec) -> int {
         tokmgr::asio_transport transport(transport_options(args), ec);
         if (ec) {
@@ -27,8 +29,7 @@ inline int run_token_with_store(const parsed_options& args, const std::string& p
                                                              : tokmgr::error_info{ec, "the transport"});
             return exit_status_for(ec);
         }
-        stored_manager manager(std::move(transport), std::move(creds), manager_options_from(args), {},
-                               tokmgr::file_storage(path));
+        stored_manager manager(std::move(transport), std::move(creds), manager_options_from(args), {}, Storage(store));
         const auto jwt = manager.get_token(ec);
         if (ec == tokmgr::errc::no_credentials) return -1;  // a login is needed: ask for the password
         if (ec) {
@@ -41,11 +42,12 @@ inline int run_token_with_store(const parsed_options& args, const std::string& p
     std::error_code ec;
     {
         // A store that cannot be used (permissions, a directory that cannot
-        // be made) is the error to report, not the login it would lead to.
-        tokmgr::file_storage probe(path);
+        // be made, a Redis that cannot be reached or holds another type at
+        // the key) is the error to report, not the login it would lead to.
+        Storage probe(store);
         probe.load(ec);
         if (ec && ec != tokmgr::errc::storage_corrupt) {
-            print_error("token", probe.last_error().code ? probe.last_error() : tokmgr::error_info{ec, path});
+            print_error("token", probe.last_error().code ? probe.last_error() : tokmgr::error_info{ec, "the store"});
             return exit_status_for(ec);
         }
     }
@@ -60,13 +62,16 @@ inline int run_token_with_store(const parsed_options& args, const std::string& p
 
 inline int run_token(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "ca-file", "store", "lease-wait", "proxy"};
+    spec.valued = {"url", "user", "ca-file", "store", "lease-wait", "lease-ttl", "proxy"};
     spec.flags = {"insecure"};
     const auto args = parse_options(argc, argv, 2, spec, "token");
     if (auto store = args.get("store")) {
-        if (store->empty()) throw usage_error{"--store takes a file path (e.g. $XDG_STATE_HOME/tokmgr/textual.json)"};
-        return run_token_with_store(args, *store);
+        if (store->empty())
+            throw usage_error{"--store takes a file path (e.g. $XDG_STATE_HOME/tokmgr/textual.json) or a "
+                              "redis://host:port/[db/]key URL"};
+        return with_store(args, *store, [&](const auto& storage) { return run_token_with_store(args, storage); });
     }
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://..."};
     auto options = transport_options(args);
     auto creds = login_credentials(args);
 

@@ -1,0 +1,897 @@
+// tokmgr/storage/redis.hpp — a coordinating Storage policy on Redis (hiredis
+// 0.14), so that every process on every host that shares a Textual account
+// makes one refresh per expiry between them (docs/fleet.md has the whole
+// contract, the guarantees and the failure modes).
+//
+// - The key holds exactly one token-set document (storage/document.hpp), as a
+//   Redis string. Nothing else is stored under it.
+// - The lease is `SET <key>:lease <128-bit random token> NX PX <lease_ttl>`,
+//   released by a Lua compare-and-delete (only the holder's token is
+//   deleted). `holds` reads the lease back and compares the token: a holder
+//   paused past the TTL learns it lost the lease and sends nothing.
+// - Every write is a Lua compare-and-swap on the generation *inside the
+//   stored document*: the script decodes the document with cjson and writes
+//   only when its "generation" equals the expected one. Why not a companion
+//   field or hash: one value is the single source of truth, so the key holds
+//   exactly the document any other reader (a file dump, redis-cli GET)
+//   understands, and there is no second key that a partial edit, an
+//   expiry or a `RENAME` could leave disagreeing with the document. The
+//   parse costs microseconds on a document of about 1 KiB.
+// - The same script refuses to touch a value tokmgr did not write: another
+//   type at the key, a string that is not a tokmgr document, a document of a
+//   later version. Those are reported as errc::storage_failed, with what the
+//   key holds and what to do, and left as they are. Not storage_corrupt:
+//   that code tells the manager the bad data was moved aside and the store
+//   reads as empty (file_storage), which is not so here; a store that is
+//   unusable until an operator acts is a failed store, and the manager
+//   treats it like one that cannot be reached (it never sends a shared
+//   refresh token it cannot mark spent, and falls back to a private session).
+// - After each write and each release the scripts PUBLISH on "<key>:changed";
+//   a waiting lock() subscribes there to retry at once, and polls SET NX with
+//   growing sleeps (1 ms doubling to 50 ms) because pub/sub loses messages
+//   while a connection is down.
+// - Optionally `WAIT <replicas> <timeout>` after the spent mark: the refresh
+//   is sent only once that many replicas hold the mark.
+// - hiredis 0.14 has no TLS. Connect over a Unix socket (unix_socket) to a
+//   local Redis, or through a local TLS tunnel (stunnel, spiped, ssh -L) to a
+//   remote one; docs/fleet.md shows both.
+//
+// One object serves one thread at a time (the manager serialises its storage
+// calls) over its own connection, opened on first use and reopened after a
+// failure. Any number of objects may share one key, in one process or many.
+#pragma once
+
+#include <hiredis.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../errc.hpp"
+#include "../error.hpp"
+#include "../secret.hpp"
+#include "../token_set.hpp"
+#include "document.hpp"
+
+namespace tokmgr {
+
+/// Where the Redis store is and how it is used. Every member has a usable
+/// default except `key` for a second account and `password` for a server
+/// that asks for one.
+struct redis_options {
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    /// A Unix socket path; when set, host and port are not used. The way to
+    /// keep traffic off the network, since hiredis 0.14 has no TLS.
+    std::string unix_socket;
+    int database = 0;  ///< SELECT after connecting
+    /// The key of the token-set document; the lease is "<key>:lease" and the
+    /// channel "<key>:changed". One key per account.
+    std::string key = "tokmgr:textual";
+    /// AUTH: the password (`requirepass`), with `user` for a Redis 6 ACL user.
+    std::string user;
+    secret password;
+
+    std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
+    /// Each command's answer (an unanswered command fails with storage_failed).
+    std::chrono::milliseconds command_timeout = std::chrono::seconds(2);
+
+    /// How long a lease lives unless released. It must cover what the holder
+    /// does under it: a login or refresh, i.e. the transport's connect,
+    /// handshake and request timeouts, plus a margin for the store's own
+    /// round trips; `lease_ttl_for` computes that. Too short, and a slow
+    /// refresh outlives its lease: still never a reuse (the spent mark is
+    /// written first), but the next holder logs in. Too long, and a holder
+    /// killed mid-refresh blocks the others that long (they keep serving
+    /// their JWT meanwhile). Default: asio_transport's defaults (10 + 10 +
+    /// 30 s) plus 10 s.
+    std::chrono::milliseconds lease_ttl = std::chrono::seconds(60);
+
+    /// After storing the spent mark, `WAIT wait_replicas wait_timeout`: the
+    /// refresh is sent only once that many replicas acknowledged the mark
+    /// (storage_failed otherwise, and nothing is sent). 0: no WAIT. See
+    /// docs/fleet.md for what an asynchronous failover loses without it.
+    int wait_replicas = 0;
+    std::chrono::milliseconds wait_timeout = std::chrono::seconds(1);
+
+    /// The lease TTL for a transport whose connect, TLS handshake and request
+    /// together take at most `request_time`.
+    static std::chrono::milliseconds lease_ttl_for(std::chrono::milliseconds request_time,
+                                                   std::chrono::milliseconds margin = std::chrono::seconds(10)) {
+        return request_time + margin;
+    }
+
+    /// Reads `redis://[user][:password]@host[:port]/[<db>/]<key>` (one path
+    /// segment is the key, two are database and key) or
+    /// `redis+unix://[user][:password]@/path/to/redis.sock?[db=N&]key=K`.
+    /// A password in the URL is visible to `ps`: prefer setting `password`
+    /// from the environment. Errors (errc::invalid_configuration) never
+    /// repeat the password.
+    static redis_options from_url(std::string_view url, std::error_code& ec, std::string* why = nullptr);
+    static redis_options from_url(std::string_view url) {
+        std::error_code ec;
+        std::string why;
+        auto options = from_url(url, ec, &why);
+        if (ec) throw error(ec, why);
+        return options;
+    }
+
+    /// "redis://host:port/db/key" or "redis+unix:///path?db=N&key=K", never
+    /// with the password: for messages.
+    std::string where() const {
+        if (!unix_socket.empty())
+            return "redis+unix://" + unix_socket + "?db=" + std::to_string(database) + "&key=" + key;
+        return "redis://" + host + ":" + std::to_string(port) + "/" + std::to_string(database) + "/" + key;
+    }
+};
+
+namespace detail::redis {
+
+struct reply_deleter {
+    void operator()(redisReply* r) const noexcept {
+        if (r) freeReplyObject(r);
+    }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+
+struct context_deleter {
+    void operator()(redisContext* c) const noexcept {
+        if (c) redisFree(c);
+    }
+};
+using context_ptr = std::unique_ptr<redisContext, context_deleter>;
+
+inline timeval to_timeval(std::chrono::milliseconds ms) {
+    const auto count = std::max<std::int64_t>(ms.count(), 1);
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(count / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((count % 1000) * 1000);
+    return tv;
+}
+
+/// Server text made safe for a message: no control characters, at most 160
+/// bytes, and never the password (Redis does not echo it, but a proxy might).
+inline std::string safe_text(std::string_view text, std::string_view password) {
+    std::string out;
+    for (char c : text.substr(0, 160)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
+    if (password.size() >= 4) {
+        for (auto at = out.find(password); at != std::string::npos; at = out.find(password))
+            out.replace(at, password.size(), "(redacted)");
+    } else if (!password.empty() && out.find(password) != std::string::npos) {
+        return "(a message that is not shown because it may contain the password)";
+    }
+    return out;
+}
+
+inline bool integer_arg(std::string_view text, std::uint64_t max, std::uint64_t& out) {
+    if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    const auto [end, result] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return result == std::errc() && end == text.data() + text.size() && out <= max;
+}
+
+/// KEYS[1] the document key; ARGV[1] the expected generation, ARGV[2] the new
+/// document, ARGV[3] the new generation, ARGV[4] the channel.
+/// Returns {1} written, {0, stored generation} another generation is stored,
+/// {-1, type} not a string, {-2} not a tokmgr document, {-3, version} a later
+/// version. The document written is the one already there when it is equal
+/// (a retried call after a lost answer): that counts as written.
+inline constexpr const char* store_if_script = R"lua(
+local kind = redis.call('TYPE', KEYS[1]).ok
+local stored = 0
+if kind == 'string' then
+  local text = redis.call('GET', KEYS[1])
+  if text == ARGV[2] then return {1} end
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= 'table' or doc.format ~= 'tokmgr-token-set' then return {-2} end
+  if doc.version ~= 1 then return {-3, tostring(doc.version)} end
+  if type(doc.generation) ~= 'number' then return {-2} end
+  stored = doc.generation
+elseif kind ~= 'none' then
+  return {-1, kind}
+end
+if stored ~= tonumber(ARGV[1]) then return {0, string.format('%.0f', stored)} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {1}
+)lua";
+
+/// KEYS[1] the lease key; ARGV[1] the holder's token, ARGV[2] the channel.
+inline constexpr const char* release_script = R"lua(
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+return 0
+)lua";
+
+/// One connection and what it failed with. Shared by the store and its
+/// leases (a lease is released over it), hence the mutex.
+class link {
+public:
+    explicit link(redis_options options) : options_(std::move(options)) {}
+
+    const redis_options& options() const noexcept { return options_; }
+    std::mutex& mutex() noexcept { return mutex_; }
+
+    /// Runs one command; a reply, or null with `error` set (a sentence
+    /// naming the server and what to do). A command on a kept connection
+    /// that fails on I/O is sent once more on a new one: the server may have
+    /// restarted since the connection was last used. Every command tokmgr
+    /// sends may be repeated safely (the scripts recognise their own write).
+    reply_ptr command(const std::vector<std::string_view>& args, std::string& error) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const bool fresh = !context_;
+            if (fresh && !connect(context_, error)) return nullptr;
+            reply_ptr reply = run(context_.get(), args);
+            retried_ = attempt > 0;
+            if (reply) return reply;
+            error = io_error(context_.get());
+            context_.reset();  // hiredis: a context that failed once is unusable
+            if (fresh) return nullptr;
+        }
+        return nullptr;
+    }
+
+    /// Opens, authenticates and selects the database. `error` on failure.
+    bool connect(context_ptr& out, std::string& error) {
+        const timeval connect_tv = to_timeval(options_.connect_timeout);
+        context_ptr c(options_.unix_socket.empty()
+                          ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
+                          : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv));
+        if (!c) {
+            error = "cannot allocate a Redis connection to " + options_.where();
+            return false;
+        }
+        if (c->err) {
+            error = "cannot connect to Redis at " + options_.where() + ": " + safe_text(c->errstr, {}) +
+                    "; check that redis-server runs there and that the address is right";
+            return false;
+        }
+        redisSetTimeout(c.get(), to_timeval(options_.command_timeout));
+        if (options_.unix_socket.empty()) redisEnableKeepAlive(c.get());
+        if (!options_.password.empty()) {
+            std::vector<std::string_view> auth{"AUTH"};
+            if (!options_.user.empty()) auth.push_back(options_.user);
+            auth.push_back(options_.password.reveal());
+            reply_ptr r = run(c.get(), auth);
+            if (!r) {
+                error = io_error(c.get());
+                return false;
+            }
+            if (r->type == REDIS_REPLY_ERROR) {
+                const std::string said = safe_text(std::string_view(r->str, r->len), options_.password.reveal());
+                if (said.find("without any password") != std::string::npos ||
+                    said.find("no password is set") != std::string::npos)
+                    error = "Redis at " + options_.where() +
+                            " has no password set, but tokmgr was given one; remove it (TOKMGR_REDIS_PASSWORD, "
+                            "redis_options::password) or set requirepass on the server (Redis said: " + said + ")";
+                else
+                    error = "Redis at " + options_.where() +
+                            " refused the password; check TOKMGR_REDIS_PASSWORD or redis_options::password "
+                            "(and the user, for an ACL user) (Redis said: " + said + ")";
+                return false;
+            }
+        }
+        if (options_.database != 0) {
+            const std::string db = std::to_string(options_.database);
+            reply_ptr r = run(c.get(), {"SELECT", db});
+            if (!r) {
+                error = io_error(c.get());
+                return false;
+            }
+            if (r->type == REDIS_REPLY_ERROR) {
+                error = "Redis at " + options_.where() + " refused database " + db + ": " +
+                        safe_text(std::string_view(r->str, r->len), options_.password.reveal()) +
+                        "; choose a database the server has (databases in redis.conf)";
+                return false;
+            }
+        }
+        out = std::move(c);
+        return true;
+    }
+
+    /// Why `c` failed, as a sentence.
+    std::string io_error(const redisContext* c) const {
+        const std::string said = c ? safe_text(c->errstr, options_.password.reveal()) : std::string("no connection");
+        if (c && c->err == REDIS_ERR_PROTOCOL)
+            return "Redis at " + options_.where() + " answered something that is not the Redis protocol (" + said +
+                   "); check that this address is a Redis server, not another service";
+        if (c && c->err == REDIS_ERR_IO &&
+            (said.find("temporarily unavailable") != std::string::npos || said.find("timed out") != std::string::npos))
+            return "Redis at " + options_.where() + " did not answer within " +
+                   std::to_string(options_.command_timeout.count()) +
+                   " ms; check the server's load and the network, or raise command_timeout";
+        if (c && c->err == REDIS_ERR_EOF)
+            return "Redis at " + options_.where() +
+                   " closed the connection; it may have restarted, or it refused this client (maxclients)";
+        return "the connection to Redis at " + options_.where() + " failed: " + said +
+               "; check that redis-server runs there";
+    }
+
+    void drop() noexcept { context_.reset(); }
+
+    /// Whether the last command's answer came from a second sending (the
+    /// first may have been carried out too, its answer lost).
+    bool retried() const noexcept { return retried_; }
+
+    static reply_ptr run(redisContext* c, const std::vector<std::string_view>& args) {
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lengths;
+        argv.reserve(args.size());
+        lengths.reserve(args.size());
+        for (auto a : args) {
+            argv.push_back(a.data());
+            lengths.push_back(a.size());
+        }
+        return reply_ptr(static_cast<redisReply*>(
+            redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lengths.data())));
+    }
+
+    // ---- the subscriber connection, for a waiting lock() ------------------
+
+    /// Waits up to `timeout` for a message on the channel; true when one
+    /// came. Without a usable subscription (it could not be made, or broke)
+    /// it sleeps instead, and the caller's polling carries on.
+    bool wait_for_change(std::chrono::milliseconds timeout, const std::string& channel) {
+        if (!subscriber_) {
+            // A subscription that cannot be made (an ACL without SUBSCRIBE,
+            // a server going down) is tried again only after a pause, not at
+            // every poll step.
+            const auto now = std::chrono::steady_clock::now();
+            if (now < no_subscription_until_ || !subscribe(channel)) {
+                if (now >= no_subscription_until_) no_subscription_until_ = now + std::chrono::seconds(5);
+                std::this_thread::sleep_for(timeout);
+                return false;
+            }
+        }
+        if (drain()) return true;
+        pollfd p{subscriber_->fd, POLLIN, 0};
+        const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(timeout.count(), 0)));
+        if (ready <= 0) return false;
+        if (redisBufferRead(subscriber_.get()) != REDIS_OK) {
+            subscriber_.reset();
+            return false;
+        }
+        return drain();
+    }
+
+    /// Throws away what arrived while nobody waited (called before a wait,
+    /// so an old message does not count as news).
+    void forget_changes() {
+        if (!subscriber_) return;
+        pollfd p{subscriber_->fd, POLLIN, 0};
+        while (::poll(&p, 1, 0) > 0) {
+            if (redisBufferRead(subscriber_.get()) != REDIS_OK) {
+                subscriber_.reset();
+                return;
+            }
+            drain();
+        }
+        drain();
+    }
+
+private:
+    bool subscribe(const std::string& channel) {
+        std::string ignored;
+        context_ptr c;
+        if (!connect(c, ignored)) return false;
+        reply_ptr r = run(c.get(), {"SUBSCRIBE", channel});
+        if (!r || r->type != REDIS_REPLY_ARRAY) return false;
+        subscriber_ = std::move(c);
+        return true;
+    }
+
+    /// Reads every complete message already buffered; true if there was one.
+    bool drain() {
+        bool any = false;
+        for (;;) {
+            void* raw = nullptr;
+            if (redisGetReplyFromReader(subscriber_.get(), &raw) != REDIS_OK) {
+                subscriber_.reset();
+                return any;
+            }
+            if (!raw) return any;
+            freeReplyObject(raw);
+            any = true;
+        }
+    }
+
+    redis_options options_;
+    std::mutex mutex_;
+    context_ptr context_;
+    context_ptr subscriber_;
+    std::chrono::steady_clock::time_point no_subscription_until_{};
+    bool retried_ = false;
+};
+
+/// %XX decoding for the parts of a URL; false on a bad escape.
+inline bool percent_decode(std::string_view in, std::string& out) {
+    auto hex = [](char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    out.clear();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] != '%') {
+            out += in[i];
+            continue;
+        }
+        if (i + 2 >= in.size()) return false;  // '%' needs two hex digits after it
+        const int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
+        if (hi < 0 || lo < 0) return false;
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return true;
+}
+
+}  // namespace detail::redis
+
+inline redis_options redis_options::from_url(std::string_view url, std::error_code& ec, std::string* why) {
+    ec.clear();
+    redis_options out;
+    auto bad = [&](std::string text) {
+        ec = make_error_code(errc::invalid_configuration);
+        if (why) *why = "the Redis URL " + std::move(text);
+        return redis_options{};
+    };
+    const bool unix_socket = url.rfind("redis+unix://", 0) == 0;
+    if (!unix_socket && url.rfind("redis://", 0) != 0)
+        return bad("must start with redis:// or redis+unix:// (e.g. redis://127.0.0.1:6379/0/tokmgr:textual)");
+    std::string_view rest = url.substr(unix_socket ? 13 : 8);
+    // [[user]:password@] — the last '@' before the path, so a password may hold '@' as %40 or not at all.
+    const std::size_t at = rest.substr(0, rest.find('/')).rfind('@');
+    if (at != std::string_view::npos) {
+        const std::string_view userinfo = rest.substr(0, at);
+        // "user@" alone names an ACL user whose password comes from elsewhere
+        // (redis_options::password, TOKMGR_REDIS_PASSWORD for the CLI).
+        const std::size_t colon = userinfo.find(':');
+        std::string user, password;
+        if (!detail::redis::percent_decode(userinfo.substr(0, colon), user) ||
+            (colon != std::string_view::npos && !detail::redis::percent_decode(userinfo.substr(colon + 1), password)))
+            return bad("has a bad %-escape in its credentials (they are not shown)");
+        out.user = std::move(user);
+        out.password = secret(std::move(password));
+        rest.remove_prefix(at + 1);
+    }
+    std::string key;
+    if (unix_socket) {
+        const std::size_t query = rest.find('?');
+        const std::string_view path = rest.substr(0, query);
+        if (path.empty() || path.front() != '/') return bad("needs an absolute socket path: redis+unix:///path/to/redis.sock?key=K");
+        out.unix_socket = std::string(path);
+        std::string_view params = query == std::string_view::npos ? std::string_view() : rest.substr(query + 1);
+        while (!params.empty()) {
+            const std::size_t amp = params.find('&');
+            const std::string_view param = params.substr(0, amp);
+            params = amp == std::string_view::npos ? std::string_view() : params.substr(amp + 1);
+            if (param.rfind("key=", 0) == 0) {
+                if (!detail::redis::percent_decode(param.substr(4), key)) return bad("has a bad %-escape in its key");
+            } else if (param.rfind("db=", 0) == 0) {
+                std::uint64_t db = 0;
+                if (!detail::redis::integer_arg(param.substr(3), 1u << 20, db)) return bad("has a database that is not a number");
+                out.database = static_cast<int>(db);
+            } else {
+                return bad("has an unknown parameter (use db=N and key=K)");
+            }
+        }
+    } else {
+        const std::size_t slash = rest.find('/');
+        if (slash == std::string_view::npos) return bad("needs a key after the host: redis://host:port/[db/]key");
+        std::string_view hostport = rest.substr(0, slash);
+        std::string_view path = rest.substr(slash + 1);
+        std::string_view port_text;
+        bool has_port = false;
+        if (!hostport.empty() && hostport.front() == '[') {
+            const std::size_t close = hostport.find(']');
+            if (close == std::string_view::npos) return bad("has an IPv6 address without its closing ']'");
+            out.host = std::string(hostport.substr(1, close - 1));
+            const std::string_view after = hostport.substr(close + 1);
+            if (!after.empty()) {
+                if (after.front() != ':') return bad("has bytes after the IPv6 address that are not ':port'");
+                port_text = after.substr(1);
+                has_port = true;
+            }
+        } else {
+            const std::size_t colon = hostport.rfind(':');
+            out.host = std::string(hostport.substr(0, colon));
+            has_port = colon != std::string_view::npos;
+            if (has_port) port_text = hostport.substr(colon + 1);
+        }
+        if (out.host.empty()) return bad("needs a host: redis://host:port/[db/]key");
+        if (has_port) {
+            std::uint64_t port = 0;
+            if (!detail::redis::integer_arg(port_text, 65535, port) || port == 0)
+                return bad("has a port that is not a number from 1 to 65535");
+            out.port = static_cast<int>(port);
+        }
+        const std::size_t second = path.find('/');
+        if (second != std::string_view::npos) {
+            std::uint64_t db = 0;
+            if (!detail::redis::integer_arg(path.substr(0, second), 1u << 20, db))
+                return bad("has a database that is not a number (redis://host:port/<db>/<key>)");
+            out.database = static_cast<int>(db);
+            path.remove_prefix(second + 1);
+            if (path.find('/') != std::string_view::npos)
+                return bad("has more than two path segments (redis://host:port/[<db>/]<key>; a key cannot hold '/', "
+                           "write it as %2F)");
+        }
+        if (!detail::redis::percent_decode(path, key)) return bad("has a bad %-escape in its key");
+    }
+    if (key.empty()) return bad("needs a key (redis://host:port/[db/]key, or ?key=K for a socket)");
+    out.key = std::move(key);
+    return out;
+}
+
+class redis_storage {
+public:
+    /// The lease: while an object lives (and is not moved from), this holder
+    /// owns "<key>:lease" — until it is released or its TTL runs out,
+    /// whichever comes first; `holds` tells which.
+    class lease {
+    public:
+        lease() noexcept = default;
+        lease(lease&& other) noexcept : link_(std::move(other.link_)), token_(std::move(other.token_)) {}
+        lease& operator=(lease&& other) noexcept {
+            if (this != &other) {
+                release();
+                link_ = std::move(other.link_);
+                token_ = std::move(other.token_);
+            }
+            return *this;
+        }
+        lease(const lease&) = delete;
+        lease& operator=(const lease&) = delete;
+        ~lease() { release(); }
+
+        explicit operator bool() const noexcept { return static_cast<bool>(link_); }
+
+        /// Releases early (compare-and-delete: a lease that already lapsed and
+        /// went to another holder is left to it). A release that cannot reach
+        /// Redis is not an error: the TTL ends the lease.
+        void release() noexcept {
+            if (!link_) return;
+            try {
+                std::lock_guard<std::mutex> lock(link_->mutex());
+                const auto& o = link_->options();
+                const std::string lease_key = o.key + ":lease", channel = o.key + ":changed";
+                std::string ignored;
+                link_->command({"EVAL", detail::redis::release_script, "1", lease_key, token_, channel}, ignored);
+            } catch (...) {
+            }
+            link_.reset();
+        }
+
+    private:
+        friend class redis_storage;
+        lease(std::shared_ptr<detail::redis::link> l, std::string token) noexcept
+            : link_(std::move(l)), token_(std::move(token)) {}
+        std::shared_ptr<detail::redis::link> link_;
+        std::string token_;
+    };
+
+    /// Connects on first use, not here.
+    explicit redis_storage(redis_options options = {})
+        : link_(std::make_shared<detail::redis::link>(std::move(options))) {}
+
+    /// A copy has the same options and a connection of its own.
+    redis_storage(const redis_storage& other) : link_(std::make_shared<detail::redis::link>(other.options())) {}
+    redis_storage& operator=(const redis_storage& other) {
+        if (this != &other) link_ = std::make_shared<detail::redis::link>(other.options());
+        return *this;
+    }
+    redis_storage(redis_storage&&) noexcept = default;
+    redis_storage& operator=(redis_storage&&) noexcept = default;
+
+    const redis_options& options() const noexcept { return link_->options(); }
+    std::string lease_key() const { return options().key + ":lease"; }
+    std::string channel() const { return options().key + ":changed"; }
+
+    /// The stored set; nullopt with no error when the key does not exist.
+    /// errc::storage_failed: the server cannot be reached or refused us, or
+    /// the key holds something tokmgr did not write (another type, a string
+    /// that is not a document this build reads: left as it is; the detail
+    /// says what it is and what to do).
+    std::optional<token_set> load(std::error_code& ec) {
+        clear_error(ec);
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        return read_current(ec);
+    }
+
+    /// Unconditional write (the Storage policy's `store`); refuses, as
+    /// store_if does, to replace a value tokmgr did not write.
+    void store(const token_set& set, std::error_code& ec) {
+        clear_error(ec);
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            const auto current = read_current(ec);
+            if (ec) return;
+            if (cas(set, current ? current->generation : 0, ec) || ec) return;
+        }
+        fail(ec, errc::storage_failed,
+             "store to " + options().where() + ": the key kept changing under this write; retry");
+    }
+
+    /// Takes the lease, waiting at most `max_wait` (plus one poll step of at
+    /// most 50 ms). errc::lease_timeout when another holder kept it longer;
+    /// errc::storage_failed when Redis cannot be reached (at once: a store
+    /// that cannot be reached gives no lease to wait for).
+    lease lock(std::chrono::milliseconds max_wait, std::error_code& ec) {
+        using clock = std::chrono::steady_clock;
+        clear_error(ec);
+        const auto deadline = clock::now() + max_wait;
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        const std::string token = random_token();
+        const std::string key = lease_key(), ttl = std::to_string(std::max<std::int64_t>(options().lease_ttl.count(), 1));
+        auto step = std::chrono::milliseconds(1);
+        bool subscribed_wait = false;
+        for (;;) {
+            std::string why;
+            auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, why);
+            if (!r) {
+                fail(ec, errc::storage_failed, "taking the lease " + key + ": " + why);
+                return {};
+            }
+            if (r->type == REDIS_REPLY_STATUS) return lease(link_, token);
+            if (r->type == REDIS_REPLY_ERROR) {
+                fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
+                                                   server_text(r.get()) + "; check the server's configuration");
+                return {};
+            }
+            // nil: held by someone else — or by us, when this SET was a
+            // second sending whose first went through: check the token.
+            if (link_->retried()) {
+                if (auto mine = link_->command({"GET", key}, why);
+                    mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
+                    return lease(link_, token);
+            }
+            const auto now = clock::now();
+            if (now >= deadline) {
+                fail(ec, errc::lease_timeout,
+                     "the lease " + key + " on " + options().where() + " was held by another process for longer than " +
+                         std::to_string(max_wait.count()) +
+                         " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
+                         std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
+                return {};
+            }
+            if (!subscribed_wait) {
+                link_->forget_changes();
+                subscribed_wait = true;
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
+                              std::chrono::milliseconds(1);
+            link_->wait_for_change(std::min(step, left), channel());
+            if (step < std::chrono::milliseconds(50)) step = std::min(step * 2, std::chrono::milliseconds(50));
+        }
+    }
+
+    /// Whether `held` is still this holder's lease: false when it was
+    /// released or its TTL ran out (another holder may have it now).
+    /// errc::storage_failed (and false) when Redis cannot be asked.
+    bool holds(const lease& held, std::error_code& ec) {
+        clear_error(ec);
+        if (!held) return false;
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        std::string why;
+        auto r = link_->command({"GET", lease_key()}, why);
+        if (!r) {
+            fail(ec, errc::storage_failed, "checking the lease " + lease_key() + ": " + why);
+            return false;
+        }
+        return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token_;
+    }
+
+    /// Compare-and-swap on the generation, atomic in Redis (one script):
+    /// writes `set` only when the stored document's generation equals
+    /// `expected_generation` (0: the key does not exist). False and no error
+    /// when it differs. A value tokmgr did not write is never replaced:
+    /// false with storage_failed (another type, not a tokmgr document, a
+    /// document of a later version). For a spent mark with
+    /// wait_replicas set, false with storage_failed when too few replicas
+    /// acknowledged it in time.
+    bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
+        clear_error(ec);
+        if (set.generation <= expected_generation) {
+            fail(ec, errc::storage_failed,
+                 "store_if on " + options().where() + ": the new generation " + std::to_string(set.generation) +
+                     " is not above the expected " + std::to_string(expected_generation) +
+                     "; every write must increase it");
+            return false;
+        }
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        if (!cas(set, expected_generation, ec)) return false;
+        const int replicas = options().wait_replicas;
+        if (!set.refresh_token_spent || replicas <= 0) return true;
+        std::string why;
+        const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
+        auto r = link_->command({"WAIT", n, ms}, why);
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
+            fail(ec, errc::storage_failed,
+                 "waiting for replicas to acknowledge the spent mark on " + options().where() + ": " +
+                     (r ? server_text(r.get()) : why) + "; nothing was sent");
+            return false;
+        }
+        if (r->integer < replicas) {
+            fail(ec, errc::storage_failed,
+                 "the spent mark on " + options().where() + " reached " + std::to_string(r->integer) + " of " + n +
+                     " replicas within " + ms +
+                     " ms, so a failover could lose it; nothing was sent (check the replicas, or lower "
+                     "wait_replicas)");
+            return false;
+        }
+        return true;
+    }
+
+    /// What the last failure was, which server and key, and what to do.
+    /// Never the password or a token.
+    const error_info& last_error() const noexcept { return last_error_; }
+
+    // Throwing overloads: tokmgr::error carrying last_error().
+    std::optional<token_set> load() { return or_throw(load(scratch_)); }
+    void store(const token_set& set) {
+        store(set, scratch_);
+        or_throw(0);
+    }
+    lease lock(std::chrono::milliseconds max_wait) { return or_throw(lock(max_wait, scratch_)); }
+    bool holds(const lease& held) { return or_throw(holds(held, scratch_)); }
+    bool store_if(const token_set& set, std::uint64_t expected_generation) {
+        return or_throw(store_if(set, expected_generation, scratch_));
+    }
+
+private:
+    template <class T>
+    T or_throw(T value) {
+        if (scratch_) detail::throw_error(last_error_);
+        return value;
+    }
+
+    void clear_error(std::error_code& ec) {
+        ec.clear();
+        last_error_ = {};
+    }
+
+    void fail(std::error_code& ec, errc code, std::string detail) {
+        ec = make_error_code(code);
+        last_error_.code = ec;
+        last_error_.detail = std::move(detail);
+    }
+
+    std::string server_text(const redisReply* r) const {
+        if (r->type != REDIS_REPLY_ERROR && r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+            return "an unexpected answer";
+        return detail::redis::safe_text(std::string_view(r->str, r->len), options().password.reveal());
+    }
+
+    std::string not_ours(std::string_view what) const {
+        return "the key " + options().key + " on " + options().where() + " holds " + std::string(what) +
+               "; tokmgr never overwrites or deletes what it did not write: if no other program uses this key, "
+               "delete it (redis-cli DEL " + options().key + ") and the next login writes a new one, or choose "
+               "another key";
+    }
+
+    /// GET and decode; under the link's mutex.
+    std::optional<token_set> read_current(std::error_code& ec) {
+        std::string why;
+        auto r = link_->command({"GET", options().key}, why);
+        if (!r) {
+            fail(ec, errc::storage_failed, "reading the token set: " + why);
+            return std::nullopt;
+        }
+        if (r->type == REDIS_REPLY_NIL) return std::nullopt;
+        if (r->type == REDIS_REPLY_ERROR) {
+            const std::string said = server_text(r.get());
+            if (said.rfind("WRONGTYPE", 0) == 0) {
+                std::string kind = "a value of another type";
+                if (auto t = link_->command({"TYPE", options().key}, why); t && t->type == REDIS_REPLY_STATUS)
+                    kind = "a " + std::string(t->str, t->len) + ", not a tokmgr token-set document";
+                fail(ec, errc::storage_failed, not_ours(kind));
+            } else if (said.rfind("NOAUTH", 0) == 0) {
+                fail(ec, errc::storage_failed,
+                     "Redis at " + options().where() +
+                         " requires a password; set TOKMGR_REDIS_PASSWORD or redis_options::password");
+            } else {
+                fail(ec, errc::storage_failed,
+                     "reading " + options().key + " on " + options().where() + ": Redis said: " + said);
+            }
+            return std::nullopt;
+        }
+        if (r->type != REDIS_REPLY_STRING) {
+            fail(ec, errc::storage_failed,
+                 "reading " + options().key + " on " + options().where() + ": an unexpected answer to GET");
+            return std::nullopt;
+        }
+        std::string reason;
+        auto set = decode_token_set(std::string_view(r->str, r->len), ec, &reason);
+        // hiredis's buffer held the tokens: wipe it before it is freed.
+        detail::secure_wipe(r->str, r->len);
+        if (set) return set;
+        fail(ec, errc::storage_failed, not_ours("a value that is not a readable tokmgr token-set document (" +
+                                                 reason + ")"));
+        return std::nullopt;
+    }
+
+    /// The compare-and-swap script; under the link's mutex.
+    bool cas(const token_set& set, std::uint64_t expected, std::error_code& ec) {
+        std::string reason;
+        secret text = encode_token_set(set, ec, &reason);
+        if (ec) {
+            fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + reason);
+            return false;
+        }
+        const std::string expected_text = std::to_string(expected), generation = std::to_string(set.generation);
+        std::string why;
+        auto r = link_->command({"EVAL", detail::redis::store_if_script, "1", options().key, expected_text,
+                                 text.reveal(), generation, channel()},
+                                why);
+        if (!r) {
+            fail(ec, errc::storage_failed, "storing the token set: " + why);
+            return false;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            fail(ec, errc::storage_failed,
+                 "storing the token set on " + options().where() + ": Redis said: " + server_text(r.get()) +
+                     (server_text(r.get()).rfind("NOAUTH", 0) == 0 ? "; set TOKMGR_REDIS_PASSWORD" : ""));
+            return false;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
+            fail(ec, errc::storage_failed, "storing the token set on " + options().where() + ": an unexpected answer");
+            return false;
+        }
+        auto second = [&] {
+            return r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING
+                       ? detail::redis::safe_text(std::string_view(r->element[1]->str, r->element[1]->len), {})
+                       : std::string("?");
+        };
+        switch (r->element[0]->integer) {
+        case 1: return true;
+        case 0: return false;
+        case -1: fail(ec, errc::storage_failed, not_ours("a " + second() + ", not a tokmgr token-set document")); return false;
+        case -3:
+            fail(ec, errc::storage_failed,
+                 "the key " + options().key + " on " + options().where() + " holds a token-set document of version " +
+                     second() + ", newer than this build of tokmgr reads (version " +
+                     std::to_string(token_set_version) + "); upgrade tokmgr (it was not overwritten)");
+            return false;
+        default:
+            fail(ec, errc::storage_failed, not_ours("a value that is not a tokmgr token-set document"));
+            return false;
+        }
+    }
+
+    /// 128 bits from the system's random source, fresh for every lock: a
+    /// generator kept in memory would repeat itself in a fork()ed child, and
+    /// two holders with one token would both "hold" the lease.
+    static std::string random_token() {
+        std::random_device device;
+        static const char hex[] = "0123456789abcdef";
+        std::string out;
+        for (int word = 0; word < 4; ++word) {
+            std::uint32_t v = device();
+            for (int i = 0; i < 8; ++i, v >>= 4) out += hex[v & 15];
+        }
+        return out;
+    }
+
+    std::shared_ptr<detail::redis::link> link_;
+    error_info last_error_;
+    std::error_code scratch_;  ///< for the throwing overloads
+};
+
+}  // namespace tokmgr
