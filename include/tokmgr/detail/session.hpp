@@ -300,7 +300,11 @@ public:
                                std::string(reply.by_login ? "login" : "refresh") +
                                    ": the JWT is past its hard threshold on arrival (the request took too long)"};
             }
-            step.persist = std::move(fresh);  // the new refresh token must survive even so
+            // The new refresh token must survive even so; the JWT that
+            // cannot be served is not kept (a store may refuse its bytes).
+            fresh.jwt = secret();
+            fresh.jwt_lifetime = std::chrono::seconds(0);
+            step.persist = std::move(fresh);
             fail_attempt(reply.error, std::nullopt, now);
             return step;
         }
@@ -343,7 +347,7 @@ public:
     /// used in memory — privately, since no other process can know it — and
     /// `last_error` says so.
     void on_persist_failed(const error_info& why, std::uint64_t store_generation) {
-        last_error_ = why;
+        if (!last_error_) last_error_ = why;  // the attempt's own failure, if any, says more
         go_private_keeping_token(store_generation);
     }
 
