@@ -49,6 +49,7 @@
 #include "../error.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "detail/storage_errors.hpp"
 #include "document.hpp"
 
 namespace tokmgr {
@@ -128,7 +129,7 @@ inline constexpr std::string_view temp_marker = ".tmp-";
 
 }  // namespace detail::file
 
-class file_storage {
+class file_storage : public detail::storage_errors<file_storage> {
 public:
     /// The lease: while an object lives (and is not moved from), this holder
     /// owns the flock on "<path>.lock". Destroying it releases the lock.
@@ -302,39 +303,14 @@ public:
         return !ec;
     }
 
-    /// What the last failure was, which path, and what to do. Never a secret.
-    const error_info& last_error() const noexcept { return last_error_; }
-
-    // Throwing overloads: tokmgr::error carrying last_error().
-    std::optional<token_set> load() { return or_throw(load(scratch_)); }
-    void store(const token_set& set) {
-        store(set, scratch_);
-        or_throw(0);
-    }
-    lease lock(std::chrono::milliseconds max_wait) { return or_throw(lock(max_wait, scratch_)); }
-    bool holds(const lease& held) { return or_throw(holds(held, scratch_)); }
-    bool store_if(const token_set& set, std::uint64_t expected_generation) {
-        return or_throw(store_if(set, expected_generation, scratch_));
-    }
+    // The throwing overloads and last_error() come from detail::storage_errors.
+    using detail::storage_errors<file_storage>::load;
+    using detail::storage_errors<file_storage>::store;
+    using detail::storage_errors<file_storage>::lock;
+    using detail::storage_errors<file_storage>::holds;
+    using detail::storage_errors<file_storage>::store_if;
 
 private:
-    template <class T>
-    T or_throw(T value) {
-        if (scratch_) detail::throw_error(last_error_);
-        return value;
-    }
-
-    void clear_error(std::error_code& ec) {
-        ec.clear();
-        last_error_ = {};
-    }
-
-    void fail(std::error_code& ec, errc code, std::string detail) {
-        ec = make_error_code(code);
-        last_error_.code = ec;
-        last_error_.detail = std::move(detail);
-    }
-
     /// Creates the missing directories of the path, each 0700, and checks
     /// that the one holding the file cannot be written by others (they could
     /// replace the token file). A sticky directory (like /tmp) is accepted:
@@ -567,8 +543,6 @@ private:
     std::string lock_path_;
     std::string directory_;
     std::string temp_prefix_;
-    error_info last_error_;
-    std::error_code scratch_;  ///< for the throwing overloads
 };
 
 }  // namespace tokmgr

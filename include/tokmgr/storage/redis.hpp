@@ -65,6 +65,7 @@
 #include "../error.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "detail/storage_errors.hpp"
 #include "document.hpp"
 
 namespace tokmgr {
@@ -540,7 +541,7 @@ inline redis_options redis_options::from_url(std::string_view url, std::error_co
     return out;
 }
 
-class redis_storage {
+class redis_storage : public detail::storage_errors<redis_storage> {
 public:
     /// The lease: while an object lives (and is not moved from), this holder
     /// owns "<key>:lease" — until it is released or its TTL runs out,
@@ -739,40 +740,14 @@ public:
         return true;
     }
 
-    /// What the last failure was, which server and key, and what to do.
-    /// Never the password or a token.
-    const error_info& last_error() const noexcept { return last_error_; }
-
-    // Throwing overloads: tokmgr::error carrying last_error().
-    std::optional<token_set> load() { return or_throw(load(scratch_)); }
-    void store(const token_set& set) {
-        store(set, scratch_);
-        or_throw(0);
-    }
-    lease lock(std::chrono::milliseconds max_wait) { return or_throw(lock(max_wait, scratch_)); }
-    bool holds(const lease& held) { return or_throw(holds(held, scratch_)); }
-    bool store_if(const token_set& set, std::uint64_t expected_generation) {
-        return or_throw(store_if(set, expected_generation, scratch_));
-    }
+    // The throwing overloads and last_error() come from detail::storage_errors.
+    using detail::storage_errors<redis_storage>::load;
+    using detail::storage_errors<redis_storage>::store;
+    using detail::storage_errors<redis_storage>::lock;
+    using detail::storage_errors<redis_storage>::holds;
+    using detail::storage_errors<redis_storage>::store_if;
 
 private:
-    template <class T>
-    T or_throw(T value) {
-        if (scratch_) detail::throw_error(last_error_);
-        return value;
-    }
-
-    void clear_error(std::error_code& ec) {
-        ec.clear();
-        last_error_ = {};
-    }
-
-    void fail(std::error_code& ec, errc code, std::string detail) {
-        ec = make_error_code(code);
-        last_error_.code = ec;
-        last_error_.detail = std::move(detail);
-    }
-
     std::string server_text(const redisReply* r) const {
         if (r->type != REDIS_REPLY_ERROR && r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
             return "an unexpected answer";
@@ -890,8 +865,6 @@ private:
     }
 
     std::shared_ptr<detail::redis::link> link_;
-    error_info last_error_;
-    std::error_code scratch_;  ///< for the throwing overloads
 };
 
 }  // namespace tokmgr
