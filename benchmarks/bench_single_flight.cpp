@@ -234,10 +234,17 @@ void wake_floor(benchmark::State& state) {
     state.counters["notify_all_us"] = notify_ns / static_cast<double>(last_us.size()) * 1e-3;
 }
 
+/// Every crowd from 1 to twice the machine's cores, so a wider machine shows
+/// the scaling without edits, then the large crowds of 16, 256 and 1,000.
 void crowd_sizes() {
-    // Fewer rounds for the larger crowds: a round of 1,000 threads costs milliseconds.
-    const std::pair<int, int> sizes[] = {{1, 200}, {16, 200}, {256, 50}, {1000, 30}};
-    for (const auto& [threads, rounds] : sizes) {
+    const int cores = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+    std::vector<int> sizes;
+    for (int n = 1; n <= 2 * cores; ++n) sizes.push_back(n);
+    for (int n : {16, 256, 1000})
+        if (n > 2 * cores) sizes.push_back(n);
+    for (int threads : sizes) {
+        // Fewer rounds for the larger crowds: a round of 1,000 threads costs milliseconds.
+        const int rounds = threads <= 64 ? 200 : threads <= 256 ? 50 : 30;
         benchmark::RegisterBenchmark("single_flight/tokmgr", single_flight)
             ->Arg(threads)
             ->Iterations(rounds)

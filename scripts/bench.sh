@@ -35,7 +35,7 @@ echo "CPU idle before the run: $(cpu_idle)%; load average:$(uptime | sed 's/.*lo
 
 echo "== build (Release, benchmarks only)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
-    -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=ON >/dev/null
+    -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=ON -DTOKMGR_BUILD_BENCHMARKS=ON >/dev/null
 targets=(bench_hot_path bench_single_flight bench_round_trip bench_async bench_storage tokmgr)
 cmake --build "$build" --target "${targets[@]}"
 mkdir -p "$out"

@@ -25,7 +25,7 @@
 namespace {
 
 using shared_manager =
-    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::file_storage, tokmgr::simdjson_json>;
+    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::coarse_steady_clock, tokmgr::file_storage, tokmgr::simdjson_json>;
 
 int work(const std::string& url, const std::string& user, const std::string& file, int seconds, int id) {
     tokmgr::asio_transport_options transport;

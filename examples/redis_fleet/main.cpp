@@ -27,7 +27,7 @@
 namespace {
 
 using fleet_manager =
-    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::redis_storage, tokmgr::simdjson_json>;
+    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::coarse_steady_clock, tokmgr::redis_storage, tokmgr::simdjson_json>;
 
 int work(const std::string& url, const std::string& user, const std::string& redis_url, int seconds, int id) {
     tokmgr::asio_transport_options transport;

@@ -7,13 +7,15 @@
 namespace tokmgr {
 
 class asio_transport;  // <tokmgr/transport/asio.hpp>
-class steady_clock;    // <tokmgr/clock.hpp>
+class steady_clock;         // <tokmgr/clock.hpp>
+class coarse_steady_clock;  // <tokmgr/clock.hpp>
 class memory_storage;  // <tokmgr/storage/memory.hpp>
 class simdjson_json;   // <tokmgr/json/simdjson.hpp>
 
 /// The token manager. `token_manager<>` is the everyday configuration: the
-/// Asio HTTP transport, the steady clock, in-memory storage and simdjson.
-template <class Transport = asio_transport, class Clock = steady_clock, class Storage = memory_storage,
+/// Asio HTTP transport, the coarse monotonic clock, in-memory storage and
+/// simdjson.
+template <class Transport = asio_transport, class Clock = coarse_steady_clock, class Storage = memory_storage,
           class Json = simdjson_json>
 class token_manager;
 

@@ -7,6 +7,6 @@
 #include "tokmgr.hpp"
 #include "transport/impl/asio.hpp"  // the transport's bodies, compiled here once
 
-template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::steady_clock, tokmgr::memory_storage,
+template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock, tokmgr::memory_storage,
                                             tokmgr::simdjson_json>;
 template class tokmgr::token_manager<>;

@@ -24,7 +24,7 @@
 #include "transport/asio.hpp"
 
 #if defined(TOKMGR_SEPARATE_COMPILATION)
-extern template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::steady_clock,
+extern template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock,
                                                    tokmgr::memory_storage, tokmgr::simdjson_json>;
 extern template class tokmgr::token_manager<>;
 #endif

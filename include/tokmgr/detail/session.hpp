@@ -93,8 +93,11 @@ struct answer_step {
 
 class session {
 public:
-    session(const manager_options& options, lifetimes assumed, std::uint64_t seed)
-        : options_(options), lifetimes_(assumed), random_(seed) {}
+    /// `clock_resolution`: how far the driver's clock may lag the true time;
+    /// every deadline that ends serving or sending comes that much earlier.
+    session(const manager_options& options, lifetimes assumed, std::uint64_t seed,
+            std::chrono::nanoseconds clock_resolution = std::chrono::nanoseconds(0))
+        : options_(options), lifetimes_(assumed), clock_resolution_ns_(clock_resolution.count()), random_(seed) {}
 
     // ---- what the drivers read ---------------------------------------------
 
@@ -403,7 +406,7 @@ private:
     /// lifetime minus the same leeway a JWT of that lifetime gets.
     std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
         const std::chrono::nanoseconds clamped(std::min(lifetime, max_lifetime));
-        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count();
+        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count() - clock_resolution_ns_;
     }
 
     std::shared_ptr<snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
@@ -414,8 +417,8 @@ private:
         made->authorization.append(options_.scheme).append(" ");
         made->jwt_offset = made->authorization.size();
         made->authorization.append(jwt.data(), jwt.size());
-        made->soft_ns = received_ns + schedule.soft.count();
-        made->hard_ns = received_ns + schedule.hard.count();
+        made->hard_ns = received_ns + schedule.hard.count() - clock_resolution_ns_;
+        made->soft_ns = std::min(received_ns + schedule.soft.count(), made->hard_ns);
         made->generation = generation;
         return made;
     }
@@ -450,6 +453,7 @@ private:
 
     const manager_options& options_;
     const lifetimes lifetimes_;
+    const std::int64_t clock_resolution_ns_;
     std::mt19937_64 random_;
 
     std::shared_ptr<const snapshot> current_;

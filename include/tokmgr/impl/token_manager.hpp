@@ -184,7 +184,8 @@ public:
           lifetimes_(options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment()),
           session_(options_, lifetimes_,
                    options_.jitter_seed != 0 ? options_.jitter_seed
-                                             : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}()),
+                                             : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}(),
+                   clock_resolution(clock_, 0)),
           transport_(std::move(transport)),
           storage_(std::move(storage)),
           json_(std::move(json)),

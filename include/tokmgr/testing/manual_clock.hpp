@@ -52,6 +52,16 @@ public:
                                           std::memory_order_acq_rel);
     }
 
+    /// What the manager reads as the clock's resolution when it is built (0
+    /// unless set): a coarse clock's tick, which every leeway grows by.
+    std::chrono::nanoseconds resolution() const noexcept {
+        return duration(state_->resolution_ns.load(std::memory_order_acquire));
+    }
+    template <class Rep, class Period>
+    void set_resolution(std::chrono::duration<Rep, Period> d) noexcept {
+        state_->resolution_ns.store(std::chrono::duration_cast<duration>(d).count(), std::memory_order_release);
+    }
+
     static std::chrono::system_clock::time_point default_wall_start() noexcept {
         return std::chrono::system_clock::time_point(std::chrono::seconds(1767225600));  // 2026-01-01
     }
@@ -60,6 +70,7 @@ private:
     struct state {
         std::atomic<std::int64_t> monotonic_ns{0};
         std::atomic<std::int64_t> wall_at_zero_ns{0};
+        std::atomic<std::int64_t> resolution_ns{0};
     };
     std::shared_ptr<state> state_;
 };
