@@ -15,6 +15,7 @@ trap 'rm -rf "$work"' EXIT
 # The function holding each family's timed loop, as callgrind names it.
 declare -A loop=(
     [limit]='get_token_limit('
+    [limit_steady]='get_token_limit_steady('
     [tokmgr]='get_token_tokmgr('
     [tokmgr_ec]='get_token_tokmgr_ec('
     [mutex]='locked_cache<std::mutex, std::lock_guard>'
@@ -23,7 +24,7 @@ declare -A loop=(
 )
 
 printf "%-20s %14s\n" family "Ir per call"
-for family in limit tokmgr tokmgr_ec mutex shared_mutex atomic_shared_ptr; do
+for family in limit limit_steady tokmgr tokmgr_ec mutex shared_mutex atomic_shared_ptr; do
     valgrind --tool=callgrind --callgrind-out-file="$work/out" "$bench" \
         --benchmark_filter="^get_token/$family/real_time/threads:1\$" --benchmark_min_time=0.01 >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --tree=caller "$work/out" 2>/dev/null >"$work/tree"

@@ -104,11 +104,31 @@ def round_trip(runs):
     print()
 
 
+def service(directory):
+    path = os.path.join(directory, "bench_service.json")
+    if not os.path.exists(path):
+        return
+    data = json.load(open(path))
+    print("3d. tokmgr inside a service: %d threads, keep-alive GETs, medians of %d alternating rounds of %g s"
+          % (data["threads"], data["rounds"], data["round_seconds"]))
+    print("   %-10s %14s %14s %10s %16s %10s" % ("lifetime", "fixed req/s", "managed req/s", "overhead",
+                                               "noise (spread)", "refreshes"))
+    for r in data["results"]:
+        print("   %-10s %14.0f %14.0f %9.2f%% %15.1f%% %10d" % (r["lifetime"], r["fixed_rps"], r["managed_rps"],
+                                                            r["overhead_percent"], r["fixed_spread_percent"],
+                                                            r["refreshes"]))
+        target = 1.0 if r["lifetime"] == "30 min" else 2.0
+        print("   %s: overhead %.2f%% (target < %g%%: %s)" % (r["lifetime"], r["overhead_percent"], target,
+                                                          verdict(r["overhead_percent"] < target)))
+    print()
+
+
 def main():
     directory = sys.argv[1]
     hot_path(load(directory, "bench_hot_path"))
     single_flight(load(directory, "bench_single_flight"))
     round_trip(load(directory, "bench_round_trip"))
+    service(directory)
     path = os.path.join(directory, "compile_time.txt")
     if os.path.exists(path):
         table = open(path).read().split("compile_time ", 1)[-1].strip()

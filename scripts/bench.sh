@@ -2,7 +2,7 @@
 # bench.sh — builds the benchmarks (Release) and runs them all, printing the
 # figures BENCHMARKS.md reports, then the ratios read against the targets.
 #
-#   scripts/bench.sh              everything, in about two minutes on 2 cores (build included)
+#   scripts/bench.sh              everything, in under five minutes on 2 cores (build included)
 #   BUILD_DIR=... scripts/bench.sh   another build tree (default: build-bench)
 #
 # Needs: cmake, ninja, a C++20 compiler, libbenchmark-dev, libcurl4-openssl-dev,
@@ -36,7 +36,7 @@ echo "CPU idle before the run: $(cpu_idle)%; load average:$(uptime | sed 's/.*lo
 echo "== build (Release, benchmarks only)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKMGR_BUILD_TESTS=OFF \
     -DTOKMGR_BUILD_EXAMPLES=OFF -DTOKMGR_BUILD_TOOLS=ON -DTOKMGR_BUILD_BENCHMARKS=ON >/dev/null
-targets=(bench_hot_path bench_single_flight bench_round_trip bench_async bench_storage tokmgr)
+targets=(bench_hot_path bench_single_flight bench_round_trip bench_async bench_storage bench_service tokmgr)
 cmake --build "$build" --target "${targets[@]}"
 mkdir -p "$out"
 
@@ -65,6 +65,9 @@ run bench_async --benchmark_repetitions=3 --benchmark_report_aggregates_only=tru
 TOKMGR_BENCH_DIR="$root" run bench_storage
 echo "== processes sharing one token file (tokmgr load --store)"
 "$root/benchmarks/store_processes.sh" "$build/tools/tokmgr" 20 | tee "$out/store_processes.txt"
+# 3d. tokmgr inside a service: the load loop with and without a manager.
+echo "== bench_service"
+"$build/benchmarks/bench_service" --json "$out/bench_service.json"
 # 4. Compile time.
 echo "== compile time"
 "$root/benchmarks/compile_time/compile_time.sh" 3 | tee "$out/compile_time.txt"
