@@ -23,7 +23,7 @@
 
 #include "curl_transport.hpp"
 
-using manager_type = tokmgr::token_manager<curl_example::curl_transport, tokmgr::steady_clock,
+using manager_type = tokmgr::token_manager<curl_example::curl_transport, tokmgr::coarse_steady_clock,
                                            tokmgr::memory_storage, tokmgr::simdjson_json>;
 
 namespace {
