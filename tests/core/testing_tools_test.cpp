@@ -86,7 +86,7 @@ TEST_CASE("fake_auth_server rotates, and a reused refresh token revokes the fami
     const std::string second = server.current_refresh_token();
     CHECK(second != first);
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + first + "\"}").status == 401);
-    CHECK(server.stats().reused_refresh_tokens == 1);
+    CHECK(server.stats().refresh_tokens_reused == 1);
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + second + "\"}").status == 401);  // family revoked
 }
 

@@ -596,13 +596,22 @@ TEST_CASE("lifetimes: documented defaults, SOLAR_* variables, options over both,
         CHECK(s.jwt_ttl == 5s);
         CHECK(s.refresh_ttl == 9s);
     }
-    for (const char* bad : {"abc", "0", "-5", "1.5", "99999999999"}) {
+    // Deliberately changed: an empty value was "the default" here; it is now
+    // refused, as by the client (one rule: protocol/lifetime_variables.hpp).
+    for (const char* bad : {"abc", "0", "-5", "1.5", "99999999999", "", "52560001"}) {
         CAPTURE(bad);
         scoped_env a(jwt_var, bad);
         error = {};
         CHECK_FALSE(resolve_settings(server_options{}, s, error));
         CHECK(error.code == tokmgr::errc::invalid_configuration);
         CHECK(error.detail.find(jwt_var) != std::string::npos);
+    }
+    {
+        // Deliberately changed: the bound was 10,000,000 minutes; it is the
+        // client's century now.
+        scoped_env a(jwt_var, "52560000");
+        REQUIRE(resolve_settings(server_options{}, s, error));
+        CHECK(s.jwt_ttl == 52'560'000min);
     }
     {
         scoped_env b(refresh_var, "soon");
@@ -772,16 +781,20 @@ TEST_CASE("token families are bounded: full means 503, never dropping a family w
 
     // Retired tokens per family are bounded too; the oldest are forgotten first.
     refresh_registry one(1);
-    std::string current = one.issue("u", t0, 1000s);
-    const std::string first = current;
+    std::vector<std::string> chain{one.issue("u", t0, 1000s)};
     for (std::size_t i = 0; i < refresh_registry::max_retired_per_family + 5; ++i) {
-        auto next = one.rotate(current, t0 + 1s, 1000s);
+        auto next = one.rotate(chain.back(), t0 + 1s, 1000s);
         REQUIRE(next.outcome == refresh_registry::result::rotated);
-        current = next.new_token;
+        chain.push_back(next.new_token);
     }
-    CHECK(one.tokens_remembered() == refresh_registry::max_retired_per_family + 1);
-    CHECK(one.rotate(first, t0 + 2s, 1000s).outcome == refresh_registry::result::unknown);
-    CHECK(one.rotate(current, t0 + 2s, 1000s).outcome == refresh_registry::result::rotated);
+    const auto rotate = [&](std::size_t link) { return one.rotate(chain[link], t0 + 2s, 1000s).outcome; };
+    const std::size_t oldest_kept = chain.size() - 1 - refresh_registry::max_retired_per_family;
+    CHECK(rotate(0) == refresh_registry::result::unknown);
+    CHECK(rotate(oldest_kept - 1) == refresh_registry::result::unknown);
+    // The oldest retired token still remembered is caught as a reuse, which
+    // revokes the family: its current token no longer rotates.
+    CHECK(rotate(oldest_kept) == refresh_registry::result::reused);
+    CHECK(rotate(chain.size() - 1) == refresh_registry::result::revoked);
 }
 
 TEST_CASE("a full family table answers a login 503 with Retry-After") {

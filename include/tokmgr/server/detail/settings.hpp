@@ -11,24 +11,20 @@
 #include <string>
 #include <string_view>
 
+#include "../../detail/decimal.hpp"
 #include "../../error.hpp"
+#include "../../protocol/lifetime_variables.hpp"
 #include "../options.hpp"
 #include "crypto.hpp"
 
 namespace tokmgr::server::detail {
 
-inline constexpr std::string_view jwt_ttl_variable = "SOLAR_JWT_EXPIRATION_IN_MINUTES";
-inline constexpr std::string_view refresh_ttl_variable = "SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES";
 inline constexpr std::string_view auth_rpm_variable = "SOLAR_AUTH_RPM_LIMIT";
 inline constexpr std::string_view signing_secret_variable = "TOKMGR_SERVER_SECRET";
-inline constexpr std::int64_t default_jwt_minutes = 30;
-inline constexpr std::int64_t default_refresh_minutes = 10'000;
 /// Generous for a person or a service, and it still ends a password guessing
 /// run after 600 tries a minute (the real server's default is not documented).
 inline constexpr std::uint32_t default_auth_rpm_limit = 600;
 inline constexpr std::uint32_t max_auth_rpm_limit = 1'000'000;
-/// About 19 years: far beyond any real setting, far below chrono overflow.
-inline constexpr std::int64_t max_lifetime_minutes = 10'000'000;
 
 struct settings {
     std::chrono::seconds jwt_ttl{0};
@@ -44,17 +40,6 @@ inline std::optional<std::string_view> environment_text(std::string_view variabl
     return std::string_view(raw);
 }
 
-/// `text` as a whole number of at most `max_digits` decimal digits.
-inline std::optional<std::uint64_t> whole_number(std::string_view text, std::size_t max_digits) {
-    if (text.empty() || text.size() > max_digits) return std::nullopt;
-    std::uint64_t value = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9') return std::nullopt;
-        value = value * 10 + std::uint64_t(c - '0');
-    }
-    return value;
-}
-
 /// Values from the environment are settings, not secrets, so quoting them
 /// (cut short) helps the user.
 inline bool refuse_setting(std::string_view variable, std::string_view text, const std::string& expected,
@@ -64,22 +49,6 @@ inline bool refuse_setting(std::string_view variable, std::string_view text, con
     return false;
 }
 
-/// A positive whole number of minutes from `variable`, else `fallback`.
-inline bool minutes_from_environment(std::string_view variable, std::int64_t fallback, std::chrono::seconds& out,
-                                     error_info& error) {
-    const auto text = environment_text(variable);
-    if (!text) {
-        out = std::chrono::minutes(fallback);
-        return true;
-    }
-    const auto minutes = whole_number(*text, 9);
-    if (!minutes || *minutes == 0 || *minutes > std::uint64_t(max_lifetime_minutes))
-        return refuse_setting(variable, *text,
-                              "a whole number of minutes between 1 and " + std::to_string(max_lifetime_minutes), error);
-    out = std::chrono::minutes(static_cast<std::int64_t>(*minutes));
-    return true;
-}
-
 /// SOLAR_AUTH_RPM_LIMIT: a whole number of requests per minute, 0 for none.
 inline bool rpm_limit_from_environment(std::uint32_t& out, error_info& error) {
     const auto text = environment_text(auth_rpm_variable);
@@ -87,31 +56,38 @@ inline bool rpm_limit_from_environment(std::uint32_t& out, error_info& error) {
         out = default_auth_rpm_limit;
         return true;
     }
-    const auto limit = whole_number(*text, 7);
+    const auto limit = tokmgr::detail::parse_decimal<std::uint32_t>(*text);
     if (!limit || *limit > max_auth_rpm_limit)
         return refuse_setting(auth_rpm_variable, *text,
                               "a whole number of requests per minute between 0 (no limit) and " +
                                   std::to_string(max_auth_rpm_limit),
                               error);
-    out = static_cast<std::uint32_t>(*limit);
+    out = *limit;
     return true;
 }
 
 inline bool check_lifetime(std::chrono::seconds ttl, std::string_view what, error_info& error) {
-    if (ttl.count() > 0 && ttl <= std::chrono::minutes(max_lifetime_minutes)) return true;
+    if (ttl.count() > 0 && ttl <= max_lifetime) return true;
     error.code = make_error_code(errc::invalid_configuration);
     error.detail = "the " + std::string(what) + " lifetime must be between 1 second and " +
-                   std::to_string(max_lifetime_minutes) + " minutes";
+                   std::to_string(protocol::max_lifetime_minutes) + " minutes (a century)";
     return false;
 }
 
 /// Options first, then the environment, then the documented defaults.
 inline bool resolve_settings(const server_options& options, settings& out, error_info& error) {
-    if (options.jwt_ttl) out.jwt_ttl = *options.jwt_ttl;
-    else if (!minutes_from_environment(jwt_ttl_variable, default_jwt_minutes, out.jwt_ttl, error)) return false;
-    if (options.refresh_ttl) out.refresh_ttl = *options.refresh_ttl;
-    else if (!minutes_from_environment(refresh_ttl_variable, default_refresh_minutes, out.refresh_ttl, error))
+    if (options.jwt_ttl) {
+        out.jwt_ttl = *options.jwt_ttl;
+    } else if ((error = protocol::lifetime_from_environment(protocol::jwt_lifetime_variable,
+                                                            protocol::default_jwt_lifetime, out.jwt_ttl))) {
         return false;
+    }
+    if (options.refresh_ttl) {
+        out.refresh_ttl = *options.refresh_ttl;
+    } else if ((error = protocol::lifetime_from_environment(protocol::refresh_lifetime_variable,
+                                                            protocol::default_refresh_lifetime, out.refresh_ttl))) {
+        return false;
+    }
     if (options.auth_rpm_limit) {
         if (*options.auth_rpm_limit > max_auth_rpm_limit) {
             error.code = make_error_code(errc::invalid_configuration);
