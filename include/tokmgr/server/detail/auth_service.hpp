@@ -301,8 +301,9 @@ private:
         if (!authorization || !authorize(*authorization, user, denied)) {
             ++unauthorized_;
             if (!authorization)
-                denied = error_reply(401, "send Authorization: Bearer <jwt> (from /api/auth/login) or the API key");
-            denied.headers.push_back({"WWW-Authenticate", "Bearer"});
+                denied = error_reply(401, "send Authorization: " + std::string(protocol::bearer_scheme) + " <jwt> (from " +
+                                              std::string(protocol::login_path) + ") or the API key");
+            denied.headers.push_back({"WWW-Authenticate", std::string(protocol::bearer_scheme)});
             return denied;
         }
         ++resources_served_;
