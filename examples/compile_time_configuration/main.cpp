@@ -47,8 +47,8 @@ int main() {
     const auto counters = manager.counters();
     const auto stats = server.stats();
     std::cout << "simulated one week: " << calls << " get_token calls, " << counters.logins << " login, "
-              << counters.refreshes << " refreshes; server saw " << stats.reused_refresh_tokens
+              << counters.refreshes << " refreshes; server saw " << stats.refresh_tokens_reused
               << " reused refresh tokens\n"
               << "a JWT prints as " << manager.get_token() << '\n';
-    return stats.reused_refresh_tokens == 0 && counters.logins == 1 ? 0 : 1;
+    return stats.refresh_tokens_reused == 0 && counters.logins == 1 ? 0 : 1;
 }

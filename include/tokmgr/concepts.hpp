@@ -90,9 +90,6 @@
 namespace tokmgr {
 namespace detail {
 
-template <class T>
-using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
-
 template <class, template <class> class, class = void>
 struct detect : std::false_type {};
 template <class T, template <class> class Op>

@@ -37,9 +37,5 @@ namespace detail {
 
 [[noreturn]] inline void throw_error(const error_info& info) { throw error(info); }
 
-inline void throw_if(std::error_code ec, const std::string& what) {
-    if (ec) throw error(ec, what);
-}
-
 }  // namespace detail
 }  // namespace tokmgr

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
 #include <optional>
 #include <string>
@@ -13,6 +12,8 @@
 
 #include "error.hpp"
 #include "event.hpp"
+#include "protocol/lifetime_variables.hpp"
+#include "protocol/textual_api.hpp"
 #include "secret.hpp"
 #include "token_set.hpp"
 
@@ -26,8 +27,8 @@ struct credentials {
 
 /// Token lifetimes the client assumes when the server does not say.
 struct lifetimes {
-    std::chrono::seconds jwt{std::chrono::minutes(30)};          ///< used when the JWT has no exp claim
-    std::chrono::seconds refresh{std::chrono::minutes(10000)};  ///< the refresh token's, counted from receipt
+    std::chrono::seconds jwt{protocol::default_jwt_lifetime};          ///< used when the JWT has no exp claim
+    std::chrono::seconds refresh{protocol::default_refresh_lifetime};  ///< the refresh token's, counted from receipt
 };
 
 /// Runs a refresh somewhere other than the calling thread (a thread pool, an
@@ -81,9 +82,9 @@ struct manager_options {
     std::chrono::milliseconds lease_wait{std::chrono::seconds(30)};
 
     /// Authorization scheme for `authorization()`: "<scheme> <jwt>".
-    std::string scheme = "Bearer";
-    std::string login_path = "/api/auth/login";
-    std::string refresh_path = "/api/auth/token_refresh";
+    std::string scheme{protocol::bearer_scheme};
+    std::string login_path{protocol::login_path};
+    std::string refresh_path{protocol::refresh_path};
 
     /// Optional; see refresh_executor.
     refresh_executor executor;
@@ -94,45 +95,17 @@ struct manager_options {
     event_handler on_event;
 };
 
-namespace detail {
-
-/// Reads a positive whole number of minutes from `name`. Unset leaves `out`.
-inline void read_minutes_variable(const char* name, std::chrono::seconds& out, std::error_code& ec,
-                                  std::string& detail) {
-    const char* text = std::getenv(name);
-    if (text == nullptr) return;
-    const std::string_view value(text);
-    std::int64_t minutes = 0;
-    bool valid = !value.empty() && value.size() <= 8;
-    for (char c : value) {
-        if (c < '0' || c > '9') {
-            valid = false;
-            break;
-        }
-        minutes = minutes * 10 + (c - '0');
-    }
-    if (!valid || minutes <= 0 || std::chrono::minutes(minutes) > max_lifetime) {
-        ec = make_error_code(errc::invalid_configuration);
-        detail = std::string(name) + "='" + std::string(value.substr(0, 40)) +
-                 "' is not a whole number of minutes from 1 to 52560000 (a century); unset it or set e.g. 30";
-        return;
-    }
-    out = std::chrono::minutes(minutes);
-}
-
-}  // namespace detail
-
 /// The documented defaults (JWT 30 minutes, refresh token 10,000 minutes),
 /// overridden by SOLAR_JWT_EXPIRATION_IN_MINUTES and
 /// SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES when set, as on a self-hosted
-/// server. A set but invalid variable is an error, not silently ignored.
+/// server: a whole number of minutes from 1 to a century. A set but invalid
+/// (or empty) variable is an error, not silently ignored; the rule is shared
+/// with the reference server (protocol/lifetime_variables.hpp).
 inline lifetimes lifetimes_from_environment(std::error_code& ec, std::string* detail = nullptr) {
-    ec.clear();
     lifetimes result;
-    std::string text;
-    detail::read_minutes_variable("SOLAR_JWT_EXPIRATION_IN_MINUTES", result.jwt, ec, text);
-    if (!ec) detail::read_minutes_variable("SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES", result.refresh, ec, text);
-    if (detail != nullptr) *detail = text;
+    const error_info failed = protocol::lifetimes_from_environment(result.jwt, result.refresh);
+    ec = failed.code;
+    if (detail != nullptr) *detail = failed.detail;
     return result;
 }
 

@@ -107,7 +107,7 @@ TEST_CASE("allocation failure: fail the n-th allocation of a login, then of a re
             const std::string next(manager->get_token(ec).reveal());
             CHECK_FALSE(ec);
             CHECK_FALSE(next.empty());
-            CHECK(h.server.stats().reused_refresh_tokens == 0);
+            CHECK(h.server.stats().refresh_tokens_reused == 0);
             if (!failed) break;
             REQUIRE(n < 5000);
         }
@@ -145,7 +145,7 @@ TEST_CASE("allocation failure: fail the n-th allocation while a refresh is hande
         const std::string next(manager->get_token(ec).reveal());
         CHECK_FALSE(ec);
         CHECK(next != first);
-        CHECK(h.server.stats().reused_refresh_tokens == 0);
+        CHECK(h.server.stats().refresh_tokens_reused == 0);
         if (!failed) break;
         REQUIRE(n < 5000);
     }

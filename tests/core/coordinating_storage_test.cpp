@@ -85,8 +85,8 @@ TEST_CASE("four managers on one coordinating store, called from four threads acr
     for (int i = 0; i < 4; ++i) managers.push_back(make_shared_manager(h, store));
     CHECK(call_across_ten_expiries(h, managers, 50) == 0);
     const auto stats = h.server.stats();
-    CHECK(stats.reused_refresh_tokens == 0);
-    CHECK(stats.rejected_refreshes == 0);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.refreshes_rejected == 0);
     CHECK(stats.logins == 1);
     CHECK(stats.refreshes == 9);  // one per expiry after the first login, not one per manager
 }
@@ -108,7 +108,7 @@ TEST_CASE("a restarted manager on the store logs in after a refresh whose answer
     }
     auto restarted = make_shared_manager(h, store);
     CHECK_FALSE(restarted->get_token().empty());
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().logins == 2);  // the unknown outcome cost a login, not the family
 }
 
@@ -149,7 +149,7 @@ TEST_CASE("a lease lost before the refresh is sent: nothing is sent, the token s
     CHECK_FALSE(ec);
     CHECK(h.server.stats().logins == 2);
     CHECK(h.server.stats().refreshes == 0);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a newer set written by another writer is adopted with no request") {
@@ -165,7 +165,7 @@ TEST_CASE("a newer set written by another writer is adopted with no request") {
     CHECK(store.stored()->generation == 3);
     CHECK(b->get_token().reveal() == a->get_token().reveal());  // b adopts, no refresh of its own
     CHECK(h.server.stats().refreshes == 1);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a spent mark that cannot be stored stops the refresh before anything is sent") {
@@ -181,7 +181,7 @@ TEST_CASE("a spent mark that cannot be stored stops the refresh before anything 
     h.clock.advance(1min);  // past the backoff: the mark can be stored now
     CHECK(manager->get_token().reveal() != first);
     CHECK(h.server.stats().refreshes == 1);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("file_storage: four managers on one file across ten expiries, and a restart that reads the spent mark") {
@@ -196,7 +196,7 @@ TEST_CASE("file_storage: four managers on one file across ten expiries, and a re
     std::vector<std::unique_ptr<file_manager>> managers;
     for (int i = 0; i < 4; ++i) managers.push_back(make());
     CHECK(call_across_ten_expiries(h, managers, 20) == 0);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refreshes == 9);
 
@@ -211,7 +211,7 @@ TEST_CASE("file_storage: four managers on one file across ten expiries, and a re
     }
     auto restarted = make();
     CHECK_FALSE(restarted->get_token().empty());
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().logins == 2);
 }
 
@@ -236,7 +236,7 @@ TEST_CASE("file_storage: a corrupt file is moved aside and the manager logs in a
     CHECK_FALSE(manager->get_token(ec).empty());
     CHECK_FALSE(ec);
     CHECK(h.server.stats().logins == 2);  // what the file said is unknown: log in rather than risk a reuse
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     int moved_aside = 0;
     for (const auto& entry : std::filesystem::directory_iterator(dir.path))
         moved_aside += entry.path().filename().string().find("corrupt") != std::string::npos;
@@ -295,8 +295,8 @@ TEST_CASE("a store that is down: the JWT is served to its hard threshold, then a
     auto b = make_shared_manager(h, store);  // a process that starts now shares it
     CHECK(b->get_token().reveal() == a->get_token().reveal());
     CHECK(h.server.stats().logins == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
-    CHECK(h.server.stats().rejected_refreshes == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().refreshes_rejected == 0);
 }
 
 TEST_CASE("a private session rejoins a set another process wrote while it was away, and drops its own family") {
@@ -320,8 +320,8 @@ TEST_CASE("a private session rejoins a set another process wrote while it was aw
     h.clock.advance(29min);  // a is due: it finds b's newer set and takes it
     CHECK(a->get_token(ec).reveal() == b->get_token().reveal());
     CHECK_FALSE(ec);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
-    CHECK(h.server.stats().rejected_refreshes == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().refreshes_rejected == 0);
 }
 
 TEST_CASE("a store that goes down just before the hard threshold: past it, a private login, not the failed attempt's error") {
@@ -342,5 +342,5 @@ TEST_CASE("a store that goes down just before the hard threshold: past it, a pri
     CHECK_FALSE(ec);  // a private login, not the storage error
     CHECK(h.server.stats().logins == 2);
     CHECK(h.server.stats().refreshes == 0);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }

@@ -86,8 +86,24 @@ TEST_CASE("fake_auth_server rotates, and a reused refresh token revokes the fami
     const std::string second = server.current_refresh_token();
     CHECK(second != first);
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + first + "\"}").status == 401);
-    CHECK(server.stats().reused_refresh_tokens == 1);
+    CHECK(server.stats().refresh_tokens_reused == 1);
     CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + second + "\"}").status == 401);  // family revoked
+    CHECK(post("/api/auth/token_refresh", R"({"refreshToken":"never issued"})").status == 401);
+    CHECK(post("/api/auth/login", R"({"userName":"user@example.com","password":"correct horse battery staple"})").status == 200);
+    clock.advance(std::chrono::minutes(10'000));  // the refresh token's lifetime is over
+    CHECK(post("/api/auth/token_refresh", R"({"refreshToken":")" + server.current_refresh_token() + "\"}").status == 401);
+
+    // The counters of server_stats, under the same names.
+    const auto stats = server.stats();
+    CHECK(stats.logins == 2);
+    CHECK(stats.logins_rejected == 1);
+    CHECK(stats.refreshes == 1);
+    CHECK(stats.refreshes_rejected == 4);
+    CHECK(stats.refresh_tokens_reused == 1);
+    CHECK(stats.refresh_tokens_revoked == 1);
+    CHECK(stats.refresh_tokens_unknown == 1);
+    CHECK(stats.refresh_tokens_expired == 1);
+    CHECK(stats.families_revoked == 1);
 }
 
 TEST_CASE("steady_clock is monotonic and its wall time is the system clock's") {

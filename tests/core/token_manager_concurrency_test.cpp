@@ -172,7 +172,7 @@ TEST_CASE("invalidate racing with a refresh in flight: no second refresh, no reu
     late.join();
     CHECK(after != first);
     CHECK(h.sent("/api/auth/token_refresh") == 1);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("threads hammering get_token and invalidate while time passes never break the chain") {
@@ -197,8 +197,8 @@ TEST_CASE("threads hammering get_token and invalidate while time passes never br
     for (auto& t : workers) t.join();
     const auto stats = h.server.stats();
     CHECK(stats.logins == 1);
-    CHECK(stats.reused_refresh_tokens == 0);
-    CHECK(stats.rejected_refreshes == 0);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.refreshes_rejected == 0);
 }
 
 TEST_CASE("get_token_handle keeps its JWT alive across later calls and other threads") {

@@ -40,7 +40,7 @@ void check_serves_without_reuse(Manager& manager, const test::harness& h) {
     std::error_code ec;
     CHECK_FALSE(manager.get_token(ec).empty());
     CHECK_FALSE(ec);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 /// The server's answer with the JWT made unservable (a space is not allowed
@@ -189,7 +189,7 @@ TEST_CASE("defect 2: claims that throw on every JWT do not cause one login per c
         h.clock.advance(20ms);
     }
     CHECK(h.server.stats().logins == 1);  // the pair is kept: later attempts refresh
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.transport.calls() <= 8);  // and they back off (1 s of calls, 100 ms+ apart, doubling)
 }
 
@@ -207,7 +207,7 @@ TEST_CASE("defect 2: claims that throw once do not lose the pair the server rota
     CHECK_FALSE(ec);
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refreshes == 1);  // with the refresh token of the first answer
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 // ---- 3. Waiters can hang forever ------------------------------------------------
@@ -437,7 +437,7 @@ TEST_CASE("defect 6: a flight's result past its hard threshold (slow store) is n
     const tokmgr::secret_view next = manager->get_token(ec);
     REQUIRE_FALSE(ec);
     CHECK(*test::jwt_exp(next.reveal()) - test::wall_seconds(h.clock) >= 60);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("defect 6: a flight's result past its hard threshold (slow hook) is not served") {
@@ -619,7 +619,7 @@ TEST_CASE("defect 6: 200 invalidate calls with a frozen clock send one refresh")
     h.clock.advance(h.options.min_forced_refresh_interval);
     manager->get_token();
     CHECK(h.sent(refresh_path) == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 // ---- Found while testing the redesign -----------------------------------------------
@@ -646,7 +646,7 @@ TEST_CASE("write-ahead: after a restart, the spent mark still lets the next read
     auto reader = make_on(h, store);
     CHECK(reader->get_token(ec).reveal() == kept);
     CHECK(h.transport.calls() == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("redaction: no echoed secret survives, also one that begins with the placeholder's end") {

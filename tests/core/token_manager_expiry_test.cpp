@@ -86,7 +86,7 @@ TEST_CASE("a 5-second token is neither refreshed on every call nor served expire
     CHECK(h.transport.calls() == 1 + changes);
     CHECK(changes >= 60 / 3);  // served at most ~2.6 s each, never past 3.5 s
     CHECK(changes <= 60 / 2);  // but at least 2 s each: no refresh storm
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("the JWT lifetime comes from its claims, immune to a skewed wall clock") {

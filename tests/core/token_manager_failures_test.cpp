@@ -54,8 +54,8 @@ TEST_CASE("fail the n-th transport call, for every n: right error, no hang, no r
             auto manager = h.make();
             const auto result = run_sequence(h, *manager);
             CHECK(result.completed);
-            CHECK(h.server.stats().reused_refresh_tokens == 0);
-            CHECK(h.server.stats().rejected_refreshes == 0);
+            CHECK(h.server.stats().refresh_tokens_reused == 0);
+            CHECK(h.server.stats().refreshes_rejected == 0);
             if (h.transport.calls() < n) {
                 CHECK(result.errors.empty());
                 break;  // the sequence made fewer calls than n: every call has had its turn
@@ -78,7 +78,7 @@ TEST_CASE("after a refresh whose answer was lost, the next attempt logs in inste
     h.clock.advance(h.options.backoff_max);
     CHECK_FALSE(manager->get_token(ec).empty());
     CHECK(h.sent("/api/auth/login") == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a refresh that never left keeps its refresh token for the next attempt") {

@@ -144,7 +144,7 @@ public:
         h_.clock.advance(past_hard);
         call(*c, "C a JWT later", true);
         call(*b, "B a JWT later", true);
-        CHECK(h_.server.stats().reused_refresh_tokens == 0);
+        CHECK(h_.server.stats().refresh_tokens_reused == 0);
         return fired;
     }
 
@@ -172,7 +172,7 @@ private:
             REQUIRE(exp);
             CHECK(*exp - test::wall_seconds(h_.clock) >= 59);  // before its hard threshold (a 60 s leeway)
         }
-        CHECK(h_.server.stats().reused_refresh_tokens == 0);
+        CHECK(h_.server.stats().refresh_tokens_reused == 0);
         check_store(step);
     }
 
@@ -344,7 +344,7 @@ TEST_CASE("persistence: many threads, a moving clock and faults in every policy:
     CHECK(malformed == 0);
     CHECK(timed_out == 0);  // nobody waited on a flight nobody finishes
     CHECK(served > 0);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.transport.calls() > 10);  // the clock moved across many expiries
 }
 

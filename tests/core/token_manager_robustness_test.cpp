@@ -65,7 +65,7 @@ TEST_CASE("a transport that throws ends the flight with policy_error, and caller
     h.transport.set_handler(h.server);
     h.clock.advance(h.options.backoff_max);
     CHECK_FALSE(manager->get_token(ec).empty());
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("an executor that runs the task and then throws does not get it run twice") {
@@ -79,7 +79,7 @@ TEST_CASE("an executor that runs the task and then throws does not get it run tw
     h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft);
     manager->get_token();
     CHECK(h.sent("/api/auth/token_refresh") == 1);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("an executor that drops the task unrun: the flight is abandoned, not left pending") {
@@ -106,8 +106,8 @@ TEST_CASE("two managers sharing a storage never send a refresh token the other r
         second->get_token();
         h.clock.advance(29min);
     }
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
-    CHECK(h.server.stats().rejected_refreshes == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().refreshes_rejected == 0);
 }
 
 TEST_CASE("a stored set received 'in the future' is not served past its real expiry") {
@@ -207,7 +207,7 @@ TEST_CASE("a 2xx whose JWT is expired on arrival keeps the new refresh token") {
     CHECK_FALSE(manager->get_token(ec).empty());
     CHECK(h.sent("/api/auth/login") == 1);  // refreshed with the kept token, no new login
     CHECK(h.sent("/api/auth/token_refresh") == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a JWT with characters that could inject a header is refused") {

@@ -19,8 +19,8 @@ TEST_CASE("1,000 simulated 30-minute lifetimes: one login, an unbroken chain, no
     }
     const auto stats = h.server.stats();
     CHECK(stats.logins == 1);
-    CHECK(stats.reused_refresh_tokens == 0);
-    CHECK(stats.rejected_refreshes == 0);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.refreshes_rejected == 0);
     CHECK(stats.refreshes >= 1000);
     CHECK(manager->counters().refreshes == stats.refreshes);
     // Every refresh presented a token never presented before.
@@ -47,7 +47,7 @@ TEST_CASE("login happens exactly when the refresh token's lifetime demands it") 
         CHECK(h.sent("/api/auth/token_refresh") == 0);
         CHECK(h.sent("/api/auth/login") == 2);
     }
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a short refresh lifetime forces a login after every idle gap longer than it") {
@@ -58,7 +58,7 @@ TEST_CASE("a short refresh lifetime forces a login after every idle gap longer t
         h.clock.advance(61min);
     }
     CHECK(h.server.stats().logins == 50);
-    CHECK(h.server.stats().expired_refresh_tokens == 0);  // an expired token is never presented
+    CHECK(h.server.stats().refresh_tokens_expired == 0);  // an expired token is never presented
 }
 
 TEST_CASE("a refresh answered 401 falls back to exactly one login") {
@@ -78,7 +78,7 @@ TEST_CASE("a refresh answered 401 falls back to exactly one login") {
     h.clock.advance(29min);
     manager->get_token();  // the chain continues from the new login
     CHECK(h.sent("/api/auth/token_refresh") == 2);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
 TEST_CASE("a stored token set is used before any login") {
@@ -104,5 +104,5 @@ TEST_CASE("a stored token set is used before any login") {
     h.clock.advance(29min);
     second.get_token();
     CHECK(h.sent("/api/auth/token_refresh") == 1);
-    CHECK(h.server.stats().rejected_refreshes == 0);
+    CHECK(h.server.stats().refreshes_rejected == 0);
 }

@@ -637,8 +637,8 @@ TEST_CASE("four managers on one Redis key, called from four threads across ten e
     }
     const auto stats = h.server.stats();
     CHECK(failures == 0);
-    CHECK(stats.reused_refresh_tokens == 0);
-    CHECK(stats.rejected_refreshes == 0);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.refreshes_rejected == 0);
     CHECK(stats.logins == 1);
     CHECK(stats.refreshes == 9);  // one per expiry after the first login, not one per manager
     raw_redis().run({"DEL", key});
@@ -661,7 +661,7 @@ TEST_CASE("a restarted manager on the key logs in after a refresh whose answer w
     }
     auto restarted = make_manager(h, key);
     CHECK_FALSE(restarted->get_token().empty());
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().logins == 2);  // the unknown outcome cost a login, not the family
     raw_redis().run({"DEL", key});
 }
@@ -700,7 +700,7 @@ TEST_CASE("garbage at the key: the manager logs in on its own (a private session
     CHECK_FALSE(manager->get_token(ec).empty());
     CHECK_FALSE(ec);
     CHECK(h.server.stats().logins == 1);
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(raw.run({"GET", key}) == "somebody else's value");
     CHECK(manager->last_error().detail.find("DEL " + key) != std::string::npos);
     raw.run({"DEL", key});
@@ -729,6 +729,6 @@ TEST_CASE("the store failing just before the hard threshold: no caller error pas
     const auto jwt = manager->get_token(ec);
     CHECK_FALSE(ec);
     CHECK_FALSE(jwt.empty());
-    CHECK(h.server.stats().reused_refresh_tokens == 0);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
     raw.run({"DEL", key});
 }

@@ -1,5 +1,6 @@
-// tokmgr/detail/json_text.hpp — writing JSON strings, for JSON policies whose
-// library has no writer (simdjson parses only).
+// tokmgr/detail/json_text.hpp — writing JSON strings, for code whose JSON
+// library has no writer (simdjson parses only). The bodies built from them
+// are in protocol/textual_api.hpp.
 #pragma once
 
 #include <string>
@@ -31,28 +32,6 @@ inline void append_json_string(std::string& out, std::string_view value) {
         }
     }
     out += '"';
-}
-
-inline std::string login_request_json(std::string_view user, std::string_view password) {
-    std::string body;
-    // Worst case (every byte escaped as \u00XX) reserved up front: one allocation,
-    // so no reallocation leaves a copy of the password in freed memory.
-    body.reserve(32 + 6 * (user.size() + password.size()));
-    body += "{\"userName\":";
-    append_json_string(body, user);
-    body += ",\"password\":";
-    append_json_string(body, password);
-    body += '}';
-    return body;
-}
-
-inline std::string refresh_request_json(std::string_view refresh_token) {
-    std::string body;
-    body.reserve(24 + 6 * refresh_token.size());
-    body += "{\"refreshToken\":";
-    append_json_string(body, refresh_token);
-    body += '}';
-    return body;
 }
 
 }  // namespace tokmgr::detail

@@ -7,16 +7,15 @@
 #include <optional>
 #include <string_view>
 
+#include "decimal.hpp"
+
 namespace tokmgr::detail {
 
+/// Digits only. More than 12 (over 30,000 years of seconds) is not a wait
+/// any server means, so it counts as unreadable rather than as "forever".
 inline std::optional<std::int64_t> parse_digits(std::string_view text) {
-    if (text.empty() || text.size() > 12) return std::nullopt;
-    std::int64_t value = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9') return std::nullopt;
-        value = value * 10 + (c - '0');
-    }
-    return value;
+    if (text.size() > 12) return std::nullopt;
+    return parse_decimal<std::int64_t>(text);
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's

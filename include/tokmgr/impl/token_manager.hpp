@@ -22,6 +22,7 @@
 #include "../detail/jwt_lifetime.hpp"
 #include "../detail/retry_after.hpp"
 #include "../detail/snapshot.hpp"
+#include "../protocol/textual_api.hpp"
 #include "../schedule.hpp"
 
 namespace tokmgr {
@@ -979,8 +980,8 @@ private:
             secure_clear(response.body);
             if (parse_error) {
                 reply.error = {make_error_code(errc::protocol_error),
-                               where + ": status " + std::to_string(status) +
-                                   " with a body that is not JSON with string fields \"jwt\" and \"refreshToken\""};
+                               where + ": status " + std::to_string(status) + " with a body that is not JSON with " +
+                                   protocol::token_response_fields()};
                 return reply;
             }
             reply.tokens = std::move(tokens);
@@ -1001,14 +1002,8 @@ private:
             }
             return reply;
         }
-        errc code = errc::protocol_error;
-        if (status >= 300 && status < 400) code = errc::unexpected_redirect;
-        else if (sent.by_login && (status == 401 || status == 403)) code = errc::credentials_rejected;
-        else if (!sent.by_login && (status == 400 || status == 401)) code = errc::refresh_rejected;
-        else if (status == 429) code = errc::rate_limited;
-        else if (status == 503) code = errc::service_unavailable;
-        else if (status >= 500 && status < 600) code = errc::server_error;
-        else if (status >= 400 && status < 500) code = errc::request_rejected;
+        const errc code = protocol::error_for_status(sent.by_login ? protocol::call::login : protocol::call::refresh,
+                                                     status);
         std::string detail = where + ": status " + std::to_string(status);
         std::string said;
         try {

@@ -2,7 +2,9 @@
 // nlohmann-json3-dev). It proves the seam: nothing else in tokmgr changes
 // when this replaces simdjson_json.
 //
-// What it accepts is defined once for every policy in detail/json_rules.hpp;
+// What it accepts is defined once for every policy in detail/json_rules.hpp,
+// the member names in protocol/textual_api.hpp (json/simdjson.hpp says why
+// the policies are not a generic member-by-name trait);
 // nlohmann is lenient in places (it keeps the last of duplicate members,
 // stops at a NUL byte, skips a byte-order mark, rounds huge integers to
 // doubles), so a strict SAX pass enforces the rules before the document is
@@ -26,6 +28,7 @@
 
 #include "../detail/json_rules.hpp"
 #include "../errc.hpp"
+#include "../protocol/textual_api.hpp"
 #include "../token_set.hpp"
 
 namespace tokmgr {
@@ -33,18 +36,19 @@ namespace tokmgr {
 class nlohmann_json {
 public:
     std::string login_body(std::string_view user, std::string_view password) const {
-        return nlohmann::json{{"userName", user}, {"password", password}}.dump(-1, ' ', false, replace_invalid);
+        return nlohmann::json{{protocol::field::user_name, user}, {protocol::field::password, password}}.dump(
+            -1, ' ', false, replace_invalid);
     }
 
     std::string refresh_body(std::string_view refresh_token) const {
-        return nlohmann::json{{"refreshToken", refresh_token}}.dump(-1, ' ', false, replace_invalid);
+        return nlohmann::json{{protocol::field::refresh_token, refresh_token}}.dump(-1, ' ', false, replace_invalid);
     }
 
     token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
         ec.clear();
         const auto document = parse(body);
-        const auto jwt = string_member(document, "jwt");
-        const auto refresh_token = string_member(document, "refreshToken");
+        const auto jwt = string_member(document, protocol::field::jwt);
+        const auto refresh_token = string_member(document, protocol::field::refresh_token);
         if (!jwt || !refresh_token || jwt->empty() || refresh_token->empty()) {
             ec = make_error_code(errc::protocol_error);
             return {};
@@ -59,12 +63,13 @@ public:
             ec = make_error_code(errc::protocol_error);
             return {};
         }
-        return {seconds_claim(document, "iat"), seconds_claim(document, "exp")};
+        return {seconds_claim(document, protocol::claim::issued_at),
+                seconds_claim(document, protocol::claim::expires_at)};
     }
 
     std::string error_message(std::string_view body) const {
         const auto document = parse(body);
-        for (const char* key : {"message", "detail", "title", "errorMessage"}) {
+        for (const std::string_view key : protocol::error_message_fields) {
             if (auto text = string_member(document, key); text && !text->empty()) return *text;
         }
         return {};
@@ -112,14 +117,14 @@ private:
         return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     }
 
-    static std::optional<std::string> string_member(const nlohmann::json& document, const char* key) {
+    static std::optional<std::string> string_member(const nlohmann::json& document, std::string_view key) {
         if (!document.is_object()) return std::nullopt;
         const auto it = document.find(key);
         if (it == document.end() || !it->is_string()) return std::nullopt;
         return it->get<std::string>();
     }
 
-    static std::optional<std::int64_t> seconds_claim(const nlohmann::json& document, const char* key) {
+    static std::optional<std::int64_t> seconds_claim(const nlohmann::json& document, std::string_view key) {
         const auto it = document.find(key);
         if (it == document.end()) return std::nullopt;
         if (it->is_number_unsigned()) {

@@ -1,6 +1,16 @@
 // tokmgr/json/simdjson.hpp — the default Json policy, on simdjson's DOM API.
 //
-// What it accepts is defined once for every policy in detail/json_rules.hpp.
+// What it accepts is defined once for every policy in detail/json_rules.hpp,
+// and the member names it reads and writes once in protocol/textual_api.hpp.
+//
+// Why the policies keep their protocol-shaped operations (login_body,
+// parse_token_response, ...) instead of a generic "parse, then get a member
+// by name" trait as in jwt-cpp: the operations decide where a password or a
+// token is copied, and each library needs a different answer (one reserved
+// allocation here, nlohmann's replacement of bytes that are not UTF-8, no
+// parsed document outliving the call). A generic trait would hand out
+// documents holding secrets for the caller to manage, and would break every
+// user-written policy for no gain: the names are already in one place.
 //
 // Parsing copies the body into simdjson's own buffers, which are freed but not
 // wiped; a process whose freed memory must hold no token needs a policy that
@@ -19,8 +29,8 @@
 #include <simdjson.h>
 
 #include "../detail/json_rules.hpp"
-#include "../detail/json_text.hpp"
 #include "../errc.hpp"
+#include "../protocol/textual_api.hpp"
 #include "../token_set.hpp"
 
 namespace tokmgr {
@@ -28,11 +38,11 @@ namespace tokmgr {
 class simdjson_json {
 public:
     std::string login_body(std::string_view user, std::string_view password) const {
-        return detail::login_request_json(user, password);
+        return protocol::login_request_json(user, password);
     }
 
     std::string refresh_body(std::string_view refresh_token) const {
-        return detail::refresh_request_json(refresh_token);
+        return protocol::refresh_request_json(refresh_token);
     }
 
     token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
@@ -44,7 +54,8 @@ public:
             return {};
         }
         std::string_view jwt, refresh_token;
-        if (object["jwt"].get_string().get(jwt) || object["refreshToken"].get_string().get(refresh_token) ||
+        if (object[protocol::field::jwt].get_string().get(jwt) ||
+            object[protocol::field::refresh_token].get_string().get(refresh_token) ||
             jwt.empty() || refresh_token.empty()) {
             ec = make_error_code(errc::protocol_error);
             return {};
@@ -60,14 +71,14 @@ public:
             ec = make_error_code(errc::protocol_error);
             return {};
         }
-        return {seconds_claim(object, "iat"), seconds_claim(object, "exp")};
+        return {seconds_claim(object, protocol::claim::issued_at), seconds_claim(object, protocol::claim::expires_at)};
     }
 
     std::string error_message(std::string_view body) const {
         simdjson::dom::parser parser;
         simdjson::dom::object object;
         if (!parse_object(parser, body, object)) return {};
-        for (const char* key : {"message", "detail", "title", "errorMessage"}) {
+        for (const std::string_view key : protocol::error_message_fields) {
             std::string_view text;
             if (!object[key].get_string().get(text) && !text.empty()) return std::string(text);
         }
@@ -90,7 +101,7 @@ private:
         return true;
     }
 
-    static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object, const char* key) {
+    static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object, std::string_view key) {
         simdjson::dom::element value;
         if (object[key].get(value)) return std::nullopt;
         std::int64_t whole = 0;

@@ -26,9 +26,12 @@ struct server_options {
     /// When not empty, `Authorization: <api_key>` also opens protected resources.
     secret api_key;
 
-    /// JWT lifetime (`exp - iat`). Unset: SOLAR_JWT_EXPIRATION_IN_MINUTES, else 30 minutes.
+    /// JWT lifetime (`exp - iat`), 1 s to a century. Unset:
+    /// SOLAR_JWT_EXPIRATION_IN_MINUTES, else 30 minutes (the variables' rule
+    /// is the client's: protocol/lifetime_variables.hpp).
     std::optional<std::chrono::seconds> jwt_ttl;
-    /// Refresh-token lifetime. Unset: SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES, else 10,000 minutes.
+    /// Refresh-token lifetime, 1 s to a century. Unset:
+    /// SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES, else 10,000 minutes.
     std::optional<std::chrono::seconds> refresh_ttl;
 
     /// Both set: serve HTTPS with this PEM certificate chain and private key.

@@ -3,14 +3,15 @@
 //
 // Login issues a new token family; token_refresh retires the presented
 // refresh token and issues the next pair; presenting a retired token counts as
-// a reuse and revokes the family (RFC 9700 §4.14). Its counters let a test
-// prove the client never broke or reused the chain. The reference server
-// (tokmgr/server) is the real-socket counterpart.
+// a reuse and revokes the family (RFC 9700 §4.14). The rules are the
+// reference server's own (protocol/refresh_registry.hpp), and its counters
+// carry the names of the server's (server_stats), so a test proves the client
+// never broke or reused the chain the same way against either. The reference
+// server (tokmgr/server) is the real-socket counterpart.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +21,8 @@
 
 #include "../detail/base64url.hpp"
 #include "../http.hpp"
+#include "../protocol/refresh_registry.hpp"
+#include "../protocol/textual_api.hpp"
 #include "manual_clock.hpp"
 
 namespace tokmgr::testing {
@@ -35,13 +38,17 @@ public:
         bool jwt_has_exp = true;
     };
 
+    /// The counters of server::server_stats that this fake can see.
     struct statistics {
-        std::size_t logins = 0;                 ///< successful
-        std::size_t refreshes = 0;              ///< successful
-        std::size_t rejected_logins = 0;
-        std::size_t rejected_refreshes = 0;     ///< unknown, expired, retired or revoked token presented
-        std::size_t reused_refresh_tokens = 0;  ///< a retired token presented: must stay 0
-        std::size_t expired_refresh_tokens = 0; ///< an expired token presented
+        std::uint64_t logins = 0;                  ///< successful
+        std::uint64_t logins_rejected = 0;         ///< wrong user name or password
+        std::uint64_t refreshes = 0;               ///< successful
+        std::uint64_t refreshes_rejected = 0;      ///< unknown, expired, retired or revoked token presented
+        std::uint64_t refresh_tokens_reused = 0;   ///< a retired token presented (its family is revoked): must stay 0
+        std::uint64_t refresh_tokens_expired = 0;  ///< an expired token presented
+        std::uint64_t refresh_tokens_unknown = 0;  ///< a token never issued presented
+        std::uint64_t refresh_tokens_revoked = 0;  ///< a token of a revoked family presented
+        std::uint64_t families_revoked = 0;
     };
 
     explicit fake_auth_server(manual_clock clock) : fake_auth_server(std::move(clock), settings{}) {}
@@ -50,14 +57,16 @@ public:
 
     http_response operator()(const http_request& request) const {
         std::lock_guard<std::mutex> lock(state_->mutex);
-        if (request.target == "/api/auth/login") return state_->login(request.body);
-        if (request.target == "/api/auth/token_refresh") return state_->refresh(request.body);
-        return {404, {}, R"({"title":"Not Found"})"};
+        if (request.target == protocol::login_path) return state_->login(request.body);
+        if (request.target == protocol::refresh_path) return state_->refresh(request.body);
+        return {404, {}, protocol::error_json("Not Found", "no such endpoint")};
     }
 
     statistics stats() const {
         std::lock_guard<std::mutex> lock(state_->mutex);
-        return state_->counts;
+        statistics counts = state_->counts;
+        counts.families_revoked = state_->registry.families_revoked();
+        return counts;
     }
 
     /// The refresh token the server would accept now for the newest family.
@@ -92,74 +101,78 @@ public:
     }
 
 private:
-    struct refresh_record {
-        std::uint64_t family = 0;
-        manual_clock::time_point expires{};
-        bool retired = false;
-    };
-
     struct state {
-        state(manual_clock c, settings s) : clock(std::move(c)), config(std::move(s)) {}
+        state(manual_clock c, settings s)
+            : clock(std::move(c)), config(std::move(s)), registry([this] { return next_refresh_token(); }) {}
 
         http_response login(std::string_view body) {
-            const auto user = string_field(body, "userName");
-            const auto password = string_field(body, "password");
-            if (!user || !password) return {400, {}, R"({"title":"Bad Request","detail":"userName and password are required"})"};
+            const auto user = string_field(body, protocol::field::user_name);
+            const auto password = string_field(body, protocol::field::password);
+            if (!user || !password)
+                return bad_request("send " + protocol::request_shape(protocol::call::login));
             if (*user != config.user_name || *password != config.password) {
-                ++counts.rejected_logins;
-                return {401, {}, R"({"title":"Unauthorized","detail":"invalid user name or password"})"};
+                ++counts.logins_rejected;
+                return unauthorized("invalid user name or password");
             }
+            const std::string refresh_token = registry.issue(*user, clock.now(), config.refresh_lifetime);
+            if (refresh_token.empty())
+                return {503, {{"Retry-After", "60"}},
+                        protocol::error_json("Service Unavailable", "as many logins as the server remembers are alive")};
             ++counts.logins;
-            return issue(++last_family);
+            return issue(refresh_token);
         }
 
         http_response refresh(std::string_view body) {
-            const auto token = string_field(body, "refreshToken");
-            if (!token) return {400, {}, R"({"title":"Bad Request","detail":"refreshToken is required"})"};
-            const auto it = tokens.find(*token);
-            const auto reject = [this] {
-                ++counts.rejected_refreshes;
-                return http_response{401, {}, R"({"title":"Unauthorized","detail":"invalid refresh token"})"};
-            };
-            if (it == tokens.end() || revoked_families.count(it->second.family) != 0) return reject();
-            if (it->second.retired) {
-                ++counts.reused_refresh_tokens;
-                revoked_families[it->second.family] = true;
-                return reject();
+            const auto token = string_field(body, protocol::field::refresh_token);
+            if (!token) return bad_request("send " + protocol::request_shape(protocol::call::refresh));
+            auto rotation = registry.rotate(*token, clock.now(), config.refresh_lifetime);
+            using result = decltype(registry)::result;
+            switch (rotation.outcome) {
+            case result::rotated: ++counts.refreshes; return issue(rotation.new_token);
+            case result::reused: ++counts.refresh_tokens_reused; break;
+            case result::expired: ++counts.refresh_tokens_expired; break;
+            case result::revoked: ++counts.refresh_tokens_revoked; break;
+            case result::unknown: ++counts.refresh_tokens_unknown; break;
             }
-            if (clock.now() >= it->second.expires) {
-                ++counts.expired_refresh_tokens;
-                return reject();
-            }
-            it->second.retired = true;
-            ++counts.refreshes;
-            return issue(it->second.family);
+            ++counts.refreshes_rejected;
+            return unauthorized("invalid refresh token");
         }
 
-        http_response issue(std::uint64_t family) {
+        static http_response bad_request(const std::string& what_to_send) {
+            return {400, {}, protocol::error_json("Bad Request", what_to_send)};
+        }
+        static http_response unauthorized(std::string_view why) {
+            return {401, {}, protocol::error_json("Unauthorized", why)};
+        }
+
+        /// Readable and unique: a test that prints one sees which it is.
+        std::string next_refresh_token() { return "rt-" + std::to_string(++last_refresh_token); }
+
+        http_response issue(const std::string& refresh_token) {
             const std::int64_t now =
                 std::chrono::duration_cast<std::chrono::seconds>(clock.wall_now().time_since_epoch()).count();
             std::string claims = R"({"sub":")" + config.user_name + "\"";
-            if (config.jwt_has_iat) claims += ",\"iat\":" + std::to_string(now);
-            if (config.jwt_has_exp) claims += ",\"exp\":" + std::to_string(now + config.jwt_lifetime.count());
+            if (config.jwt_has_iat) claims += ",\"" + std::string(protocol::claim::issued_at) + "\":" + std::to_string(now);
+            if (config.jwt_has_exp)
+                claims += ",\"" + std::string(protocol::claim::expires_at) + "\":" +
+                          std::to_string(now + config.jwt_lifetime.count());
             claims += ",\"jti\":\"" + std::to_string(++last_jti) + "\"}";
             const std::string jwt = detail::base64url_encode(R"({"alg":"HS256","typ":"JWT"})") + "." +
                                     detail::base64url_encode(claims) + ".c2lnbmF0dXJl";
-            const std::string refresh_token = "rt-" + std::to_string(family) + "-" + std::to_string(last_jti);
-            tokens[refresh_token] = {family, clock.now() + config.refresh_lifetime, false};
             newest_refresh_token = refresh_token;
-            return {200, {{"Content-Type", "application/json"}},
-                    R"({"jwt":")" + jwt + R"(","refreshToken":")" + refresh_token + R"(","extra":{"ignored":true}})"};
+            // A member the client does not know: the spec says to ignore it.
+            std::string body = protocol::token_response_json(jwt, refresh_token);
+            body.insert(body.size() - 1, R"(,"extra":{"ignored":true})");
+            return {200, {{"Content-Type", "application/json"}}, std::move(body)};
         }
 
         std::mutex mutex;
         manual_clock clock;
         settings config;
         statistics counts;
-        std::map<std::string, refresh_record, std::less<>> tokens;
-        std::map<std::uint64_t, bool> revoked_families;
+        std::uint64_t last_refresh_token = 0;
+        protocol::refresh_registry<manual_clock::time_point> registry;
         std::string newest_refresh_token;
-        std::uint64_t last_family = 0;
         std::uint64_t last_jti = 0;
     };
     std::shared_ptr<state> state_;

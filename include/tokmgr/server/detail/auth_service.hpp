@@ -14,28 +14,35 @@
 #include <string>
 #include <string_view>
 
+#include "../../protocol/refresh_registry.hpp"
+#include "../../protocol/textual_api.hpp"
 #include "../options.hpp"
 #include "client_limits.hpp"
+#include "crypto.hpp"
 #include "jwt.hpp"
-#include "refresh_registry.hpp"
 #include "reply.hpp"
 #include "request_parser.hpp"
 #include "settings.hpp"
 
 namespace tokmgr::server::detail {
 
-inline constexpr std::string_view login_path = "/api/auth/login";
-inline constexpr std::string_view refresh_path = "/api/auth/token_refresh";
-inline constexpr std::string_view api_prefix = "/api/";
-
 enum class request_kind { login, refresh, other };
 
 inline request_kind kind_of(const parsed_request& request) noexcept {
     const auto path = request.path();
-    if (path == login_path) return request_kind::login;
-    if (path == refresh_path) return request_kind::refresh;
+    if (path == protocol::login_path) return request_kind::login;
+    if (path == protocol::refresh_path) return request_kind::refresh;
     return request_kind::other;
 }
+
+/// The reference server's refresh tokens: 256 random bits each, so guessing
+/// one is hopeless (the spec asks for at least 128).
+class refresh_registry : public protocol::refresh_registry<std::chrono::system_clock::time_point> {
+public:
+    explicit refresh_registry(std::size_t max_families = 100'000)
+        : protocol::refresh_registry<std::chrono::system_clock::time_point>([] { return random_token(32); },
+                                                                            max_families) {}
+};
 
 class auth_service {
 public:
@@ -153,7 +160,7 @@ private:
             }
             return kind == request_kind::login ? login(request.body) : refresh(request.body);
         }
-        if (request.path().substr(0, api_prefix.size()) == api_prefix) return resource(request);
+        if (request.path().substr(0, protocol::api_prefix.size()) == protocol::api_prefix) return resource(request);
         return error_reply(404, "no such resource: the API lives under /api/");
     }
 
@@ -180,31 +187,31 @@ private:
         return true;
     }
 
-    static bool parse_object(const std::string& body, std::string_view expected, simdjson::dom::object& object,
+    static bool parse_object(const std::string& body, const std::string& expected, simdjson::dom::object& object,
                              reply& failure) {
         if (body.empty()) {
-            failure = error_reply(400, "the request body is empty: send " + std::string(expected));
+            failure = error_reply(400, "the request body is empty: send " + expected);
             return false;
         }
         simdjson::dom::element doc;
         if (json_parser().parse(body).get(doc) != simdjson::SUCCESS) {
-            failure = error_reply(400, "the request body is not valid JSON: send " + std::string(expected));
+            failure = error_reply(400, "the request body is not valid JSON: send " + expected);
             return false;
         }
         if (doc.get_object().get(object) != simdjson::SUCCESS) {
-            failure = error_reply(400, "the request body must be a JSON object: send " + std::string(expected));
+            failure = error_reply(400, "the request body must be a JSON object: send " + expected);
             return false;
         }
         return true;
     }
 
     reply login(const std::string& body) {
-        static constexpr std::string_view shape = R"({"userName": "...", "password": "..."})";
         simdjson::dom::object object;
         std::string_view user, password;
         reply failure;
-        if (!parse_object(body, shape, object, failure) || !string_field(object, "userName", user, failure) ||
-            !string_field(object, "password", password, failure))
+        if (!parse_object(body, protocol::request_shape(protocol::call::login), object, failure) ||
+            !string_field(object, protocol::field::user_name, user, failure) ||
+            !string_field(object, protocol::field::password, password, failure))
             return failure;
 
         const auto account = users_.find(user);
@@ -233,11 +240,11 @@ private:
     }
 
     reply refresh(const std::string& body) {
-        static constexpr std::string_view shape = R"({"refreshToken": "..."})";
         simdjson::dom::object object;
         std::string_view token;
         reply failure;
-        if (!parse_object(body, shape, object, failure) || !string_field(object, "refreshToken", token, failure))
+        if (!parse_object(body, protocol::request_shape(protocol::call::refresh), object, failure) ||
+            !string_field(object, protocol::field::refresh_token, token, failure))
             return failure;
 
         const auto now = clock_();
@@ -278,11 +285,9 @@ private:
         fields.expires_at = fields.issued_at + settings_.jwt_ttl.count();
         fields.id = random_token(16);
         reply r;
-        r.body = "{\"jwt\":";
-        append_json_string(r.body, sign_hs256(settings_.signing_key.reveal(), fields));
-        r.body += ",\"refreshToken\":";
-        append_json_string(r.body, refresh_token);
-        r.body += '}';
+        std::string jwt = sign_hs256(settings_.signing_key.reveal(), fields);
+        r.body = protocol::token_response_json(jwt, refresh_token);
+        tokmgr::detail::secure_clear(jwt);
         tokmgr::detail::secure_clear(refresh_token);
         // RFC 6749 §5.1: token responses must not be cached.
         r.headers.push_back({"Cache-Control", "no-store"});
@@ -296,8 +301,9 @@ private:
         if (!authorization || !authorize(*authorization, user, denied)) {
             ++unauthorized_;
             if (!authorization)
-                denied = error_reply(401, "send Authorization: Bearer <jwt> (from /api/auth/login) or the API key");
-            denied.headers.push_back({"WWW-Authenticate", "Bearer"});
+                denied = error_reply(401, "send Authorization: " + std::string(protocol::bearer_scheme) + " <jwt> (from " +
+                                              std::string(protocol::login_path) + ") or the API key");
+            denied.headers.push_back({"WWW-Authenticate", std::string(protocol::bearer_scheme)});
             return denied;
         }
         ++resources_served_;
@@ -311,9 +317,10 @@ private:
     }
 
     bool authorize(std::string_view value, std::string& user, reply& denied) {
-        static constexpr std::string_view scheme = "Bearer ";
-        if (value.size() > scheme.size() && tokmgr::detail::iequals(value.substr(0, scheme.size()), scheme)) {
-            auto token = value.substr(scheme.size());
+        const std::string_view scheme = protocol::bearer_scheme;
+        if (value.size() > scheme.size() + 1 && tokmgr::detail::iequals(value.substr(0, scheme.size()), scheme) &&
+            value[scheme.size()] == ' ') {
+            auto token = value.substr(scheme.size() + 1);
             while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
             const double now = std::chrono::duration<double>(clock_().time_since_epoch()).count();
             auto check = verify_hs256(token, settings_.signing_key.reveal(), now);

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "../../detail/base64url.hpp"
+#include "../../protocol/textual_api.hpp"
 #include "../../secret.hpp"
 #include "crypto.hpp"
 #include "reply.hpp"
@@ -37,8 +38,9 @@ struct jwt_fields {
 inline std::string sign_hs256(std::string_view key, const jwt_fields& fields) {
     std::string payload = "{\"sub\":";
     append_json_string(payload, fields.subject);
-    payload += ",\"iat\":" + std::to_string(fields.issued_at);
-    payload += ",\"exp\":" + std::to_string(fields.expires_at);
+    // The claims the client reads for the lifetime are named where the client finds them.
+    payload += ",\"" + std::string(protocol::claim::issued_at) + "\":" + std::to_string(fields.issued_at);
+    payload += ",\"" + std::string(protocol::claim::expires_at) + "\":" + std::to_string(fields.expires_at);
     payload += ",\"jti\":";
     append_json_string(payload, fields.id);
     payload += '}';
@@ -98,7 +100,7 @@ inline jwt_check verify_hs256(std::string_view token, std::string_view key, doub
     if (parser.parse(*payload_json).get(payload) != simdjson::SUCCESS || !payload.is_object()) return result;
     double exp = 0;
     std::string_view sub;
-    if (payload["exp"].get_double().get(exp) != simdjson::SUCCESS) return result;
+    if (payload[protocol::claim::expires_at].get_double().get(exp) != simdjson::SUCCESS) return result;
     if (payload["sub"].get_string().get(sub) != simdjson::SUCCESS) return result;
     result.subject.assign(sub);
     result.status = now_seconds >= exp ? jwt_status::expired : jwt_status::valid;

@@ -8,6 +8,7 @@
 
 #include "../../detail/json_text.hpp"
 #include "../../http.hpp"
+#include "../../protocol/textual_api.hpp"
 
 namespace tokmgr::server::detail {
 
@@ -47,11 +48,7 @@ using tokmgr::detail::append_json_string;
 inline reply error_reply(int status, std::string_view detail) {
     reply r;
     r.status = status;
-    r.body = "{\"title\":";
-    append_json_string(r.body, reason_phrase(status));
-    r.body += ",\"detail\":";
-    append_json_string(r.body, detail);
-    r.body += '}';
+    r.body = protocol::error_json(reason_phrase(status), detail);
     return r;
 }
 

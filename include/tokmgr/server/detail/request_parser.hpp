@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../../detail/decimal.hpp"
 #include "../../detail/http_chars.hpp"
 #include "../../http.hpp"
 
@@ -77,14 +78,9 @@ inline parse_outcome fail(int status, std::string_view reason) noexcept {
 
 /// Content-Length: digits only, no sign, no overflow.
 inline bool parse_length(std::string_view s, std::uint64_t& out) noexcept {
-    if (s.empty() || s.size() > 18) return false;
-    std::uint64_t v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') return false;
-        v = v * 10 + std::uint64_t(c - '0');
-    }
-    out = v;
-    return true;
+    const auto length = tokmgr::detail::parse_decimal<std::uint64_t>(s);
+    if (length) out = *length;
+    return length.has_value();
 }
 
 }  // namespace parser_detail

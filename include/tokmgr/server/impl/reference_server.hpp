@@ -166,7 +166,8 @@ inline void reference_server::start(std::error_code& ec) {
         return;
     }
     detail::settings resolved;
-    if (!detail::resolve_settings(impl_->options, resolved, impl_->last_error)) {
+    if (auto failed = detail::resolve_settings(impl_->options, resolved)) {
+        impl_->last_error = std::move(failed);
         ec = impl_->last_error.code;
         return;
     }

@@ -1,30 +1,38 @@
-// tokmgr/server/detail/refresh_registry.hpp — the reference server's refresh
-// tokens: opaque, single use, grouped in families (one per login), with
-// reuse detection after RFC 9700 §4.14.2: presenting a token that was
-// already exchanged revokes every token of its family, the current one too.
+// tokmgr/protocol/refresh_registry.hpp — refresh tokens as the Textual server
+// treats them, for the reference server and testing::fake_auth_server alike:
+// opaque, single use, grouped in families (one per login), with reuse
+// detection after RFC 9700 §4.14.2: presenting a token that was already
+// exchanged revokes every token of its family, the current one too.
+//
+// Time and token text come from the owner: the reference server runs on the
+// wall clock and mints random tokens, the fake on its manual clock with
+// readable ones.
 //
 // Memory is bounded: at most `max_families` logins are remembered, each with
 // at most `max_retired_per_family` retired tokens (the oldest are forgotten
 // first; presenting a forgotten one is then only "unknown", still refused).
 // A family is dropped once all its tokens are past reuse detection, or under
 // pressure once its newest token has expired; never while that token lives.
-// Not thread-safe: the auth service calls it under its lock.
+// Not thread-safe: its owner calls it under its lock.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
-#include "crypto.hpp"
+namespace tokmgr::protocol {
 
-namespace tokmgr::server::detail {
-
+template <class TimePoint>
 class refresh_registry {
 public:
-    using time_point = std::chrono::system_clock::time_point;
+    using time_point = TimePoint;
+    /// Makes the text of a new token; every call a different one.
+    using token_source = std::function<std::string()>;
 
     static constexpr std::size_t max_retired_per_family = 32;
 
@@ -36,7 +44,8 @@ public:
         std::string new_token;  ///< when rotated
     };
 
-    explicit refresh_registry(std::size_t max_families = 100'000) : max_families_(max_families) {}
+    explicit refresh_registry(token_source mint, std::size_t max_families = 100'000)
+        : mint_(std::move(mint)), max_families_(max_families) {}
 
     /// A new family for `user` (a login) and its first token; empty when
     /// `max_families` families are remembered and every one is still alive.
@@ -47,9 +56,9 @@ public:
             if (families_.size() >= max_families_) return {};
         }
         const std::uint64_t family_id = ++last_family_;
-        std::string token = fresh_token();
+        std::string token = mint_();
         families_.emplace(family_id, family{std::string(user), token, {}, false});
-        tokens_.emplace(token, entry{family_id, now + ttl, false});
+        tokens_.emplace(token, entry{family_id, later(now, ttl), false});
         after_issue(now, ttl);
         return token;
     }
@@ -89,16 +98,15 @@ public:
             tokens_.erase(fam.retired.front());
             fam.retired.pop_front();
         }
-        r.new_token = fresh_token();
+        r.new_token = mint_();
         fam.current = r.new_token;
-        tokens_.emplace(r.new_token, entry{presented.family_id, now + ttl, false});
+        tokens_.emplace(r.new_token, entry{presented.family_id, later(now, ttl), false});
         r.outcome = result::rotated;
         after_issue(now, ttl);
         return r;
     }
 
     std::uint64_t families_revoked() const noexcept { return families_revoked_; }
-    std::size_t tokens_remembered() const noexcept { return tokens_.size(); }
     std::size_t families_remembered() const noexcept { return families_.size(); }
 
 private:
@@ -114,8 +122,15 @@ private:
         bool revoked;
     };
 
-    /// 256 random bits: guessing one is hopeless, and the spec asks for at least 128.
-    static std::string fresh_token() { return random_token(32); }
+    /// `t + d`, or the latest representable time: lifetimes reach a
+    /// century, and a retired token is kept a lifetime past its expiry.
+    static time_point later(time_point t, std::chrono::seconds d) noexcept {
+        using duration = typename time_point::duration;
+        if (t >= time_point() &&
+            std::chrono::duration_cast<std::chrono::seconds>(time_point::max() - t) <= d)
+            return time_point::max();
+        return t + std::chrono::duration_cast<duration>(d);
+    }
 
     /// Retired tokens are remembered for a whole lifetime past their expiry,
     /// so reuse is caught while it still matters; after that they are
@@ -129,7 +144,7 @@ private:
         issued_since_sweep_ = 0;
         for (auto it = families_.begin(); it != families_.end();) {
             const auto current = tokens_.find(it->second.current);
-            if (current == tokens_.end() || now >= current->second.expires_at + ttl) it = forget(it);
+            if (current == tokens_.end() || now >= later(current->second.expires_at, ttl)) it = forget(it);
             else ++it;
         }
     }
@@ -144,12 +159,15 @@ private:
         }
     }
 
-    std::unordered_map<std::uint64_t, family>::iterator forget(std::unordered_map<std::uint64_t, family>::iterator it) {
+    using family_iterator = typename std::unordered_map<std::uint64_t, family>::iterator;
+
+    family_iterator forget(family_iterator it) {
         for (const auto& token : it->second.retired) tokens_.erase(token);
         tokens_.erase(it->second.current);
         return families_.erase(it);
     }
 
+    token_source mint_;
     std::size_t max_families_;
     std::unordered_map<std::string, entry> tokens_;
     std::unordered_map<std::uint64_t, family> families_;
@@ -158,4 +176,4 @@ private:
     unsigned issued_since_sweep_ = 0;
 };
 
-}  // namespace tokmgr::server::detail
+}  // namespace tokmgr::protocol
