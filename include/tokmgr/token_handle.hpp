@@ -25,7 +25,7 @@ public:
     /// The JWT; empty for an empty handle.
     secret_view jwt() const noexcept { return snapshot_ ? snapshot_->jwt() : secret_view(); }
     /// "<scheme> <jwt>", ready for the Authorization header.
-    secret_view authorization() const noexcept { return snapshot_ ? snapshot_->header() : secret_view(); }
+    secret_view authorization() const noexcept { return snapshot_ ? snapshot_->authorization_header() : secret_view(); }
     /// 1 for the first token set, +1 per rotation.
     std::uint64_t generation() const noexcept { return snapshot_ ? snapshot_->generation : 0; }
 

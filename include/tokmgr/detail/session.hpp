@@ -155,7 +155,7 @@ public:
     /// over, so a service that rejects every JWT cannot drive one refresh per
     /// call. True when something changed (publish).
     bool invalidate(secret_view jwt, std::int64_t now) {
-        if (!current_ || !(current_->jwt() == jwt || current_->header() == jwt)) return false;
+        if (!current_ || !(current_->jwt() == jwt || current_->authorization_header() == jwt)) return false;
         const std::int64_t floor =
             last_forced_ns_ == never
                 ? now

@@ -40,7 +40,7 @@ struct snapshot {
     secret_view jwt() const noexcept {
         return secret_view(std::string_view(authorization).substr(jwt_offset));
     }
-    secret_view header() const noexcept { return secret_view(authorization); }
+    secret_view authorization_header() const noexcept { return secret_view(authorization); }
 };
 
 /// A thread's copy of one manager's current snapshot. While the manager's

@@ -1148,7 +1148,7 @@ secret_view token_manager<Transport, Clock, Storage, Json>::get_token() {
 template <class Transport, class Clock, class Storage, class Json>
 secret_view token_manager<Transport, Clock, Storage, Json>::authorization(std::error_code& ec) {
     const detail::snapshot* current = core_->acquire(ec);
-    return current != nullptr ? current->header() : secret_view();
+    return current != nullptr ? current->authorization_header() : secret_view();
 }
 
 template <class Transport, class Clock, class Storage, class Json>
@@ -1156,7 +1156,7 @@ secret_view token_manager<Transport, Clock, Storage, Json>::authorization() {
     std::error_code ec;
     const detail::snapshot* current = core_->acquire(ec);
     if (current == nullptr) detail::throw_last_failure(ec, "authorization");
-    return current->header();
+    return current->authorization_header();
 }
 
 template <class Transport, class Clock, class Storage, class Json>
