@@ -76,7 +76,7 @@ private:
     /// One GET with the current JWT. Sets `authorization` to what was sent.
     outcome attempt(tokmgr::asio_transport& transport, std::string& authorization) {
         std::error_code ec;
-        const auto jwt = manager_.get_token(ec);
+        const auto header = manager_.authorization(ec);
         if (ec) {
             record(failure_of(manager_.last_error(), ec, "getting a JWT"));
             // Nothing will change if the server refuses the password or
@@ -85,7 +85,7 @@ private:
             return outcome::failed;
         }
         tokmgr::detail::secure_clear(authorization);
-        authorization.append("Bearer ").append(jwt.reveal());
+        authorization.append(header.reveal());
         tokmgr::http_request request;
         request.method = "GET";
         request.target = path_;
@@ -120,7 +120,7 @@ private:
             if (result == outcome::unauthorized) {
                 // The server refused this JWT: retire it so the manager
                 // refreshes (once, for every thread), then try once more.
-                manager_.invalidate(tokmgr::secret_view(std::string_view(authorization).substr(7)));
+                manager_.invalidate(tokmgr::secret_view(std::string_view(authorization)));
                 result = attempt(transport, authorization);
             }
             switch (result) {
