@@ -1,10 +1,15 @@
 // tokmgr — the command-line program: the reference server (`serve`), a JWT
 // for scripts (`token`) and a load generator (`load`). See the README.
-#include <cstring>
+#include <exception>
 #include <iostream>
 #include <string_view>
 
+#include <tokmgr/error.hpp>
+
+#include "cli/args.hpp"
+#include "cli/exit_status.hpp"
 #include "cli/load.hpp"
+#include "cli/output.hpp"
 #include "cli/serve.hpp"
 #include "cli/token.hpp"
 

@@ -161,6 +161,29 @@ if [[ $summary =~ ^\{\"requests\":\ ([0-9]+),\ \"ok\":\ ([0-9]+),\ \"unauthorize
 else
     fail "load's summary line: $summary"
 fi
+# A JWT the server stops accepting (it restarts with another signing key):
+# each thread's 401 retires that JWT in the manager (invalidate with the
+# whole Authorization value the manager gave), and the one retry carries a
+# new JWT from a new login, so no request ends unauthorized.
+TOKMGR_SERVER_SECRET=first-signing-key-for-the-restart-case start_server restart_a --user alice:wonderland
+restart_port=${url##*:}
+env TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" load --url "$url" --user alice --threads 4 --duration 6 \
+    --path /api/datasets >"$work/restart.out" 2>"$work/restart.err" &
+restart_load=$!
+sleep 1.5
+kill "$server_pid"
+wait "$server_pid" 2>/dev/null
+TOKMGR_SERVER_SECRET=second-signing-key-for-the-restart-case start_server restart_b --port "$restart_port" \
+    --user alice:wonderland
+wait "$restart_load"
+kill "$server_pid"
+wait "$server_pid" 2>/dev/null
+if grep -q '"unauthorized": 0,.*"logins": 2,' "$work/restart.out" \
+   && grep -q '"invalid_jwts_presented": [1-9]' "$work/restart_b.out"; then
+    pass "load: a refused JWT is invalidated and the retry carries a new one"
+else
+    fail "load after a key change: $(cat "$work/restart.out"); server: $(tail -1 "$work/restart_b.out")"
+fi
 run "load: wrong password stops early" 3 env TONIC_TEXTUAL_PASSWORD=nope \
     "$TOKMGR" load --url "$plain_url" --user alice --threads 4 --duration 30 --path /api/datasets
 grep -q '"errors": [1-9]' "$work/out" || fail "load with a wrong password reports no errors: $(cat "$work/out")"

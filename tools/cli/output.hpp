@@ -1,9 +1,9 @@
 // tools/cli/output.hpp — the one line the tokmgr program writes on failure.
 #pragma once
 
-#include <iostream>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <tokmgr/error.hpp>
 
@@ -12,15 +12,16 @@ namespace tokmgr_cli {
 /// "tokmgr <command>: <what failed>" on one line of stderr. The texts come
 /// from tokmgr's error_info, which never holds a secret; line breaks in a
 /// server's message are flattened so the error stays one line.
-inline void print_error(std::string_view command, std::string_view message) {
-    std::string line = "tokmgr " + std::string(command) + ": " + std::string(message);
-    for (auto& c : line)
-        if (c == '\n' || c == '\r') c = ' ';
-    std::cerr << line << std::endl;
-}
+void print_error(std::string_view command, std::string_view message);
+void print_error(std::string_view command, const tokmgr::error_info& info);
 
-inline void print_error(std::string_view command, const tokmgr::error_info& info) {
-    print_error(command, info.message());
-}
+/// What a transport, manager or store reported for `ec`: its last_error,
+/// which says what failed in detail, or `ec` as the failure of `what` when
+/// the component recorded nothing.
+tokmgr::error_info failure_of(const tokmgr::error_info& last_error, std::error_code ec, std::string what);
+
+/// Prints failure_of(...) and returns the exit status for `ec`.
+int report_failure(std::string_view command, const tokmgr::error_info& last_error, std::error_code ec,
+                   std::string what);
 
 }  // namespace tokmgr_cli

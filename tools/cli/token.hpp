@@ -4,91 +4,10 @@
 // invocation and process.
 #pragma once
 
-#include <iostream>
-
-#include <tokmgr/tokmgr.hpp>
-
-#include "client_setup.hpp"
-#include "exit_status.hpp"
-#include "output.hpp"
-#include "store.hpp"
-
 namespace tokmgr_cli {
 
-/// `tokmgr token --store PATH|URL`: the stored JWT while it is fresh (no
-/// request), a refresh with the stored refresh token when due, and a login —
-/// the only case that needs the password — when neither serves.
-template <class Storage>
-int run_token_with_store(const parsed_options& args, const Storage& store) {
-    using stored_manager =
-        tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, Storage, tokmgr::simdjson_json>;
-    auto attempt = [&](tokmgr::credentials creds, std::error_code& ec) -> int {
-        tokmgr::asio_transport transport(transport_options(args), ec);
-        if (ec) {
-            print_error("token", transport.last_error().code ? transport.last_error()
-                                                             : tokmgr::error_info{ec, "the transport"});
-            return exit_status_for(ec);
-        }
-        stored_manager manager(std::move(transport), std::move(creds), manager_options_from(args), {}, Storage(store));
-        const auto jwt = manager.get_token(ec);
-        if (ec == tokmgr::errc::no_credentials) return -1;  // a login is needed: ask for the password
-        if (ec) {
-            print_error("token", manager.last_error().code ? manager.last_error() : tokmgr::error_info{ec, "login"});
-            return exit_status_for(ec);
-        }
-        std::cout << jwt.reveal() << '\n' << std::flush;
-        return std::cout ? exit_ok : exit_other;
-    };
-    std::error_code ec;
-    {
-        // A store that cannot be used (permissions, a directory that cannot
-        // be made, a Redis that cannot be reached or holds another type at
-        // the key) is the error to report, not the login it would lead to.
-        Storage probe(store);
-        probe.load(ec);
-        if (ec && ec != tokmgr::errc::storage_corrupt) {
-            print_error("token", probe.last_error().code ? probe.last_error() : tokmgr::error_info{ec, "the store"});
-            return exit_status_for(ec);
-        }
-    }
-    // The password from the environment, if there, serves a login at once;
-    // otherwise the first attempt has none and asks only if it must.
-    tokmgr::credentials first;
-    if (const char* env = std::getenv("TONIC_TEXTUAL_PASSWORD"); env && *env) first = login_credentials(args);
-    const int status = attempt(std::move(first), ec);
-    if (status >= 0) return status;
-    return attempt(login_credentials(args), ec);
-}
-
-inline int run_token(int argc, char** argv) {
-    option_spec spec;
-    spec.valued = {"url", "user", "ca-file", "store", "lease-wait", "lease-ttl", "proxy"};
-    spec.flags = {"insecure"};
-    const auto args = parse_options(argc, argv, 2, spec, "token");
-    if (auto store = args.get("store")) {
-        if (store->empty())
-            throw usage_error{"--store takes a file path (e.g. $XDG_STATE_HOME/tokmgr/textual.json) or a "
-                              "redis://host:port/[db/]key URL"};
-        return with_store(args, *store, [&](const auto& storage) { return run_token_with_store(args, storage); });
-    }
-    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://..."};
-    auto options = transport_options(args);
-    auto creds = login_credentials(args);
-
-    std::error_code ec;
-    tokmgr::asio_transport transport(std::move(options), ec);
-    if (ec) {
-        print_error("token", transport.last_error().code ? transport.last_error() : tokmgr::error_info{ec, "the transport"});
-        return exit_status_for(ec);
-    }
-    tokmgr::token_manager<> manager(std::move(transport), std::move(creds));
-    const auto jwt = manager.get_token(ec);
-    if (ec) {
-        print_error("token", manager.last_error().code ? manager.last_error() : tokmgr::error_info{ec, "login"});
-        return exit_status_for(ec);
-    }
-    std::cout << jwt.reveal() << '\n' << std::flush;
-    return std::cout ? exit_ok : exit_other;
-}
+/// Prints the JWT on stdout; returns an exit_status. Throws usage_error for
+/// a wrong command line.
+int run_token(int argc, char** argv);
 
 }  // namespace tokmgr_cli

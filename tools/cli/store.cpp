@@ -1,0 +1,38 @@
+#include "store.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <system_error>
+
+namespace tokmgr_cli {
+
+bool names_redis(const std::string& spec) {
+    return spec.rfind("redis://", 0) == 0 || spec.rfind("redis+unix://", 0) == 0;
+}
+
+#if TOKMGR_CLI_WITH_REDIS
+tokmgr::redis_options redis_store_options(const parsed_options& args, const std::string& url) {
+    std::error_code ec;
+    std::string why;
+    auto options = tokmgr::redis_options::from_url(url, ec, &why);
+    if (ec) throw usage_error{"--store: " + why};
+    if (options.password.empty()) {
+        if (const char* env = std::getenv("TOKMGR_REDIS_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
+    }
+    if (auto ttl = args.get("lease-ttl"))
+        options.lease_ttl = std::chrono::milliseconds(
+            static_cast<std::int64_t>(parse_positive_seconds(*ttl, 3600, "--lease-ttl") * 1000));
+    return options;
+}
+#endif
+
+std::string file_store_path(const parsed_options& args, const std::string& spec) {
+    if (names_redis(spec))
+        throw usage_error{"--store names a Redis server, but this tokmgr was built without hiredis; "
+                          "install libhiredis-dev and rebuild, or use a file path"};
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl applies to a redis:// store only"};
+    return spec;
+}
+
+}  // namespace tokmgr_cli
