@@ -1,5 +1,7 @@
 #include "args.hpp"
 
+#include <tokmgr/detail/decimal.hpp>
+
 #include <cstdlib>
 
 namespace tokmgr_cli {
@@ -51,16 +53,11 @@ parsed_options parse_options(int argc, char** argv, int first, const option_spec
 }
 
 std::int64_t parse_integer(const std::string& text, std::int64_t min, std::int64_t max, std::string_view what) {
-    bool valid = !text.empty() && text.size() <= 12;
-    std::int64_t value = 0;
-    for (char c : text) {
-        if (c < '0' || c > '9') valid = false;
-        else if (valid) value = value * 10 + (c - '0');
-    }
-    if (!valid || value < min || value > max)
+    const auto value = tokmgr::detail::parse_decimal<std::int64_t>(text);
+    if (!value || *value < min || *value > max)
         throw usage_error{std::string(what) + " must be a whole number from " + std::to_string(min) + " to " +
                           std::to_string(max)};
-    return value;
+    return *value;
 }
 
 double parse_positive_seconds(const std::string& text, double max, std::string_view what) {

@@ -7,7 +7,9 @@
 #include <iostream>
 
 #include <tokmgr/server/reference_server.hpp>
+#include <tokmgr/server/detail/settings.hpp>
 #include <tokmgr/server/stats_json.hpp>
+#include <tokmgr/token_set.hpp>
 
 #include "args.hpp"
 #include "exit_status.hpp"
@@ -36,8 +38,8 @@ int run_serve(int argc, char** argv) {
         if (key->empty()) throw usage_error{"--api-key must not be empty"};
         options.api_key = tokmgr::secret(*key);
     }
-    // TODO(protocol): the server's cap on SOLAR_* lifetimes, copied; take it from the protocol module.
-    constexpr std::int64_t max_ttl = 10'000'000LL * 60;  // the server's own cap, in seconds
+    // The bound every lifetime has, on client and server alike.
+    constexpr std::int64_t max_ttl = tokmgr::max_lifetime.count();
     if (auto ttl = args.get("jwt-ttl")) options.jwt_ttl = std::chrono::seconds(parse_integer(*ttl, 1, max_ttl, "--jwt-ttl"));
     if (auto ttl = args.get("refresh-ttl"))
         options.refresh_ttl = std::chrono::seconds(parse_integer(*ttl, 1, max_ttl, "--refresh-ttl"));
@@ -45,9 +47,9 @@ int run_serve(int argc, char** argv) {
     // SIGSTOP while a client's request is in flight.
     if (auto delay = args.get("auth-delay-ms"))
         options.auth_delay = std::chrono::milliseconds(parse_integer(*delay, 0, 60'000, "--auth-delay-ms"));
-    // TODO(protocol): the server's bound on SOLAR_AUTH_RPM_LIMIT, copied; take it from the protocol module.
     if (auto limit = args.get("auth-rpm-limit"))
-        options.auth_rpm_limit = static_cast<std::uint32_t>(parse_integer(*limit, 0, 1'000'000, "--auth-rpm-limit"));
+        options.auth_rpm_limit = static_cast<std::uint32_t>(
+            parse_integer(*limit, 0, tokmgr::server::detail::max_auth_rpm_limit, "--auth-rpm-limit"));
     if (auto cap = args.get("max-connections"))
         options.max_connections = static_cast<std::size_t>(parse_integer(*cap, 0, 1'000'000, "--max-connections"));
     if (auto cap = args.get("max-connections-per-client"))
