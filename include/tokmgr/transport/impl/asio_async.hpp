@@ -26,7 +26,8 @@
 namespace tokmgr {
 namespace detail {
 
-inline std::string seconds_text(std::chrono::milliseconds d) {
+/// A limit as people write it: "5 s" when it is whole seconds, else "1500 ms".
+inline std::string duration_text(std::chrono::milliseconds d) {
     const auto ms = d.count();
     if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
     return std::to_string(ms) + " ms";
@@ -115,7 +116,7 @@ public:
         const std::string what_resolved = (s.proxy.enabled ? "the proxy's host " : "") + first_hop().host;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
-                                "resolving " + what_resolved + " did not finish within " + seconds_text(s.options.connect_timeout));
+                                "resolving " + what_resolved + " did not finish within " + duration_text(s.options.connect_timeout));
         if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + what_resolved + " (" + ec.message() + ")");
         new_connection();
         step_ = step::connecting;
@@ -152,7 +153,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 "connecting to " + first_hop_name() + " did not finish within " +
-                                    seconds_text(s.options.connect_timeout));
+                                    duration_text(s.options.connect_timeout));
         if (ec)
             return fail_connect(self, errc::connection_refused,
                                 "could not connect to " + first_hop_name() + " (" + ec.message() + ")");
@@ -194,7 +195,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 first_hop_name() + " did not take the CONNECT request within " +
-                                    seconds_text(s.options.connect_timeout));
+                                    duration_text(s.options.connect_timeout));
         if (ec)
             return fail_connect(self, errc::proxy_tunnel_failed,
                                 "sending CONNECT to " + first_hop_name() + " failed (" + ec.message() + ")");
@@ -231,7 +232,7 @@ private:
             if (s.timed_out)
                 return fail_connect(self, errc::connect_timeout,
                                     first_hop_name() + " did not answer CONNECT within " +
-                                        seconds_text(s.options.connect_timeout));
+                                        duration_text(s.options.connect_timeout));
             if (ec)
                 return fail_connect(self, errc::proxy_tunnel_failed,
                                     first_hop_name() + " closed the connection before answering CONNECT (" +
@@ -271,7 +272,7 @@ private:
                 std::chrono::steady_clock::now() - s.idle_since);
             s.emit(transport_event_kind::idle_connection_closed,
                    "closed the kept-alive connection after " + std::to_string(idle.count()) + " ms idle (max_idle " +
-                       seconds_text(s.options.max_idle) + "); opening a new one before sending");
+                       duration_text(s.options.max_idle) + "); opening a new one before sending");
             s.drop_connection(true);
         }
         if (s.connection) {
@@ -321,7 +322,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 "the TLS handshake with " + s.endpoint + via_proxy() + " did not finish within " +
-                                    seconds_text(s.options.handshake_timeout));
+                                    duration_text(s.options.handshake_timeout));
         if (ec) {
             std::string reason;
             const errc code = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec, reason);
@@ -411,7 +412,7 @@ private:
         if (!parser.done()) {
             if (s.timed_out)
                 return fail_exchange(self, errc::timeout,
-                                     "no complete response within " + seconds_text(s.options.request_timeout));
+                                     "no complete response within " + duration_text(s.options.request_timeout));
             if (ec == asio::error::eof || (s.connection->tls && ec == asio::ssl::error::stream_truncated)) {
                 if (ec != asio::error::eof && parser.reads_to_end_of_stream())
                     return fail_exchange(self, errc::connection_failed,
