@@ -11,8 +11,7 @@
 // instead of in every file that uses them. The other files then skip
 // generating their code and parsing Asio's I/O headers, most of their compile
 // time (see BENCHMARKS.md); the cost is that get_token() becomes an
-// out-of-line call. A file that calls asio_transport::async_send includes
-// <tokmgr/transport/async.hpp> as well.
+// out-of-line call.
 #pragma once
 
 #include "api_key.hpp"

@@ -1,8 +1,8 @@
 // tokmgr/transport/impl/asio_async.hpp — the composed operation behind
-// asio_transport's send and async_send, and async_send itself: templates and
-// inline functions only, so any number of translation units may include it,
-// also under TOKMGR_SEPARATE_COMPILATION (where <tokmgr/transport/async.hpp>
-// brings it to the files that call async_send).
+// asio_transport's send and async_send. It is instantiated once, for the
+// type-erased handler send_handler (see detail/send_completion.hpp), and
+// reached only through impl/asio.hpp: inline header-only, compiled once in
+// the file that includes <tokmgr/src.hpp> under TOKMGR_SEPARATE_COMPILATION.
 #pragma once
 
 #include <cerrno>
@@ -22,6 +22,7 @@
 #include "../detail/asio_state.hpp"
 #include "../detail/request_writer.hpp"
 #include "../detail/response_parser.hpp"
+#include "../detail/send_completion.hpp"
 
 namespace tokmgr {
 namespace detail {
@@ -127,6 +128,8 @@ public:
     void operator()(Self& self, std::error_code ec, const asio::ip::tcp::endpoint&) {
         on_connected(self, ec);
     }
+
+    const asio::any_io_executor& executor() const noexcept { return state_->executor; }
 
 private:
     enum class step { start, begin, resolving, connecting, tunnel_writing, tunnel_reading, handshaking, writing, reading, done };
@@ -364,8 +367,7 @@ private:
                               std::move(self));
             return;
         }
-        s.connection->with_stream(
-            [&](auto& stream) { asio::async_write(stream, asio::buffer(s.write_buffer), std::move(self)); });
+        asio::async_write(*s.connection->tls, asio::buffer(s.write_buffer), std::move(self));
     }
 
     template <class Self>
@@ -505,12 +507,36 @@ private:
     std::optional<response_parser> parser_;
 };
 
-}  // namespace detail
+/// The one completion handler type of send_op: the caller's, erased. It
+/// offers the caller's cancellation slot, so Asio's steps honour it as before.
+class send_handler {
+public:
+    using cancellation_slot_type = asio::cancellation_slot;
 
-template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response)) CompletionToken>
-auto asio_transport::async_send(const http_request& request, CompletionToken&& token) {
-    return asio::async_compose<CompletionToken, void(std::error_code, http_response)>(
-        detail::send_op(state_, request), token, state_->executor);
+    explicit send_handler(std::unique_ptr<send_completion> completion) noexcept
+        : slot_(completion->cancellation_slot()), completion_(std::move(completion)) {}
+
+    cancellation_slot_type get_cancellation_slot() const noexcept { return slot_; }
+
+    void operator()(std::error_code ec, http_response response) { completion_->complete(ec, std::move(response)); }
+
+private:
+    asio::cancellation_slot slot_;
+    std::unique_ptr<send_completion> completion_;
+};
+
+TOKMGR_TRANSPORT_DECL void send_op_deleter::operator()(send_op* op) const noexcept { delete op; }
+
+TOKMGR_TRANSPORT_DECL send_op_ptr prepare_send(const std::shared_ptr<asio_transport_state>& state,
+                                               const http_request& request, bool start_inline) {
+    return send_op_ptr(new send_op(state, request, start_inline));
 }
 
+TOKMGR_TRANSPORT_DECL void start_send(send_op_ptr op, std::unique_ptr<send_completion> completion) {
+    send_handler handler(std::move(completion));
+    const asio::any_io_executor executor = op->executor();
+    asio::async_compose<send_handler, void(std::error_code, http_response)>(std::move(*op), handler, executor);
+}
+
+}  // namespace detail
 }  // namespace tokmgr
