@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # compile_time.sh — tokmgr's own share of the compile time of a translation
-# unit that uses token_manager<> with its default policies.
+# unit that uses token_manager<> with its default policies, at -O0 and -O2.
 #
 # Compiles, with the same flags and in turn, N times each:
-#   baseline.cpp        generated: includes only the third-party headers that the
-#                       tokmgr headers of with_tokmgr.cpp include (Asio with SSL,
+#   baseline.cpp        generated: includes only the third-party headers that
+#                       the tokmgr headers of with_tokmgr.cpp include (Asio with SSL,
 #                       OpenSSL, simdjson), and nothing of tokmgr
 #   with_tokmgr.cpp     includes <tokmgr/tokmgr.hpp>, instantiates token_manager<>
 #   extern_tokmgr.cpp   the same use in a program built with
-#                       TOKMGR_SEPARATE_COMPILATION: token_manager<> and the
-#                       Asio transport are compiled once, in the .cpp that
-#                       includes <tokmgr/src.hpp>; this TU only declares them
-# and prints the medians and tokmgr's share = (TU - baseline) / TU, on CPU
-# time (user + sys: steadier than wall time when the machine is shared) and
-# on wall time. Then where with_tokmgr.o's machine code comes from: the bytes
-# of its functions grouped by the namespace of the function (Asio's, tokmgr's,
-# simdjson's, the standard library's), which is what the optimiser spent its
-# time on.
+#                       TOKMGR_SEPARATE_COMPILATION: token_manager<>, the
+#                       Asio transport and the simdjson policy are compiled
+#                       once, in the .cpp that includes <tokmgr/src.hpp>;
+#                       this TU only declares them
+# and prints the medians and tokmgr's share = (TU - baseline) / TU on CPU time
+# (user + sys: steadier than wall time when the machine is shared). One
+# compile at a time: two side by side on the 2-core guest cost each other CPU
+# time (the header-only -O2 compile took 14 s alone, 20 s beside another),
+# unevenly across the figures. Then where with_tokmgr.o's machine code (-O2)
+# comes from: the bytes of its functions grouped by the
+# namespace of the function (Asio's, tokmgr's, simdjson's, the standard
+# library's), which is what the optimiser spent its time on.
 #
 # Usage: compile_time.sh [repetitions]   (default 3; CXX and CXXFLAGS are honoured)
 set -euo pipefail
@@ -25,8 +28,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 reps=${1:-3}
 cxx=${CXX:-c++}
-# The Release build's flags for the benchmarks and the default policies.
-flags=(${CXXFLAGS:-} -std=c++20 -O3 -DNDEBUG -DASIO_STANDALONE -I"$root/include")
+levels=(-O0 -O2)
+# The flags of the benchmarks' builds but the optimisation level.
+flags=(${CXXFLAGS:-} -std=c++20 -DNDEBUG -DASIO_STANDALONE -I"$root/include")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,50 +47,63 @@ trap 'rm -rf "$work"' EXIT
 echo "tokmgr headers in with_tokmgr.cpp: $(wc -l <"$work/tokmgr_headers")"
 echo "baseline.cpp includes: $(grep -c '#' "$work/baseline.cpp" | tr -d ' ') third-party headers:" \
     "$(grep '#' "$work/baseline.cpp" | sed 's/#include //' | tr '\n' ' ')"
-echo "flags: $cxx ${flags[*]/#-I*/-I<repo>/include} -c"
+echo "flags: $cxx ${flags[*]/#-I*/-I<repo>/include} {${levels[*]}} -c"
 
-# One compile of $1 (extra flags after it); prints "wall cpu" in seconds
+# One compile of $2 at level $1; prints its CPU time (user + sys) in seconds
 # (bash's own `time`: no extra package).
 measure() {
-    local TIMEFORMAT='%R %U %S' times source=$1
-    shift
-    if ! times=$( { time "$cxx" "$@" "${flags[@]}" -c "$source" -o "$work/$(basename "$source" .cpp).o" 2>"$work/errors"; } 2>&1); then
-        cat "$work/errors" >&2
-        echo "compile_time.sh: compiling $source failed" >&2
-        exit 1
+    local TIMEFORMAT='%U %S' times level=$1 source=$2 object
+    object="$work/$(basename "$source" .cpp)$level.o"
+    if ! times=$( { time "$cxx" "${flags[@]}" "$level" -c "$source" -o "$object" 2>"$work/errors$level"; } 2>&1); then
+        cat "$work/errors$level" >&2
+        echo "compile_time.sh: compiling $source at $level failed" >&2
+        return 1
     fi
-    echo "$times" | awk '{ printf "%.2f %.2f\n", $1, $2 + $3 }'
+    echo "$times" | awk '{ printf "%.2f\n", $1 + $2 }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-: >"$work/base"; : >"$work/with"; : >"$work/extern"
+# Each round compiles the three TUs at each level in turn, so a change of
+# machine load falls on all of them alike.
 for i in $(seq "$reps"); do
-    measure "$work/baseline.cpp" >>"$work/base"
-    measure "$here/extern_tokmgr.cpp" >>"$work/extern"
-    measure "$here/with_tokmgr.cpp" >>"$work/with"
-    echo "  run $i (wall cpu, s): baseline $(tail -1 "$work/base") | with tokmgr $(tail -1 "$work/with")" \
-        "| separate compilation $(tail -1 "$work/extern")"
+    for level in "${levels[@]}"; do
+        measure "$level" "$work/baseline.cpp" >>"$work/base$level"
+        measure "$level" "$here/with_tokmgr.cpp" >>"$work/with$level"
+        measure "$level" "$here/extern_tokmgr.cpp" >>"$work/extern$level"
+        echo "  run $i $level (cpu s): baseline $(tail -1 "$work/base$level") | header-only" \
+            "$(tail -1 "$work/with$level") | separate compilation $(tail -1 "$work/extern$level")"
+    done
 done
 
-col() { cut -d' ' -f"$2" "$work/$1" | median; }
-awk -v n="$reps" \
-    -v bw="$(col base 1)" -v bc="$(col base 2)" \
-    -v ww="$(col with 1)" -v wc="$(col with 2)" \
-    -v ew="$(col extern 1)" -v ec="$(col extern 2)" \
-'BEGIN {
-    printf "compile_time (median of %d)                     cpu s   wall s   tokmgr share (cpu, wall)\n", n
-    printf "  baseline: Asio+SSL, OpenSSL, simdjson only    %6.2f   %6.2f\n", bc, bw
-    printf "  with_tokmgr: token_manager<> instantiated     %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", wc, ww, 100 * (wc - bc) / wc, 100 * (ww - bw) / ww
-    printf "  extern_tokmgr: TOKMGR_SEPARATE_COMPILATION    %6.2f   %6.2f   %5.1f%%  %5.1f%%\n", ec, ew, 100 * (ec - bc) / ec, 100 * (ew - bw) / ew
-}'
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "compile_time, CPU s (user + sys), median of $reps; tokmgr's share = (TU - baseline) / TU"
+printf "  %-46s" "translation unit"
+for level in "${levels[@]}"; do printf "  %6s s  %6s share" "$level" "$level"; done
+echo
+row() {
+    local label=$1 file=$2 level b t
+    printf "  %-46s" "$label"
+    for level in "${levels[@]}"; do
+        b=$(median "$work/base$level")
+        t=$(median "$work/$file$level")
+        if [ "$file" = base ]; then
+            printf "  %8.2f  %12s" "$t" "-"
+        else
+            printf "  %8.2f  %11.1f%%" "$t" "$(awk -v b="$b" -v t="$t" 'BEGIN { print 100 * (t - b) / t }')"
+        fi
+    done
+    echo
+}
+row "baseline: Asio+SSL, OpenSSL, simdjson only" base
+row "header-only: token_manager<> instantiated" with
+row "TOKMGR_SEPARATE_COMPILATION: the same use" extern
 
 # Machine code of with_tokmgr.o by the namespace of each function: the
 # function's own qualified name, with template arguments and return type
 # dropped (tokmgr's send_op<asio::...> counts as tokmgr's, asio's
 # executor_op<tokmgr::...> as Asio's).
-echo "code in with_tokmgr.o by namespace (bytes of functions):"
-nm -C -S --defined-only "$work/with_tokmgr.o" | awk '
+echo "code in with_tokmgr.o (-O2) by namespace (bytes of functions):"
+nm -C -S --defined-only "$work/with_tokmgr-O2.o" | awk '
     function hex(h,    i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789abcdef", substr(h, i, 1)) - 1; return v }
     $3 ~ /^[tTwW]$/ && NF >= 4 {
         name = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
@@ -96,7 +113,7 @@ nm -C -S --defined-only "$work/with_tokmgr.o" | awk '
         if (q ~ /^asio::ssl::/) group = "asio::ssl"; else if (q ~ /^asio::/) group = "asio"
         else if (q ~ /^tokmgr::/) group = "tokmgr"; else if (q ~ /^simdjson::/) group = "simdjson"
         else if (q ~ /^std::/) group = "std"
-        bytes[group] += hex($2); total += hex($2)
+        bytes[group] += hex($2); total += hex($2); count++
     }
     END { for (g in bytes) printf "  %-10s %8d  %5.1f%%\n", g, bytes[g], 100 * bytes[g] / total
-          printf "  %-10s %8d\n", "total", total }' | sort -k2 -n -r
+          printf "  %-10s %8d  (%d functions)\n", "total", total, count }' | sort -k2 -n -r

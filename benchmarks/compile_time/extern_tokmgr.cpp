@@ -1,6 +1,7 @@
 // Compile-time probe: a translation unit of a program built with
-// TOKMGR_SEPARATE_COMPILATION, which compiles token_manager<> once in the one
-// .cpp that includes <tokmgr/src.hpp>. What every other TU then pays.
+// TOKMGR_SEPARATE_COMPILATION, which compiles token_manager<>, the Asio
+// transport and the simdjson policy once, in the one .cpp that includes
+// <tokmgr/src.hpp>. What every other TU then pays.
 #define TOKMGR_SEPARATE_COMPILATION
 #include <tokmgr/tokmgr.hpp>
 

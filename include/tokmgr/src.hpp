@@ -5,6 +5,7 @@
 #pragma once
 
 #include "tokmgr.hpp"
+#include "json/impl/simdjson.hpp"   // the simdjson policy's bodies, compiled here once
 #include "transport/impl/asio.hpp"  // the transport's bodies, compiled here once
 
 template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock, tokmgr::memory_storage,

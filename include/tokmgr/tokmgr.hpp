@@ -1,5 +1,5 @@
 // tokmgr/tokmgr.hpp — everything, with the default policies: the Asio HTTP
-// transport, the steady clock, in-memory storage and simdjson.
+// transport, the coarse monotonic clock, in-memory storage and simdjson.
 //
 // A translation unit that plugs in its own transport and JSON policy can
 // include tokmgr/token_manager.hpp alone and never see Asio, simdjson or
@@ -7,12 +7,11 @@
 //
 // Separate compilation: a program that defines TOKMGR_SEPARATE_COMPILATION
 // (for every translation unit) and includes <tokmgr/src.hpp> in exactly one
-// .cpp compiles token_manager<> and the Asio transport once, in that file,
-// instead of in every file that uses them. The other files then skip
-// generating their code and parsing Asio's I/O headers, most of their compile
-// time (see BENCHMARKS.md); the cost is that get_token() becomes an
-// out-of-line call. A file that calls asio_transport::async_send includes
-// <tokmgr/transport/async.hpp> as well.
+// .cpp compiles token_manager<>, the Asio transport and the simdjson policy
+// once, in that file, instead of in every file that uses them. The other
+// files then skip generating their code and parsing Asio's I/O headers and
+// simdjson.h, most of their compile time (see BENCHMARKS.md); the cost is
+// that get_token() becomes an out-of-line call.
 #pragma once
 
 #include "api_key.hpp"

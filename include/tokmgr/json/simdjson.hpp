@@ -26,7 +26,19 @@
 #include <system_error>
 #include <vector>
 
+// Under TOKMGR_SEPARATE_COMPILATION (see tokmgr/tokmgr.hpp) the bodies are
+// compiled once, in the file that includes <tokmgr/src.hpp>, and the other
+// files do not parse simdjson.h.
+#if defined(TOKMGR_SEPARATE_COMPILATION)
+namespace simdjson::dom {
+class parser;
+class object;
+}  // namespace simdjson::dom
+#define TOKMGR_SIMDJSON_DECL
+#else
 #include <simdjson.h>
+#define TOKMGR_SIMDJSON_DECL inline
+#endif
 
 #include "../detail/json_rules.hpp"
 #include "../errc.hpp"
@@ -37,84 +49,29 @@ namespace tokmgr {
 
 class simdjson_json {
 public:
-    std::string login_body(std::string_view user, std::string_view password) const {
-        return protocol::login_request_json(user, password);
-    }
+    TOKMGR_SIMDJSON_DECL std::string login_body(std::string_view user, std::string_view password) const;
 
-    std::string refresh_body(std::string_view refresh_token) const {
-        return protocol::refresh_request_json(refresh_token);
-    }
+    TOKMGR_SIMDJSON_DECL std::string refresh_body(std::string_view refresh_token) const;
 
-    token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
-        ec.clear();
-        simdjson::dom::parser parser;
-        simdjson::dom::object object;
-        if (!parse_object(parser, body, object)) {
-            ec = make_error_code(errc::protocol_error);
-            return {};
-        }
-        std::string_view jwt, refresh_token;
-        if (object[protocol::field::jwt].get_string().get(jwt) ||
-            object[protocol::field::refresh_token].get_string().get(refresh_token) ||
-            jwt.empty() || refresh_token.empty()) {
-            ec = make_error_code(errc::protocol_error);
-            return {};
-        }
-        return {secret(jwt), secret(refresh_token)};
-    }
+    TOKMGR_SIMDJSON_DECL token_pair parse_token_response(std::string_view body, std::error_code& ec) const;
 
-    jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const {
-        ec.clear();
-        simdjson::dom::parser parser;
-        simdjson::dom::object object;
-        if (!parse_object(parser, payload, object)) {
-            ec = make_error_code(errc::protocol_error);
-            return {};
-        }
-        return {seconds_claim(object, protocol::claim::issued_at), seconds_claim(object, protocol::claim::expires_at)};
-    }
+    TOKMGR_SIMDJSON_DECL jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const;
 
-    std::string error_message(std::string_view body) const {
-        simdjson::dom::parser parser;
-        simdjson::dom::object object;
-        if (!parse_object(parser, body, object)) return {};
-        for (const std::string_view key : protocol::error_message_fields) {
-            std::string_view text;
-            if (!object[key].get_string().get(text) && !text.empty()) return std::string(text);
-        }
-        return {};
-    }
+    TOKMGR_SIMDJSON_DECL std::string error_message(std::string_view body) const;
 
 private:
     /// One JSON object under the rules of detail/json_rules.hpp. simdjson
     /// itself refuses trailing bytes, out-of-range numbers and deeper nesting
     /// than json_max_depth (its default); the rest is checked here.
-    static bool parse_object(simdjson::dom::parser& parser, std::string_view text, simdjson::dom::object& object) {
-        static_assert(detail::json_max_depth == simdjson::DEFAULT_MAX_DEPTH, "the policies must agree on depth");
-        if (!detail::json_bytes_acceptable(text)) return false;
-        if (parser.parse(text.data(), text.size()).get_object().get(object)) return false;
-        std::vector<std::string_view> keys;
-        keys.reserve(object.size());
-        for (auto field : object) keys.push_back(field.key);
-        std::sort(keys.begin(), keys.end());
-        if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) return false;  // a member named twice
-        return true;
-    }
+    TOKMGR_SIMDJSON_DECL static bool parse_object(simdjson::dom::parser& parser, std::string_view text,
+                                                  simdjson::dom::object& object);
 
-    static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object, std::string_view key) {
-        simdjson::dom::element value;
-        if (object[key].get(value)) return std::nullopt;
-        std::int64_t whole = 0;
-        if (!value.get_int64().get(whole))
-            return std::fabs(double(whole)) < detail::json_max_claim_seconds ? std::optional<std::int64_t>(whole)
-                                                                              : std::nullopt;
-        if (value.is_uint64()) return std::nullopt;  // above INT64_MAX
-        double fractional = 0;  // NumericDate may carry a fraction (RFC 7519 §2)
-        if (!value.get_double().get(fractional) && std::isfinite(fractional) &&
-            std::fabs(fractional) < detail::json_max_claim_seconds)
-            return static_cast<std::int64_t>(std::floor(fractional));
-        return std::nullopt;
-    }
+    TOKMGR_SIMDJSON_DECL static std::optional<std::int64_t> seconds_claim(simdjson::dom::object& object,
+                                                                          std::string_view key);
 };
 
 }  // namespace tokmgr
+
+#if !defined(TOKMGR_SEPARATE_COMPILATION)
+#include "impl/simdjson.hpp"
+#endif

@@ -27,6 +27,7 @@
 #include "../http.hpp"
 #include "asio_options.hpp"
 #include "detail/asio_executor_ops.hpp"
+#include "detail/send_completion.hpp"
 
 namespace tokmgr {
 
@@ -90,7 +91,8 @@ public:
     /// completes with errc::connection_failed (or, before the request was
     /// written, a "not sent" error); the timeouts bound it in any case.
     /// Completes through the token's associated executor, never inside this
-    /// call. Use it on a transport constructed with an executor.
+    /// call; the request's own steps run on the transport's executor. Use it
+    /// on a transport constructed with an executor.
     template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response))
                   CompletionToken ASIO_DEFAULT_COMPLETION_TOKEN_TYPE(executor_type)>
     auto async_send(const http_request& request,
@@ -120,15 +122,15 @@ private:
     std::shared_ptr<detail::asio_transport_state> state_;
 };
 
+template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response)) CompletionToken>
+auto asio_transport::async_send(const http_request& request, CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(std::error_code, http_response)>(
+        detail::initiate_send{detail::prepare_send(state_, request), get_executor()}, token);
+}
+
 }  // namespace tokmgr
 
-// Header-only, the bodies come with the declarations. Under
-// TOKMGR_SEPARATE_COMPILATION (see tokmgr/tokmgr.hpp) they are compiled once,
-// in the file that includes <tokmgr/src.hpp>; a file that calls async_send
-// then includes <tokmgr/transport/async.hpp> for its template.
-#if defined(TOKMGR_SEPARATE_COMPILATION)
-#define TOKMGR_TRANSPORT_DECL
-#else
-#define TOKMGR_TRANSPORT_DECL inline
+// Header-only, the bodies come with the declarations (see TOKMGR_TRANSPORT_DECL).
+#if !defined(TOKMGR_SEPARATE_COMPILATION)
 #include "impl/asio.hpp"
 #endif

@@ -1,7 +1,6 @@
-// tokmgr/transport/async.hpp — asio_transport::async_send's template, for a
-// file of a program built with TOKMGR_SEPARATE_COMPILATION that calls it.
-// Header-only builds need not include this: transport/asio.hpp has it all.
+// tokmgr/transport/async.hpp — kept for the files that include it: the
+// template of asio_transport::async_send now comes with transport/asio.hpp,
+// also under TOKMGR_SEPARATE_COMPILATION.
 #pragma once
 
 #include "asio.hpp"
-#include "impl/asio_async.hpp"

@@ -43,9 +43,6 @@ struct asio_connection {
     }
 };
 
-/// Which timeout the armed timer enforces.
-enum class transport_phase { connect, handshake, exchange };
-
 struct asio_transport_state : std::enable_shared_from_this<asio_transport_state> {
     // Declared first so that it is destroyed last, after every I/O object on it.
     std::unique_ptr<asio::io_context> owned_context;

@@ -6,7 +6,7 @@
 // machine over: reuse or open a connection (resolve, connect, TLS handshake),
 // write the whole request, read until the parser has the whole response. The
 // blocking `send` runs that same operation on the transport's private
-// io_context, so `async_send` is the same code with the caller's token.
+// io_context, so `async_send` is the same code with the caller's handler.
 //
 // The keep-alive path is kept to few system calls (a loopback round trip is
 // a handful of microseconds, each call about one): the idle check is one
@@ -149,15 +149,21 @@ TOKMGR_TRANSPORT_DECL http_response asio_transport::send(const http_request& req
     if (scope.on) s.deadline_mode = true;
     http_response response;
     bool completed = false;
+    struct blocking_completion final : detail::send_completion {
+        std::error_code& ec;
+        http_response& response;
+        bool& completed;
+        blocking_completion(std::error_code& e, http_response& r, bool& c) : ec(e), response(r), completed(c) {}
+        void complete(std::error_code result, http_response r) override {
+            ec = result;
+            response = std::move(r);
+            completed = true;
+        }
+    };
     // Started inline: this call waits for the completion anyway, and a post
     // would cost an extra turn of the event loop (a system call).
-    auto on_complete = [&](std::error_code result, http_response r) {
-        ec = result;
-        response = std::move(r);
-        completed = true;
-    };
-    asio::async_compose<decltype(on_complete), void(std::error_code, http_response)>(
-        detail::send_op(state_, request, /*start_inline=*/true), on_complete, s.executor);
+    detail::start_send(detail::prepare_send(state_, request, /*start_inline=*/true),
+                       std::make_unique<blocking_completion>(ec, response, completed));
     // One handler at a time until this request completes; the phase limit is
     // the wait's bound (see asio_transport_state::deadline_mode).
     while (!completed) {

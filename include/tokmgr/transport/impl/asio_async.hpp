@@ -1,8 +1,8 @@
 // tokmgr/transport/impl/asio_async.hpp — the composed operation behind
-// asio_transport's send and async_send, and async_send itself: templates and
-// inline functions only, so any number of translation units may include it,
-// also under TOKMGR_SEPARATE_COMPILATION (where <tokmgr/transport/async.hpp>
-// brings it to the files that call async_send).
+// asio_transport's send and async_send. It is instantiated once, for the
+// type-erased handler send_handler (see detail/send_completion.hpp), and
+// reached only through impl/asio.hpp: inline header-only, compiled once in
+// the file that includes <tokmgr/src.hpp> under TOKMGR_SEPARATE_COMPILATION.
 #pragma once
 
 #include <cerrno>
@@ -22,11 +22,13 @@
 #include "../detail/asio_state.hpp"
 #include "../detail/request_writer.hpp"
 #include "../detail/response_parser.hpp"
+#include "../detail/send_completion.hpp"
 
 namespace tokmgr {
 namespace detail {
 
-inline std::string seconds_text(std::chrono::milliseconds d) {
+/// A limit as people write it: "5 s" when it is whole seconds, else "1500 ms".
+inline std::string duration_text(std::chrono::milliseconds d) {
     const auto ms = d.count();
     if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
     return std::to_string(ms) + " ms";
@@ -115,7 +117,7 @@ public:
         const std::string what_resolved = (s.proxy.enabled ? "the proxy's host " : "") + first_hop().host;
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
-                                "resolving " + what_resolved + " did not finish within " + seconds_text(s.options.connect_timeout));
+                                "resolving " + what_resolved + " did not finish within " + duration_text(s.options.connect_timeout));
         if (ec) return fail_connect(self, errc::resolve_failed, "could not resolve " + what_resolved + " (" + ec.message() + ")");
         new_connection();
         step_ = step::connecting;
@@ -126,6 +128,8 @@ public:
     void operator()(Self& self, std::error_code ec, const asio::ip::tcp::endpoint&) {
         on_connected(self, ec);
     }
+
+    const asio::any_io_executor& executor() const noexcept { return state_->executor; }
 
 private:
     enum class step { start, begin, resolving, connecting, tunnel_writing, tunnel_reading, handshaking, writing, reading, done };
@@ -152,7 +156,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 "connecting to " + first_hop_name() + " did not finish within " +
-                                    seconds_text(s.options.connect_timeout));
+                                    duration_text(s.options.connect_timeout));
         if (ec)
             return fail_connect(self, errc::connection_refused,
                                 "could not connect to " + first_hop_name() + " (" + ec.message() + ")");
@@ -194,7 +198,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 first_hop_name() + " did not take the CONNECT request within " +
-                                    seconds_text(s.options.connect_timeout));
+                                    duration_text(s.options.connect_timeout));
         if (ec)
             return fail_connect(self, errc::proxy_tunnel_failed,
                                 "sending CONNECT to " + first_hop_name() + " failed (" + ec.message() + ")");
@@ -231,7 +235,7 @@ private:
             if (s.timed_out)
                 return fail_connect(self, errc::connect_timeout,
                                     first_hop_name() + " did not answer CONNECT within " +
-                                        seconds_text(s.options.connect_timeout));
+                                        duration_text(s.options.connect_timeout));
             if (ec)
                 return fail_connect(self, errc::proxy_tunnel_failed,
                                     first_hop_name() + " closed the connection before answering CONNECT (" +
@@ -271,7 +275,7 @@ private:
                 std::chrono::steady_clock::now() - s.idle_since);
             s.emit(transport_event_kind::idle_connection_closed,
                    "closed the kept-alive connection after " + std::to_string(idle.count()) + " ms idle (max_idle " +
-                       seconds_text(s.options.max_idle) + "); opening a new one before sending");
+                       duration_text(s.options.max_idle) + "); opening a new one before sending");
             s.drop_connection(true);
         }
         if (s.connection) {
@@ -321,7 +325,7 @@ private:
         if (s.timed_out)
             return fail_connect(self, errc::connect_timeout,
                                 "the TLS handshake with " + s.endpoint + via_proxy() + " did not finish within " +
-                                    seconds_text(s.options.handshake_timeout));
+                                    duration_text(s.options.handshake_timeout));
         if (ec) {
             std::string reason;
             const errc code = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec, reason);
@@ -363,8 +367,7 @@ private:
                               std::move(self));
             return;
         }
-        s.connection->with_stream(
-            [&](auto& stream) { asio::async_write(stream, asio::buffer(s.write_buffer), std::move(self)); });
+        asio::async_write(*s.connection->tls, asio::buffer(s.write_buffer), std::move(self));
     }
 
     template <class Self>
@@ -411,7 +414,7 @@ private:
         if (!parser.done()) {
             if (s.timed_out)
                 return fail_exchange(self, errc::timeout,
-                                     "no complete response within " + seconds_text(s.options.request_timeout));
+                                     "no complete response within " + duration_text(s.options.request_timeout));
             if (ec == asio::error::eof || (s.connection->tls && ec == asio::ssl::error::stream_truncated)) {
                 if (ec != asio::error::eof && parser.reads_to_end_of_stream())
                     return fail_exchange(self, errc::connection_failed,
@@ -504,12 +507,36 @@ private:
     std::optional<response_parser> parser_;
 };
 
-}  // namespace detail
+/// The one completion handler type of send_op: the caller's, erased. It
+/// offers the caller's cancellation slot, so Asio's steps honour it as before.
+class send_handler {
+public:
+    using cancellation_slot_type = asio::cancellation_slot;
 
-template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, http_response)) CompletionToken>
-auto asio_transport::async_send(const http_request& request, CompletionToken&& token) {
-    return asio::async_compose<CompletionToken, void(std::error_code, http_response)>(
-        detail::send_op(state_, request), token, state_->executor);
+    explicit send_handler(std::unique_ptr<send_completion> completion) noexcept
+        : slot_(completion->cancellation_slot()), completion_(std::move(completion)) {}
+
+    cancellation_slot_type get_cancellation_slot() const noexcept { return slot_; }
+
+    void operator()(std::error_code ec, http_response response) { completion_->complete(ec, std::move(response)); }
+
+private:
+    asio::cancellation_slot slot_;
+    std::unique_ptr<send_completion> completion_;
+};
+
+TOKMGR_TRANSPORT_DECL void send_op_deleter::operator()(send_op* op) const noexcept { delete op; }
+
+TOKMGR_TRANSPORT_DECL send_op_ptr prepare_send(const std::shared_ptr<asio_transport_state>& state,
+                                               const http_request& request, bool start_inline) {
+    return send_op_ptr(new send_op(state, request, start_inline));
 }
 
+TOKMGR_TRANSPORT_DECL void start_send(send_op_ptr op, std::unique_ptr<send_completion> completion) {
+    send_handler handler(std::move(completion));
+    const asio::any_io_executor executor = op->executor();
+    asio::async_compose<send_handler, void(std::error_code, http_response)>(std::move(*op), handler, executor);
+}
+
+}  // namespace detail
 }  // namespace tokmgr
