@@ -344,7 +344,7 @@ public:
     }
 
 private:
-    using executor_type_or_void = typename transport_executor<Transport>::type;
+    using executor_type_or_void = typename ::tokmgr::detail::transport_executor<Transport>::type;
     static constexpr bool coordinating = is_coordinating_storage_v<Storage>;
     using lease_type = typename storage_lease<Storage, coordinating>::type;
 
