@@ -133,7 +133,7 @@ def main():
     if os.path.exists(path):
         table = open(path).read().split("compile_time ", 1)[-1].strip()
         print("4. compile time " + table.replace("\n", "\n   "))
-        print("   target: tokmgr's share under 25%")
+        print("   targets: tokmgr's share under 40% header-only, under 10% with TOKMGR_SEPARATE_COMPILATION")
 
 
 if __name__ == "__main__":

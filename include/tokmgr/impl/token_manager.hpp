@@ -217,7 +217,7 @@ public:
                 return slot.current.get();
             }
         }
-        return acquire_slow(now, ec);
+        return slow_path_(*this, now, ec);
     }
 
     std::shared_ptr<const snapshot> acquire_shared(std::error_code& ec) {
@@ -1079,6 +1079,13 @@ private:
     // published, so the line stays shared-clean between refreshes.
     alignas(64) std::atomic<std::uint64_t> publication_{1};
     const std::uint64_t id_ = next_manager_id();
+    // The hot path reaches the slow path through this pointer, set where the
+    // manager is constructed: a file that only calls get_token() then does
+    // not instantiate the flight, the transport's operation or the JSON
+    // policy (half its compile time; BENCHMARKS.md §4). One indirect call,
+    // on the slow path only.
+    const snapshot* (*const slow_path_)(manager_core&, std::int64_t, std::error_code&) =
+        [](manager_core& self, std::int64_t now, std::error_code& ec) { return self.acquire_slow(now, ec); };
     Clock clock_;
     const manager_options options_;
     const lifetimes lifetimes_;
