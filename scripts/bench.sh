@@ -70,7 +70,7 @@ echo "== bench_service"
 "$build/benchmarks/bench_service" --json "$out/bench_service.json"
 # 4. Compile time.
 echo "== compile time"
-"$root/benchmarks/compile_time/compile_time.sh" 3 | tee "$out/compile_time.txt"
+"$root/benchmarks/compile_time/compile_time.sh" 2 | tee "$out/compile_time.txt"
 
 echo "== summary"
 if command -v python3 >/dev/null; then

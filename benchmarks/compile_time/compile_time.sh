@@ -12,6 +12,8 @@
 #                       Asio transport and the simdjson policy are compiled
 #                       once, in the .cpp that includes <tokmgr/src.hpp>;
 #                       this TU only declares them
+#   calls_tokmgr.cpp    header-only, a file that only calls get_token() on a
+#                       manager built elsewhere (most files of a service)
 # and prints the medians and tokmgr's share = (TU - baseline) / TU on CPU time
 # (user + sys: steadier than wall time when the machine is shared). One
 # compile at a time: two side by side on the 2-core guest cost each other CPU
@@ -69,8 +71,10 @@ for i in $(seq "$reps"); do
         measure "$level" "$work/baseline.cpp" >>"$work/base$level"
         measure "$level" "$here/with_tokmgr.cpp" >>"$work/with$level"
         measure "$level" "$here/extern_tokmgr.cpp" >>"$work/extern$level"
+        measure "$level" "$here/calls_tokmgr.cpp" >>"$work/calls$level"
         echo "  run $i $level (cpu s): baseline $(tail -1 "$work/base$level") | header-only" \
-            "$(tail -1 "$work/with$level") | separate compilation $(tail -1 "$work/extern$level")"
+            "$(tail -1 "$work/with$level") | separate compilation $(tail -1 "$work/extern$level")" \
+            "| calls only $(tail -1 "$work/calls$level")"
     done
 done
 
@@ -97,6 +101,7 @@ row() {
 row "baseline: Asio+SSL, OpenSSL, simdjson only" base
 row "header-only: token_manager<> instantiated" with
 row "TOKMGR_SEPARATE_COMPILATION: the same use" extern
+row "header-only, a file that only calls get_token" calls
 
 # Machine code of with_tokmgr.o by the namespace of each function: the
 # function's own qualified name, with template arguments and return type
