@@ -21,12 +21,8 @@ TOKMGR_SIMDJSON_DECL token_pair simdjson_json::parse_token_response(std::string_
     ec.clear();
     simdjson::dom::parser parser;
     simdjson::dom::object object;
-    if (!parse_object(parser, body, object)) {
-        ec = make_error_code(errc::protocol_error);
-        return {};
-    }
     std::string_view jwt, refresh_token;
-    if (object[protocol::field::jwt].get_string().get(jwt) ||
+    if (!parse_object(parser, body, object) || object[protocol::field::jwt].get_string().get(jwt) ||
         object[protocol::field::refresh_token].get_string().get(refresh_token) || jwt.empty() ||
         refresh_token.empty()) {
         ec = make_error_code(errc::protocol_error);
