@@ -111,15 +111,17 @@ def service(directory):
     data = json.load(open(path))
     print("3d. tokmgr inside a service: %d threads, keep-alive GETs, medians of %d alternating rounds of %g s"
           % (data["threads"], data["rounds"], data["round_seconds"]))
-    print("   %-10s %14s %14s %10s %16s %10s" % ("lifetime", "fixed req/s", "managed req/s", "overhead",
-                                               "noise (spread)", "refreshes"))
+    print("   %-10s %14s %14s %12s %10s %12s %10s" % ("lifetime", "fixed req/s", "managed req/s", "by rate",
+                                                     "noise", "by time", "refreshes"))
     for r in data["results"]:
-        print("   %-10s %14.0f %14.0f %9.2f%% %15.1f%% %10d" % (r["lifetime"], r["fixed_rps"], r["managed_rps"],
-                                                            r["overhead_percent"], r["fixed_spread_percent"],
-                                                            r["refreshes"]))
+        print("   %-10s %14.0f %14.0f %11.2f%% %9.1f%% %11.4f%% %10d" % (
+            r["lifetime"], r["fixed_rps"], r["managed_rps"], r["overhead_percent"], r["fixed_spread_percent"],
+            r["time_share_percent"], r["refreshes"]))
         target = 1.0 if r["lifetime"] == "30 min" else 2.0
-        print("   %s: overhead %.2f%% (target < %g%%: %s)" % (r["lifetime"], r["overhead_percent"], target,
-                                                          verdict(r["overhead_percent"] < target)))
+        print("   %s: tokmgr's share of a request, by time, %.4f%% (target < %g%%: %s); by rate %.2f%%, within a"
+              " noise of %.1f%%" % (r["lifetime"], r["time_share_percent"], target,
+                                    verdict(r["time_share_percent"] < target), r["overhead_percent"],
+                                    r["fixed_spread_percent"]))
     print()
 
 
