@@ -3,7 +3,7 @@
 // A token's deadlines are seconds apart, so the hot path needs a time source
 // precise to milliseconds, not nanoseconds. On Linux the default is therefore
 // CLOCK_MONOTONIC_COARSE, which the vDSO answers from the last timer tick
-// without reading the TSC: about a sixth of a steady_clock read on the KVM
+// without reading the TSC: a fraction of a steady_clock read on the KVM
 // guests tokmgr is benchmarked on (BENCHMARKS.md §1). A clock that names its
 // `resolution()` has it added to every leeway, so a reading a tick or two old
 // never serves a JWT past its hard threshold.
