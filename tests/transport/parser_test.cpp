@@ -141,6 +141,7 @@ TEST_CASE("url: what is refused, with a reason that does not repeat the URL") {
     url_error("https://host:65536");
     url_error("https://host:");
     url_error("https://host:8a");
+    url_error("https://host:+80");  // digits only: no sign
     url_error("https://[::1");
     url_error("https://[fe80::1%25eth0]");
     url_error("https://[1:2:3:4:5:6:7:8:9]");

@@ -102,6 +102,7 @@ TEST_CASE("NO_PROXY: IP addresses match addresses and CIDR ranges, never name su
     CHECK(no_proxy_matches("10.0.0.0/8", "10.255.0.1"));
     CHECK(no_proxy_matches("0.0.0.0/0", "203.0.113.5"));
     CHECK_FALSE(no_proxy_matches("10.0.0.0/33", "10.0.0.1"));  // an impossible prefix matches nothing
+    CHECK_FALSE(no_proxy_matches("10.0.0.0/+8", "10.0.0.1"));  // nor one with a sign
     // "0.1" is not a domain of "10.0.0.1": an address is not a name.
     CHECK_FALSE(no_proxy_matches("0.1", "10.0.0.1"));
     // IPv6 as curl wants it (no brackets), and with brackets too.

@@ -225,15 +225,9 @@ inline bool no_proxy_matches(std::string_view list, std::string_view host) {
             if (const auto slash = entry.find('/'); slash != std::string_view::npos) {
                 address = entry.substr(0, slash);
                 const std::string_view length = entry.substr(slash + 1);
-                if (length.empty() || length.size() > 3) continue;
-                int value = 0;
-                bool digits = true;
-                for (char c : length) {
-                    digits = digits && url_chars::is_digit(c);
-                    value = value * 10 + (c - '0');
-                }
-                if (!digits || value > host_ip_size * 8) continue;
-                bits = value;
+                const auto value = length.size() <= 3 ? parse_decimal<int>(length) : std::nullopt;
+                if (!value || *value > host_ip_size * 8) continue;
+                bits = *value;
             } else {
                 address = no_proxy_detail::without_port(entry);
             }

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "../../detail/decimal.hpp"
 #include "../../errc.hpp"
 
 namespace tokmgr::detail {
@@ -198,12 +199,8 @@ inline bool parse_url(std::string_view url, parsed_url& out, std::error_code& ec
     for (char c : host) out.host += url_chars::lower(c);
 
     if (has_port) {
-        if (port_text.empty() || port_text.size() > 5) return fail("the port must be a number from 1 to 65535");
-        unsigned value = 0;
-        for (char c : port_text) {
-            if (!url_chars::is_digit(c)) return fail("the port must be a number from 1 to 65535");
-            value = value * 10 + static_cast<unsigned>(c - '0');
-        }
+        const auto parsed = port_text.size() <= 5 ? parse_decimal<unsigned>(port_text) : std::nullopt;
+        const unsigned value = parsed.value_or(0);
         if (value == 0 || value > 65535) return fail("the port must be a number from 1 to 65535");
         out.port = static_cast<std::uint16_t>(value);
         out.default_port = value == (out.tls ? 443u : 80u);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "../../detail/decimal.hpp"
 #include "../../detail/http_chars.hpp"
 
 namespace tokmgr::detail {
@@ -207,13 +208,12 @@ inline bool response_parser::on_headers_complete(std::error_code& ec) {
             bool empty = true;
             http_chars::for_each_list_element(h.value, [&](std::string_view text) {
                 empty = false;
-                std::uint64_t value = 0;
-                if (text.size() > 19) bad = true;
-                for (char c : text) {
-                    if (c < '0' || c > '9') bad = true;
-                    else value = value * 10 + static_cast<std::uint64_t>(c - '0');
+                const auto parsed = parse_decimal<std::uint64_t>(text);
+                if (!parsed) {
+                    bad = true;
+                    return;
                 }
-                if (bad) return;
+                const std::uint64_t value = *parsed;
                 if (have_length_ && value != length) bad = true;  // differing lengths: refuse to guess
                 have_length_ = true;
                 length = value;
