@@ -699,6 +699,29 @@ TEST_CASE("async_send from a C++20 coroutine on the caller's io_context") {
 }
 #endif
 
+#if defined(__cpp_impl_coroutine) && defined(ASIO_HAS_CO_AWAIT)
+TEST_CASE("an async_send awaitable that is never awaited leaves the transport free") {
+    scripted_server server([](const received_request& r) { return reply(200, "sent " + std::to_string(r.index)); });
+    asio::io_context io;
+    tokmgr::asio_transport transport(io.get_executor(), plain_options(server.url()));
+    {
+        // Prepared (the request serialised, the transport claimed), then dropped.
+        auto never_awaited = transport.async_send(post("/x", "{\"password\":\"p\"}"), asio::use_awaitable);
+    }
+    std::optional<std::error_code> result;
+    std::string body;
+    transport.async_send(post("/x", "{}"), [&](std::error_code e, tokmgr::http_response r) {
+        result = e;
+        body = r.body;
+    });
+    io.run();
+    REQUIRE(result);
+    CHECK_FALSE(*result);  // not "another request is still in flight"
+    CHECK(body == "sent 1");
+    CHECK(server.requests() == 1);
+}
+#endif
+
 TEST_CASE("runs_on_executor tells which of send and async_send the transport serves") {
     scripted_server server([](const received_request&) { return reply(200, "ok"); });
 

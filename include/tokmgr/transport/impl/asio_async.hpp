@@ -34,6 +34,36 @@ inline std::string duration_text(std::chrono::milliseconds d) {
     return std::to_string(ms) + " ms";
 }
 
+/// An operation's claim on its transport (one request at a time), moved with
+/// the operation. The operation's finish() releases it; an operation
+/// destroyed unfinished (an awaitable never awaited, an allocation that
+/// failed between preparing and starting, an io_context destroyed first)
+/// releases it here, and wipes the request it wrote, which may hold a
+/// password or a refresh token.
+class busy_claim {
+public:
+    busy_claim() = default;
+    busy_claim(busy_claim&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    busy_claim& operator=(busy_claim&&) = delete;
+    ~busy_claim() {
+        if (state_ == nullptr) return;
+        secure_clear(state_->write_buffer);
+        secure_clear(state_->tunnel_buffer);
+        state_->busy = false;
+    }
+
+    void claim(asio_transport_state& state) noexcept {
+        state.busy = true;
+        state_ = &state;
+    }
+    bool held() const noexcept { return state_ != nullptr; }
+    /// finish() has released the transport itself.
+    void dismiss() noexcept { state_ = nullptr; }
+
+private:
+    asio_transport_state* state_ = nullptr;
+};
+
 /// The composed operation behind send and async_send.
 class send_op {
 public:
@@ -75,8 +105,7 @@ public:
             pending_ = {ec, what_ + ": " + why};
             return;
         }
-        state.busy = true;
-        owns_busy_ = true;
+        claim_.claim(state);
     }
 
     // Start, write completion and read completion.
@@ -484,7 +513,10 @@ private:
             secure_clear(s.write_buffer);
             secure_clear(s.tunnel_buffer);
             secure_wipe(s.read_buffer.data(), s.read_buffer.size());
-            if (owns_busy_) s.busy = false;
+            if (claim_.held()) {
+                s.busy = false;
+                claim_.dismiss();
+            }
             s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
         }
         self.complete(ec, std::move(response));
@@ -494,11 +526,11 @@ private:
     // (which closes the connection and so ends the operation) cannot leave
     // the operation with a dangling state.
     std::shared_ptr<asio_transport_state> state_;
+    busy_claim claim_;  // after state_: released while the state is still held
     step step_ = step::start;
     error_info pending_;
     std::string what_;  // "POST https://host:443/textual/api/auth/login", for messages
     bool head_request_ = false;
-    bool owns_busy_ = false;
     bool collides_ = false;
     bool reused_ = false;
     bool resent_ = false;
