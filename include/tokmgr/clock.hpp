@@ -15,6 +15,7 @@
 // should use boottime_clock, which counts the time suspended.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 
@@ -117,10 +118,14 @@ public:
 namespace detail {
 
 /// A Clock policy's `resolution()` if it has one, else 0: how much earlier
-/// than its leeway alone a JWT must stop being served.
+/// than its leeway alone a JWT must stop being served. Kept within 0 to 1 s
+/// (the least leeway there is), so a clock that reports nonsense can neither
+/// move a deadline later nor overflow one.
 template <class Clock>
-auto clock_resolution(const Clock& clock, int) noexcept -> decltype(std::chrono::nanoseconds(clock.resolution())) {
-    return std::chrono::nanoseconds(clock.resolution());
+auto clock_resolution(const Clock& clock, int) noexcept
+    -> decltype(std::chrono::duration_cast<std::chrono::nanoseconds>(clock.resolution())) {
+    const auto said = std::chrono::duration_cast<std::chrono::nanoseconds>(clock.resolution());
+    return std::min(std::max(said, std::chrono::nanoseconds(0)), std::chrono::nanoseconds(std::chrono::seconds(1)));
 }
 template <class Clock>
 std::chrono::nanoseconds clock_resolution(const Clock&, long) noexcept {

@@ -93,3 +93,20 @@ TEST_CASE("a clock's resolution ends sending a refresh token that much before it
         CHECK(h.sent("/api/auth/login") == (refreshed ? 1u : 2u));
     }
 }
+
+namespace {
+template <class Duration>
+struct reporting_clock {
+    Duration said;
+    Duration resolution() const { return said; }
+};
+}  // namespace
+
+TEST_CASE("a clock's resolution counts from 0 to 1 s, whatever the clock says or its duration type") {
+    using tokmgr::detail::clock_resolution;
+    CHECK(clock_resolution(reporting_clock<nanoseconds>{4ms}, 0) == 4ms);
+    CHECK(clock_resolution(reporting_clock<nanoseconds>{-5ms}, 0) == 0ns);  // would move deadlines later
+    CHECK(clock_resolution(reporting_clock<std::chrono::hours>{std::chrono::hours(1'000'000)}, 0) == 1s);
+    CHECK(clock_resolution(reporting_clock<std::chrono::duration<double>>{std::chrono::duration<double>(0.004)}, 0) == 4ms);
+    CHECK(clock_resolution(tokmgr::steady_clock{}, 0) == 0ns);  // no resolution(): exact
+}

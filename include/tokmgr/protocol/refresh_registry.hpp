@@ -92,15 +92,18 @@ public:
             r.outcome = result::expired;
             return r;
         }
-        presented.retired = true;
+        // Mint and record the new token before retiring the presented one:
+        // if minting or an allocation throws, the client's retry with the
+        // same token must be a refresh, not a reuse that revokes its family.
+        r.new_token = mint_();
+        tokens_.emplace(r.new_token, entry{presented.family_id, later(now, ttl), false});
         fam.retired.push_back(fam.current);
+        presented.retired = true;  // references into an unordered_map survive the emplace
+        fam.current = r.new_token;
         if (fam.retired.size() > max_retired_per_family) {
             tokens_.erase(fam.retired.front());
             fam.retired.pop_front();
         }
-        r.new_token = mint_();
-        fam.current = r.new_token;
-        tokens_.emplace(r.new_token, entry{presented.family_id, later(now, ttl), false});
         r.outcome = result::rotated;
         after_issue(now, ttl);
         return r;
