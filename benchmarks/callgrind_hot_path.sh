@@ -14,8 +14,8 @@ trap 'rm -rf "$work"' EXIT
 
 # The function holding each family's timed loop, as callgrind names it.
 declare -A loop=(
-    [limit]='get_token_limit('
-    [limit_steady]='get_token_limit_steady('
+    [limit]='get_token_limit<tokmgr::coarse_steady_clock>('
+    [limit_steady]='get_token_limit<tokmgr::steady_clock>('
     [tokmgr]='get_token_tokmgr('
     [tokmgr_ec]='get_token_tokmgr_ec('
     [mutex]='locked_cache<std::mutex, std::lock_guard>'
