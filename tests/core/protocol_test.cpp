@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -153,4 +154,26 @@ TEST_CASE("the refresh registry does not overflow its clock with a century's lif
     CHECK(registry.rotate(token, late + 1s, tokmgr::max_lifetime).outcome == decltype(registry)::result::rotated);
     // Full: the only family is alive, so a new login is refused.
     CHECK(registry.issue("u", late + 2s, tokmgr::max_lifetime).empty());
+}
+
+TEST_CASE("the refresh registry: a rotation that throws while minting leaves the presented token usable") {
+    using time_point = std::chrono::steady_clock::time_point;
+    using registry_type = protocol::refresh_registry<time_point>;
+    int minted = 0;
+    bool fail_next = false;
+    registry_type registry([&]() -> std::string {
+        if (fail_next) {
+            fail_next = false;
+            throw std::bad_alloc();
+        }
+        return "t" + std::to_string(++minted);
+    });
+    const time_point t0{};
+    const std::string first = registry.issue("alice", t0, 100s);
+    fail_next = true;
+    CHECK_THROWS_AS(registry.rotate(first, t0 + 1s, 100s), std::bad_alloc);
+    // The client's retry with the same token is a refresh, not a reuse.
+    const auto retried = registry.rotate(first, t0 + 2s, 100s);
+    CHECK(retried.outcome == registry_type::result::rotated);
+    CHECK(registry.families_revoked() == 0);
 }
