@@ -101,20 +101,18 @@ struct manager_options {
 /// server: a whole number of minutes from 1 to a century. A set but invalid
 /// (or empty) variable is an error, not silently ignored; the rule is shared
 /// with the reference server (protocol/lifetime_variables.hpp).
-inline lifetimes lifetimes_from_environment(std::error_code& ec, std::string* detail = nullptr) {
+inline lifetimes lifetimes_from_environment(error_info& failed) {
     lifetimes result;
-    const error_info failed = protocol::lifetimes_from_environment(result.jwt, result.refresh);
-    ec = failed.code;
-    if (detail != nullptr) *detail = failed.detail;
+    protocol::lifetimes_from_environment(result.jwt, result.refresh, failed);
     return result;
 }
 
+inline lifetimes lifetimes_from_environment(std::error_code& ec) {
+    return detail::code_only(ec, [](error_info& failed) { return lifetimes_from_environment(failed); });
+}
+
 inline lifetimes lifetimes_from_environment() {
-    std::error_code ec;
-    std::string detail;
-    lifetimes result = lifetimes_from_environment(ec, &detail);
-    if (ec) throw error(ec, detail);
-    return result;
+    return detail::throw_on_failure([](error_info& failed) { return lifetimes_from_environment(failed); });
 }
 
 /// Checks options for values that make no sense; says which and why.

@@ -33,11 +33,13 @@ TEST_CASE("the SOLAR_* variables set the lifetimes") {
 TEST_CASE("an invalid SOLAR_* value is a configuration error that names the variable") {
     for (const char* bad : {"abc", "0", "-3", "", "1.5", "99999999999", "52560001"}) {
         scoped_env jwt("SOLAR_JWT_EXPIRATION_IN_MINUTES", bad);
+        tokmgr::error_info failed;
+        tokmgr::lifetimes_from_environment(failed);
+        CHECK(failed.code == tokmgr::errc::invalid_configuration);
+        CHECK(failed.detail.find("SOLAR_JWT_EXPIRATION_IN_MINUTES") != std::string::npos);
         std::error_code ec;
-        std::string detail;
-        tokmgr::lifetimes_from_environment(ec, &detail);
+        tokmgr::lifetimes_from_environment(ec);
         CHECK(ec == tokmgr::errc::invalid_configuration);
-        CHECK(detail.find("SOLAR_JWT_EXPIRATION_IN_MINUTES") != std::string::npos);
         CHECK_THROWS_AS(tokmgr::lifetimes_from_environment(), tokmgr::error);
     }
 }

@@ -45,7 +45,9 @@ TEST_CASE("SOLAR_* lifetimes: one rule for every reader") {
     for (const auto& r : table) {
         CAPTURE(r.text);
         std::chrono::seconds out{7};
-        const auto failed = protocol::parse_lifetime_minutes(protocol::jwt_lifetime_variable, r.text, out);
+        tokmgr::error_info failed;
+        const bool parsed = protocol::parse_lifetime_minutes(protocol::jwt_lifetime_variable, r.text, out, failed);
+        CHECK(parsed == r.lifetime.has_value());
         if (r.lifetime) {
             CHECK_FALSE(failed);
             CHECK(out == *r.lifetime);
@@ -62,15 +64,18 @@ TEST_CASE("SOLAR_* lifetimes: unset is the documented default, set is read") {
     ::unsetenv(std::string(protocol::jwt_lifetime_variable).c_str());
     ::setenv(std::string(protocol::refresh_lifetime_variable).c_str(), "120", 1);
     std::chrono::seconds jwt{0}, refresh{0};
-    CHECK_FALSE(protocol::lifetimes_from_environment(jwt, refresh));
+    tokmgr::error_info failed;
+    CHECK(protocol::lifetimes_from_environment(jwt, refresh, failed));
+    CHECK_FALSE(failed);
     CHECK(jwt == 30min);
     CHECK(refresh == 120min);
     ::setenv(std::string(protocol::refresh_lifetime_variable).c_str(), "", 1);
-    const auto failed = protocol::lifetimes_from_environment(jwt, refresh);
+    CHECK_FALSE(protocol::lifetimes_from_environment(jwt, refresh, failed));
     CHECK(failed.code == tokmgr::errc::invalid_configuration);
     CHECK(failed.detail.find(protocol::refresh_lifetime_variable) != std::string::npos);
     ::unsetenv(std::string(protocol::refresh_lifetime_variable).c_str());
-    CHECK_FALSE(protocol::lifetimes_from_environment(jwt, refresh));
+    CHECK(protocol::lifetimes_from_environment(jwt, refresh, failed));
+    CHECK_FALSE(failed);
     CHECK(refresh == 10'000min);
 }
 

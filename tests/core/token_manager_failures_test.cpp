@@ -205,6 +205,7 @@ TEST_CASE("no secret appears in errors, exceptions, events or streamed values") 
         manager->get_token();
     } catch (const tokmgr::error& e) {
         texts.push_back(e.what());
+        texts.push_back(e.info().message());
     }
     std::ostringstream streamed;
     streamed << manager->get_token_handle(ec).jwt() << tokmgr::secret(test::password);

@@ -7,16 +7,14 @@
 
 TOKMGR_FUZZ_TARGET(token_set_document) {
     const auto text = tokmgr_fuzz::as_text(data, size);
-    std::error_code ec;
-    std::string why;
-    const auto decoded = tokmgr::decode_token_set(text, ec, &why);
-    FUZZ_CHECK(decoded.has_value() != static_cast<bool>(ec));
+    tokmgr::error_info failed;
+    const auto decoded = tokmgr::decode_token_set(text, failed);
+    FUZZ_CHECK(decoded.has_value() != static_cast<bool>(failed));
     if (!decoded) return 0;
     const tokmgr::token_set& set = *decoded;
-    std::string encode_why;
-    const tokmgr::secret encoded = tokmgr::encode_token_set(set, ec, &encode_why);
-    FUZZ_CHECK(!ec);  // what the decoder accepts, the encoder writes
-    const auto again = tokmgr::decode_token_set(encoded.reveal(), ec, &why);
+    const tokmgr::secret encoded = tokmgr::encode_token_set(set, failed);
+    FUZZ_CHECK(!failed);  // what the decoder accepts, the encoder writes
+    const auto again = tokmgr::decode_token_set(encoded.reveal(), failed);
     FUZZ_CHECK(again.has_value());
     FUZZ_CHECK(again->jwt.reveal() == set.jwt.reveal());
     FUZZ_CHECK(again->refresh_token.reveal() == set.refresh_token.reveal());
@@ -30,9 +28,8 @@ TOKMGR_FUZZ_TARGET(token_set_document) {
     if (set.jwt.reveal().size() >= 8) {
         std::string broken(encoded.reveal());
         broken += "x";  // trailing bytes: refused
-        why.clear();
-        FUZZ_CHECK(!tokmgr::decode_token_set(broken, ec, &why));
-        FUZZ_CHECK(why.find(set.jwt.reveal()) == std::string::npos);
+        FUZZ_CHECK(!tokmgr::decode_token_set(broken, failed));
+        FUZZ_CHECK(failed.detail.find(set.jwt.reveal()) == std::string::npos);
     }
     return 0;
 }

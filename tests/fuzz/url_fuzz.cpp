@@ -8,18 +8,17 @@
 TOKMGR_FUZZ_TARGET(url) {
     const auto text = tokmgr_fuzz::as_text(data, size);
     tokmgr::detail::parsed_url url;
-    std::error_code ec;
-    std::string why;
-    if (!tokmgr::detail::parse_url(text, url, ec, why)) {
-        FUZZ_CHECK(ec && !why.empty());
+    tokmgr::error_info failed;
+    if (!tokmgr::detail::parse_url(text, url, failed)) {
+        FUZZ_CHECK(failed && !failed.detail.empty());
         return 0;
     }
-    FUZZ_CHECK(!ec);
+    FUZZ_CHECK(!failed);
     FUZZ_CHECK(!url.host.empty());
     FUZZ_CHECK(url.port != 0);
     FUZZ_CHECK(url.base_path.empty() || (url.base_path.front() == '/' && url.base_path.back() != '/'));
     tokmgr::detail::parsed_url again;
-    FUZZ_CHECK(tokmgr::detail::parse_url(url.endpoint(), again, ec, why));
+    FUZZ_CHECK(tokmgr::detail::parse_url(url.endpoint(), again, failed));
     FUZZ_CHECK(again.host == url.host && again.port == url.port && again.tls == url.tls);
     return 0;
 }

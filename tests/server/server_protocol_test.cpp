@@ -90,7 +90,7 @@ struct fixture {
         options.clock = [this] { return now; };
         settings resolved;
         tokmgr::error_info error;
-        REQUIRE_FALSE((error = resolve_settings(options, resolved)));
+        REQUIRE(resolve_settings(options, resolved, error));
         service = std::make_unique<auth_service>(options, std::move(resolved));
     }
 
@@ -579,20 +579,20 @@ TEST_CASE("lifetimes: documented defaults, SOLAR_* variables, options over both,
     tokmgr::error_info error;
     {
         scoped_env a(jwt_var, nullptr), b(refresh_var, nullptr);
-        REQUIRE_FALSE((error = resolve_settings(server_options{}, s)));
+        REQUIRE(resolve_settings(server_options{}, s, error));
         CHECK(s.jwt_ttl == 30min);
         CHECK(s.refresh_ttl == 10'000min);
     }
     {
         scoped_env a(jwt_var, "2"), b(refresh_var, "7");
-        REQUIRE_FALSE((error = resolve_settings(server_options{}, s)));
+        REQUIRE(resolve_settings(server_options{}, s, error));
         CHECK(s.jwt_ttl == 120s);
         CHECK(s.refresh_ttl == 420s);
 
         server_options options;
         options.jwt_ttl = 5s;
         options.refresh_ttl = 9s;
-        REQUIRE_FALSE((error = resolve_settings(options, s)));
+        REQUIRE(resolve_settings(options, s, error));
         CHECK(s.jwt_ttl == 5s);
         CHECK(s.refresh_ttl == 9s);
     }
@@ -602,7 +602,7 @@ TEST_CASE("lifetimes: documented defaults, SOLAR_* variables, options over both,
         CAPTURE(bad);
         scoped_env a(jwt_var, bad);
         error = {};
-        CHECK((error = resolve_settings(server_options{}, s)));
+        CHECK_FALSE(resolve_settings(server_options{}, s, error));
         CHECK(error.code == tokmgr::errc::invalid_configuration);
         CHECK(error.detail.find(jwt_var) != std::string::npos);
     }
@@ -610,18 +610,18 @@ TEST_CASE("lifetimes: documented defaults, SOLAR_* variables, options over both,
         // Deliberately changed: the bound was 10,000,000 minutes; it is the
         // client's century now.
         scoped_env a(jwt_var, "52560000");
-        REQUIRE_FALSE((error = resolve_settings(server_options{}, s)));
+        REQUIRE(resolve_settings(server_options{}, s, error));
         CHECK(s.jwt_ttl == 52'560'000min);
     }
     {
         scoped_env b(refresh_var, "soon");
         error = {};
-        CHECK((error = resolve_settings(server_options{}, s)));
+        CHECK_FALSE(resolve_settings(server_options{}, s, error));
         CHECK(error.detail.find(refresh_var) != std::string::npos);
     }
     server_options zero;
     zero.jwt_ttl = 0s;
-    CHECK((error = resolve_settings(zero, s)));
+    CHECK_FALSE(resolve_settings(zero, s, error));
     CHECK(error.code == tokmgr::errc::invalid_configuration);
 }
 
@@ -631,7 +631,7 @@ TEST_CASE("a JWT issued with the configured lifetime from the environment") {
     options.users.emplace("alice", tokmgr::secret("wonderland"));
     settings resolved;
     tokmgr::error_info error;
-    REQUIRE_FALSE((error = resolve_settings(options, resolved)));
+    REQUIRE(resolve_settings(options, resolved, error));
     auth_service service(options, std::move(resolved));
     const auto tokens = tokens_of(service.handle(
         make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})")));
@@ -644,8 +644,8 @@ TEST_CASE("the signing key: TOKMGR_SERVER_SECRET shared by two servers, else ran
         options.users.emplace("alice", tokmgr::secret("wonderland"));
         settings first_settings, second_settings;
         tokmgr::error_info error;
-        REQUIRE_FALSE((error = resolve_settings(options, first_settings)));
-        REQUIRE_FALSE((error = resolve_settings(options, second_settings)));
+        REQUIRE(resolve_settings(options, first_settings, error));
+        REQUIRE(resolve_settings(options, second_settings, error));
         auth_service first(options, std::move(first_settings)), second(options, std::move(second_settings));
         const auto tokens = tokens_of(first.handle(
             make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})")));
@@ -689,7 +689,7 @@ TEST_CASE("SOLAR_AUTH_RPM_LIMIT: over the limit, 429 with Retry-After, per clien
     options.auth_rpm_limit = 3;
     settings resolved;
     tokmgr::error_info error;
-    REQUIRE_FALSE((error = resolve_settings(options, resolved)));
+    REQUIRE(resolve_settings(options, resolved, error));
     auth_service service(options, std::move(resolved));
     const auto wrong = make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"guess"})");
     for (int i = 0; i < 3; ++i) CHECK(service.handle(wrong, "192.0.2.1").status == 401);
@@ -806,7 +806,7 @@ TEST_CASE("a full family table answers a login 503 with Retry-After") {
     options.refresh_ttl = 600s;
     settings resolved;
     tokmgr::error_info error;
-    REQUIRE_FALSE((error = resolve_settings(options, resolved)));
+    REQUIRE(resolve_settings(options, resolved, error));
     auth_service service(options, std::move(resolved));
     const auto login = make_request("POST", "/api/auth/login", R"({"userName":"alice","password":"wonderland"})");
     CHECK(service.handle(login).status == 200);
@@ -823,27 +823,27 @@ TEST_CASE("SOLAR_AUTH_RPM_LIMIT from the environment, options over it, invalid v
     tokmgr::error_info error;
     {
         scoped_env unset("SOLAR_AUTH_RPM_LIMIT", nullptr);
-        REQUIRE_FALSE((error = resolve_settings(options, out)));
+        REQUIRE(resolve_settings(options, out, error));
         CHECK(out.auth_rpm_limit == default_auth_rpm_limit);
     }
     {
         scoped_env env("SOLAR_AUTH_RPM_LIMIT", "42");
-        REQUIRE_FALSE((error = resolve_settings(options, out)));
+        REQUIRE(resolve_settings(options, out, error));
         CHECK(out.auth_rpm_limit == 42);
         options.auth_rpm_limit = 7;
-        REQUIRE_FALSE((error = resolve_settings(options, out)));
+        REQUIRE(resolve_settings(options, out, error));
         CHECK(out.auth_rpm_limit == 7);
         options.auth_rpm_limit.reset();
     }
     {
         scoped_env env("SOLAR_AUTH_RPM_LIMIT", "0");
-        REQUIRE_FALSE((error = resolve_settings(options, out)));
+        REQUIRE(resolve_settings(options, out, error));
         CHECK(out.auth_rpm_limit == 0);
     }
     for (const char* bad : {"-1", "ten", "99999999", "1.5"}) {
         CAPTURE(bad);
         scoped_env env("SOLAR_AUTH_RPM_LIMIT", bad);
-        CHECK((error = resolve_settings(options, out)));
+        CHECK_FALSE(resolve_settings(options, out, error));
         CHECK(error.code == tokmgr::errc::invalid_configuration);
         CHECK(error.detail.find("SOLAR_AUTH_RPM_LIMIT") != std::string::npos);
     }
@@ -854,7 +854,7 @@ TEST_CASE("user names must be UTF-8, and a UTF-8 subject round-trips through a s
     options.users.emplace("na\xefve", tokmgr::secret("pw"));  // Latin-1, not UTF-8
     settings out;
     tokmgr::error_info error;
-    CHECK((error = resolve_settings(options, out)));
+    CHECK_FALSE(resolve_settings(options, out, error));
     CHECK(error.code == tokmgr::errc::invalid_configuration);
     CHECK(error.detail.find("UTF-8") != std::string::npos);
 

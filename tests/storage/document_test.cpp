@@ -41,20 +41,28 @@ std::string sample_with(std::string_view from, std::string_view to) {
 /// Decodes text that must be refused; returns the reason, after checking
 /// that it names no token and that the throwing overload agrees.
 std::string refused(const std::string& text) {
-    std::error_code ec;
-    std::string why;
-    const auto set = tokmgr::decode_token_set(text, ec, &why);
+    tokmgr::error_info failed;
+    const auto set = tokmgr::decode_token_set(text, failed);
     CHECK_FALSE(set.has_value());
-    CHECK(ec == tokmgr::errc::storage_corrupt);
+    CHECK(failed.code == tokmgr::errc::storage_corrupt);
+    const std::string why = failed.detail;
     CHECK_FALSE(why.empty());
     CHECK(why.find("SECRET") == std::string::npos);
     CHECK(why.find("eyJ") == std::string::npos);
+    std::error_code ec;
+    CHECK_FALSE(tokmgr::decode_token_set(text, ec).has_value());
+    CHECK(ec == tokmgr::errc::storage_corrupt);
     CHECK_THROWS_AS(tokmgr::decode_token_set(text), tokmgr::error);
     try {
         tokmgr::decode_token_set(text);
     } catch (const tokmgr::error& e) {
         CHECK(e.code() == tokmgr::errc::storage_corrupt);
         CHECK(std::string(e.what()).find("SECRET") == std::string::npos);
+        // The three forms report one failure: the same code, the same sentence.
+        CHECK(e.info().code == e.code());
+        CHECK(e.info().detail == "token-set document: " + why);
+        const tokmgr::error copy = e;  // shares its error_info: copying cannot throw
+        CHECK(&copy.info() == &e.info());
     }
     return why;
 }
@@ -238,13 +246,15 @@ TEST_CASE("document: a mangled document never quotes what stands where a name sh
 
 TEST_CASE("document: the encoder refuses what the decoder would refuse") {
     auto check_refused = [](const tokmgr::token_set& set, std::string_view expected) {
-        std::error_code ec;
-        std::string why;
-        const auto text = tokmgr::encode_token_set(set, ec, &why);
-        CHECK(ec == tokmgr::errc::storage_failed);
+        tokmgr::error_info failed;
+        const auto text = tokmgr::encode_token_set(set, failed);
+        CHECK(failed.code == tokmgr::errc::storage_failed);
         CHECK(text.empty());
-        CHECK(why.find(expected) != std::string::npos);
-        CHECK(why.find("SECRET") == std::string::npos);
+        CHECK(failed.detail.find(expected) != std::string::npos);
+        CHECK(failed.detail.find("SECRET") == std::string::npos);
+        std::error_code ec;
+        CHECK(tokmgr::encode_token_set(set, ec).empty());
+        CHECK(ec == tokmgr::errc::storage_failed);
         CHECK_THROWS_AS(tokmgr::encode_token_set(set), tokmgr::error);
     };
     auto set = sample_set();

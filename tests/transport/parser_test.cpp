@@ -26,23 +26,21 @@ namespace {
 
 parsed_url url_or_fail(std::string_view text) {
     parsed_url url;
-    std::error_code ec;
-    std::string why;
+    tokmgr::error_info failed;
     INFO(text);
-    CHECK(parse_url(text, url, ec, why));
-    CHECK_FALSE(ec);
+    CHECK(parse_url(text, url, failed));
+    CHECK_FALSE(failed);
     return url;
 }
 
 std::string url_error(std::string_view text) {
     parsed_url url;
-    std::error_code ec;
-    std::string why;
+    tokmgr::error_info failed;
     INFO(text);
-    CHECK_FALSE(parse_url(text, url, ec, why));
-    CHECK(ec == errc::invalid_url);
-    CHECK_FALSE(why.empty());
-    return why;
+    CHECK_FALSE(parse_url(text, url, failed));
+    CHECK(failed.code == errc::invalid_url);
+    CHECK_FALSE(failed.detail.empty());
+    return failed.detail;
 }
 
 struct parse_result {
@@ -73,7 +71,7 @@ parse_result parse(std::string_view wire, std::size_t piece = 0, bool eof = true
     if (!r.ec && !parser.done() && eof) parser.finish(r.ec);
     r.done = parser.done();
     r.keep_alive = parser.keep_alive();
-    r.detail = parser.error_detail();
+    r.detail = parser.last_error().detail;
     r.response = parser.release();
     return r;
 }
@@ -162,9 +160,8 @@ TEST_CASE("request: one buffer, target joined to the base path, framing owned by
     request.target = "/api/auth/login";
     request.body = R"({"userName":"u","password":"p"})";
     std::string out;
-    std::error_code ec;
-    std::string why;
-    REQUIRE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    tokmgr::error_info failed;
+    REQUIRE(tokmgr::detail::write_request(url, request, true, out, failed));
     CHECK(out.rfind("POST /textual/api/auth/login HTTP/1.1\r\nHost: h.example:8443\r\n", 0) == 0);
     CHECK(out.find("Content-Length: " + std::to_string(request.body.size()) + "\r\n") != std::string::npos);
     CHECK(out.find("Content-Type: application/json\r\n") != std::string::npos);
@@ -175,7 +172,7 @@ TEST_CASE("request: one buffer, target joined to the base path, framing owned by
     get.method = "GET";
     get.target = "/api/users?x=1";
     get.headers.push_back({"Authorization", "Bearer abc"});
-    REQUIRE(tokmgr::detail::write_request(url, get, false, out, ec, why));
+    REQUIRE(tokmgr::detail::write_request(url, get, false, out, failed));
     CHECK(out.rfind("GET /textual/api/users?x=1 HTTP/1.1\r\n", 0) == 0);
     CHECK(out.find("Content-Length") == std::string::npos);
     CHECK(out.find("Connection: close\r\n") != std::string::npos);
@@ -186,7 +183,7 @@ TEST_CASE("request: one buffer, target joined to the base path, framing owned by
 
     // The caller's Accept and User-Agent replace the defaults.
     get.headers = {{"Accept", "text/plain"}, {"User-Agent", "load-tool/1"}};
-    REQUIRE(tokmgr::detail::write_request(url, get, true, out, ec, why));
+    REQUIRE(tokmgr::detail::write_request(url, get, true, out, failed));
     CHECK(out.find("Accept: application/json") == std::string::npos);
     CHECK(out.find("tokmgr/") == std::string::npos);
     CHECK(out.find("Accept: text/plain\r\nUser-Agent: load-tool/1\r\n") != std::string::npos);
@@ -195,28 +192,27 @@ TEST_CASE("request: one buffer, target joined to the base path, framing owned by
 TEST_CASE("request: injection is refused without echoing the header value") {
     const auto url = url_or_fail("http://h");
     std::string out;
-    std::error_code ec;
-    std::string why;
+    tokmgr::error_info failed;
     tokmgr::http_request request;
     request.target = "/x";
     request.headers.push_back({"Authorization", "Bearer secret-value\r\nX-Evil: 1"});
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
-    CHECK(ec == errc::invalid_configuration);
-    CHECK(why.find("Authorization") != std::string::npos);
-    CHECK(why.find("secret-value") == std::string::npos);
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
+    CHECK(failed.code == errc::invalid_configuration);
+    CHECK(failed.detail.find("Authorization") != std::string::npos);
+    CHECK(failed.detail.find("secret-value") == std::string::npos);
 
     request.headers = {{"Content-Length", "5"}};
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
     request.headers = {{"Bad Name", "v"}};
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
     request.headers.clear();
     request.target = "/a b";
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
     request.target = "relative";
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
     request.target = "/ok";
     request.method = "PO\nST";
-    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, ec, why));
+    CHECK_FALSE(tokmgr::detail::write_request(url, request, true, out, failed));
 }
 
 TEST_CASE("response: Content-Length, case-insensitive headers, keep-alive") {

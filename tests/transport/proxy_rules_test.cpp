@@ -22,9 +22,8 @@ namespace {
 
 parsed_url origin(std::string_view text) {
     parsed_url url;
-    std::error_code ec;
-    std::string why;
-    REQUIRE(tokmgr::detail::parse_url(text, url, ec, why));
+    tokmgr::error_info failed;
+    REQUIRE(tokmgr::detail::parse_url(text, url, failed));
     return url;
 }
 
@@ -41,15 +40,14 @@ struct fake_environment {
 struct selection {
     bool ok = false;
     proxy_route route;
-    std::error_code ec;
-    std::string why;
+    tokmgr::error_info failed;
 };
 
 selection select(std::string_view base_url, const fake_environment& env, std::string_view proxy_option = {},
                  std::string_view no_proxy_option = {}, bool use_environment = true) {
     selection s;
-    s.ok = select_proxy(origin(base_url), proxy_option, no_proxy_option, use_environment, env.reader(), s.route, s.ec,
-                        s.why);
+    s.ok = select_proxy(origin(base_url), proxy_option, no_proxy_option, use_environment, env.reader(), s.route,
+                        s.failed);
     return s;
 }
 
@@ -118,26 +116,25 @@ TEST_CASE("NO_PROXY: IP addresses match addresses and CIDR ranges, never name su
 
 TEST_CASE("proxy URL: host, port, scheme and Basic credentials") {
     proxy_route route;
-    std::error_code ec;
-    std::string why;
-    REQUIRE(parse_proxy_url("http://proxy.corp.example:3128", route, ec, why));
+    tokmgr::error_info failed;
+    REQUIRE(parse_proxy_url("http://proxy.corp.example:3128", route, failed));
     CHECK(route.enabled);
     CHECK(route.endpoint == "http://proxy.corp.example:3128");
     CHECK(route.authorization.empty());
 
-    REQUIRE(parse_proxy_url("proxy.corp.example", route, ec, why));  // no scheme: http, as curl assumes
+    REQUIRE(parse_proxy_url("proxy.corp.example", route, failed));  // no scheme: http, as curl assumes
     CHECK(route.endpoint == "http://proxy.corp.example:1080");        // curl's default proxy port
 
-    REQUIRE(parse_proxy_url("http://[::1]:8080/", route, ec, why));
+    REQUIRE(parse_proxy_url("http://[::1]:8080/", route, failed));
     CHECK(route.endpoint == "http://[::1]:8080");
     CHECK(route.address.host_is_ipv6);
 
     // RFC 7617: "Aladdin:open sesame" → QWxhZGRpbjpvcGVuIHNlc2FtZQ==
-    REQUIRE(parse_proxy_url("http://Aladdin:open%20sesame@127.0.0.1:3128", route, ec, why));
+    REQUIRE(parse_proxy_url("http://Aladdin:open%20sesame@127.0.0.1:3128", route, failed));
     CHECK(route.authorization.reveal() == "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
     CHECK(route.endpoint == "http://127.0.0.1:3128");  // never the credentials
     // The last '@' ends the credentials, so an unescaped '@' in the password works.
-    REQUIRE(parse_proxy_url("http://u:p@ss@127.0.0.1:3128", route, ec, why));
+    REQUIRE(parse_proxy_url("http://u:p@ss@127.0.0.1:3128", route, failed));
     CHECK(route.authorization.reveal() == "Basic " + tokmgr::detail::proxy_text::base64_encode("u:p@ss"));
     CHECK(route.endpoint == "http://127.0.0.1:3128");
 }
@@ -149,12 +146,11 @@ TEST_CASE("proxy URL: what is refused, without repeating the URL") {
                              "http://u:hunter2%zz@proxy.example:3128", "http://u:hunter2@proxy.example:3128?x=1"}) {
         INFO(text);
         proxy_route route;
-        std::error_code ec;
-        std::string why;
-        CHECK_FALSE(parse_proxy_url(text, route, ec, why));
-        CHECK(ec == errc::invalid_configuration);
-        CHECK_FALSE(why.empty());
-        CHECK(why.find("hunter2") == std::string::npos);
+        tokmgr::error_info failed;
+        CHECK_FALSE(parse_proxy_url(text, route, failed));
+        CHECK(failed.code == errc::invalid_configuration);
+        CHECK_FALSE(failed.detail.empty());
+        CHECK(failed.detail.find("hunter2") == std::string::npos);
         CHECK(route.authorization.empty());
     }
 }
@@ -211,9 +207,9 @@ TEST_CASE("choosing the proxy: an unusable proxy URL is a configuration error na
     env.variables = {{"HTTPS_PROXY", "https://u:hunter2@p:3128"}};
     const auto s = select("https://api.example", env);
     CHECK_FALSE(s.ok);
-    CHECK(s.ec == errc::invalid_configuration);
-    CHECK(s.why.find("HTTPS_PROXY") != std::string::npos);
-    CHECK(s.why.find("hunter2") == std::string::npos);
+    CHECK(s.failed.code == errc::invalid_configuration);
+    CHECK(s.failed.detail.find("HTTPS_PROXY") != std::string::npos);
+    CHECK(s.failed.detail.find("hunter2") == std::string::npos);
     CHECK_FALSE(s.route.enabled);
     // An exempt host does not care whether the proxy URL is usable.
     env.variables["NO_PROXY"] = "api.example";
@@ -233,18 +229,18 @@ TEST_CASE("what the proxy is sent: CONNECT, and a plain-HTTP request in absolute
     request.method = "POST";
     request.target = "/api/auth/login";
     request.body = "{}";
-    std::error_code ec;
-    std::string why;
+    tokmgr::error_info failed;
     tokmgr::detail::proxy_request_form form;
     form.absolute_target = true;
     form.proxy_authorization = "Basic dTpw";
-    REQUIRE(tokmgr::detail::write_request(origin("http://auth.example:8080/textual"), request, true, out, ec, why, form));
+    REQUIRE(
+        tokmgr::detail::write_request(origin("http://auth.example:8080/textual"), request, true, out, failed, form));
     CHECK(out.rfind("POST http://auth.example:8080/textual/api/auth/login HTTP/1.1\r\nHost: auth.example:8080\r\n", 0) == 0);
     CHECK(out.find("Proxy-Authorization: Basic dTpw\r\n") != std::string::npos);
     // The caller may not set the proxy's credentials header itself.
     request.headers.push_back({"Proxy-Authorization", "Basic secret-value"});
-    CHECK_FALSE(tokmgr::detail::write_request(origin("http://auth.example"), request, true, out, ec, why));
-    CHECK(why.find("secret-value") == std::string::npos);
+    CHECK_FALSE(tokmgr::detail::write_request(origin("http://auth.example"), request, true, out, failed));
+    CHECK(failed.detail.find("secret-value") == std::string::npos);
 }
 
 }  // TEST_SUITE("proxy rules")

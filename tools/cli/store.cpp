@@ -13,10 +13,9 @@ bool names_redis(const std::string& spec) {
 
 #if TOKMGR_CLI_WITH_REDIS
 tokmgr::redis_options redis_store_options(const parsed_options& args, const std::string& url) {
-    std::error_code ec;
-    std::string why;
-    auto options = tokmgr::redis_options::from_url(url, ec, &why);
-    if (ec) throw usage_error{"--store: " + why};
+    tokmgr::error_info failed;
+    auto options = tokmgr::redis_options::from_url(url, failed);
+    if (failed) throw usage_error{"--store: " + failed.detail};
     if (options.password.empty()) {
         if (const char* env = std::getenv("TOKMGR_REDIS_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
     }

@@ -370,11 +370,12 @@ private:
         }
     }
 
-    /// Takes the lease for this flight (unless it has it already); an error
-    /// when it could not be had within `wait`.
-    error_info take_lease(std::chrono::milliseconds wait) {
+    /// Takes the lease for this flight (unless it has it already); false and
+    /// `failed` when it could not be had within `wait`.
+    bool take_lease(std::chrono::milliseconds wait, error_info& failed) {
+        failed = {};
         if constexpr (coordinating) {
-            if (lease_) return {};
+            if (lease_) return true;
             std::error_code ec;
             try {
                 lease_.emplace(storage_.lock(wait, ec));
@@ -384,10 +385,11 @@ private:
             if (!ec && lease_ && !static_cast<bool>(*lease_)) ec = make_error_code(errc::lease_timeout);
             if (ec) {
                 lease_.reset();
-                return {ec, "waiting for the storage lease before a login or refresh" + storage_detail()};
+                failed = {ec, "waiting for the storage lease before a login or refresh" + storage_detail()};
+                return false;
             }
         }
-        return {};
+        return true;
     }
 
     /// Still ours, just before a refresh token goes out?
@@ -663,9 +665,10 @@ private:
             flight_runner_mark mark(id_);
             std::lock_guard<std::mutex> gate(policy_gate_);
             if constexpr (coordinating && executor_ops<executor_type_or_void>::known) {
+                error_info not_taken;
                 if (!closed_.load(std::memory_order_acquire) &&
                     std::chrono::steady_clock::now() - since < options_.lease_wait &&
-                    take_lease(std::chrono::milliseconds(0)).code == errc::lease_timeout) {
+                    !take_lease(std::chrono::milliseconds(0), not_taken) && not_taken.code == errc::lease_timeout) {
                     try {
                         auto self = this->shared_from_this();
                         const auto later = std::min<std::chrono::milliseconds>(retry * 2, std::chrono::milliseconds(100));
@@ -719,7 +722,7 @@ private:
         }
         try {
             std::optional<error_info> unavailable;  // the store cannot be used for this flight
-            if (error_info why = take_lease(lease_wait)) {
+            if (error_info why; !take_lease(lease_wait, why)) {
                 if (why.code == errc::lease_timeout) {
                     // Another holder is at work: its set will be there soon.
                     std::lock_guard<std::mutex> lock(mutex_);

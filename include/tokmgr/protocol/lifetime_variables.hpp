@@ -36,36 +36,41 @@ inline constexpr std::chrono::minutes default_refresh_lifetime{10'000};
 /// The largest value the variables take, in minutes: `max_lifetime`.
 inline constexpr std::int64_t max_lifetime_minutes = std::chrono::duration_cast<std::chrono::minutes>(max_lifetime).count();
 
-/// `text`, the value of `variable`, as a lifetime; or the configuration error
-/// naming the variable. Lifetimes are settings, not secrets, so the value is
-/// quoted (cut short) to help the user.
-inline error_info parse_lifetime_minutes(std::string_view variable, std::string_view text, std::chrono::seconds& out) {
+/// `text`, the value of `variable`, as a lifetime; or false and the
+/// configuration error naming the variable. Lifetimes are settings, not
+/// secrets, so the value is quoted (cut short) to help the user.
+inline bool parse_lifetime_minutes(std::string_view variable, std::string_view text, std::chrono::seconds& out,
+                                   error_info& failed) {
     const auto minutes = tokmgr::detail::parse_decimal<std::int64_t>(text);
     if (!minutes || *minutes < 1 || *minutes > max_lifetime_minutes) {
-        return {make_error_code(errc::invalid_configuration),
-                std::string(variable) + "='" + std::string(text.substr(0, 40)) +
-                    "' is not a whole number of minutes from 1 to " + std::to_string(max_lifetime_minutes) +
-                    " (a century); unset it or set e.g. " + std::to_string(default_jwt_lifetime.count())};
+        failed = {make_error_code(errc::invalid_configuration),
+                  std::string(variable) + "='" + std::string(text.substr(0, 40)) +
+                      "' is not a whole number of minutes from 1 to " + std::to_string(max_lifetime_minutes) +
+                      " (a century); unset it or set e.g. " + std::to_string(default_jwt_lifetime.count())};
+        return false;
     }
     out = std::chrono::minutes(*minutes);
-    return {};
+    failed = {};
+    return true;
 }
 
 /// The lifetime `variable` sets, else `fallback` when it is unset.
-inline error_info lifetime_from_environment(std::string_view variable, std::chrono::seconds fallback,
-                                            std::chrono::seconds& out) {
+inline bool lifetime_from_environment(std::string_view variable, std::chrono::seconds fallback,
+                                      std::chrono::seconds& out, error_info& failed) {
     const char* text = std::getenv(std::string(variable).c_str());
     if (text == nullptr) {
         out = fallback;
-        return {};
+        failed = {};
+        return true;
     }
-    return parse_lifetime_minutes(variable, text, out);
+    return parse_lifetime_minutes(variable, text, out, failed);
 }
 
 /// Both variables by the rule above; the first invalid one is the error.
-inline error_info lifetimes_from_environment(std::chrono::seconds& jwt, std::chrono::seconds& refresh) {
-    if (auto failed = lifetime_from_environment(jwt_lifetime_variable, default_jwt_lifetime, jwt)) return failed;
-    return lifetime_from_environment(refresh_lifetime_variable, default_refresh_lifetime, refresh);
+inline bool lifetimes_from_environment(std::chrono::seconds& jwt, std::chrono::seconds& refresh,
+                                       error_info& failed) {
+    return lifetime_from_environment(jwt_lifetime_variable, default_jwt_lifetime, jwt, failed) &&
+           lifetime_from_environment(refresh_lifetime_variable, default_refresh_lifetime, refresh, failed);
 }
 
 }  // namespace tokmgr::protocol

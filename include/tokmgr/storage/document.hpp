@@ -75,9 +75,8 @@ inline constexpr std::string_view member_names[] = {
 inline bool is_token_char(char c) noexcept { return c > 0x20 && c < 0x7f; }
 
 /// Why a member's value is refused, without ever quoting it.
-inline void fail(std::error_code& ec, std::string* why, std::string text) {
-    ec = make_error_code(errc::storage_corrupt);
-    if (why) *why = std::move(text);
+inline void fail(error_info& failed, std::string text) {
+    failed = {make_error_code(errc::storage_corrupt), std::move(text)};
 }
 
 enum class kind { string, number, boolean, other };
@@ -97,7 +96,7 @@ struct member {
 /// as one and reported by its version.
 class scanner {
 public:
-    scanner(std::string_view text, std::error_code& ec, std::string* why) : text_(text), ec_(ec), why_(why) {}
+    scanner(std::string_view text, error_info& failed) : text_(text), failed_(failed) {}
 
     template <class OnMember>
     bool scan_object(OnMember&& on_member) {
@@ -132,8 +131,8 @@ public:
 
     /// Decodes a string value (raw text including quotes) into `out`.
     static bool decode_string(std::string_view raw, std::string* out) {
-        std::error_code ignored;
-        scanner s(raw, ignored, nullptr);
+        error_info ignored;
+        scanner s(raw, ignored);
         return s.read_string(out) && s.pos_ == raw.size();
     }
 
@@ -145,7 +144,7 @@ private:
     }
 
     bool error(std::string text) {
-        fail(ec_, why_, std::move(text));
+        fail(failed_, std::move(text));
         return false;
     }
 
@@ -295,33 +294,31 @@ private:
 
     std::string_view text_;
     std::size_t pos_ = 0;
-    std::error_code& ec_;
-    std::string* why_;
+    error_info& failed_;
 };
 
 /// A non-negative integer member: digits only (the scanner already refused
 /// leading zeros), parsed with from_chars so overflow is detected.
-inline bool read_unsigned(const member& m, std::uint64_t max, std::uint64_t& out, std::error_code& ec,
-                          std::string* why) {
+inline bool read_unsigned(const member& m, std::uint64_t max, std::uint64_t& out, error_info& failed) {
     if (m.type != kind::number) {
-        fail(ec, why, "member \"" + m.key + "\" is not a number");
+        fail(failed, "member \"" + m.key + "\" is not a number");
         return false;
     }
     if (m.raw.find_first_not_of("0123456789") != std::string_view::npos) {
-        fail(ec, why, "member \"" + m.key + "\" is not a non-negative integer");
+        fail(failed, "member \"" + m.key + "\" is not a non-negative integer");
         return false;
     }
     const auto [end, result] = std::from_chars(m.raw.data(), m.raw.data() + m.raw.size(), out);
     if (result != std::errc() || end != m.raw.data() + m.raw.size() || out > max) {
-        fail(ec, why, "member \"" + m.key + "\" is out of range (at most " + std::to_string(max) + ")");
+        fail(failed, "member \"" + m.key + "\" is out of range (at most " + std::to_string(max) + ")");
         return false;
     }
     return true;
 }
 
-inline bool read_token(const member& m, secret& out, std::error_code& ec, std::string* why) {
+inline bool read_token(const member& m, secret& out, error_info& failed) {
     if (m.type != kind::string) {
-        fail(ec, why, "member \"" + m.key + "\" is not a string");
+        fail(failed, "member \"" + m.key + "\" is not a string");
         return false;
     }
     std::string value;
@@ -331,7 +328,7 @@ inline bool read_token(const member& m, secret& out, std::error_code& ec, std::s
     for (char c : value) visible = visible && is_token_char(c);
     if (!visible) {
         secure_clear(value);
-        fail(ec, why, "member \"" + m.key + "\" holds characters a token cannot have (visible ASCII only)");
+        fail(failed, "member \"" + m.key + "\" holds characters a token cannot have (visible ASCII only)");
         return false;
     }
     out = secret(std::move(value));
@@ -340,21 +337,17 @@ inline bool read_token(const member& m, secret& out, std::error_code& ec, std::s
 
 }  // namespace detail::document
 
-/// Decodes a token-set document. Returns the set, or nullopt with `ec` set to
-/// errc::storage_corrupt and, when `why` is given, a sentence saying what is
-/// wrong (member names, offsets and versions; never a token).
+/// Decodes a token-set document. Returns the set, or nullopt with `failed`
+/// set to errc::storage_corrupt and a sentence saying what is wrong (member
+/// names, offsets and versions; never a token).
 ///
-/// Why this shape: it is the shape of `Storage::load` (optional + error_code),
-/// so a store passes the result through; the reason is an out-parameter and
-/// optional because a store wants it for its error_info while a caller that
-/// only branches on the code should not pay for building a string.
-inline std::optional<token_set> decode_token_set(std::string_view text, std::error_code& ec,
-                                                 std::string* why = nullptr) {
+/// The optional is the shape of `Storage::load`, so a store passes the
+/// result through.
+inline std::optional<token_set> decode_token_set(std::string_view text, error_info& failed) {
     namespace doc = detail::document;
-    ec.clear();
-    if (why) why->clear();
+    failed = {};
     if (text.size() > max_document_size) {
-        doc::fail(ec, why, "the document is larger than " + std::to_string(max_document_size) + " bytes");
+        doc::fail(failed, "the document is larger than " + std::to_string(max_document_size) + " bytes");
         return std::nullopt;
     }
 
@@ -364,7 +357,7 @@ inline std::optional<token_set> decode_token_set(std::string_view text, std::err
     constexpr std::size_t n = sizeof(doc::member_names) / sizeof(doc::member_names[0]);
     doc::member found[n];
     bool present[n] = {};
-    doc::scanner scan(text, ec, why);
+    doc::scanner scan(text, failed);
     const bool well_formed = scan.scan_object([&](doc::member& m) {
         for (std::size_t i = 0; i < n; ++i)
             if (m.key == names[i]) {
@@ -377,7 +370,7 @@ inline std::optional<token_set> decode_token_set(std::string_view text, std::err
 
     auto require = [&](std::size_t i) {
         if (present[i]) return true;
-        doc::fail(ec, why, "member \"" + std::string(names[i]) + "\" is missing");
+        doc::fail(failed, "member \"" + std::string(names[i]) + "\" is missing");
         return false;
     };
 
@@ -385,7 +378,7 @@ inline std::optional<token_set> decode_token_set(std::string_view text, std::err
     std::string format;
     if (found[0].type != doc::kind::string || !doc::scanner::decode_string(found[0].raw, &format) ||
         format != token_set_format) {
-        doc::fail(ec, why, "member \"format\" is not \"" + std::string(token_set_format) +
+        doc::fail(failed, "member \"format\" is not \"" + std::string(token_set_format) +
                                "\": this is not a tokmgr token-set document");
         return std::nullopt;
     }
@@ -397,18 +390,18 @@ inline std::optional<token_set> decode_token_set(std::string_view text, std::err
         const auto [end, result] = std::from_chars(raw_version.data(), raw_version.data() + raw_version.size(), version);
         const bool too_big = result != std::errc() || end != raw_version.data() + raw_version.size();
         if (too_big || version > token_set_version) {
-            doc::fail(ec, why,
+            doc::fail(failed,
                       "document version " + (raw_version.size() <= 20 ? std::string(raw_version) : "(huge)") +
                           " is newer than this build of tokmgr reads (version " +
                           std::to_string(token_set_version) + "); upgrade tokmgr, or remove the file to log in afresh");
             return std::nullopt;
         }
         if (version == 0) {
-            doc::fail(ec, why, "document version 0 does not exist (versions start at 1)");
+            doc::fail(failed, "document version 0 does not exist (versions start at 1)");
             return std::nullopt;
         }
     } else {
-        doc::fail(ec, why, "member \"version\" is not a positive integer");
+        doc::fail(failed, "member \"version\" is not a positive integer");
         return std::nullopt;
     }
 
@@ -417,54 +410,58 @@ inline std::optional<token_set> decode_token_set(std::string_view text, std::err
 
     token_set set;
     std::uint64_t value = 0;
-    if (!doc::read_unsigned(found[2], doc::max_generation, set.generation, ec, why)) return std::nullopt;
-    if (!doc::read_unsigned(found[3], doc::max_received_at_ms, value, ec, why)) return std::nullopt;
+    if (!doc::read_unsigned(found[2], doc::max_generation, set.generation, failed)) return std::nullopt;
+    if (!doc::read_unsigned(found[3], doc::max_received_at_ms, value, failed)) return std::nullopt;
     set.received_at = std::chrono::system_clock::time_point(
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             std::chrono::milliseconds(static_cast<std::int64_t>(value))));
     const auto max_seconds = static_cast<std::uint64_t>(max_lifetime.count());
-    if (!doc::read_unsigned(found[5], max_seconds, value, ec, why)) return std::nullopt;
+    if (!doc::read_unsigned(found[5], max_seconds, value, failed)) return std::nullopt;
     set.jwt_lifetime = std::chrono::seconds(static_cast<std::int64_t>(value));
-    if (!doc::read_unsigned(found[7], max_seconds, value, ec, why)) return std::nullopt;
+    if (!doc::read_unsigned(found[7], max_seconds, value, failed)) return std::nullopt;
     set.refresh_lifetime = std::chrono::seconds(static_cast<std::int64_t>(value));
-    if (!doc::read_token(found[4], set.jwt, ec, why)) return std::nullopt;
-    if (!doc::read_token(found[6], set.refresh_token, ec, why)) return std::nullopt;
+    if (!doc::read_token(found[4], set.jwt, failed)) return std::nullopt;
+    if (!doc::read_token(found[6], set.refresh_token, failed)) return std::nullopt;
 
     const std::string_view spent = found[8].raw;
     if (spent != "true" && spent != "false") {
-        doc::fail(ec, why, "member \"refresh_token_spent\" is not true or false");
+        doc::fail(failed, "member \"refresh_token_spent\" is not true or false");
         return std::nullopt;
     }
     set.refresh_token_spent = spent == "true";
     if (set.refresh_token_spent && !set.refresh_token.empty()) {
-        doc::fail(ec, why, "the refresh token is marked spent but still present; no tokmgr writes that");
+        doc::fail(failed, "the refresh token is marked spent but still present; no tokmgr writes that");
         return std::nullopt;
     }
     return set;
 }
 
-/// Throwing overload: tokmgr::error with errc::storage_corrupt and the reason.
+/// As above, with the code alone.
+inline std::optional<token_set> decode_token_set(std::string_view text, std::error_code& ec) {
+    return detail::code_only(ec, [&](error_info& failed) { return decode_token_set(text, failed); });
+}
+
+/// Throwing form: tokmgr::error with errc::storage_corrupt and the reason.
 inline token_set decode_token_set(std::string_view text) {
-    std::error_code ec;
-    std::string why;
-    auto set = decode_token_set(text, ec, &why);
-    if (!set) throw error(ec, "token-set document: " + why);
+    auto set = detail::throw_on_failure([&](error_info& failed) { return decode_token_set(text, failed); },
+                                        "token-set document");
+    // Every nullopt above comes with `failed` set (the fuzzer checks it);
+    // this keeps a future path that forgot from dereferencing nothing.
+    if (!set) detail::throw_error({make_error_code(errc::storage_corrupt), "token-set document: unreadable"});
     return std::move(*set);
 }
 
 /// Encodes a token set as a version-1 document. The text holds the tokens,
-/// so it comes back as a secret. Refuses (errc::storage_failed, and a reason
-/// in `why`) what decode_token_set would refuse: a token that is not visible
+/// so it comes back as a secret. Refuses (`failed`: errc::storage_failed and
+/// a reason) what decode_token_set would refuse: a token that is not visible
 /// ASCII, a lifetime over max_lifetime, a time outside [1970, 2100), a
 /// generation over 2^53 - 1. A spent set is written with an empty refresh
 /// token whatever the struct still holds: a spent token never reaches storage.
-inline secret encode_token_set(const token_set& set, std::error_code& ec, std::string* why = nullptr) {
+inline secret encode_token_set(const token_set& set, error_info& failed) {
     namespace doc = detail::document;
-    ec.clear();
-    if (why) why->clear();
+    failed = {};
     auto refuse = [&](std::string text) {
-        ec = make_error_code(errc::storage_failed);
-        if (why) *why = "the token set cannot be stored: " + std::move(text);
+        failed = {make_error_code(errc::storage_failed), "the token set cannot be stored: " + std::move(text)};
         return secret();
     };
     const std::string_view jwt = set.jwt.reveal();
@@ -519,13 +516,14 @@ inline secret encode_token_set(const token_set& set, std::error_code& ec, std::s
     return secret(std::move(text));
 }
 
-/// Throwing overload: tokmgr::error with errc::storage_failed and the reason.
+/// As above, with the code alone.
+inline secret encode_token_set(const token_set& set, std::error_code& ec) {
+    return detail::code_only(ec, [&](error_info& failed) { return encode_token_set(set, failed); });
+}
+
+/// Throwing form: tokmgr::error with errc::storage_failed and the reason.
 inline secret encode_token_set(const token_set& set) {
-    std::error_code ec;
-    std::string why;
-    auto text = encode_token_set(set, ec, &why);
-    if (ec) throw error(ec, why);
-    return text;
+    return detail::throw_on_failure([&](error_info& failed) { return encode_token_set(set, failed); });
 }
 
 }  // namespace tokmgr

@@ -423,11 +423,11 @@ private:
             if (n == 0) break;
             size += static_cast<std::size_t>(n);
         }
-        std::string why;
-        auto set = decode_token_set(std::string_view(text.data(), size), ec, &why);
+        error_info unreadable;
+        auto set = decode_token_set(std::string_view(text.data(), size), unreadable);
         detail::secure_clear(text);
         if (set) return set;
-        move_aside(info, why, ec);
+        move_aside(info, unreadable.detail, ec);
         return std::nullopt;
     }
 
@@ -472,10 +472,10 @@ private:
 
     /// temp file + fsync + rename + fsync of the directory.
     void write_replace(const token_set& set, std::error_code& ec) {
-        std::string why;
-        const secret text = encode_token_set(set, ec, &why);
-        if (ec) {
-            fail(ec, errc::storage_failed, "cannot store to " + path_ + ": " + why);
+        error_info refused;
+        const secret text = encode_token_set(set, refused);
+        if (refused) {
+            fail(ec, errc::storage_failed, "cannot store to " + path_ + ": " + refused.detail);
             return;
         }
         if (!ensure_directory(ec)) return;

@@ -61,6 +61,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/percent.hpp"
 #include "../errc.hpp"
 #include "../error.hpp"
 #include "../secret.hpp"
@@ -122,13 +123,12 @@ struct redis_options {
     /// A password in the URL is visible to `ps`: prefer setting `password`
     /// from the environment. Errors (errc::invalid_configuration) never
     /// repeat the password.
-    static redis_options from_url(std::string_view url, std::error_code& ec, std::string* why = nullptr);
+    static redis_options from_url(std::string_view url, error_info& failed);
+    static redis_options from_url(std::string_view url, std::error_code& ec) {
+        return detail::code_only(ec, [&](error_info& failed) { return from_url(url, failed); });
+    }
     static redis_options from_url(std::string_view url) {
-        std::error_code ec;
-        std::string why;
-        auto options = from_url(url, ec, &why);
-        if (ec) throw error(ec, why);
-        return options;
+        return detail::throw_on_failure([&](error_info& failed) { return from_url(url, failed); });
     }
 
     /// "redis://host:port/db/key" or "redis+unix:///path?db=N&key=K", never
@@ -155,6 +155,9 @@ struct context_deleter {
     }
 };
 using context_ptr = std::unique_ptr<redisContext, context_deleter>;
+
+/// A failure of the connection to Redis, as the link reports it.
+inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
 
 inline timeval to_timeval(std::chrono::milliseconds ms) {
     const auto count = std::max<std::int64_t>(ms.count(), 1);
@@ -229,38 +232,42 @@ public:
     const redis_options& options() const noexcept { return options_; }
     std::mutex& mutex() noexcept { return mutex_; }
 
-    /// Runs one command; a reply, or null with `error` set (a sentence
-    /// naming the server and what to do). A command on a kept connection
-    /// that fails on I/O is sent once more on a new one: the server may have
-    /// restarted since the connection was last used. Every command tokmgr
+    /// Runs one command; a reply, or null with `failed` set (storage_failed
+    /// and a sentence naming the server and what to do). A command on a kept
+    /// connection that fails on I/O is sent once more on a new one: the server
+    /// may have restarted since the connection was last used. Every command tokmgr
     /// sends may be repeated safely (the scripts recognise their own write).
-    reply_ptr command(const std::vector<std::string_view>& args, std::string& error) {
+    reply_ptr command(const std::vector<std::string_view>& args, error_info& failed) {
         for (int attempt = 0; attempt < 2; ++attempt) {
             const bool fresh = !context_;
-            if (fresh && !connect(context_, error)) return nullptr;
+            if (fresh && !connect(context_, failed)) return nullptr;
             reply_ptr reply = run(context_.get(), args);
             retried_ = attempt > 0;
-            if (reply) return reply;
-            error = io_error(context_.get());
+            if (reply) {
+                failed = {};  // a first attempt may have failed
+                return reply;
+            }
+            failed = storage_failure(io_error(context_.get()));
             context_.reset();  // hiredis: a context that failed once is unusable
             if (fresh) return nullptr;
         }
         return nullptr;
     }
 
-    /// Opens, authenticates and selects the database. `error` on failure.
-    bool connect(context_ptr& out, std::string& error) {
+    /// Opens, authenticates and selects the database; `failed` on failure.
+    bool connect(context_ptr& out, error_info& failed) {
         const timeval connect_tv = to_timeval(options_.connect_timeout);
         context_ptr c(options_.unix_socket.empty()
                           ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
                           : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv));
         if (!c) {
-            error = "cannot allocate a Redis connection to " + options_.where();
+            failed = storage_failure("cannot allocate a Redis connection to " + options_.where());
             return false;
         }
         if (c->err) {
-            error = "cannot connect to Redis at " + options_.where() + ": " + safe_text(c->errstr, {}) +
-                    "; check that redis-server runs there and that the address is right";
+            failed = storage_failure("cannot connect to Redis at " + options_.where() + ": " +
+                                     safe_text(c->errstr, {}) +
+                                     "; check that redis-server runs there and that the address is right");
             return false;
         }
         redisSetTimeout(c.get(), to_timeval(options_.command_timeout));
@@ -271,20 +278,22 @@ public:
             auth.push_back(options_.password.reveal());
             reply_ptr r = run(c.get(), auth);
             if (!r) {
-                error = io_error(c.get());
+                failed = storage_failure(io_error(c.get()));
                 return false;
             }
             if (r->type == REDIS_REPLY_ERROR) {
                 const std::string said = safe_text(std::string_view(r->str, r->len), options_.password.reveal());
                 if (said.find("without any password") != std::string::npos ||
                     said.find("no password is set") != std::string::npos)
-                    error = "Redis at " + options_.where() +
-                            " has no password set, but tokmgr was given one; remove it (TOKMGR_REDIS_PASSWORD, "
-                            "redis_options::password) or set requirepass on the server (Redis said: " + said + ")";
+                    failed = storage_failure(
+                        "Redis at " + options_.where() +
+                        " has no password set, but tokmgr was given one; remove it (TOKMGR_REDIS_PASSWORD, "
+                        "redis_options::password) or set requirepass on the server (Redis said: " + said + ")");
                 else
-                    error = "Redis at " + options_.where() +
-                            " refused the password; check TOKMGR_REDIS_PASSWORD or redis_options::password "
-                            "(and the user, for an ACL user) (Redis said: " + said + ")";
+                    failed = storage_failure("Redis at " + options_.where() +
+                                             " refused the password; check TOKMGR_REDIS_PASSWORD or "
+                                             "redis_options::password (and the user, for an ACL user) (Redis said: " +
+                                             said + ")");
                 return false;
             }
         }
@@ -292,17 +301,18 @@ public:
             const std::string db = std::to_string(options_.database);
             reply_ptr r = run(c.get(), {"SELECT", db});
             if (!r) {
-                error = io_error(c.get());
+                failed = storage_failure(io_error(c.get()));
                 return false;
             }
             if (r->type == REDIS_REPLY_ERROR) {
-                error = "Redis at " + options_.where() + " refused database " + db + ": " +
-                        safe_text(std::string_view(r->str, r->len), options_.password.reveal()) +
-                        "; choose a database the server has (databases in redis.conf)";
+                failed = storage_failure("Redis at " + options_.where() + " refused database " + db + ": " +
+                                         safe_text(std::string_view(r->str, r->len), options_.password.reveal()) +
+                                         "; choose a database the server has (databases in redis.conf)");
                 return false;
             }
         }
         out = std::move(c);
+        failed = {};
         return true;
     }
 
@@ -388,7 +398,7 @@ public:
 
 private:
     bool subscribe(const std::string& channel) {
-        std::string ignored;
+        error_info ignored;
         context_ptr c;
         if (!connect(c, ignored)) return false;
         reply_ptr r = run(c.get(), {"SUBSCRIBE", channel});
@@ -420,37 +430,13 @@ private:
     bool retried_ = false;
 };
 
-/// %XX decoding for the parts of a URL; false on a bad escape.
-inline bool percent_decode(std::string_view in, std::string& out) {
-    auto hex = [](char c) {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    out.clear();
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out += in[i];
-            continue;
-        }
-        if (i + 2 >= in.size()) return false;  // '%' needs two hex digits after it
-        const int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
-        if (hi < 0 || lo < 0) return false;
-        out += static_cast<char>(hi * 16 + lo);
-        i += 2;
-    }
-    return true;
-}
-
 }  // namespace detail::redis
 
-inline redis_options redis_options::from_url(std::string_view url, std::error_code& ec, std::string* why) {
-    ec.clear();
+inline redis_options redis_options::from_url(std::string_view url, error_info& failed) {
+    failed = {};
     redis_options out;
     auto bad = [&](std::string text) {
-        ec = make_error_code(errc::invalid_configuration);
-        if (why) *why = "the Redis URL " + std::move(text);
+        failed = {make_error_code(errc::invalid_configuration), "the Redis URL " + std::move(text)};
         return redis_options{};
     };
     const bool unix_socket = url.rfind("redis+unix://", 0) == 0;
@@ -465,9 +451,11 @@ inline redis_options redis_options::from_url(std::string_view url, std::error_co
         // (redis_options::password, TOKMGR_REDIS_PASSWORD for the CLI).
         const std::size_t colon = userinfo.find(':');
         std::string user, password;
-        if (!detail::redis::percent_decode(userinfo.substr(0, colon), user) ||
-            (colon != std::string_view::npos && !detail::redis::percent_decode(userinfo.substr(colon + 1), password)))
+        if (!detail::percent_decode(userinfo.substr(0, colon), user) ||
+            (colon != std::string_view::npos && !detail::percent_decode(userinfo.substr(colon + 1), password))) {
+            detail::secure_clear(password);  // decoded up to the bad escape
             return bad("has a bad %-escape in its credentials (they are not shown)");
+        }
         out.user = std::move(user);
         out.password = secret(std::move(password));
         rest.remove_prefix(at + 1);
@@ -484,7 +472,7 @@ inline redis_options redis_options::from_url(std::string_view url, std::error_co
             const std::string_view param = params.substr(0, amp);
             params = amp == std::string_view::npos ? std::string_view() : params.substr(amp + 1);
             if (param.rfind("key=", 0) == 0) {
-                if (!detail::redis::percent_decode(param.substr(4), key)) return bad("has a bad %-escape in its key");
+                if (!detail::percent_decode(param.substr(4), key)) return bad("has a bad %-escape in its key");
             } else if (param.rfind("db=", 0) == 0) {
                 std::uint64_t db = 0;
                 if (!detail::redis::integer_arg(param.substr(3), 1u << 20, db)) return bad("has a database that is not a number");
@@ -534,7 +522,7 @@ inline redis_options redis_options::from_url(std::string_view url, std::error_co
                 return bad("has more than two path segments (redis://host:port/[<db>/]<key>; a key cannot hold '/', "
                            "write it as %2F)");
         }
-        if (!detail::redis::percent_decode(path, key)) return bad("has a bad %-escape in its key");
+        if (!detail::percent_decode(path, key)) return bad("has a bad %-escape in its key");
     }
     if (key.empty()) return bad("needs a key (redis://host:port/[db/]key, or ?key=K for a socket)");
     out.key = std::move(key);
@@ -573,7 +561,7 @@ public:
                 std::lock_guard<std::mutex> lock(link_->mutex());
                 const auto& o = link_->options();
                 const std::string lease_key = o.key + ":lease", channel = o.key + ":changed";
-                std::string ignored;
+                error_info ignored;
                 link_->command({"EVAL", detail::redis::release_script, "1", lease_key, token_, channel}, ignored);
             } catch (...) {
             }
@@ -644,10 +632,10 @@ public:
         auto step = std::chrono::milliseconds(1);
         bool subscribed_wait = false;
         for (;;) {
-            std::string why;
-            auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, why);
+            error_info failed;
+            auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
             if (!r) {
-                fail(ec, errc::storage_failed, "taking the lease " + key + ": " + why);
+                fail(ec, errc::storage_failed, "taking the lease " + key + ": " + failed.detail);
                 return {};
             }
             if (r->type == REDIS_REPLY_STATUS) return lease(link_, token);
@@ -659,7 +647,7 @@ public:
             // nil: held by someone else — or by us, when this SET was a
             // second sending whose first went through: check the token.
             if (link_->retried()) {
-                if (auto mine = link_->command({"GET", key}, why);
+                if (auto mine = link_->command({"GET", key}, failed);
                     mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
                     return lease(link_, token);
             }
@@ -690,10 +678,10 @@ public:
         clear_error(ec);
         if (!held) return false;
         std::lock_guard<std::mutex> lock(link_->mutex());
-        std::string why;
-        auto r = link_->command({"GET", lease_key()}, why);
+        error_info failed;
+        auto r = link_->command({"GET", lease_key()}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "checking the lease " + lease_key() + ": " + why);
+            fail(ec, errc::storage_failed, "checking the lease " + lease_key() + ": " + failed.detail);
             return false;
         }
         return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token_;
@@ -720,13 +708,13 @@ public:
         if (!cas(set, expected_generation, ec)) return false;
         const int replicas = options().wait_replicas;
         if (!set.refresh_token_spent || replicas <= 0) return true;
-        std::string why;
+        error_info failed;
         const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
-        auto r = link_->command({"WAIT", n, ms}, why);
+        auto r = link_->command({"WAIT", n, ms}, failed);
         if (!r || r->type != REDIS_REPLY_INTEGER) {
             fail(ec, errc::storage_failed,
                  "waiting for replicas to acknowledge the spent mark on " + options().where() + ": " +
-                     (r ? server_text(r.get()) : why) + "; nothing was sent");
+                     (r ? server_text(r.get()) : failed.detail) + "; nothing was sent");
             return false;
         }
         if (r->integer < replicas) {
@@ -763,10 +751,10 @@ private:
 
     /// GET and decode; under the link's mutex.
     std::optional<token_set> read_current(std::error_code& ec) {
-        std::string why;
-        auto r = link_->command({"GET", options().key}, why);
+        error_info failed;
+        auto r = link_->command({"GET", options().key}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "reading the token set: " + why);
+            fail(ec, errc::storage_failed, "reading the token set: " + failed.detail);
             return std::nullopt;
         }
         if (r->type == REDIS_REPLY_NIL) return std::nullopt;
@@ -774,7 +762,7 @@ private:
             const std::string said = server_text(r.get());
             if (said.rfind("WRONGTYPE", 0) == 0) {
                 std::string kind = "a value of another type";
-                if (auto t = link_->command({"TYPE", options().key}, why); t && t->type == REDIS_REPLY_STATUS)
+                if (auto t = link_->command({"TYPE", options().key}, failed); t && t->type == REDIS_REPLY_STATUS)
                     kind = "a " + std::string(t->str, t->len) + ", not a tokmgr token-set document";
                 fail(ec, errc::storage_failed, not_ours(kind));
             } else if (said.rfind("NOAUTH", 0) == 0) {
@@ -792,31 +780,31 @@ private:
                  "reading " + options().key + " on " + options().where() + ": an unexpected answer to GET");
             return std::nullopt;
         }
-        std::string reason;
-        auto set = decode_token_set(std::string_view(r->str, r->len), ec, &reason);
+        error_info unreadable;
+        auto set = decode_token_set(std::string_view(r->str, r->len), unreadable);
         // hiredis's buffer held the tokens: wipe it before it is freed.
         detail::secure_wipe(r->str, r->len);
         if (set) return set;
         fail(ec, errc::storage_failed, not_ours("a value that is not a readable tokmgr token-set document (" +
-                                                 reason + ")"));
+                                                 unreadable.detail + ")"));
         return std::nullopt;
     }
 
     /// The compare-and-swap script; under the link's mutex.
     bool cas(const token_set& set, std::uint64_t expected, std::error_code& ec) {
-        std::string reason;
-        secret text = encode_token_set(set, ec, &reason);
-        if (ec) {
-            fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + reason);
+        error_info refused;
+        secret text = encode_token_set(set, refused);
+        if (refused) {
+            fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + refused.detail);
             return false;
         }
         const std::string expected_text = std::to_string(expected), generation = std::to_string(set.generation);
-        std::string why;
+        error_info failed;
         auto r = link_->command({"EVAL", detail::redis::store_if_script, "1", options().key, expected_text,
                                  text.reveal(), generation, channel()},
-                                why);
+                                failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "storing the token set: " + why);
+            fail(ec, errc::storage_failed, "storing the token set: " + failed.detail);
             return false;
         }
         if (r->type == REDIS_REPLY_ERROR) {

@@ -166,8 +166,7 @@ inline void reference_server::start(std::error_code& ec) {
         return;
     }
     detail::settings resolved;
-    if (auto failed = detail::resolve_settings(impl_->options, resolved)) {
-        impl_->last_error = std::move(failed);
+    if (!detail::resolve_settings(impl_->options, resolved, impl_->last_error)) {
         ec = impl_->last_error.code;
         return;
     }

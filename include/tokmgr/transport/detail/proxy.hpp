@@ -22,7 +22,9 @@
 #include <system_error>
 
 #include "../../detail/base64url.hpp"
+#include "../../detail/percent.hpp"
 #include "../../errc.hpp"
+#include "../../error.hpp"
 #include "../../http.hpp"
 #include "../../secret.hpp"
 #include "url.hpp"
@@ -40,34 +42,10 @@ struct proxy_route {
 
 namespace proxy_text {
 
-inline char lower(char c) noexcept { return url_chars::lower(c); }
-
 inline std::string_view trim(std::string_view s) noexcept {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
     return s;
-}
-
-/// RFC 3986 percent-decoding of a user name or password; false for a bad escape.
-inline bool percent_decode(std::string_view in, std::string& out) {
-    out.clear();
-    out.reserve(in.size());
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        c = lower(c);
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;
-    };
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out += in[i];
-            continue;
-        }
-        if (i + 2 >= in.size() || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0) return false;
-        out += static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2]));
-        i += 2;
-    }
-    return true;
 }
 
 /// Standard base64 with padding (RFC 4648 §4), which Basic authentication uses.
@@ -87,11 +65,10 @@ inline std::string base64_encode(std::string_view in) {
 /// Parses `http://[user[:password]@]host[:port][/]` (the scheme may be left
 /// out; the port defaults to 1080, as curl's does). An `https://` proxy (TLS to
 /// the proxy itself) and other schemes are refused. On failure sets
-/// errc::invalid_configuration and a reason that never repeats `text`.
-inline bool parse_proxy_url(std::string_view text, proxy_route& out, std::error_code& ec, std::string& why) {
+/// `failed` to errc::invalid_configuration and a reason that never repeats `text`.
+inline bool parse_proxy_url(std::string_view text, proxy_route& out, error_info& failed) {
     auto fail = [&](std::string reason) {
-        ec = make_error_code(errc::invalid_configuration);
-        why = std::move(reason);
+        failed = {make_error_code(errc::invalid_configuration), std::move(reason)};
         out.authorization.clear();
         return false;
     };
@@ -117,9 +94,9 @@ inline bool parse_proxy_url(std::string_view text, proxy_route& out, std::error_
         const auto colon = userinfo.find(':');
         std::string user;
         std::string password;
-        const bool decoded = proxy_text::percent_decode(userinfo.substr(0, colon), user) &&
+        const bool decoded = percent_decode(userinfo.substr(0, colon), user) &&
                              (colon == std::string_view::npos ||
-                              proxy_text::percent_decode(userinfo.substr(colon + 1), password));
+                              percent_decode(userinfo.substr(colon + 1), password));
         if (!decoded || user.empty()) {
             secure_clear(user);
             secure_clear(password);
@@ -145,17 +122,16 @@ inline bool parse_proxy_url(std::string_view text, proxy_route& out, std::error_
     } else {
         explicit_port = authority.find(':') != std::string_view::npos;
     }
-    std::error_code url_ec;
-    std::string url_why;
-    if (!parse_url("http://" + std::string(authority), out.address, url_ec, url_why))
-        return fail("the proxy URL is not usable: " + url_why);
+    error_info url_failed;
+    if (!parse_url("http://" + std::string(authority), out.address, url_failed))
+        return fail("the proxy URL is not usable: " + url_failed.detail);
     if (!explicit_port) {
         out.address.port = 1080;
         out.address.default_port = false;
     }
     out.endpoint = out.address.endpoint();
     out.enabled = true;
-    ec.clear();
+    failed = {};
     return true;
 }
 
@@ -269,13 +245,14 @@ inline std::string process_environment(const char* name) {
 /// An empty variable counts as unset. `HTTP_PROXY` in upper case is not read
 /// for http:// (curl does not either): a CGI program receives a request's
 /// `Proxy:` header as that variable ("httpoxy").
-/// Sets errc::invalid_configuration, with a reason naming the source, for a
-/// proxy URL that cannot be used; `out.enabled` is false for a direct connection.
+/// Sets `failed` to errc::invalid_configuration, with a reason naming the
+/// source, for a proxy URL that cannot be used; `out.enabled` is false for a
+/// direct connection.
 inline bool select_proxy(const parsed_url& origin, std::string_view proxy_option, std::string_view no_proxy_option,
                          bool use_environment, const environment_reader& environment, proxy_route& out,
-                         std::error_code& ec, std::string& why) {
+                         error_info& failed) {
     out = proxy_route{};
-    ec.clear();
+    failed = {};
     std::string chosen;
     std::string source;
     if (!proxy_option.empty()) {
@@ -307,10 +284,10 @@ inline bool select_proxy(const parsed_url& origin, std::string_view proxy_option
         secure_clear(chosen);
         return true;
     }
-    const bool parsed = parse_proxy_url(chosen, out, ec, why);
+    const bool parsed = parse_proxy_url(chosen, out, failed);
     secure_clear(chosen);
     if (!parsed) {
-        why = "the proxy URL (from " + source + ") cannot be used: " + why;
+        failed.detail = "the proxy URL (from " + source + ") cannot be used: " + failed.detail;
         out = proxy_route{};
         return false;
     }

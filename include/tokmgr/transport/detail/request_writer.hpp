@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "../../errc.hpp"
+#include "../../error.hpp"
 #include "../../http.hpp"
 #include "../../detail/http_chars.hpp"
 #include "url.hpp"
@@ -21,22 +22,22 @@ namespace tokmgr::detail {
 inline constexpr std::string_view user_agent = "tokmgr/0.1";
 
 /// The request line's target: the base path joined with the request's target.
-/// The target must be empty or start with '/'.
-inline bool join_target(const parsed_url& url, std::string_view target, std::string& out, std::string& why) {
-    if (!target.empty() && target.front() != '/') {
-        why = "the request target must start with '/'";
+/// The target must be empty or start with '/'; otherwise sets `failed` to
+/// errc::invalid_configuration and a reason.
+inline bool join_target(const parsed_url& url, std::string_view target, std::string& out, error_info& failed) {
+    auto fail = [&](const char* reason) {
+        failed = {make_error_code(errc::invalid_configuration), reason};
         return false;
-    }
+    };
+    if (!target.empty() && target.front() != '/') return fail("the request target must start with '/'");
     for (char c : target) {
         const auto u = static_cast<unsigned char>(c);
-        if (u <= 0x20 || u == 0x7f) {
-            why = "the request target contains a space or control character";
-            return false;
-        }
+        if (u <= 0x20 || u == 0x7f) return fail("the request target contains a space or control character");
     }
     out = url.base_path;
     out += target.empty() ? std::string_view("/") : target;
     if (out.empty()) out = "/";
+    failed = {};
     return true;
 }
 
@@ -54,21 +55,20 @@ struct proxy_request_form {
     std::string_view proxy_authorization;
 };
 
-/// Writes the whole request into `out`, or sets errc::invalid_configuration
-/// and a reason in `why`. The caller wipes `out` after the write: it holds the
-/// body, which may be a password or a refresh token.
+/// Writes the whole request into `out`, or sets `failed` to
+/// errc::invalid_configuration and a reason. The caller wipes `out` after the
+/// write: it holds the body, which may be a password or a refresh token.
 inline bool write_request(const parsed_url& url, const http_request& request, bool keep_alive, std::string& out,
-                          std::error_code& ec, std::string& why, const proxy_request_form& via_proxy = {}) {
+                          error_info& failed, const proxy_request_form& via_proxy = {}) {
     auto fail = [&](std::string reason) {
-        ec = make_error_code(errc::invalid_configuration);
-        why = std::move(reason);
+        failed = {make_error_code(errc::invalid_configuration), std::move(reason)};
         return false;
     };
     if (request.method.empty()) return fail("the request method is empty");
     for (char c : request.method)
         if (!http_chars::is_token_char(c)) return fail("the request method contains a character that is not allowed");
     std::string target;
-    if (!join_target(url, request.target, target, why)) return fail(why);
+    if (!join_target(url, request.target, target, failed)) return false;
     for (char c : request.content_type)
         if (!http_chars::is_field_value_char(c)) return fail("the content type contains a control character");
     for (const auto& h : request.headers) {
@@ -133,7 +133,7 @@ inline bool write_request(const parsed_url& url, const http_request& request, bo
     }
     out += "\r\n";
     out.append(request.body.data(), request.body.size());
-    ec.clear();
+    failed = {};
     return true;
 }
 

@@ -28,6 +28,7 @@
 #include <system_error>
 
 #include "../../errc.hpp"
+#include "../../error.hpp"
 #include "../../http.hpp"
 
 namespace tokmgr::detail {
@@ -59,8 +60,9 @@ public:
     bool reads_to_end_of_stream() const noexcept { return state_ == state::body_to_eof; }
     /// The connection may carry another request after this response.
     bool keep_alive() const noexcept { return keep_alive_; }
-    /// What was wrong, for the error message; empty when nothing was.
-    const std::string& error_detail() const noexcept { return error_detail_; }
+    /// The error `feed` or `finish` set, with what was wrong; empty when
+    /// nothing was.
+    const error_info& last_error() const noexcept { return last_error_; }
 
     http_response& response() noexcept { return response_; }
     http_response release() noexcept { return std::move(response_); }
@@ -104,7 +106,7 @@ private:
     bool keep_alive_ = false;
     bool have_length_ = false;
     bool chunked_ = false;
-    std::string error_detail_;
+    error_info last_error_;
     http_response response_;
 };
 

@@ -12,6 +12,7 @@
 #include <openssl/x509v3.h>
 
 #include "../../errc.hpp"
+#include "../../error.hpp"
 #include "url.hpp"
 
 namespace tokmgr::detail {
@@ -23,10 +24,9 @@ struct ssl_session_free {
 using tls_session_ptr = std::unique_ptr<SSL_SESSION, ssl_session_free>;
 
 /// The client context: TLS 1.2 or newer, peer verification against the
-/// system store or `ca_file` unless `verify` is false. Sets errc::invalid_configuration
-/// and `why` when the CA file cannot be used.
-inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bool verify, std::error_code& ec,
-                                                  std::string& why) {
+/// system store or `ca_file` unless `verify` is false. Sets `failed` to
+/// errc::invalid_configuration and a reason when the CA file cannot be used.
+inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bool verify, error_info& failed) {
     asio::ssl::context context(asio::ssl::context::tls_client);
     context.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
@@ -37,7 +37,7 @@ inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bo
     SSL_CTX_set_session_cache_mode(context.native_handle(), SSL_SESS_CACHE_OFF);
     if (!verify) {
         context.set_verify_mode(asio::ssl::verify_none);
-        ec.clear();
+        failed = {};
         return context;
     }
     context.set_verify_mode(asio::ssl::verify_peer);
@@ -45,20 +45,21 @@ inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bo
     if (ca_file.empty()) {
         context.set_default_verify_paths(load_ec);
         if (load_ec) {
-            ec = make_error_code(errc::invalid_configuration);
-            why = "the system's trusted CA certificates could not be loaded (" + load_ec.message() +
-                  "); install ca-certificates or set ca_file";
+            failed = {make_error_code(errc::invalid_configuration),
+                      "the system's trusted CA certificates could not be loaded (" + load_ec.message() +
+                          "); install ca-certificates or set ca_file"};
             return context;
         }
     } else {
         context.load_verify_file(ca_file, load_ec);
         if (load_ec) {
-            ec = make_error_code(errc::invalid_configuration);
-            why = "the CA file '" + ca_file + "' could not be loaded as PEM certificates (" + load_ec.message() + ")";
+            failed = {make_error_code(errc::invalid_configuration),
+                      "the CA file '" + ca_file + "' could not be loaded as PEM certificates (" + load_ec.message() +
+                          ")"};
             return context;
         }
     }
-    ec.clear();
+    failed = {};
     return context;
 }
 
@@ -85,14 +86,11 @@ inline tls_session_ptr take_resumable_session(SSL* ssl) {
 /// After a failed handshake: errc::certificate_verification_failed with
 /// OpenSSL's reason ("hostname mismatch", "unable to get local issuer
 /// certificate") when verification rejected the peer, else errc::tls_handshake_failed.
-inline errc classify_handshake_failure(SSL* ssl, bool verify, const std::error_code& handshake_ec, std::string& reason) {
+inline error_info classify_handshake_failure(SSL* ssl, bool verify, const std::error_code& handshake_ec) {
     const long verify_result = SSL_get_verify_result(ssl);
-    if (verify && verify_result != X509_V_OK) {
-        reason = X509_verify_cert_error_string(verify_result);
-        return errc::certificate_verification_failed;
-    }
-    reason = handshake_ec.message();
-    return errc::tls_handshake_failed;
+    if (verify && verify_result != X509_V_OK)
+        return {make_error_code(errc::certificate_verification_failed), X509_verify_cert_error_string(verify_result)};
+    return {make_error_code(errc::tls_handshake_failed), handshake_ec.message()};
 }
 
 }  // namespace tokmgr::detail

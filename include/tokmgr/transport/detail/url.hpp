@@ -14,6 +14,7 @@
 
 #include "../../detail/decimal.hpp"
 #include "../../errc.hpp"
+#include "../../error.hpp"
 
 namespace tokmgr::detail {
 
@@ -136,12 +137,11 @@ inline bool is_ipv6_literal(std::string_view s) noexcept {
     return compressed ? groups <= 7 : groups == 8;
 }
 
-/// Fills `out` from `url`, or sets errc::invalid_url and a reason in `why`
+/// Fills `out` from `url`, or sets `failed` to errc::invalid_url and a reason
 /// (the reason never repeats the URL, which may hold a secret by mistake).
-inline bool parse_url(std::string_view url, parsed_url& out, std::error_code& ec, std::string& why) {
+inline bool parse_url(std::string_view url, parsed_url& out, error_info& failed) {
     auto fail = [&](const char* reason) {
-        ec = make_error_code(errc::invalid_url);
-        why = reason;
+        failed = {make_error_code(errc::invalid_url), reason};
         return false;
     };
     out = parsed_url{};
@@ -217,7 +217,7 @@ inline bool parse_url(std::string_view url, parsed_url& out, std::error_code& ec
     }
     while (!path.empty() && path.back() == '/') path.remove_suffix(1);
     out.base_path = std::string(path);
-    ec.clear();
+    failed = {};
     return true;
 }
 

@@ -37,49 +37,45 @@
 namespace tokmgr {
 namespace detail {
 
+/// The state of a new transport, or the state of an unusable one with
+/// `construction_error` set: the throwing constructors throw it, the others
+/// report it from every `send`, as a failed stream keeps its failure.
 inline std::shared_ptr<asio_transport_state> make_transport_state(std::unique_ptr<asio::io_context> context,
                                                                   asio::any_io_executor executor,
                                                                   asio_transport_options options) {
     auto state = std::make_shared<asio_transport_state>(std::move(context), std::move(executor), std::move(options));
-    std::error_code ec;
-    std::string why;
-    if (!parse_url(state->options.base_url, state->url, ec, why)) {
-        state->construction_error = {ec, "the base URL is not usable: " + why};
+    // The proxy URL may carry the proxy's password: whatever this returns
+    // with, only the route's secret holds it afterwards.
+    struct wipe_on_return {
+        std::string& text;
+        ~wipe_on_return() { secure_clear(text); }
+    } wipe_proxy_url{state->options.proxy};
+    error_info& failed = state->construction_error;
+    auto refuse = [&](std::string reason) {
+        failed = {make_error_code(errc::invalid_configuration), std::move(reason)};
+        return state;
+    };
+    if (!parse_url(state->options.base_url, state->url, failed)) {
+        failed.detail = "the base URL is not usable: " + failed.detail;
         return state;
     }
     state->endpoint = state->url.endpoint();
     const auto& o = state->options;
-    if (o.connect_timeout.count() <= 0 || o.handshake_timeout.count() <= 0 || o.request_timeout.count() <= 0) {
-        state->construction_error = {make_error_code(errc::invalid_configuration),
-                                     "the timeouts for " + state->endpoint + " must be positive"};
-        return state;
-    }
-    if (o.max_idle.count() <= 0) {
-        state->construction_error = {make_error_code(errc::invalid_configuration),
-                                     "max_idle for " + state->endpoint + " must be positive"};
-        return state;
-    }
+    if (o.connect_timeout.count() <= 0 || o.handshake_timeout.count() <= 0 || o.request_timeout.count() <= 0)
+        return refuse("the timeouts for " + state->endpoint + " must be positive");
+    if (o.max_idle.count() <= 0) return refuse("max_idle for " + state->endpoint + " must be positive");
     const bool proxy_usable = select_proxy(state->url, o.proxy, o.no_proxy, o.use_environment_proxy,
-                                           process_environment, state->proxy, ec, why);
-    // The URL may carry the proxy's password; from here on only the route's
-    // secret holds it.
-    secure_clear(state->options.proxy);
+                                           process_environment, state->proxy, failed);
     if (!proxy_usable) {
-        state->construction_error = {ec, "the transport for " + state->endpoint + ": " + why};
+        failed.detail = "the transport for " + state->endpoint + ": " + failed.detail;
         return state;
     }
-    if (o.max_response_bytes == 0 || o.max_header_bytes == 0) {
-        state->construction_error = {make_error_code(errc::invalid_configuration),
-                                     "the response size limits for " + state->endpoint + " must be positive"};
-        return state;
-    }
+    if (o.max_response_bytes == 0 || o.max_header_bytes == 0)
+        return refuse("the response size limits for " + state->endpoint + " must be positive");
     if (state->url.tls) {
         state->verify = !o.insecure_skip_tls_verify;
-        state->tls_context.emplace(make_client_tls_context(o.ca_file, state->verify, ec, why));
-        if (ec) {
-            state->construction_error = {ec, why};
-            return state;
-        }
+        state->tls_context.emplace(make_client_tls_context(o.ca_file, state->verify, failed));
+        if (failed) return state;
         if (!state->verify) {
             const std::string warning = "TLS certificate verification is OFF for " + state->endpoint +
                                         " (insecure_skip_tls_verify): anyone on the network path can impersonate "

@@ -91,8 +91,6 @@ public:
             collides_ = true;
             return;
         }
-        std::error_code ec;
-        std::string why;
         // A plain-HTTP request goes to the proxy whole; an https:// one goes
         // through a CONNECT tunnel and is written as if to the server.
         proxy_request_form form;
@@ -100,9 +98,9 @@ public:
             form.absolute_target = true;
             form.proxy_authorization = state.proxy.authorization.reveal();
         }
-        if (!write_request(state.url, request, state.options.keep_alive, state.write_buffer, ec, why, form)) {
+        if (!write_request(state.url, request, state.options.keep_alive, state.write_buffer, pending_, form)) {
             secure_clear(state.write_buffer);
-            pending_ = {ec, what_ + ": " + why};
+            pending_.detail = what_ + ": " + pending_.detail;
             return;
         }
         claim_.claim(state);
@@ -257,7 +255,7 @@ private:
                 return fail_connect(self, errc::proxy_tunnel_failed,
                                     "the answer of " + first_hop_name() + " to CONNECT " +
                                         (too_large ? "is larger than max_header_bytes" : "is not valid HTTP") + " (" +
-                                        parser.error_detail() + ")");
+                                        parser.last_error().detail + ")");
             }
         }
         if (!parser.done()) {
@@ -356,14 +354,14 @@ private:
                                 "the TLS handshake with " + s.endpoint + via_proxy() + " did not finish within " +
                                     duration_text(s.options.handshake_timeout));
         if (ec) {
-            std::string reason;
-            const errc code = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec, reason);
-            if (code == errc::certificate_verification_failed)
-                return fail_connect(self, code,
-                                    "the certificate of " + s.endpoint + via_proxy() + " did not verify (" + reason +
+            const error_info why = classify_handshake_failure(s.connection->tls->native_handle(), s.verify, ec);
+            if (why.code == errc::certificate_verification_failed)
+                return fail_connect(self, errc::certificate_verification_failed,
+                                    "the certificate of " + s.endpoint + via_proxy() + " did not verify (" +
+                                        why.detail +
                                         "); set ca_file to the CA that issued it if the server uses a private CA");
-            return fail_connect(self, code,
-                                "the TLS handshake with " + s.endpoint + via_proxy() + " failed (" + reason + ")");
+            return fail_connect(self, errc::tls_handshake_failed,
+                                "the TLS handshake with " + s.endpoint + via_proxy() + " failed (" + why.detail + ")");
         }
         s.emit(transport_event_kind::connected, s.proxy.enabled ? "connected with TLS" + via_proxy() : "connected with TLS");
         if (SSL_session_reused(s.connection->tls->native_handle()))
@@ -437,7 +435,8 @@ private:
         if (bytes != 0) {
             std::error_code parse_ec;
             const std::size_t used = parser.feed(std::string_view(s.read_buffer.data(), bytes), parse_ec);
-            if (parse_ec) return fail_exchange(self, static_cast<errc>(parse_ec.value()), parser.error_detail());
+            if (parse_ec)
+                return fail_exchange(self, static_cast<errc>(parse_ec.value()), parser.last_error().detail);
             surplus = used < bytes;  // bytes beyond this response: the connection cannot be trusted
         }
         if (!parser.done()) {
@@ -450,7 +449,8 @@ private:
                                          "the TLS connection ended without close_notify, so the body may be truncated");
                 std::error_code finish_ec;
                 parser.finish(finish_ec);
-                if (finish_ec) return fail_exchange(self, static_cast<errc>(finish_ec.value()), parser.error_detail());
+                if (finish_ec)
+                    return fail_exchange(self, static_cast<errc>(finish_ec.value()), parser.last_error().detail);
             } else if (ec) {
                 return fail_exchange(self, errc::connection_failed,
                                      (parser.started() ? "the connection broke while reading the response ("

@@ -11,7 +11,7 @@ namespace tokmgr::detail {
 
 inline bool response_parser::fail(std::error_code& ec, errc code, std::string detail) {
     ec = make_error_code(code);
-    error_detail_ = std::move(detail);
+    last_error_ = {ec, std::move(detail)};
     state_ = state::done;  // nothing more is consumed
     keep_alive_ = false;
     return false;
