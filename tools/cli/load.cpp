@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -76,12 +77,20 @@ private:
     /// One GET with the current JWT. Sets `authorization` to what was sent.
     outcome attempt(tokmgr::asio_transport& transport, std::string& authorization) {
         std::error_code ec;
-        const auto header = manager_.authorization(ec);
-        if (ec) {
-            record(failure_of(manager_.last_error(), ec, "getting a JWT"));
+        tokmgr::secret_view header;
+        // The throwing call carries this call's own failure; last_error()
+        // may already hold another thread's (or be empty after its success).
+        try {
+            header = manager_.authorization();
+        } catch (const tokmgr::error& failed) {
+            ec = failed.code();
+            record(failed.info());
             // Nothing will change if the server refuses the password or
             // the URL is wrong: stop every thread instead of hammering it.
             if (!tokmgr::is_retryable(ec)) stop_ = true;
+            return outcome::failed;
+        } catch (const std::bad_alloc&) {  // building the exception itself
+            record({make_error_code(tokmgr::errc::policy_error), "getting a JWT: out of memory"});
             return outcome::failed;
         }
         tokmgr::detail::secure_clear(authorization);
