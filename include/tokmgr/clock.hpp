@@ -6,7 +6,8 @@
 // without reading the TSC: a fraction of a steady_clock read on the KVM
 // guests tokmgr is benchmarked on (BENCHMARKS.md §1). A clock that names its
 // `resolution()` has it added to every leeway, so a reading a tick or two old
-// never serves a JWT past its hard threshold.
+// does not serve a JWT past its hard threshold (a later tick is rare, and the
+// leeway's whole second keeps even that from serving an expired JWT).
 //
 // Across a suspended machine (a laptop lid, a paused VM) the monotonic clocks
 // (steady_clock, coarse_steady_clock) stop, while the JWT's expiry, set by the
@@ -62,10 +63,10 @@ public:
     /// How far behind the true time tokmgr takes a reading to be: two timer
     /// ticks (8 ms at the common CONFIG_HZ=250). One tick is the clock's
     /// resolution; the second is for a tick that comes late, as on a busy
-    /// virtual machine (a lag of 1.5 ticks was seen on the 2-core KVM test
-    /// machine under load). Later still is scheduling delay, which the
-    /// leeway's whole second absorbs for every clock alike. 0 where
-    /// steady_clock is read instead.
+    /// virtual machine (1.5 ticks under load on the 2-core KVM test machine,
+    /// once 2.5 under ThreadSanitizer). Later still, rare, is absorbed by the
+    /// leeway's whole second, as scheduling delay is for every clock. 0
+    /// where steady_clock is read instead.
     std::chrono::nanoseconds resolution() const noexcept { return resolution_; }
 
 private:

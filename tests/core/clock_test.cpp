@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <thread>
 #include <type_traits>
 
@@ -21,25 +22,37 @@ TEST_CASE("the shipped clocks are Clock policies and the coarse one shares stead
     static_assert(!std::is_same_v<tokmgr::boottime_clock::time_point, std::chrono::steady_clock::time_point>);
 }
 
-TEST_CASE("coarse_steady_clock never goes back and lags steady_clock by at most its resolution") {
+TEST_CASE("coarse_steady_clock never goes back or ahead, and almost always lags by at most its resolution") {
     const tokmgr::coarse_steady_clock coarse;
     const auto resolution = coarse.resolution();
 #if defined(__linux__)
     CHECK(resolution > 0ns);
     CHECK(resolution <= 20ms);  // two ticks; CONFIG_HZ=100 is the coarsest Linux kernel
 #endif
+    constexpr int readings = 100000;
+    int late = 0;
+    nanoseconds worst{0};
     auto previous = coarse.now();
-    for (int i = 0; i < 100000; ++i) {
+    for (int i = 0; i < readings; ++i) {
         const auto before = std::chrono::steady_clock::now();
         const auto reading = coarse.now();
         const auto after = std::chrono::steady_clock::now();
+        // A reading is the last tick: never back, never after the precise clock.
         REQUIRE(reading >= previous);
-        // A reading is the last tick: not after the precise clock, and not
-        // more than the lag tokmgr allows for (plus scheduling slack) before it.
         REQUIRE(reading <= after);
-        REQUIRE(before - reading <= resolution + 2ms);
+        const nanoseconds lag = before - reading;
+        worst = std::max(worst, lag);
+        late += lag > resolution + 2ms;  // 2 ms: scheduling slack
         previous = reading;
     }
+    CAPTURE(worst.count());
+    // The kernel's tick can itself come late (one reading was 2.5 ticks old
+    // under ThreadSanitizer on a loaded 2-core VM), so the resolution is the
+    // usual lag, not a bound: a late tick must stay rare...
+    CHECK(late * 1000 <= readings);
+    // ...and far inside the leeway's whole second, which is what keeps a JWT
+    // from being served past its expiry whatever the clock's lag.
+    CHECK(worst < 500ms);
 }
 
 TEST_CASE("boottime_clock moves with the monotonic clock while the machine is awake") {
