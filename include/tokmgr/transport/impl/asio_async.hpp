@@ -35,30 +35,30 @@ inline std::string duration_text(std::chrono::milliseconds d) {
 }
 
 /// An operation's claim on its transport (one request at a time), moved with
-/// the operation. The operation's finish() releases it; an operation
-/// destroyed unfinished (an awaitable never awaited, an allocation that
-/// failed between preparing and starting, an io_context destroyed first)
-/// releases it here, and wipes the request it wrote, which may hold a
-/// password or a refresh token.
+/// the operation. Releasing it wipes the requests the operation wrote (they
+/// may hold a password or a refresh token; only a claim holder writes them)
+/// and frees the transport. The operation's finish() releases it; an
+/// operation destroyed unfinished (an awaitable never awaited, an allocation
+/// that failed between preparing and starting, an io_context destroyed first)
+/// releases it here.
 class busy_claim {
 public:
     busy_claim() = default;
     busy_claim(busy_claim&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
     busy_claim& operator=(busy_claim&&) = delete;
-    ~busy_claim() {
-        if (state_ == nullptr) return;
-        secure_clear(state_->write_buffer);
-        secure_clear(state_->tunnel_buffer);
-        state_->busy = false;
-    }
+    ~busy_claim() { release(); }
 
     void claim(asio_transport_state& state) noexcept {
         state.busy = true;
         state_ = &state;
     }
-    bool held() const noexcept { return state_ != nullptr; }
-    /// finish() has released the transport itself.
-    void dismiss() noexcept { state_ = nullptr; }
+    void release() noexcept {
+        if (state_ == nullptr) return;
+        secure_clear(state_->write_buffer);
+        secure_clear(state_->tunnel_buffer);
+        state_->busy = false;
+        state_ = nullptr;
+    }
 
 private:
     asio_transport_state* state_ = nullptr;
@@ -508,15 +508,10 @@ private:
         // the timer, buffer or error of the one that is.
         if (!collides_) {
             s.disarm_timer();
-            // Both buffers may hold a password or a token: the request, and
-            // the tail of a response that carried a JWT and a refresh token.
-            secure_clear(s.write_buffer);
-            secure_clear(s.tunnel_buffer);
+            // The requests (wiped by the claim's release) and the tail of a
+            // response that carried a JWT and a refresh token.
+            claim_.release();
             secure_wipe(s.read_buffer.data(), s.read_buffer.size());
-            if (claim_.held()) {
-                s.busy = false;
-                claim_.dismiss();
-            }
             s.last_error = error_info{ec, ec ? std::move(detail) : std::string()};
         }
         self.complete(ec, std::move(response));
