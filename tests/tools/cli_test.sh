@@ -135,6 +135,26 @@ run "token: invalid SOLAR_JWT_EXPIRATION_IN_MINUTES" 1 \
     env TONIC_TEXTUAL_PASSWORD=wonderland SOLAR_JWT_EXPIRATION_IN_MINUTES=soon "$TOKMGR" token --url "$plain_url" --user alice
 stderr_is_one_line_without "invalid SOLAR variable" wonderland
 
+# A store the user named but that cannot keep the set must fail the command:
+# a JWT printed from a private session leaves nothing for the next run, which
+# then has no password and fails where nobody watches.
+mkdir -m 0777 "$work/open-dir" && chmod 0777 "$work/open-dir"
+run "token: --store in a directory writable by others" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/open-dir/t.json"
+stderr_is_one_line_without "--store refused" wonderland
+[[ -s $work/out ]] && fail "token printed a JWT although the store refused it"
+grep -q "open-dir" "$work/err" || fail "the refused store's error does not name it: $(cat "$work/err")"
+run "token: --store in a directory that cannot be created" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store /proc/nonexistent/t.json
+stderr_is_one_line_without "--store not creatable" wonderland
+[[ -s $work/out ]] && fail "token printed a JWT although the store could not be created"
+grep -q "/proc/nonexistent" "$work/err" || fail "the unusable store's error does not name it: $(cat "$work/err")"
+run "token: --store that works" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
+[[ -s $work/state/t.json ]] && pass "--store wrote the token file" || fail "--store wrote no token file"
+run "token: --store again, no password: the stored JWT" 0 \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
+
 # A port nobody listens on: take one from a server that then stops.
 start_server gone --user x:y
 gone_url=$url
