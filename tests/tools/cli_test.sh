@@ -95,6 +95,26 @@ run "no command" 2 "$TOKMGR"
 stderr_is_one_line_without "no command" ""
 run "--help" 0 "$TOKMGR" --help
 grep -q "tokmgr serve" "$work/out" || fail "--help does not show the usage"
+source_dir=$(cd "$(dirname "$0")/../.." && pwd)
+# docs/cli.md quotes the synopsis `tokmgr --help` begins with (up to its first blank line).
+documented=$(awk '/`tokmgr --help` begins with/ { seen = 1 } seen && /^```$/ { if (inside) exit; inside = 1; next }
+                  inside { print }' "$source_dir/docs/cli.md")
+actual=$(sed '/^$/,$d' "$work/out")
+[[ -n $documented && $documented == "$actual" ]] && pass "docs/cli.md quotes tokmgr --help as it is" \
+    || fail "docs/cli.md's synopsis differs from tokmgr --help: $(diff <(echo "$documented") <(echo "$actual"))"
+for command in serve token load; do
+    run "$command --help" 0 "$TOKMGR" "$command" --help
+    grep -q "^  tokmgr $command " "$work/out" || fail "$command --help does not show its usage: $(head -3 "$work/out")"
+    grep -q "tokmgr serve\|tokmgr token\|tokmgr load" <(grep -v "tokmgr $command " "$work/out") \
+        && fail "$command --help shows other commands' usage"
+    [[ -s $work/err ]] && fail "$command --help wrote to stderr: $(cat "$work/err")"
+done
+run "-h after other options" 0 "$TOKMGR" load --threads 2 -h
+version=$(sed -n 's/^#define TOKMGR_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
+          "$source_dir/include/tokmgr/version.hpp" | paste -sd.)
+run "--version" 0 "$TOKMGR" --version
+[[ $(cat "$work/out") == "tokmgr $version" ]] && pass "--version prints tokmgr $version" \
+    || fail "--version printed '$(cat "$work/out")', expected 'tokmgr $version'"
 run "unknown command" 2 "$TOKMGR" frobnicate
 run "unknown option" 2 "$TOKMGR" serve --colour blue
 run "a password given as an option is refused and not repeated" 2 "$TOKMGR" token --user a --password=hunter2
