@@ -235,6 +235,7 @@ port=${plain_url##*:}
 run "serve: port in use" 4 "$TOKMGR" serve --port "$port"
 stderr_is_one_line_without "port in use" ""
 run "serve: invalid SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES" 1 env SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES=x "$TOKMGR" serve
+grep -q "e.g. 10000" "$work/err" || fail "the refresh lifetime's error suggests another default: $(cat "$work/err")"
 run "serve: unreadable TLS files" 1 "$TOKMGR" serve --tls-cert "$work/none.pem" --tls-key "$work/none.key"
 
 kill -TERM "$plain_pid"
