@@ -42,9 +42,10 @@ int run_token_with_store(const parsed_options& args, const Storage& store) {
         const auto jwt = manager.get_token(ec);
         if (ec == tokmgr::errc::no_credentials) return -1;  // a login is needed: ask for the password
         if (ec) return report_failure("token", manager.last_error(), ec, "login");
-        if (const auto unkept = manager.last_error(); went_private || is_store_failure(unkept.code))
-            return report_failure("token", unkept, unkept.code ? unkept.code : make_error_code(tokmgr::errc::storage_failed),
-                                  "the store");
+        if (const auto unkept = manager.last_error(); went_private || is_store_failure(unkept.code)) {
+            const auto code = unkept.code ? unkept.code : make_error_code(tokmgr::errc::storage_failed);
+            return report_failure("token", unkept, code, "the store could not keep the token set");
+        }
         std::cout << jwt.reveal() << '\n' << std::flush;
         return std::cout ? exit_ok : exit_other;
     };
