@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every ```cpp block of README.md and docs/*.md, as one C++ file to compile.
 
-    snippets.py SOURCE_DIR OUTPUT.cpp [--without-redis]
+    snippets.py SOURCE_DIR OUTPUT.cpp [--without-redis] [--each]
 
 A block compiles as shown. One that is a fragment (statements that need a
 function around them, names the prose introduced) says so in an HTML comment
@@ -21,6 +21,9 @@ out of its namespace to just before it, so a block sees its own includes and
 those of the blocks before it (README.md first, then docs/ by name): a
 missing include is caught unless an earlier block has it. Keep every include
 a block needs in the block.
+
+--each also writes each block alone to OUTPUT_<n>.cpp, to check by hand
+that no block leans on an earlier block's includes.
 
 --without-redis leaves out the blocks that include <tokmgr/storage/redis.hpp>
 (a build without hiredis has no tokmgr::redis to compile them against).
@@ -106,6 +109,12 @@ def main():
             bodies.append("\n".join(includes) + f"\nnamespace snippet_{count} {{\n{located}}}  // namespace snippet_{count}\n")
     if count == 0:
         sys.exit("no ```cpp block found: is SOURCE_DIR the repository?")
+    if "--each" in sys.argv[3:]:
+        # One file per block, to check by hand that no block leans on an
+        # earlier block's includes (too slow for every run: each compiles
+        # the headers anew).
+        for number, body in enumerate(bodies, 1):
+            output.with_name(f"{output.stem}_{number}{output.suffix}").write_text(PRELUDE + "\n" + body)
     text = PRELUDE + "\n" + "\n".join(bodies)
     text += f"\n// {count} blocks\n"
     if not output.exists() or output.read_text() != text:
