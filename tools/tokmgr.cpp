@@ -2,6 +2,7 @@
 // for scripts (`token`) and a load generator (`load`). See the README.
 #include <exception>
 #include <iostream>
+#include <string>
 #include <string_view>
 
 #include <tokmgr/error.hpp>
@@ -88,7 +89,7 @@ int main(int argc, char** argv) {
         print_usage(command);
         return exit_ok;
     } catch (const usage_error& e) {
-        print_error(command, e.message + " (see tokmgr --help)");
+        print_error(command, e.message + " (see tokmgr " + std::string(command) + " --help)");
         return exit_usage;
     } catch (const tokmgr::error& e) {
         print_error(command, e.what());
