@@ -4,7 +4,7 @@
 # reused, no expired JWT presented, never two refreshes in flight.
 #   run_against_server.sh TOKMGR EXAMPLE ARGS...
 # In ARGS, {url} stands for the server's base URL and {dir} for a scratch
-# directory; the password is in TEXTUAL_PASSWORD.
+# directory; the password is in TONIC_TEXTUAL_PASSWORD.
 set -u
 TOKMGR=$1
 shift
@@ -33,7 +33,7 @@ for arg in "$@"; do
     arg=${arg//\{url\}/$url}
     args+=("${arg//\{dir\}/$work}")
 done
-TEXTUAL_PASSWORD=example-password timeout 60 "${args[@]}"
+TONIC_TEXTUAL_PASSWORD=example-password timeout 60 "${args[@]}"
 status=$?
 kill -TERM "$server_pid"
 wait "$server_pid"

@@ -2,9 +2,11 @@
 // for scripts (`token`) and a load generator (`load`). See the README.
 #include <exception>
 #include <iostream>
+#include <string>
 #include <string_view>
 
 #include <tokmgr/error.hpp>
+#include <tokmgr/version.hpp>
 
 #include "cli/args.hpp"
 #include "cli/exit_status.hpp"
@@ -15,17 +17,24 @@
 
 namespace {
 
-constexpr const char* usage_text =
-    "usage:\n"
+// Each command's synopsis, written once: `tokmgr --help` shows them all,
+// `tokmgr COMMAND --help` its own (docs/cli.md quotes the first; cli_test.sh
+// checks that the quote agrees).
+constexpr const char* serve_synopsis =
     "  tokmgr serve [--host H] [--port P] [--user NAME:PASSWORD]... [--api-key KEY]\n"
     "               [--jwt-ttl SECONDS] [--refresh-ttl SECONDS] [--tls-cert FILE --tls-key FILE]\n"
     "               [--auth-rpm-limit N] [--max-connections N] [--max-connections-per-client N]\n"
-    "               [--auth-delay-ms MS]\n"
+    "               [--auth-delay-ms MS]\n";
+constexpr const char* token_synopsis =
     "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure] [--proxy URL]\n"
-    "               [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n"
+    "               [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+constexpr const char* load_synopsis =
     "  tokmgr load  [--url URL] [--user NAME] --threads N --duration SECONDS --path PATH [--ca-file FILE]\n"
-    "               [--proxy URL] [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n"
-    "\n"
+    "               [--proxy URL] [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+constexpr const char* version_synopsis = "  tokmgr --version | --help | COMMAND --help\n";
+
+// What token and load share: where the password, the server and the proxy come from.
+constexpr const char* client_notes =
     "token and load read the password from TONIC_TEXTUAL_PASSWORD, else one line on stdin;\n"
     "with --store, token asks for it only when a login is needed (the file keeps the token set,\n"
     "shared by every process that names it);\n"
@@ -37,9 +46,23 @@ constexpr const char* usage_text =
     "TONIC_TEXTUAL_USERNAME.\n"
     "--proxy http://[USER:PASSWORD@]HOST:PORT defaults to https_proxy / HTTPS_PROXY for https://\n"
     "URLs, http_proxy for http://, then all_proxy / ALL_PROXY; no_proxy / NO_PROXY lists the\n"
-    "hosts reached directly. Prefer the variables for a proxy password: ps shows options.\n"
+    "hosts reached directly. Prefer the variables for a proxy password: ps shows options.\n";
+
+constexpr const char* exit_notes =
     "exit status: 0 ok, 1 other failure, 2 usage, 3 credentials or refresh token rejected,\n"
     "4 network or TLS failure, 5 protocol error.\n";
+
+void print_usage(std::string_view command) {
+    std::cout << "usage:\n";
+    if (command == "serve") {
+        std::cout << serve_synopsis << '\n' << exit_notes;
+    } else if (command == "token" || command == "load") {
+        std::cout << (command == "token" ? token_synopsis : load_synopsis) << '\n' << client_notes << exit_notes;
+    } else {
+        std::cout << serve_synopsis << token_synopsis << load_synopsis << version_synopsis << '\n'
+                  << client_notes << exit_notes;
+    }
+}
 
 }  // namespace
 
@@ -47,7 +70,11 @@ int main(int argc, char** argv) {
     using namespace tokmgr_cli;
     const std::string_view command = argc > 1 ? std::string_view(argv[1]) : std::string_view();
     if (command == "--help" || command == "-h" || command == "help") {
-        std::cout << usage_text;
+        print_usage({});
+        return exit_ok;
+    }
+    if (command == "--version") {
+        std::cout << "tokmgr " << tokmgr::version << '\n';
         return exit_ok;
     }
     try {
@@ -58,8 +85,11 @@ int main(int argc, char** argv) {
         std::cerr << (command.empty() ? "tokmgr: a command is needed: serve, token or load (see tokmgr --help)\n"
                                       : "tokmgr: unknown command; use serve, token or load (see tokmgr --help)\n");
         return exit_usage;
+    } catch (const help_requested&) {
+        print_usage(command);
+        return exit_ok;
     } catch (const usage_error& e) {
-        print_error(command, e.message + " (see tokmgr --help)");
+        print_error(command, e.message + " (see tokmgr " + std::string(command) + " --help)");
         return exit_usage;
     } catch (const tokmgr::error& e) {
         print_error(command, e.what());

@@ -3,7 +3,7 @@
 //
 //   async_service <base-url> <user> <seconds> [workers]
 //
-// The password comes from TEXTUAL_PASSWORD. Each worker coroutine loops: await
+// The password comes from TONIC_TEXTUAL_PASSWORD. Each worker coroutine loops: await
 // the JWT (no thread blocks while a login or refresh is in flight), GET a
 // protected resource with it, and count the answer. One thread runs it all.
 // Exits 0 when every request was answered 2xx, 1 otherwise.
@@ -64,12 +64,12 @@ asio::awaitable<void> worker(tokmgr::token_manager<>& manager, tokmgr::asio_tran
 
 int main(int argc, char** argv) {
     if (argc < 4) {
-        std::cerr << "usage: async_service <base-url> <user> <seconds> [workers]  (password in TEXTUAL_PASSWORD)\n";
+        std::cerr << "usage: async_service <base-url> <user> <seconds> [workers]  (password in TONIC_TEXTUAL_PASSWORD)\n";
         return 2;
     }
-    const char* password = std::getenv("TEXTUAL_PASSWORD");
+    const char* password = std::getenv("TONIC_TEXTUAL_PASSWORD");
     if (password == nullptr) {
-        std::cerr << "async_service: set TEXTUAL_PASSWORD\n";
+        std::cerr << "async_service: set TONIC_TEXTUAL_PASSWORD\n";
         return 2;
     }
     const auto seconds = std::chrono::seconds(std::atoi(argv[3]));

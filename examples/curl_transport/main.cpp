@@ -3,7 +3,7 @@
 //   curl_transport_example
 //       starts the reference server in-process on a loopback port, with
 //       4-second JWTs, and shows a login, a use and a refresh ahead of expiry
-//   TONIC_TEXTUAL_BASE_URL=https://textual.example.com TEXTUAL_USER=... TEXTUAL_PASSWORD=... curl_transport_example
+//   TONIC_TEXTUAL_BASE_URL=https://textual.example.com TONIC_TEXTUAL_USERNAME=... TONIC_TEXTUAL_PASSWORD=... curl_transport_example
 //       does the same against a real Textual server
 //
 // Exits 0 when the manager logged in, a protected call was answered 200 and
@@ -66,7 +66,7 @@ int main() try {
         http_options.base_url = server->url();
         login = {"demo", tokmgr::secret("demo-password")};
     } else {
-        login = {env("TEXTUAL_USER"), tokmgr::secret(env("TEXTUAL_PASSWORD"))};
+        login = {env("TONIC_TEXTUAL_USERNAME"), tokmgr::secret(env("TONIC_TEXTUAL_PASSWORD"))};
         wait_for_refresh = std::chrono::milliseconds(0);  // real JWTs live 30 minutes: no refresh to show
     }
 

@@ -3,7 +3,7 @@
 //
 //   file_storage <base-url> <user> <token-file> <workers> <seconds>
 //
-// The password comes from TEXTUAL_PASSWORD. The parent forks the workers
+// The password comes from TONIC_TEXTUAL_PASSWORD. The parent forks the workers
 // before anything else runs (no threads, no io_context yet), as a pre-fork
 // server does; each worker builds its own manager on the same file and asks
 // it for the JWT every 10 ms, then prints its counters. The file's lease
@@ -31,7 +31,7 @@ int work(const std::string& url, const std::string& user, const std::string& fil
     tokmgr::asio_transport_options transport;
     transport.base_url = url;
     shared_manager manager(tokmgr::asio_transport(transport),
-                           tokmgr::credentials{user, tokmgr::secret(std::getenv("TEXTUAL_PASSWORD"))}, {}, {},
+                           tokmgr::credentials{user, tokmgr::secret(std::getenv("TONIC_TEXTUAL_PASSWORD"))}, {}, {},
                            tokmgr::file_storage(file));
     std::uint64_t served = 0, failed = 0;
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
@@ -54,9 +54,9 @@ int work(const std::string& url, const std::string& user, const std::string& fil
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 6 || std::getenv("TEXTUAL_PASSWORD") == nullptr) {
+    if (argc < 6 || std::getenv("TONIC_TEXTUAL_PASSWORD") == nullptr) {
         std::cerr << "usage: file_storage <base-url> <user> <token-file> <workers> <seconds>  (password in "
-                     "TEXTUAL_PASSWORD)\n";
+                     "TONIC_TEXTUAL_PASSWORD)\n";
         return 2;
     }
     const int workers = std::atoi(argv[4]), seconds = std::atoi(argv[5]);

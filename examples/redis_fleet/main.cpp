@@ -6,7 +6,7 @@
 //
 // <redis-url> is redis://[:password@]host:port/[<db>/]<key> (or
 // redis+unix:///path/to/redis.sock?key=K). The Textual password comes from
-// TEXTUAL_PASSWORD, the Redis password (if any, and not in the URL) from
+// TONIC_TEXTUAL_PASSWORD, the Redis password (if any, and not in the URL) from
 // TOKMGR_REDIS_PASSWORD. Each worker is a process with its own manager and
 // its own Redis connection, asking for the JWT every 10 ms; it prints its
 // counters, and the events that matter to an operator of a fleet: who
@@ -55,7 +55,7 @@ int work(const std::string& url, const std::string& user, const std::string& red
         }
     };
     fleet_manager manager(tokmgr::asio_transport(transport),
-                          tokmgr::credentials{user, tokmgr::secret(std::getenv("TEXTUAL_PASSWORD"))}, options, {},
+                          tokmgr::credentials{user, tokmgr::secret(std::getenv("TONIC_TEXTUAL_PASSWORD"))}, options, {},
                           tokmgr::redis_storage(std::move(store)));
     std::uint64_t served = 0, failed = 0;
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
@@ -78,9 +78,9 @@ int work(const std::string& url, const std::string& user, const std::string& red
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 6 || std::getenv("TEXTUAL_PASSWORD") == nullptr) {
+    if (argc < 6 || std::getenv("TONIC_TEXTUAL_PASSWORD") == nullptr) {
         std::cerr << "usage: redis_fleet <base-url> <user> <redis-url> <workers> <seconds>  (password in "
-                     "TEXTUAL_PASSWORD, the Redis password in the URL or TOKMGR_REDIS_PASSWORD)\n";
+                     "TONIC_TEXTUAL_PASSWORD, the Redis password in the URL or TOKMGR_REDIS_PASSWORD)\n";
         return 2;
     }
     const int workers = std::atoi(argv[4]), seconds = std::atoi(argv[5]);

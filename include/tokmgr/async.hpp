@@ -1,5 +1,6 @@
 // tokmgr/async.hpp — token_manager::async_get_token: the JWT for coroutines
-// and callbacks, with Asio completion tokens (standalone Asio 1.22).
+// and callbacks, with Asio completion tokens (standalone Asio 1.22); and
+// api_key_source::async_get_token, the same call in API-key mode.
 //
 //   asio::io_context io;
 //   tokmgr::token_manager<> manager(tokmgr::asio_transport(io.get_executor(), transport_options), credentials);
@@ -30,6 +31,7 @@
 #include <asio/post.hpp>
 #include <asio/system_executor.hpp>
 
+#include "api_key.hpp"
 #include "token_handle.hpp"
 #include "token_manager.hpp"
 
@@ -130,7 +132,27 @@ struct initiate_async_get_token {
     }
 };
 
+/// api_key_source::async_get_token: nothing to wait for, but the manager's
+/// conventions hold, so a service can switch types: the same signature, the
+/// handler posted to its associated executor under a work guard.
+struct initiate_async_api_key {
+    std::shared_ptr<const snapshot> served;
+
+    template <class Handler>
+    void operator()(Handler&& handler) const {
+        using waiter_type = async_get_token_waiter<std::decay_t<Handler>, asio::system_executor>;
+        std::make_shared<waiter_type>(std::forward<Handler>(handler), asio::system_executor())
+            ->complete(std::error_code(), served);
+    }
+};
+
 }  // namespace detail
+
+template <class CompletionToken>
+auto api_key_source::async_get_token(CompletionToken&& token) const {
+    return asio::async_initiate<CompletionToken, void(std::error_code, token_handle)>(
+        detail::initiate_async_api_key{served_}, token);
+}
 
 template <class Transport, class Clock, class Storage, class Json>
 template <class CompletionToken>

@@ -21,6 +21,7 @@
 #include "storage/memory.hpp"
 #include "token_manager.hpp"
 #include "transport/asio.hpp"
+#include "version.hpp"
 
 #if defined(TOKMGR_SEPARATE_COMPILATION)
 extern template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock,

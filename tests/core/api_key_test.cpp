@@ -23,6 +23,37 @@ TEST_CASE("API-key mode sends the bare key and never refreshes") {
     CHECK_THROWS_AS(tokmgr::api_key_source(tokmgr::secret("")), tokmgr::error);
 }
 
+namespace {
+// Call sites that keep the credential: a handle, and the failure if any.
+template <class Source>
+std::string held_header(Source& source) {
+    std::error_code ec;
+    const tokmgr::token_handle held = source.get_token_handle(ec);
+    if (ec || source.last_error()) return "failed";
+    return std::string(held.authorization().reveal());
+}
+}  // namespace
+
+TEST_CASE("api_key_source has the manager's get_token_handle and last_error: code switches by a type") {
+    tokmgr::api_key_source key(tokmgr::secret("tt_live_abc123"));
+    CHECK(held_header(key) == "tt_live_abc123");
+    CHECK_FALSE(key.last_error());
+    tokmgr::token_handle kept;
+    {
+        tokmgr::api_key_source scoped(tokmgr::secret("scoped-key"));
+        kept = scoped.get_token_handle();
+    }
+    // A handle owns what it serves: it outlives the source.
+    REQUIRE(kept);
+    CHECK(kept.jwt().reveal() == "scoped-key");
+    CHECK(kept.authorization().reveal() == "scoped-key");
+    CHECK(kept.generation() == 1);
+
+    test::harness h;
+    auto manager = h.make();
+    CHECK(held_header(*manager).rfind("Bearer ", 0) == 0);
+}
+
 TEST_CASE("switching to JWT mode is a change of type: the header becomes 'Bearer <jwt>'") {
     test::harness h;
     auto manager = h.make();

@@ -73,6 +73,8 @@ TEST_CASE("SOLAR_* lifetimes: unset is the documented default, set is read") {
     CHECK_FALSE(protocol::lifetimes_from_environment(jwt, refresh, failed));
     CHECK(failed.code == tokmgr::errc::invalid_configuration);
     CHECK(failed.detail.find(protocol::refresh_lifetime_variable) != std::string::npos);
+    CHECK_MESSAGE(failed.detail.find("e.g. 10000") != std::string::npos,
+                  "the example is the refresh token's default: " << failed.detail);
     ::unsetenv(std::string(protocol::refresh_lifetime_variable).c_str());
     CHECK(protocol::lifetimes_from_environment(jwt, refresh, failed));
     CHECK_FALSE(failed);

@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
@@ -299,6 +300,55 @@ TEST_CASE("a storage lease held elsewhere does not block the executor's thread; 
     CHECK(f.server->stats().logins == 1);
     REQUIRE(store.stored());
     CHECK(store.stored()->generation == 1);
+}
+
+namespace {
+// A coroutine written once for either credential source.
+template <class Source>
+asio::awaitable<std::string> header_through(Source& source) {
+    const tokmgr::token_handle held = co_await source.async_get_token(asio::use_awaitable);
+    co_return std::string(held.authorization().reveal());
+}
+}  // namespace
+
+TEST_CASE("api_key_source::async_get_token follows the manager's conventions, so code switches by a type") {
+    fixture f;
+    auto manager = f.make();
+    const tokmgr::api_key_source key(tokmgr::secret("tt_live_async"));
+    std::string from_manager, from_key;
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> {
+            from_manager = co_await header_through(*manager);
+            from_key = co_await header_through(key);
+        },
+        asio::detached);
+    f.io.run();
+    CHECK(from_manager.rfind("Bearer ", 0) == 0);
+    CHECK(from_key == "tt_live_async");
+
+    // A callback runs through its associated executor, never inside the call.
+    f.io.restart();
+    bool returned = false, completed_inside = true, on_io_thread = false;
+    std::error_code got = tokmgr::errc::protocol_error;
+    tokmgr::token_handle held;
+    key.async_get_token(asio::bind_executor(f.io, [&](std::error_code ec, tokmgr::token_handle handle) {
+        completed_inside = !returned;
+        on_io_thread = f.io.get_executor().running_in_this_thread();
+        got = ec;
+        held = std::move(handle);
+    }));
+    returned = true;
+    f.io.run();
+    CHECK_FALSE(got);
+    CHECK_FALSE(completed_inside);
+    CHECK(on_io_thread);
+    CHECK(held.jwt().reveal() == "tt_live_async");
+
+    // Without an executor of its own (use_future): the system executor.
+    auto future = key.async_get_token(asio::use_future);
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    CHECK(future.get().authorization().reveal() == "tt_live_async");
 }
 
 TEST_CASE("a manager on a transport with a private io_context completes async_get_token with invalid_configuration") {

@@ -95,6 +95,26 @@ run "no command" 2 "$TOKMGR"
 stderr_is_one_line_without "no command" ""
 run "--help" 0 "$TOKMGR" --help
 grep -q "tokmgr serve" "$work/out" || fail "--help does not show the usage"
+source_dir=$(cd "$(dirname "$0")/../.." && pwd)
+# docs/cli.md quotes the synopsis `tokmgr --help` begins with (up to its first blank line).
+documented=$(awk '/`tokmgr --help` begins with/ { seen = 1 } seen && /^```$/ { if (inside) exit; inside = 1; next }
+                  inside { print }' "$source_dir/docs/cli.md")
+actual=$(sed '/^$/,$d' "$work/out")
+[[ -n $documented && $documented == "$actual" ]] && pass "docs/cli.md quotes tokmgr --help as it is" \
+    || fail "docs/cli.md's synopsis differs from tokmgr --help: $(diff <(echo "$documented") <(echo "$actual"))"
+for command in serve token load; do
+    run "$command --help" 0 "$TOKMGR" "$command" --help
+    grep -q "^  tokmgr $command " "$work/out" || fail "$command --help does not show its usage: $(head -3 "$work/out")"
+    grep -q "tokmgr serve\|tokmgr token\|tokmgr load" <(grep -v "tokmgr $command " "$work/out") \
+        && fail "$command --help shows other commands' usage"
+    [[ -s $work/err ]] && fail "$command --help wrote to stderr: $(cat "$work/err")"
+done
+run "-h after other options" 0 "$TOKMGR" load --threads 2 -h
+version=$(sed -n 's/^#define TOKMGR_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
+          "$source_dir/include/tokmgr/version.hpp" | paste -sd.)
+run "--version" 0 "$TOKMGR" --version
+[[ $(cat "$work/out") == "tokmgr $version" ]] && pass "--version prints tokmgr $version" \
+    || fail "--version printed '$(cat "$work/out")', expected 'tokmgr $version'"
 run "unknown command" 2 "$TOKMGR" frobnicate
 run "unknown option" 2 "$TOKMGR" serve --colour blue
 run "a password given as an option is refused and not repeated" 2 "$TOKMGR" token --user a --password=hunter2
@@ -134,6 +154,26 @@ run "token: unknown user" 3 env TONIC_TEXTUAL_PASSWORD=wonderland "$TOKMGR" toke
 run "token: invalid SOLAR_JWT_EXPIRATION_IN_MINUTES" 1 \
     env TONIC_TEXTUAL_PASSWORD=wonderland SOLAR_JWT_EXPIRATION_IN_MINUTES=soon "$TOKMGR" token --url "$plain_url" --user alice
 stderr_is_one_line_without "invalid SOLAR variable" wonderland
+
+# A store the user named but that cannot keep the set must fail the command:
+# a JWT printed from a private session leaves nothing for the next run, which
+# then has no password and fails where nobody watches.
+mkdir -m 0777 "$work/open-dir" && chmod 0777 "$work/open-dir"
+run "token: --store in a directory writable by others" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/open-dir/t.json"
+stderr_is_one_line_without "--store refused" wonderland
+[[ -s $work/out ]] && fail "token printed a JWT although the store refused it"
+grep -q "open-dir" "$work/err" || fail "the refused store's error does not name it: $(cat "$work/err")"
+run "token: --store in a directory that cannot be created" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store /proc/nonexistent/t.json
+stderr_is_one_line_without "--store not creatable" wonderland
+[[ -s $work/out ]] && fail "token printed a JWT although the store could not be created"
+grep -q "/proc/nonexistent" "$work/err" || fail "the unusable store's error does not name it: $(cat "$work/err")"
+run "token: --store that works" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
+[[ -s $work/state/t.json ]] && pass "--store wrote the token file" || fail "--store wrote no token file"
+run "token: --store again, no password: the stored JWT" 0 \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
 
 # A port nobody listens on: take one from a server that then stops.
 start_server gone --user x:y
@@ -195,6 +235,7 @@ port=${plain_url##*:}
 run "serve: port in use" 4 "$TOKMGR" serve --port "$port"
 stderr_is_one_line_without "port in use" ""
 run "serve: invalid SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES" 1 env SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES=x "$TOKMGR" serve
+grep -q "e.g. 10000" "$work/err" || fail "the refresh lifetime's error suggests another default: $(cat "$work/err")"
 run "serve: unreadable TLS files" 1 "$TOKMGR" serve --tls-cert "$work/none.pem" --tls-key "$work/none.key"
 
 kill -TERM "$plain_pid"

@@ -23,6 +23,7 @@ parsed_options parse_options(int argc, char** argv, int first, const option_spec
     parsed_options out;
     for (int i = first; i < argc; ++i) {
         std::string_view arg(argv[i]);
+        if (arg == "--help" || arg == "-h") throw help_requested{};
         if (arg.size() < 3 || arg.substr(0, 2) != "--")
             throw usage_error{"unexpected argument #" + std::to_string(i) + " for " + std::string(command) +
                               " (every option starts with --)"};

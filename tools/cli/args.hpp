@@ -19,6 +19,10 @@ struct usage_error {
     std::string message;
 };
 
+/// Thrown when a command's options ask for its usage (`--help` or `-h`);
+/// main() prints that command's usage and exits 0.
+struct help_requested {};
+
 struct option_spec {
     std::set<std::string, std::less<>> valued;    ///< options that take a value
     std::set<std::string, std::less<>> repeated;  ///< valued options that may repeat
@@ -35,7 +39,8 @@ public:
     std::set<std::string, std::less<>> flags_;
 };
 
-/// Parses argv[first..argc) against `spec`; throws usage_error.
+/// Parses argv[first..argc) against `spec`; throws usage_error, or
+/// help_requested for `--help` or `-h` where an option may stand.
 parsed_options parse_options(int argc, char** argv, int first, const option_spec& spec, std::string_view command);
 
 /// A whole number in [min, max]; `what` names the option in the error.

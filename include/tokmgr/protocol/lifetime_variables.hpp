@@ -43,10 +43,12 @@ inline bool parse_lifetime_minutes(std::string_view variable, std::string_view t
                                    error_info& failed) {
     const auto minutes = tokmgr::detail::parse_decimal<std::int64_t>(text);
     if (!minutes || *minutes < 1 || *minutes > max_lifetime_minutes) {
+        // The example is the variable's own default: 30 would make a refresh token die with its JWT.
+        const auto example = variable == refresh_lifetime_variable ? default_refresh_lifetime : default_jwt_lifetime;
         failed = {make_error_code(errc::invalid_configuration),
                   std::string(variable) + "='" + std::string(text.substr(0, 40)) +
                       "' is not a whole number of minutes from 1 to " + std::to_string(max_lifetime_minutes) +
-                      " (a century); unset it or set e.g. " + std::to_string(default_jwt_lifetime.count())};
+                      " (a century); unset it or set e.g. " + std::to_string(example.count())};
         return false;
     }
     out = std::chrono::minutes(*minutes);
