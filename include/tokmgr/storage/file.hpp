@@ -4,9 +4,11 @@
 //
 // - The file holds one token-set document (storage/document.hpp).
 // - Writes are crash-consistent: a temporary file in the same directory
-//   (O_CREAT|O_EXCL|O_CLOEXEC, 0600), write, fsync, rename over the file,
-//   fsync of the directory. A reader sees the old set or the new one, never
-//   a torn one, even when the writer is killed -9 at any instruction.
+//   (an unpredictable name, O_CREAT|O_EXCL|O_CLOEXEC, 0600), write, fsync,
+//   rename over the file, fsync of the directory; a write counts as done
+//   only when every step succeeded. A reader sees the old set or the new
+//   one, never a torn one, even when the writer is killed -9 at any
+//   instruction.
 // - The lease is flock() on a separate lock file, "<path>.lock". The kernel
 //   releases it when its holder dies, so no stale lock can outlive a crash.
 //   Classic fcntl() locks are never used: closing *any* descriptor of the
@@ -27,6 +29,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -37,6 +40,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -104,9 +108,77 @@ inline std::string base_of(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+/// The system calls file_storage makes, behind a seam for the tests: fault
+/// injection by count, as CONTRIBUTING asks. After `fail_call(n, error)`,
+/// the n-th call this thread makes through `sys` fails with `error` (a
+/// close still closes, as Linux's does); `fail_call(0, 0)` disarms it.
+/// Thread-local, so a test's fault never lands in another thread's store.
+struct syscall_faults {
+    std::size_t calls = 0;    ///< made through `sys` since the last fail_call
+    std::size_t fail_at = 0;  ///< 0: none fails
+    int error = 0;
+};
+
+inline syscall_faults& faults() noexcept {
+    static thread_local syscall_faults state;
+    return state;
+}
+
+inline void fail_call(std::size_t n, int error) noexcept { faults() = syscall_faults{0, n, error}; }
+
+namespace sys {
+
+inline bool injected() noexcept {
+    auto& f = faults();
+    if (++f.calls != f.fail_at) return false;
+    errno = f.error;
+    return true;
+}
+
+inline int open(const char* path, int flags, mode_t mode = 0) noexcept {
+    return injected() ? -1 : ::open(path, flags, mode);
+}
+inline int fstat(int fd, struct stat* info) noexcept { return injected() ? -1 : ::fstat(fd, info); }
+inline int stat(const char* path, struct stat* info) noexcept { return injected() ? -1 : ::stat(path, info); }
+inline int mkdir(const char* path, mode_t mode) noexcept { return injected() ? -1 : ::mkdir(path, mode); }
+inline int fchmod(int fd, mode_t mode) noexcept { return injected() ? -1 : ::fchmod(fd, mode); }
+inline int fcntl(int fd, int command, int argument) noexcept {
+    return injected() ? -1 : ::fcntl(fd, command, argument);
+}
+inline ssize_t read(int fd, void* buffer, std::size_t size) noexcept {
+    return injected() ? -1 : ::read(fd, buffer, size);
+}
+inline ssize_t write(int fd, const void* data, std::size_t size) noexcept {
+    return injected() ? -1 : ::write(fd, data, size);
+}
+inline int fsync(int fd) noexcept { return injected() ? -1 : ::fsync(fd); }
+inline int close(int fd) noexcept {
+    if (!injected()) return ::close(fd);
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return -1;
+}
+inline int rename(const char* from, const char* to) noexcept { return injected() ? -1 : ::rename(from, to); }
+inline int flock(int fd, int operation) noexcept { return injected() ? -1 : ::flock(fd, operation); }
+inline ssize_t getrandom(void* buffer, std::size_t size, unsigned flags) noexcept {
+    return injected() ? -1 : ::getrandom(buffer, size, flags);
+}
+/// realpath(3), as a string; false with errno set when it fails.
+inline bool realpath(const std::string& path, std::string& resolved) {
+    if (injected()) return false;
+    char* result = ::realpath(path.c_str(), nullptr);
+    if (result == nullptr) return false;
+    resolved = result;
+    std::free(result);
+    return true;
+}
+
+}  // namespace sys
+
 inline bool write_all(int fd, std::string_view data, int& error) noexcept {
     while (!data.empty()) {
-        const ssize_t n = ::write(fd, data.data(), data.size());
+        const ssize_t n = sys::write(fd, data.data(), data.size());
         if (n < 0) {
             if (errno == EINTR) continue;
             error = errno;
@@ -117,15 +189,41 @@ inline bool write_all(int fd, std::string_view data, int& error) noexcept {
     return true;
 }
 
-/// Distinguishes the temporary files of the threads of one process.
+/// Distinguishes the moved-aside files of the threads of one process.
 inline std::atomic<std::uint64_t>& temp_counter() noexcept {
     static std::atomic<std::uint64_t> counter{0};
     return counter;
 }
 
-/// ".tmp-<pid>-<n>" after the file's name: the pid lets a later writer tell a
-/// dead writer's leftover from a live writer's file in progress.
+/// ".tmp-<pid>-<random>" after the file's name: the pid lets a later writer
+/// tell a dead writer's leftover from a live writer's file in progress; the
+/// random part is what another user cannot guess and create first.
 inline constexpr std::string_view temp_marker = ".tmp-";
+
+/// 64 bits from the kernel's generator, as 16 hex digits. GRND_NONBLOCK:
+/// before the generator is seeded (early boot) this fails rather than
+/// waiting an unbounded time; the store then fails and says why.
+inline bool random_suffix(std::string& out, int& error) noexcept {
+    unsigned char bytes[8];
+    std::size_t got = 0;
+    while (got < sizeof bytes) {
+        const ssize_t n = sys::getrandom(bytes + got, sizeof bytes - got, GRND_NONBLOCK);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            error = errno;
+            return false;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    static constexpr char digits[] = "0123456789abcdef";
+    char text[2 * sizeof bytes];
+    for (std::size_t i = 0; i < sizeof bytes; ++i) {
+        text[2 * i] = digits[bytes[i] >> 4];
+        text[2 * i + 1] = digits[bytes[i] & 0xf];
+    }
+    out.assign(text, sizeof text);
+    return true;
+}
 
 }  // namespace detail::file
 
@@ -412,7 +510,7 @@ private:
         text.resize((on_disk < max_document_size ? on_disk : max_document_size) + 1);
         std::size_t size = 0;
         while (size < text.size()) {
-            const ssize_t n = ::read(fd.get(), &text[size], text.size() - size);
+            const ssize_t n = detail::file::sys::read(fd.get(), &text[size], text.size() - size);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 const int error = errno;
@@ -462,15 +560,39 @@ private:
                  " and the store now reads as empty, so the next login writes a new one");
     }
 
-    // The directory and the temporary-file prefix are computed once, in the
-    // constructor: these run after the rename, where an allocation failure
-    // could not be reported without losing the fact that the write happened.
+    // O_NONBLOCK, as wherever a FIFO could stand: O_DIRECTORY refuses one
+    // already, but nothing need depend on the order of the kernel's checks.
+    bool fsync_directory(int& error) noexcept {
+        detail::file::fd_guard dir(
+            detail::file::sys::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
+        if (dir.get() >= 0 && detail::file::sys::fsync(dir.get()) == 0) return true;
+        error = errno;
+        return false;
+    }
     bool fsync_directory() noexcept {
-        detail::file::fd_guard dir(::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        return dir.get() >= 0 && ::fsync(dir.get()) == 0;
+        int ignored = 0;
+        return fsync_directory(ignored);
     }
 
-    /// temp file + fsync + rename + fsync of the directory.
+    /// What to do about a failed write step, from its errno.
+    static const char* write_advice(int error) noexcept {
+        switch (error) {
+        case ENOSPC:
+        case EDQUOT: return "; the file system is full: free some space";
+        case EROFS: return "; the file system is read-only: choose a path on a writable one";
+        case EACCES:
+        case EPERM: return "; check that the directory is writable by this user";
+        default: return "; check the file system holding it";
+        }
+    }
+
+    /// How many unpredictable names a write tries before concluding that
+    /// something creates files in the directory on purpose.
+    static constexpr int temp_name_attempts = 8;
+
+    /// temp file + fsync + rename + fsync of the directory. The write counts
+    /// only when all of them succeeded: the write-ahead mark must be durable
+    /// before the refresh token it marks spent is sent.
     void write_replace(const token_set& set, std::error_code& ec) {
         error_info refused;
         const secret text = encode_token_set(set, refused);
@@ -480,40 +602,62 @@ private:
         }
         if (!ensure_directory(ec)) return;
 
-        const std::string temp = path_ + std::string(detail::file::temp_marker) + std::to_string(::getpid()) + "-" +
-                                 std::to_string(detail::file::temp_counter().fetch_add(1) + 1);
-        auto give_up = [&](const char* step, int error) {
-            ::unlink(temp.c_str());
-            std::string advice = "; check that the directory is writable by this user";
-            if (error == ENOSPC || error == EDQUOT) advice = "; the file system is full: free some space";
-            if (error == EROFS) advice = "; the file system is read-only: choose a path on a writable one";
-            fail(ec, errc::storage_failed,
-                 std::string("cannot store the token set in ") + path_ + " (" + step + " " + temp +
-                     "): " + detail::file::errno_text(error) + advice + "; the previous file is unchanged");
-        };
-        detail::file::fd_guard fd(
-            ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+        // A random name, not a counter: another user who can create files in
+        // a sticky directory would otherwise create the next names first and
+        // make every write fail. O_EXCL never opens what exists, so no FIFO
+        // or link can be met here.
+        std::string temp;
+        detail::file::fd_guard fd;
+        int error = 0;
+        for (int attempt = 0; attempt < temp_name_attempts && fd.get() < 0; ++attempt) {
+            std::string suffix;
+            if (!detail::file::random_suffix(suffix, error)) {
+                fail(ec, errc::storage_failed,
+                     "cannot store the token set in " + path_ + ": the system gave no random bytes for its " +
+                         "temporary file's name (" + detail::file::errno_text(error) +
+                         "); retry once the system's random generator is ready; the previous file is unchanged");
+                return;
+            }
+            temp = path_ + std::string(detail::file::temp_marker) + std::to_string(::getpid()) + "-" + suffix;
+            fd.reset(detail::file::sys::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+            if (fd.get() < 0) error = errno;
+            if (fd.get() < 0 && error != EEXIST) break;
+        }
         if (fd.get() < 0) {
-            const int error = errno;
             fail(ec, errc::storage_failed,
-                 "cannot create a file in " + detail::file::parent_of(path_) + " to store the token set: " +
+                 "cannot create a file in " + directory_ + " to store the token set: " +
                      detail::file::errno_text(error) +
-                     (error == EROFS ? "; the file system is read-only: choose a path on a writable one"
-                      : error == ENOSPC ? "; the file system is full: free some space"
-                                        : "; check that the directory is writable by this user") +
+                     (error == EEXIST ? "; " + std::to_string(temp_name_attempts) +
+                                            " random names in a row were taken, so something creates files there "
+                                            "on purpose; keep the token file in a directory only this user can write to"
+                                      : std::string(write_advice(error))) +
                      "; the previous file is unchanged");
             return;
         }
-        int error = 0;
+        auto give_up = [&](const char* step, int failed_error) {
+            ::unlink(temp.c_str());
+            fail(ec, errc::storage_failed,
+                 std::string("cannot store the token set in ") + path_ + " (" + step + " " + temp +
+                     "): " + detail::file::errno_text(failed_error) + write_advice(failed_error) +
+                     "; the previous file is unchanged");
+        };
         // fchmod: the umask may have taken bits away, and 0600 is the contract.
-        if (::fchmod(fd.get(), 0600) != 0) return give_up("chmod", errno);
+        if (detail::file::sys::fchmod(fd.get(), 0600) != 0) return give_up("chmod", errno);
         if (!detail::file::write_all(fd.get(), text.reveal(), error)) return give_up("writing", error);
-        if (::fsync(fd.get()) != 0) return give_up("syncing", errno);
-        if (::close(fd.release()) != 0) return give_up("closing", errno);
-        if (::rename(temp.c_str(), path_.c_str()) != 0) return give_up("renaming", errno);
-        // The rename is durable only once the directory is synced; a failure
-        // here leaves a valid file (old or new) so it is not reported.
-        fsync_directory();
+        if (detail::file::sys::fsync(fd.get()) != 0) return give_up("syncing", errno);
+        if (detail::file::sys::close(fd.release()) != 0) return give_up("closing", errno);
+        if (detail::file::sys::rename(temp.c_str(), path_.c_str()) != 0) return give_up("renaming", errno);
+        // Until the directory is synced the rename may not survive a crash,
+        // so a write whose directory sync failed has not happened as far as
+        // the caller knows: no refresh token is sent on its strength.
+        if (!fsync_directory(error)) {
+            fail(ec, errc::storage_failed,
+                 "cannot store the token set in " + path_ + ": syncing the directory " + directory_ +
+                     " failed after the rename (" + detail::file::errno_text(error) +
+                     "), so the new file may not survive a crash; the write counts as failed" +
+                     write_advice(error));
+            return;
+        }
         remove_dead_writers_temp_files();
     }
 
@@ -541,6 +685,9 @@ private:
 
     std::string path_;
     std::string lock_path_;
+    // The directory and the temporary-file prefix are computed once, in the
+    // constructor: remove_dead_writers_temp_files runs after the rename, where
+    // an allocation failure could not be reported as anything but a failure.
     std::string directory_;
     std::string temp_prefix_;
 };
