@@ -404,6 +404,96 @@ TEST_CASE("file_storage: a directory others can write to is refused, a symbolic 
     CHECK(linked.last_error().detail.find("symbolic link") != std::string::npos);
 }
 
+TEST_CASE("file_storage: load refuses a file in a directory others can write to, as store does") {
+    temp_dir dir;
+    const std::string shared = dir.path() + "/shared";
+    file_storage storage(shared + "/tokens.json");
+    storage.store(set_of(1));
+    fs::permissions(shared, static_cast<fs::perms>(0777));
+    std::error_code ec;
+    CHECK_FALSE(storage.load(ec).has_value());  // others could have put this set there
+    CHECK(ec == errc::storage_permissions);
+    CHECK(storage.last_error().detail.find("chmod go-w") != std::string::npos);
+    auto lease = storage.lock(0ms, ec);
+    CHECK_FALSE(lease);
+    CHECK(ec == errc::storage_permissions);
+}
+
+TEST_CASE("file_storage: a directory owned by another user is refused, by load, store and lock, naming its owner") {
+    if (const auto why = why_no_second_user(); !why.empty()) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    temp_dir dir;
+    // Theirs, holding the file; and theirs above one of ours (the owner of a
+    // directory can rename anything in it, a whole directory of ours too).
+    for (const std::string& layout : {std::string("theirs"), std::string("theirs/mine")}) {
+        CAPTURE(layout);
+        const std::string theirs = dir.path() + "/theirs";
+        const std::string path = dir.path() + "/" + layout + "/tokens.json";
+        file_storage storage(path);
+        storage.store(set_of(1));
+        REQUIRE(::chown(theirs.c_str(), other_uid, other_gid) == 0);
+        REQUIRE(::chmod(theirs.c_str(), 0755) == 0);
+        std::error_code ec;
+        CHECK_FALSE(storage.load(ec).has_value());
+        CHECK(ec == errc::storage_permissions);
+        const auto detail = storage.last_error().detail;
+        CHECK(detail.find("the directory " + theirs + " ") != std::string::npos);
+        CHECK(detail.find("uid " + std::to_string(other_uid)) != std::string::npos);
+        CHECK(detail.find("nobody") != std::string::npos);
+        CHECK(detail.find("chown") != std::string::npos);
+        CHECK(detail.find("SECRET") == std::string::npos);
+        storage.store(set_of(2), ec);
+        CHECK(ec == errc::storage_permissions);
+        CHECK_FALSE(storage.store_if(set_of(2), 1, ec));
+        CHECK(ec == errc::storage_permissions);
+        CHECK_FALSE(storage.lock(0ms, ec));
+        CHECK(ec == errc::storage_permissions);
+        REQUIRE(::chown(theirs.c_str(), ::geteuid(), ::getegid()) == 0);
+        CHECK(storage.load()->generation == 1);  // refused, untouched
+        fs::remove_all(theirs);
+    }
+}
+
+TEST_CASE("file_storage: a FIFO at the token path or the lock path is refused at once, never waited on") {
+    temp_dir dir;
+    const bool hostile = why_no_second_user().empty();
+    if (!hostile) MESSAGE("the FIFOs are this user's own: " << why_no_second_user());
+    // Another user's FIFO in a sticky directory, which is accepted as /tmp
+    // is; and one of this user's own in a private directory.
+    const std::string shared = sticky_shared_dir(dir), own = dir.path() + "/own";
+    REQUIRE(::mkdir(own.c_str(), 0700) == 0);
+    for (const std::string& where : {shared, own}) {
+        for (const std::string& fifo : {std::string("tokens.json"), std::string("tokens.json.lock")}) {
+            CAPTURE(where);
+            CAPTURE(fifo);
+            const std::string path = where + "/tokens.json", fifo_path = where + "/" + fifo;
+            auto make_fifo = [&]() -> std::string {
+                return ::mkfifo(fifo_path.c_str(), 0666) == 0 ? "" : "mkfifo: " + std::string(std::strerror(errno));
+            };
+            REQUIRE(((hostile && where == shared) ? as_other_user(make_fifo) : make_fifo()) == "");
+            const auto report = in_child([&]() -> std::string {
+                file_storage storage(path);
+                std::error_code ec;
+                std::string failures;
+                if (fifo == "tokens.json") {
+                    if (storage.load(ec) || !ec) failures += "load did not fail; ";
+                    if (storage.store_if(set_of(2), 1, ec) || !ec) failures += "store_if did not fail; ";
+                } else if (storage.lock(10s, ec) || ec != errc::storage_failed) {
+                    failures += "lock did not fail with storage_failed; ";
+                }
+                const auto detail = storage.last_error().detail;
+                if (detail.find(fifo_path) == std::string::npos || detail.find("regular file") == std::string::npos)
+                    failures += "the error does not name the FIFO as not a regular file: " + detail;
+                return failures;
+            });
+            CHECK_MESSAGE(report.empty(), report);
+            fs::remove(fifo_path);
+        }
+    }
+}
+
 TEST_CASE("file_storage: temporary files another user created in advance do not stop a store") {
     if (const auto why = why_no_second_user(); !why.empty()) {
         MESSAGE("skipped: " << why);
@@ -467,6 +557,39 @@ TEST_CASE("file_storage: a system call failing at any step of a store fails it, 
         generation = on_disk;
     }
     CHECK(directory_sync_failed);
+}
+
+TEST_CASE("file_storage: a system call failing at any step of lock() fails it, and nothing stays held") {
+    temp_dir dir;
+    const std::string path = dir.path() + "/state/tokens.json";
+    file_storage storage(path), other(path);
+    const auto descriptors = open_descriptors();
+    for (std::size_t n = 1;; ++n) {
+        CAPTURE(n);
+        fs::remove_all(dir.path() + "/state");  // so that every run creates the directory and the lock file
+        std::error_code ec;
+        file_storage::lease lease;
+        bool reached = false;
+        {
+            injected_fault fault(n);
+            lease = storage.lock(1s, ec);
+            reached = fault.reached();
+        }
+        if (!reached) {
+            CHECK(lease);
+            CHECK(n > 5);
+            break;
+        }
+        if (lease) {
+            CHECK_FALSE(ec);  // a step that is retried, such as checking the lock file again
+        } else {
+            CHECK(ec == errc::storage_failed);
+            CHECK(storage.last_error().detail.find(dir.path()) != std::string::npos);
+        }
+        lease.release();
+        CHECK(other.lock(0ms, ec));
+        CHECK(open_descriptors() == descriptors);
+    }
 }
 
 TEST_CASE("file_storage: a corrupt file is moved aside with its content, reported, and the store reads as empty") {

@@ -15,7 +15,10 @@
 //   file in the process drops them, which a library cannot rule out.
 // - The file is created 0600 and missing directories 0700. A token file that
 //   group or others can access, or that another user owns, is refused with
-//   the command that fixes it, as ssh does with keys.
+//   the command that fixes it, as ssh does with keys; so is a directory on
+//   the way to it that another user owns or can write to. Nothing is opened
+//   in a way that can block (a FIFO at the path), and only regular files
+//   are used.
 // - A corrupt document, or one of a later version, is moved aside to
 //   "<path>.corrupt-<time>-<pid>-<n>" (never deleted), reported as
 //   errc::storage_corrupt with where it went, and the store then reads as
@@ -27,6 +30,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
@@ -48,6 +52,7 @@
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "../errc.hpp"
 #include "../error.hpp"
@@ -225,6 +230,26 @@ inline bool random_suffix(std::string& out, int& error) noexcept {
     return true;
 }
 
+/// "uid 65534 (nobody)", or "uid 65534" when the user database has no name.
+inline std::string owner_text(uid_t uid) {
+    std::string text = "uid " + std::to_string(uid);
+    std::vector<char> buffer(16384);
+    struct passwd entry {};
+    struct passwd* found = nullptr;
+    if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr)
+        text += std::string(" (") + found->pw_name + ")";
+    return text;
+}
+
+/// What a non-regular file is, for the message that refuses it.
+inline const char* file_kind(mode_t mode) noexcept {
+    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+    return "an unusual file";
+}
+
 }  // namespace detail::file
 
 class file_storage : public detail::storage_errors<file_storage> {
@@ -311,22 +336,20 @@ public:
         if (!ensure_directory(ec)) return {};
         auto step = std::chrono::microseconds(500);
         for (;;) {
-            detail::file::fd_guard fd(::open(lock_path_.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+            // O_NONBLOCK: a FIFO put at the lock path would block open()
+            // until a writer came, whatever max_wait says.
+            detail::file::fd_guard fd(detail::file::sys::open(
+                lock_path_.c_str(), O_RDONLY | O_CREAT | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOFOLLOW, 0600));
             if (fd.get() < 0) {
                 fail(ec, errc::storage_failed,
                      "cannot open the lock file " + lock_path_ + ": " + detail::file::errno_text(errno) +
-                         "; check that its directory is writable by this user");
+                         "; check that it is a regular file of this user's and its directory is writable by this user");
                 return {};
             }
             struct stat held {};
-            if (::fstat(fd.get(), &held) != 0 || !lock_file_acceptable(held, ec)) {
-                if (!ec)
-                    fail(ec, errc::storage_failed,
-                         "cannot inspect the lock file " + lock_path_ + ": " + detail::file::errno_text(errno));
-                return {};
-            }
+            if (!own_regular_file(fd.get(), lock_path_, held, ec)) return {};
             for (;;) {
-                if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) break;
+                if (detail::file::sys::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) break;
                 if (errno == EINTR) continue;
                 if (errno != EWOULDBLOCK) {
                     fail(ec, errc::storage_failed,
@@ -350,8 +373,13 @@ public:
             // new one and we would both "hold" the lease. Retry on the file
             // that is there now.
             struct stat current {};
-            if (::stat(lock_path_.c_str(), &current) == 0 && current.st_dev == held.st_dev &&
-                current.st_ino == held.st_ino)
+            if (detail::file::sys::stat(lock_path_.c_str(), &current) != 0) {
+                if (errno == ENOENT) continue;
+                fail(ec, errc::storage_failed,
+                     "cannot inspect the lock file " + lock_path_ + ": " + detail::file::errno_text(errno));
+                return {};
+            }
+            if (current.st_dev == held.st_dev && current.st_ino == held.st_ino)
                 return lease(fd.release(), held.st_dev, held.st_ino);
         }
     }
@@ -409,53 +437,110 @@ public:
     using detail::storage_errors<file_storage>::store_if;
 
 private:
-    /// Creates the missing directories of the path, each 0700, and checks
-    /// that the one holding the file cannot be written by others (they could
-    /// replace the token file). A sticky directory (like /tmp) is accepted:
-    /// others cannot rename or remove our files there.
+    /// Creates the missing directories of the path, each 0700, then checks
+    /// them all (directories_safe).
     bool ensure_directory(std::error_code& ec) {
-        const std::string directory = detail::file::parent_of(path_);
         struct stat info {};
-        if (::stat(directory.c_str(), &info) != 0) {
+        if (detail::file::sys::stat(directory_.c_str(), &info) != 0) {
             if (errno != ENOENT) {
                 fail(ec, errc::storage_failed,
-                     "cannot inspect the directory " + directory + ": " + detail::file::errno_text(errno));
+                     "cannot inspect the directory " + directory_ + ": " + detail::file::errno_text(errno));
                 return false;
             }
-            for (std::size_t slash = directory.find('/', 1);; slash = directory.find('/', slash + 1)) {
-                const std::string prefix = slash == std::string::npos ? directory : directory.substr(0, slash);
-                if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+            for (std::size_t slash = directory_.find('/', 1);; slash = directory_.find('/', slash + 1)) {
+                const std::string prefix = slash == std::string::npos ? directory_ : directory_.substr(0, slash);
+                if (detail::file::sys::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
                     fail(ec, errc::storage_failed,
-                         "cannot create the directory " + prefix + ": " + detail::file::errno_text(errno) +
-                             "; create it (mode 0700) or choose another path");
+                         "cannot create the directory " + prefix + " for " + path_ + ": " +
+                             detail::file::errno_text(errno) + "; create it (mode 0700) or choose another path");
                     return false;
                 }
                 if (slash == std::string::npos) break;
             }
-            if (::stat(directory.c_str(), &info) != 0) {
-                fail(ec, errc::storage_failed,
-                     "cannot inspect the directory " + directory + ": " + detail::file::errno_text(errno));
-                return false;
-            }
         }
-        if (!S_ISDIR(info.st_mode)) {
-            fail(ec, errc::storage_failed, directory + " is not a directory; choose a path inside a directory");
-            return false;
-        }
-        if ((info.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (info.st_mode & S_ISVTX) == 0) {
-            fail(ec, errc::storage_permissions,
-                 "the directory " + directory + " is writable by group or others (mode " +
-                     detail::file::octal_mode(info.st_mode) +
-                     "), so they could replace the token file; run: chmod go-w " + detail::file::quoted(directory));
-            return false;
-        }
-        return true;
+        return directories_safe(ec);
     }
 
-    bool owned_and_private(const struct stat& info, const std::string& what, std::error_code& ec) {
+    /// Whether the directory holding the file exists: false with no error
+    /// when it does not (nothing can be stored there yet).
+    bool directory_exists(std::error_code& ec) {
+        struct stat info {};
+        if (detail::file::sys::stat(directory_.c_str(), &info) == 0) return true;
+        if (errno != ENOENT)
+            fail(ec, errc::storage_failed,
+                 "cannot inspect the directory " + directory_ + ": " + detail::file::errno_text(errno));
+        return false;
+    }
+
+    /// Whoever owns a directory on the way to the file, or can write to it,
+    /// can rename the token file (or a directory above it) away and back:
+    /// a process reading in between re-reads an older set and sends a
+    /// refresh token that was already spent, and the server revokes the
+    /// family. So the directory holding the file and every one above it
+    /// (symbolic links resolved) must belong to this user or root, and must
+    /// not be writable by group or others unless sticky (like /tmp: others
+    /// cannot rename or remove our files there).
+    bool directories_safe(std::error_code& ec) {
+        std::string real;
+        if (!detail::file::sys::realpath(directory_, real)) {
+            const int error = errno;
+            fail(ec, errc::storage_failed,
+                 "cannot resolve the directory " + directory_ + " of " + path_ + ": " +
+                     detail::file::errno_text(error));
+            return false;
+        }
+        const uid_t me = ::geteuid();
+        for (std::string dir = std::move(real);; dir = detail::file::parent_of(dir)) {
+            const std::string directory = "the directory " + dir + " (on the way to " + path_ + ")";
+            struct stat info {};
+            if (detail::file::sys::stat(dir.c_str(), &info) != 0) {
+                fail(ec, errc::storage_failed, "cannot inspect " + directory + ": " + detail::file::errno_text(errno));
+                return false;
+            }
+            if (!S_ISDIR(info.st_mode)) {
+                fail(ec, errc::storage_failed,
+                     dir + " is not a directory; choose a path inside a directory for " + path_);
+                return false;
+            }
+            if (info.st_uid != me && info.st_uid != 0) {
+                fail(ec, errc::storage_permissions,
+                     directory + " is owned by " + detail::file::owner_text(info.st_uid) +
+                         ", not by this user (uid " + std::to_string(me) +
+                         ") or root, so its owner could move the token file away and back; keep the token file "
+                         "in directories of this user's own, or have root run: chown " +
+                         std::to_string(me) + " " + detail::file::quoted(dir));
+                return false;
+            }
+            if ((info.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (info.st_mode & S_ISVTX) == 0) {
+                fail(ec, errc::storage_permissions,
+                     directory + " is writable by group or others (mode " +
+                         detail::file::octal_mode(info.st_mode) +
+                         "), so they could replace the token file; run: chmod go-w " + detail::file::quoted(dir));
+                return false;
+            }
+            if (dir == "/") return true;
+        }
+    }
+
+    /// Checks an open token or lock file: a regular file (not a FIFO or a
+    /// device another user put there), owned by this user, private to it.
+    /// Then clears O_NONBLOCK, which was only there so that open() could not
+    /// block on a FIFO, and which some file systems honour for regular files.
+    bool own_regular_file(int fd, const std::string& what, struct stat& info, std::error_code& ec) {
+        if (detail::file::sys::fstat(fd, &info) != 0) {
+            fail(ec, errc::storage_failed, "cannot inspect " + what + ": " + detail::file::errno_text(errno));
+            return false;
+        }
+        if (!S_ISREG(info.st_mode)) {
+            fail(ec, errc::storage_failed,
+                 what + " is " + detail::file::file_kind(info.st_mode) + " owned by " +
+                     detail::file::owner_text(info.st_uid) +
+                     ", not a regular file; tokmgr uses nothing else; remove it, or choose another path");
+            return false;
+        }
         if (info.st_uid != ::geteuid()) {
             fail(ec, errc::storage_permissions,
-                 what + " is owned by uid " + std::to_string(info.st_uid) + ", not by this user (uid " +
+                 what + " is owned by " + detail::file::owner_text(info.st_uid) + ", not by this user (uid " +
                      std::to_string(::geteuid()) + "); tokmgr uses only token files its user owns; run: chown " +
                      std::to_string(::geteuid()) + " " + detail::file::quoted(what));
             return false;
@@ -466,20 +551,20 @@ private:
                      "); tokmgr refuses a token file others can read; run: chmod 600 " + detail::file::quoted(what));
             return false;
         }
-        return true;
-    }
-
-    bool lock_file_acceptable(const struct stat& info, std::error_code& ec) {
-        if (!S_ISREG(info.st_mode)) {
-            fail(ec, errc::storage_failed, lock_path_ + " is not a regular file; remove it");
+        // F_SETFL 0: of the flags F_SETFL changes, tokmgr sets none but O_NONBLOCK.
+        if (detail::file::sys::fcntl(fd, F_SETFL, 0) != 0) {
+            fail(ec, errc::storage_failed, "cannot use " + what + ": " + detail::file::errno_text(errno));
             return false;
         }
-        return owned_and_private(info, lock_path_, ec);
+        return true;
     }
 
     /// Reads and decodes the file; moves a corrupt one aside.
     std::optional<token_set> read_current(std::error_code& ec) {
-        detail::file::fd_guard fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!directory_exists(ec) || !directories_safe(ec)) return std::nullopt;
+        // O_NONBLOCK: a FIFO put at the path would block open() for ever.
+        detail::file::fd_guard fd(
+            detail::file::sys::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOFOLLOW));
         if (fd.get() < 0) {
             const int error = errno;
             if (error == ENOENT) return std::nullopt;  // nothing stored yet (or the directory does not exist)
@@ -491,15 +576,7 @@ private:
             return std::nullopt;
         }
         struct stat info {};
-        if (::fstat(fd.get(), &info) != 0) {
-            fail(ec, errc::storage_failed, "cannot inspect " + path_ + ": " + detail::file::errno_text(errno));
-            return std::nullopt;
-        }
-        if (!S_ISREG(info.st_mode)) {
-            fail(ec, errc::storage_failed, path_ + " is not a regular file; choose another path");
-            return std::nullopt;
-        }
-        if (!owned_and_private(info, path_, ec)) return std::nullopt;
+        if (!own_regular_file(fd.get(), path_, info, ec)) return std::nullopt;
 
         std::string text;
         // One allocation, never grown: no reallocation leaves a copy of the
