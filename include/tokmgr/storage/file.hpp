@@ -208,7 +208,7 @@ inline constexpr std::string_view temp_marker = ".tmp-";
 /// 64 bits from the kernel's generator, as 16 hex digits. GRND_NONBLOCK:
 /// before the generator is seeded (early boot) this fails rather than
 /// waiting an unbounded time; the store then fails and says why.
-inline bool random_suffix(std::string& out, int& error) noexcept {
+inline bool random_suffix(std::string& out, int& error) {
     unsigned char bytes[8];
     std::size_t got = 0;
     while (got < sizeof bytes) {
