@@ -251,6 +251,33 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     raw_redis().run({"DEL", key + ":lease"});
 }
 
+TEST_CASE("a lock that waited unsubscribes when its wait ends, whether it got the lease or timed out") {
+    const auto key = fresh_key();
+    const std::string channel = key + ":changed";
+    redis_storage holder(options_for(key));
+    auto held = holder.lock(0ms);
+    REQUIRE(held);
+    std::error_code ec;
+    // Objects that live on after their wait, as a manager's store does.
+    std::vector<std::unique_ptr<redis_storage>> waiters;
+    for (int i = 0; i < 3; ++i) {
+        waiters.push_back(std::make_unique<redis_storage>(options_for(key)));
+        CHECK_FALSE(waiters.back()->lock(30ms, ec));
+        CHECK(ec == errc::lease_timeout);
+    }
+    CHECK(raw_redis().run({"PUBSUB", "NUMSUB", channel}) == channel + " 0");
+
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(100ms);
+        held.release();
+    });
+    auto taken = waiters.front()->lock(5s, ec);
+    releaser.join();
+    REQUIRE(taken);
+    CHECK(raw_redis().run({"PUBSUB", "NUMSUB", channel}) == channel + " 0");
+    taken.release();
+}
+
 TEST_CASE("the lease between threads: never two holders at once") {
     const auto key = fresh_key();
     std::atomic<int> inside{0}, overlaps{0}, taken{0};

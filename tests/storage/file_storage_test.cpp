@@ -6,9 +6,13 @@
 #include <tokmgr/concepts.hpp>
 #include <tokmgr/storage/file.hpp>
 
+#include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +23,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -99,6 +104,27 @@ std::uint64_t stored_generation(const std::string& path) {
     return set ? set->generation : 0;
 }
 
+/// How many descriptors this process has open: a failure must leak none.
+std::size_t open_descriptors() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+}
+
+/// Arms the next call's n-th system call to fail with EIO (see
+/// detail::file::fail_call); reports whether the call reached it.
+class injected_fault {
+public:
+    explicit injected_fault(std::size_t n) : n_(n) { tokmgr::detail::file::fail_call(n, EIO); }
+    ~injected_fault() { tokmgr::detail::file::fail_call(0, 0); }
+    injected_fault(const injected_fault&) = delete;
+    injected_fault& operator=(const injected_fault&) = delete;
+    bool reached() const { return tokmgr::detail::file::faults().calls >= n_; }
+
+private:
+    std::size_t n_;
+};
+
 /// A forked child that the parent can wait for, or kill.
 struct child {
     pid_t pid = -1;
@@ -133,12 +159,11 @@ void wait_ready(int fd) {
     ::close(fd);
 }
 
-/// Runs `check` in a child process with a private mount namespace and a
-/// small tmpfs at `dir` (root and CAP_SYS_ADMIN needed: tests run as root).
-/// Returns the child's report: empty when every check passed, "SKIP: ..."
-/// when the namespace or the mount is not possible here.
-std::string with_private_tmpfs(const std::string& dir, const std::string& options,
-                               const std::function<std::string()>& check) {
+/// Runs `body` in a forked child, returning what it reports (empty: every
+/// check passed). A child that has not finished after `deadline` is killed
+/// and reported as hung, so a call that blocks forever fails its test
+/// instead of hanging the suite.
+std::string in_child(const std::function<std::string()>& body, std::chrono::milliseconds deadline = 5s) {
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     const pid_t pid = ::fork();
@@ -146,42 +171,62 @@ std::string with_private_tmpfs(const std::string& dir, const std::string& option
     if (pid == 0) {
         ::close(fds[0]);
         std::string report;
-        if (::unshare(CLONE_NEWNS) != 0)
-            report = "SKIP: cannot create a mount namespace (unshare: " + std::string(std::strerror(errno)) + ")";
-        else if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-            report = "SKIP: cannot make mounts private (" + std::string(std::strerror(errno)) + ")";
-        else if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) != 0)
-            report = "SKIP: cannot mount a tmpfs (" + std::string(std::strerror(errno)) + ")";
-        else {
-            try {
-                report = check();
-            } catch (const std::exception& e) {
-                report = std::string("exception: ") + e.what();
-            }
+        try {
+            report = body();
+        } catch (const std::exception& e) {
+            report = std::string("exception: ") + e.what();
         }
-        const char* data = report.data();
-        std::size_t left = report.size();
-        while (left > 0) {
-            const ssize_t n = ::write(fds[1], data, left);
+        for (std::string_view left = report; !left.empty();) {
+            const ssize_t n = ::write(fds[1], left.data(), left.size());
             if (n <= 0) break;
-            data += n;
-            left -= static_cast<std::size_t>(n);
+            left.remove_prefix(static_cast<std::size_t>(n));
         }
         ::_exit(0);
     }
     ::close(fds[1]);
     std::string report;
-    char buffer[512];
-    for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) != 0;) {
+    const auto give_up_at = std::chrono::steady_clock::now() + deadline;
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(give_up_at - std::chrono::steady_clock::now());
+        pollfd p{fds[0], POLLIN, 0};
+        const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
+            ::kill(pid, SIGKILL);
+            report += "hung: still running after " + std::to_string(deadline.count()) + " ms";
+            break;
+        }
+        char buffer[512];
+        const ssize_t n = ::read(fds[0], buffer, sizeof buffer);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;
+        if (n <= 0) break;
         report.append(buffer, static_cast<std::size_t>(n));
     }
     ::close(fds[0]);
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) report += " (the child did not exit cleanly)";
     return report;
+}
+
+/// Runs `check` in a child process with a private mount namespace and a
+/// small tmpfs at `dir` (root and CAP_SYS_ADMIN needed: tests run as root).
+/// Returns the child's report: empty when every check passed, "SKIP: ..."
+/// when the namespace or the mount is not possible here.
+std::string with_private_tmpfs(const std::string& dir, const std::string& options,
+                               const std::function<std::string()>& check) {
+    return in_child(
+        [&]() -> std::string {
+            if (::unshare(CLONE_NEWNS) != 0)
+                return "SKIP: cannot create a mount namespace (unshare: " + std::string(std::strerror(errno)) + ")";
+            if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+                return "SKIP: cannot make mounts private (" + std::string(std::strerror(errno)) + ")";
+            if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) != 0)
+                return "SKIP: cannot mount a tmpfs (" + std::string(std::strerror(errno)) + ")";
+            return check();
+        },
+        60s);
 }
 
 /// Collects failures inside the child, where doctest's assertions would not
@@ -216,6 +261,38 @@ void with_one_set_on_tmpfs(const std::string& options, const std::string& relati
         const auto report = check(storage, c, root);
         return report.empty() ? c.failures : report;
     }));
+}
+
+/// The second local user of the hostile-user tests: the one every Linux has.
+constexpr uid_t other_uid = 65534;
+constexpr gid_t other_gid = 65534;
+
+/// Why the hostile-user tests cannot run here, or empty when they can: they
+/// need root, to act as a second user (uid 65534) and to give it files.
+std::string why_no_second_user() {
+    if (::geteuid() == 0) return {};
+    return "these tests act as a second local user (uid " + std::to_string(other_uid) +
+           ") and need root for it; run the suite as root";
+}
+
+/// Runs `body` as the second local user, in a child; its report as in_child.
+std::string as_other_user(const std::function<std::string()>& body) {
+    return in_child([&]() -> std::string {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(other_gid, other_gid, other_gid) != 0 ||
+            ::setresuid(other_uid, other_uid, other_uid) != 0)
+            return "cannot become uid " + std::to_string(other_uid) + ": " + std::strerror(errno);
+        return body();
+    });
+}
+
+/// A directory like /tmp (mode 1777, sticky) inside `dir`, whose own mode is
+/// opened to 0755 so that the second user can reach it.
+std::string sticky_shared_dir(const temp_dir& dir) {
+    fs::permissions(dir.path(), static_cast<fs::perms>(0755));
+    const std::string shared = dir.path() + "/shared";
+    REQUIRE(::mkdir(shared.c_str(), 0700) == 0);
+    REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+    return shared;
 }
 
 static_assert(tokmgr::is_storage_v<file_storage>, "file_storage is a Storage policy");
@@ -325,6 +402,194 @@ TEST_CASE("file_storage: a directory others can write to is refused, a symbolic 
     CHECK_FALSE(linked.load(ec).has_value());
     CHECK(ec == errc::storage_failed);
     CHECK(linked.last_error().detail.find("symbolic link") != std::string::npos);
+}
+
+TEST_CASE("file_storage: load refuses a file in a directory others can write to, as store does") {
+    temp_dir dir;
+    const std::string shared = dir.path() + "/shared";
+    file_storage storage(shared + "/tokens.json");
+    storage.store(set_of(1));
+    fs::permissions(shared, static_cast<fs::perms>(0777));
+    std::error_code ec;
+    CHECK_FALSE(storage.load(ec).has_value());  // others could have put this set there
+    CHECK(ec == errc::storage_permissions);
+    CHECK(storage.last_error().detail.find("chmod go-w") != std::string::npos);
+    auto lease = storage.lock(0ms, ec);
+    CHECK_FALSE(lease);
+    CHECK(ec == errc::storage_permissions);
+}
+
+TEST_CASE("file_storage: a directory owned by another user is refused, by load, store and lock, naming its owner") {
+    if (const auto why = why_no_second_user(); !why.empty()) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    temp_dir dir;
+    // Theirs, holding the file; and theirs above one of ours (the owner of a
+    // directory can rename anything in it, a whole directory of ours too).
+    for (const std::string& layout : {std::string("theirs"), std::string("theirs/mine")}) {
+        CAPTURE(layout);
+        const std::string theirs = dir.path() + "/theirs";
+        const std::string path = dir.path() + "/" + layout + "/tokens.json";
+        file_storage storage(path);
+        storage.store(set_of(1));
+        REQUIRE(::chown(theirs.c_str(), other_uid, other_gid) == 0);
+        REQUIRE(::chmod(theirs.c_str(), 0755) == 0);
+        std::error_code ec;
+        CHECK_FALSE(storage.load(ec).has_value());
+        CHECK(ec == errc::storage_permissions);
+        const auto detail = storage.last_error().detail;
+        CHECK(detail.find("the directory " + theirs + " ") != std::string::npos);
+        CHECK(detail.find("uid " + std::to_string(other_uid)) != std::string::npos);
+        CHECK(detail.find("nobody") != std::string::npos);
+        CHECK(detail.find("chown") != std::string::npos);
+        CHECK(detail.find("SECRET") == std::string::npos);
+        storage.store(set_of(2), ec);
+        CHECK(ec == errc::storage_permissions);
+        CHECK_FALSE(storage.store_if(set_of(2), 1, ec));
+        CHECK(ec == errc::storage_permissions);
+        CHECK_FALSE(storage.lock(0ms, ec));
+        CHECK(ec == errc::storage_permissions);
+        REQUIRE(::chown(theirs.c_str(), ::geteuid(), ::getegid()) == 0);
+        CHECK(storage.load()->generation == 1);  // refused, untouched
+        fs::remove_all(theirs);
+    }
+}
+
+TEST_CASE("file_storage: a FIFO at the token path or the lock path is refused at once, never waited on") {
+    temp_dir dir;
+    const bool hostile = why_no_second_user().empty();
+    if (!hostile) MESSAGE("the FIFOs are this user's own: " << why_no_second_user());
+    // Another user's FIFO in a sticky directory, which is accepted as /tmp
+    // is; and one of this user's own in a private directory.
+    const std::string shared = sticky_shared_dir(dir), own = dir.path() + "/own";
+    REQUIRE(::mkdir(own.c_str(), 0700) == 0);
+    for (const std::string& where : {shared, own}) {
+        for (const std::string& fifo : {std::string("tokens.json"), std::string("tokens.json.lock")}) {
+            CAPTURE(where);
+            CAPTURE(fifo);
+            const std::string path = where + "/tokens.json", fifo_path = where + "/" + fifo;
+            auto make_fifo = [&]() -> std::string {
+                return ::mkfifo(fifo_path.c_str(), 0666) == 0 ? "" : "mkfifo: " + std::string(std::strerror(errno));
+            };
+            REQUIRE(((hostile && where == shared) ? as_other_user(make_fifo) : make_fifo()) == "");
+            const auto report = in_child([&]() -> std::string {
+                file_storage storage(path);
+                std::error_code ec;
+                std::string failures;
+                if (fifo == "tokens.json") {
+                    if (storage.load(ec) || !ec) failures += "load did not fail; ";
+                    if (storage.store_if(set_of(2), 1, ec) || !ec) failures += "store_if did not fail; ";
+                } else if (storage.lock(10s, ec) || ec != errc::storage_failed) {
+                    failures += "lock did not fail with storage_failed; ";
+                }
+                const auto detail = storage.last_error().detail;
+                if (detail.find(fifo_path) == std::string::npos || detail.find("regular file") == std::string::npos)
+                    failures += "the error does not name the FIFO as not a regular file: " + detail;
+                return failures;
+            });
+            CHECK_MESSAGE(report.empty(), report);
+            fs::remove(fifo_path);
+        }
+    }
+}
+
+TEST_CASE("file_storage: temporary files another user created in advance do not stop a store") {
+    if (const auto why = why_no_second_user(); !why.empty()) {
+        MESSAGE("skipped: " << why);
+        return;
+    }
+    temp_dir dir;
+    const std::string shared = sticky_shared_dir(dir), path = shared + "/tokens.json";
+    // Every name the old "<path>.tmp-<pid>-<n>" scheme would pick next.
+    const auto next = tokmgr::detail::file::temp_counter().load() + 1;
+    const auto report = as_other_user([&]() -> std::string {
+        for (auto n = next; n < next + 64; ++n) {
+            const std::string name = path + ".tmp-" + std::to_string(::getppid()) + "-" + std::to_string(n);
+            const int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+            if (fd < 0) return "cannot create " + name + ": " + std::strerror(errno);
+            ::close(fd);
+        }
+        return {};
+    });
+    REQUIRE_MESSAGE(report.empty(), report);
+    file_storage storage(path);
+    std::error_code ec;
+    for (std::uint64_t generation = 1; generation <= 8; ++generation) {
+        storage.store(set_of(generation), ec);
+        REQUIRE_MESSAGE(!ec, storage.last_error().message());
+    }
+    CHECK(stored_generation(path) == 8);
+}
+
+TEST_CASE("file_storage: a system call failing at any step of a store fails it, and a failed store was not made") {
+    temp_dir dir;
+    file_storage storage(dir.file());
+    storage.store(set_of(1));
+    const auto descriptors = open_descriptors();
+    std::uint64_t generation = 1;
+    bool directory_sync_failed = false;
+    for (std::size_t n = 1;; ++n) {
+        CAPTURE(n);
+        std::error_code ec;
+        bool stored = false, reached = false;
+        {
+            injected_fault fault(n);
+            stored = storage.store_if(set_of(generation + 1), generation, ec);
+            reached = fault.reached();
+        }
+        const auto on_disk = stored_generation(dir.file());
+        if (!reached) {  // past the last system call: every step was failed once
+            CHECK(stored);
+            CHECK(on_disk == generation + 1);
+            CHECK(n > 10);
+            break;
+        }
+        CHECK_FALSE(stored);  // so the manager would send nothing
+        CHECK(ec == errc::storage_failed);
+        const auto detail = storage.last_error().detail;
+        CHECK(detail.find(dir.path()) != std::string::npos);
+        CHECK(detail.find("SECRET") == std::string::npos);
+        if (detail.find("syncing the directory") != std::string::npos) directory_sync_failed = true;
+        CHECK((on_disk == generation || on_disk == generation + 1));  // whole: the old set or the new one
+        CHECK(names_in(dir.path(), ".tmp-").empty());
+        CHECK(open_descriptors() == descriptors);
+        generation = on_disk;
+    }
+    CHECK(directory_sync_failed);
+}
+
+TEST_CASE("file_storage: a system call failing at any step of lock() fails it, and nothing stays held") {
+    temp_dir dir;
+    const std::string path = dir.path() + "/state/tokens.json";
+    file_storage storage(path), other(path);
+    const auto descriptors = open_descriptors();
+    for (std::size_t n = 1;; ++n) {
+        CAPTURE(n);
+        fs::remove_all(dir.path() + "/state");  // so that every run creates the directory and the lock file
+        std::error_code ec;
+        file_storage::lease lease;
+        bool reached = false;
+        {
+            injected_fault fault(n);
+            lease = storage.lock(1s, ec);
+            reached = fault.reached();
+        }
+        if (!reached) {
+            CHECK(lease);
+            CHECK(n > 5);
+            break;
+        }
+        if (lease) {
+            CHECK_FALSE(ec);  // a step that is retried, such as checking the lock file again
+        } else {
+            CHECK(ec == errc::storage_failed);
+            CHECK(storage.last_error().detail.find(dir.path()) != std::string::npos);
+        }
+        lease.release();
+        CHECK(other.lock(0ms, ec));
+        CHECK(open_descriptors() == descriptors);
+    }
 }
 
 TEST_CASE("file_storage: a corrupt file is moved aside with its content, reported, and the store reads as empty") {

@@ -27,9 +27,9 @@
 //   treats it like one that cannot be reached (it never sends a shared
 //   refresh token it cannot mark spent, and falls back to a private session).
 // - After each write and each release the scripts PUBLISH on "<key>:changed";
-//   a waiting lock() subscribes there to retry at once, and polls SET NX with
-//   growing sleeps (1 ms doubling to 50 ms) because pub/sub loses messages
-//   while a connection is down.
+//   a waiting lock() subscribes there, for that wait only, to retry at
+//   once, and polls SET NX with growing sleeps (1 ms doubling to 50 ms)
+//   because pub/sub loses messages while a connection is down.
 // - Optionally `WAIT <replicas> <timeout>` after the spent mark: the refresh
 //   is sent only once that many replicas hold the mark.
 // - hiredis 0.14 has no TLS. Connect over a Unix socket (unix_socket) to a
@@ -381,20 +381,12 @@ public:
         return drain();
     }
 
-    /// Throws away what arrived while nobody waited (called before a wait,
-    /// so an old message does not count as news).
-    void forget_changes() {
-        if (!subscriber_) return;
-        pollfd p{subscriber_->fd, POLLIN, 0};
-        while (::poll(&p, 1, 0) > 0) {
-            if (redisBufferRead(subscriber_.get()) != REDIS_OK) {
-                subscriber_.reset();
-                return;
-            }
-            drain();
-        }
-        drain();
-    }
+    /// Ends a wait: closes the subscriber connection rather than keeping it
+    /// subscribed for the object's lifetime, where every object that ever
+    /// waited would hold a connection and a subscription on the server
+    /// (one per manager of a fleet). Waits are rare (a contended refresh),
+    /// so the next one paying for a new connection costs little.
+    void stop_waiting() noexcept { subscriber_.reset(); }
 
 private:
     bool subscribe(const std::string& channel) {
@@ -630,7 +622,10 @@ public:
         const std::string token = random_token();
         const std::string key = lease_key(), ttl = std::to_string(std::max<std::int64_t>(options().lease_ttl.count(), 1));
         auto step = std::chrono::milliseconds(1);
-        bool subscribed_wait = false;
+        struct wait_end {
+            detail::redis::link& link;
+            ~wait_end() { link.stop_waiting(); }
+        } end_of_wait{*link_};
         for (;;) {
             error_info failed;
             auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
@@ -659,10 +654,6 @@ public:
                          " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
                          std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
                 return {};
-            }
-            if (!subscribed_wait) {
-                link_->forget_changes();
-                subscribed_wait = true;
             }
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
                               std::chrono::milliseconds(1);
