@@ -1,5 +1,6 @@
 // tokmgr/async.hpp — token_manager::async_get_token: the JWT for coroutines
-// and callbacks, with Asio completion tokens (standalone Asio 1.22).
+// and callbacks, with Asio completion tokens (standalone Asio 1.22); and
+// authorizing_transport::async_send, which awaits it.
 //
 //   asio::io_context io;
 //   tokmgr::token_manager<> manager(tokmgr::asio_transport(io.get_executor(), transport_options), credentials);
@@ -143,3 +144,5 @@ auto token_manager<Transport, Clock, Storage, Json>::async_get_token(CompletionT
 }
 
 }  // namespace tokmgr
+
+#include "impl/authorizing_transport_async.hpp"
