@@ -49,6 +49,7 @@
 #include "error.hpp"
 #include "http.hpp"
 #include "secret.hpp"
+#include "token_manager.hpp"
 
 namespace tokmgr {
 
@@ -62,20 +63,6 @@ namespace detail {
 
 inline constexpr std::string_view authorization_header = "Authorization";
 
-template <class T, class = void>
-struct transport_has_last_error : std::false_type {};
-template <class T>
-struct transport_has_last_error<T, std::void_t<decltype(std::declval<const T&>().last_error().detail)>>
-    : std::true_type {};
-
-template <class T, class = void>
-struct transport_has_endpoint : std::false_type {};
-template <class T>
-struct transport_has_endpoint<T, std::void_t<decltype(std::declval<const T&>().endpoint())>> : std::true_type {};
-
-template <class T>
-using runs_on_executor_t = decltype(std::declval<const T&>().runs_on_executor());
-
 /// Why the manager gave no JWT: the manager's own detail when this thread's
 /// failure is still recorded (token_manager keeps it per thread), else the code.
 inline error_info token_failure(std::error_code ec) {
@@ -84,9 +71,7 @@ inline error_info token_failure(std::error_code ec) {
     return {ec, "getting a JWT for the request"};
 }
 
-/// The request as sent: the caller's, with `Authorization` replaced.
-/// Assigning field by field works whether http_request's strings are views
-/// or owned strings.
+/// `sent`, a copy of the caller's request, with `Authorization` replaced.
 inline void authorize_request(http_request& sent, std::string_view authorization) {
     auto& headers = sent.headers;
     for (auto it = headers.begin(); it != headers.end();) {
@@ -166,7 +151,7 @@ public:
         return transport_.get_executor();
     }
 
-    template <class T = Transport, class = detail::runs_on_executor_t<T>>
+    template <class T = Transport, class = detail::runs_on_executor_result<T>>
     bool runs_on_executor() const noexcept {
         return transport_.runs_on_executor();
     }
@@ -202,13 +187,11 @@ public:
 
     /// What the transport said about `ec`, without the request's header.
     error_info transport_failure(std::error_code ec, const http_request& request) const {
-        std::string detail = std::string(request.method) + " " + std::string(request.target);
-        if constexpr (detail::transport_has_endpoint<Transport>::value) detail += " at " + std::string(transport_.endpoint());
-        if constexpr (detail::transport_has_last_error<Transport>::value) {
-            const auto& said = transport_.last_error();
-            if (said.code == ec && !said.detail.empty()) detail += " (" + said.detail + ")";
-        }
-        return {ec, std::move(detail)};
+        std::string text = std::string(request.method) + " " + std::string(request.target) + " at " +
+                           detail::endpoint_of(transport_);
+        const std::string said = detail::transport_detail(transport_);
+        if (!said.empty()) text += " (" + said + ")";
+        return {ec, std::move(text)};
     }
 
 private:
