@@ -26,18 +26,19 @@ static_assert(!tokmgr::is_async_transport_v<api_transport>);
 static_assert(tokmgr::sync_transport<api_transport>);
 #endif
 
-tokmgr::http_request get(std::string target) {
+/// `target` must outlive the request (http_request may view it).
+tokmgr::http_request get(std::string_view target) {
     tokmgr::http_request request;
     request.method = "GET";
-    request.target = std::move(target);  // a view of the test's string, or a copy: either works
+    request.target = target;
     request.content_type = {};
     return request;
 }
 
-tokmgr::http_request post(std::string target, const std::string& body) {
+tokmgr::http_request post(std::string_view target, const std::string& body) {
     tokmgr::http_request request;
     request.method = "POST";
-    request.target = std::move(target);
+    request.target = target;
     request.body = body;
     return request;
 }

@@ -338,7 +338,8 @@ namespace {
 constexpr int crowd_threads = 64;
 constexpr int crowd_coroutines = 10'000;
 
-tokmgr::http_request api_get(const std::string& target) {
+/// `target` must outlive the request (http_request may view it).
+tokmgr::http_request api_get(std::string_view target) {
     tokmgr::http_request request;
     request.method = "GET";
     request.target = target;
