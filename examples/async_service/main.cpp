@@ -5,7 +5,9 @@
 //
 // The password comes from TONIC_TEXTUAL_PASSWORD. Each worker coroutine loops: await
 // the JWT (no thread blocks while a login or refresh is in flight), GET a
-// protected resource with it, and count the answer. One thread runs it all.
+// protected resource with it, and count the answer. Its authorizing transport
+// does both: it awaits the JWT, and after a 401 retires that JWT and sends
+// the request once more (one refresh for all workers). One thread runs it all.
 // Exits 0 when every request was answered 2xx, 1 otherwise.
 #include <tokmgr/tokmgr.hpp>
 
@@ -29,31 +31,29 @@ struct tally {
 
 /// One worker: its own keep-alive connection for the API calls (a transport
 /// carries one request at a time, and the manager's flights use their own).
-asio::awaitable<void> worker(tokmgr::token_manager<>& manager, tokmgr::asio_transport_options api, int id,
+asio::awaitable<void> worker(tokmgr::token_manager<>& manager, tokmgr::asio_transport_options api_options, int id,
                              std::chrono::steady_clock::time_point until, tally& counts) {
     auto executor = co_await asio::this_coro::executor;
-    tokmgr::asio_transport connection(executor, std::move(api));
+    tokmgr::authorizing_transport<tokmgr::asio_transport, tokmgr::token_manager<>> api(
+        tokmgr::asio_transport(executor, std::move(api_options)), manager);
     asio::steady_timer pause(executor);
     while (std::chrono::steady_clock::now() < until) {
         std::error_code ec;
-        tokmgr::token_handle token = co_await manager.async_get_token(asio::redirect_error(asio::use_awaitable, ec));
+        tokmgr::http_request request;
+        request.method = "GET";
+        const std::string target = "/api/items/" + std::to_string(id);
+        request.target = target;
+        request.content_type = {};
+        tokmgr::http_response response = co_await api.async_send(request, asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
-            std::cerr << "worker " << id << ": no JWT: " << ec.message() << "\n";
+            std::cerr << "worker " << id << ": " << api.last_error().message() << "\n";
             ++counts.failed;
+        } else if (response.status == 401) {
+            ++counts.unauthorized;  // refused again after the one retry with a new JWT
+        } else if (response.ok()) {
+            ++counts.ok;
         } else {
-            tokmgr::http_request request;
-            request.method = "GET";
-            request.target = "/api/items/" + std::to_string(id);
-            request.content_type = {};
-            request.headers.push_back({"Authorization", std::string(token.authorization().reveal())});
-            tokmgr::http_response response =
-                co_await connection.async_send(request, asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) ++counts.failed;
-            else if (response.status == 401) {
-                ++counts.unauthorized;
-                manager.invalidate(token.jwt());  // the next await refreshes (once for all workers)
-            } else if (response.ok()) ++counts.ok;
-            else ++counts.failed;
+            ++counts.failed;
         }
         pause.expires_after(std::chrono::milliseconds(20));
         co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include <tokmgr/authorizing_transport.hpp>
 #include <tokmgr/clock.hpp>
 #include <tokmgr/json/simdjson.hpp>
 #include <tokmgr/server/reference_server.hpp>
@@ -25,6 +26,8 @@
 
 using manager_type = tokmgr::token_manager<curl_example::curl_transport, tokmgr::coarse_steady_clock,
                                            tokmgr::memory_storage, tokmgr::simdjson_json>;
+/// The API through libcurl too, with the manager's JWT (one retry after a 401).
+using api_type = tokmgr::authorizing_transport<curl_example::curl_transport, manager_type>;
 
 namespace {
 
@@ -33,16 +36,15 @@ std::string env(const char* name) {
     return value != nullptr ? value : "";
 }
 
-/// One call of the API the JWT is for, through the same libcurl transport.
-int call_api(curl_example::curl_transport& http, manager_type& manager) {
+/// One call of the API the JWT is for.
+int call_api(api_type& api) {
     tokmgr::http_request request;
     request.method = "GET";
     request.target = "/api/users/me";
-    request.headers.push_back({"Authorization", std::string(manager.authorization().reveal())});
     std::error_code ec;
-    const auto response = http.send(request, ec);
+    const auto response = api.send(request, ec);
     if (ec) {
-        std::cerr << "GET /api/users/me failed: " << ec.message() << "\n";
+        std::cerr << api.last_error().message() << "\n";
         return 0;
     }
     return response.status;
@@ -71,7 +73,7 @@ int main() try {
     }
 
     manager_type manager(curl_example::curl_transport(http_options), std::move(login));
-    curl_example::curl_transport api(http_options);
+    api_type api(curl_example::curl_transport(http_options), manager);
 
     std::error_code ec;
     const auto first = manager.get_token(ec);
@@ -83,7 +85,7 @@ int main() try {
               << " characters (" << first << ")\n";
     const std::string first_jwt(first.reveal());  // kept only to tell whether it changed
 
-    const int status = call_api(api, manager);
+    const int status = call_api(api);
     std::cout << "GET /api/users/me with the JWT: " << status << "\n";
 
     bool refreshed = true;
@@ -92,7 +94,7 @@ int main() try {
         const auto second = manager.get_token(ec);
         refreshed = !ec && second.reveal() != first_jwt;
         std::cout << "after " << wait_for_refresh.count() << " ms: " << (refreshed ? "refreshed" : "NOT refreshed")
-                  << ", GET /api/users/me: " << call_api(api, manager) << "\n";
+                  << ", GET /api/users/me: " << call_api(api) << "\n";
     }
 
     const auto counters = manager.counters();

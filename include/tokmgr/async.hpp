@@ -1,6 +1,7 @@
 // tokmgr/async.hpp — token_manager::async_get_token: the JWT for coroutines
 // and callbacks, with Asio completion tokens (standalone Asio 1.22); and
-// api_key_source::async_get_token, the same call in API-key mode.
+// api_key_source::async_get_token, the same call in API-key mode; and
+// authorizing_transport::async_send, which awaits either.
 //
 //   asio::io_context io;
 //   tokmgr::token_manager<> manager(tokmgr::asio_transport(io.get_executor(), transport_options), credentials);
@@ -165,3 +166,5 @@ auto token_manager<Transport, Clock, Storage, Json>::async_get_token(CompletionT
 }
 
 }  // namespace tokmgr
+
+#include "impl/authorizing_transport_async.hpp"

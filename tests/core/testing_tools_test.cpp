@@ -1,10 +1,15 @@
 #include <tokmgr/clock.hpp>
 #include <tokmgr/storage/memory.hpp>
+#include <tokmgr/testing/crowd_gate.hpp>
 #include <tokmgr/testing/fake_auth_server.hpp>
 #include <tokmgr/testing/fake_transport.hpp>
 #include <tokmgr/testing/manual_clock.hpp>
 
 #include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -113,4 +118,57 @@ TEST_CASE("steady_clock is monotonic and its wall time is the system clock's") {
     CHECK(b >= a);
     const auto wall = clock.wall_now();
     CHECK(std::chrono::abs(wall - std::chrono::system_clock::now()) < 5s);
+}
+
+TEST_CASE("crowd_gate releases nobody before the whole crowd has arrived") {
+    constexpr std::size_t crowd = 8;
+    tokmgr::testing::crowd_gate gate(crowd);
+    std::atomic<std::size_t> released{0};
+    std::atomic<std::size_t> early{0};
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < crowd; ++i) {
+        threads.emplace_back([&] {
+            gate.arrive_and_wait();
+            if (gate.arrived() < crowd) ++early;
+            ++released;
+        });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(released == crowd);
+    CHECK(early == 0);
+}
+
+TEST_CASE("fake_auth_server: a resource opens to a JWT it issued until that expires or is revoked") {
+    tokmgr::testing::manual_clock clock;
+    tokmgr::testing::fake_auth_server::settings settings;
+    settings.jwt_lifetime = 60s;
+    tokmgr::testing::fake_auth_server server(clock, settings);
+    tokmgr::http_request login;
+    login.target = "/api/auth/login";
+    const std::string body = R"({"userName":"user@example.com","password":"correct horse battery staple"})";
+    login.body = body;
+    const auto issued = server(login);
+    REQUIRE(issued.status == 200);
+    const std::string jwt = *tokmgr::testing::fake_auth_server::string_field(issued.body, "jwt");
+    const auto get = [&](const std::string& authorization) {
+        tokmgr::http_request request;
+        request.method = "GET";
+        request.target = "/api/datasets";
+        if (!authorization.empty()) request.headers.push_back({"Authorization", authorization});
+        return server(request);
+    };
+    CHECK(get("Bearer " + jwt).status == 200);
+    const auto missing = get("");
+    CHECK(missing.status == 401);
+    CHECK(tokmgr::find_header(missing.headers, "WWW-Authenticate") == std::optional<std::string_view>("Bearer"));
+    CHECK(get("Bearer not-issued").status == 401);
+    clock.advance(60s);
+    CHECK(get("Bearer " + jwt).status == 401);  // expired
+    clock.skew_wall(-60s);  // back before its exp
+    server.revoke_jwt(jwt);
+    CHECK(get("Bearer " + jwt).status == 401);
+    const auto stats = server.stats();
+    CHECK(stats.resources_served == 1);
+    CHECK(stats.unauthorized == 4);
+    CHECK(stats.revoked_jwts_presented == 1);
 }

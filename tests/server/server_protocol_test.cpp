@@ -558,6 +558,22 @@ TEST_CASE("protected resources: a valid JWT until exp, the API key, and 401 othe
     CHECK(s.unauthorized == 5);
 }
 
+TEST_CASE("a revoked JWT answers 401 with WWW-Authenticate though well signed and unexpired; others still open") {
+    fixture f(30s);
+    const auto first = tokens_of(f.login("alice", "wonderland"));
+    const auto second = tokens_of(f.login("alice", "wonderland"));
+    f.service->revoke_jwt(first.jwt);
+    const reply refused = f.get("/api/datasets", "Bearer " + first.jwt);
+    check_error_body(refused, 401);
+    CHECK(tokmgr::find_header(refused.headers, "WWW-Authenticate") == std::optional<std::string_view>("Bearer"));
+    CHECK(refused.body.find(first.jwt) == std::string::npos);
+    CHECK(f.get("/api/datasets", "Bearer " + second.jwt).status == 200);
+    const auto s = f.service->stats();
+    CHECK(s.revoked_jwts_presented == 1);
+    CHECK(s.unauthorized == 1);
+    CHECK(s.resources_served == 1);
+}
+
 TEST_CASE("a JWT signed with alg none, or by another key, is refused") {
     fixture f;
     const auto pair = tokens_of(f.login("alice", "wonderland"));

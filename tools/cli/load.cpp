@@ -1,7 +1,7 @@
-// tools/cli/load.cpp — `tokmgr load`. Each thread has its own transport (its
-// own keep-alive connection) for the resource, and asks the shared manager
-// for the JWT before every request. A 401 means the JWT was refused: the
-// thread invalidates it and retries once with the next one. Counts:
+// tools/cli/load.cpp — `tokmgr load`. Each thread has its own authorizing
+// transport (its own keep-alive connection) for the resource, on the shared
+// manager: it sets the JWT on every request, and after a 401 retires that
+// JWT and sends the request once more with the next one. Counts:
 // `requests` is the number of loop iterations; each ends as exactly one of
 // `ok`, `unauthorized` (still 401 after the one retry) or `errors` (no
 // token, a network failure, another status).
@@ -12,7 +12,6 @@
 #include <csignal>
 #include <iostream>
 #include <mutex>
-#include <new>
 #include <thread>
 #include <vector>
 
@@ -74,36 +73,21 @@ private:
         if (!first_error_) first_error_ = info;
     }
 
-    /// One GET with the current JWT. Sets `authorization` to what was sent.
-    outcome attempt(tokmgr::asio_transport& transport, std::string& authorization) {
-        std::error_code ec;
-        tokmgr::secret_view header;
-        // The throwing call carries this call's own failure; last_error()
-        // may already hold another thread's (or be empty after its success).
-        try {
-            header = manager_.authorization();
-        } catch (const tokmgr::error& failed) {
-            ec = failed.code();
-            record(failed.info());
-            // Nothing will change if the server refuses the password or
-            // the URL is wrong: stop every thread instead of hammering it.
-            if (!tokmgr::is_retryable(ec)) stop_ = true;
-            return outcome::failed;
-        } catch (const std::bad_alloc&) {  // building the exception itself
-            record({make_error_code(tokmgr::errc::policy_error), "getting a JWT: out of memory"});
-            return outcome::failed;
-        }
-        tokmgr::detail::secure_clear(authorization);
-        authorization.append(header.reveal());
+    /// One GET with the current JWT, sent again once after a 401.
+    outcome attempt(tokmgr::authorizing_transport<tokmgr::asio_transport, Manager>& api) {
         tokmgr::http_request request;
         request.method = "GET";
         request.target = path_;
         request.content_type = {};
-        request.headers.push_back({"Authorization", authorization});
-        const auto response = transport.send(request, ec);
-        tokmgr::detail::secure_clear(request.headers.front().value);
-        if (ec) {
-            record(failure_of(transport.last_error(), ec, "GET " + path_));
+        tokmgr::error_info failed;
+        // This call's own failure: last_error() may already hold another
+        // thread's (or be empty after its success).
+        const auto response = api.send(request, failed);
+        if (failed) {
+            record(failed);
+            // Nothing will change if the server refuses the password or
+            // the URL is wrong: stop every thread instead of hammering it.
+            if (!tokmgr::is_retryable(failed.code)) stop_ = true;
             return outcome::failed;
         }
         if (response.status == 401) return outcome::unauthorized;
@@ -122,22 +106,16 @@ private:
             ++errors_;
             return;
         }
-        std::string authorization;
+        tokmgr::authorizing_transport<tokmgr::asio_transport, Manager> api(std::move(transport), manager_);
         while (!stop_ && !load_stop_requested().load() && std::chrono::steady_clock::now() < deadline) {
             ++requests_;
-            auto result = attempt(transport, authorization);
-            if (result == outcome::unauthorized) {
-                // The server refused this JWT: retire it so the manager
-                // refreshes (once, for every thread), then try once more.
-                manager_.invalidate(tokmgr::secret_view(std::string_view(authorization)));
-                result = attempt(transport, authorization);
-            }
-            switch (result) {
+            switch (attempt(api)) {
             case outcome::ok: ++ok_; break;
             case outcome::unauthorized:
                 ++unauthorized_;
                 record({make_error_code(tokmgr::errc::request_rejected),
-                        "GET " + path_ + " answered 401 twice, with a fresh JWT the second time"});
+                        "GET " + path_ + " answered 401, and again to the one retry with another JWT (or there "
+                        "was no other JWT to retry with)"});
                 break;
             case outcome::failed:
                 ++errors_;
@@ -147,7 +125,6 @@ private:
                 break;
             }
         }
-        tokmgr::detail::secure_clear(authorization);
     }
 
     Manager& manager_;

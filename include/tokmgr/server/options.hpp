@@ -102,6 +102,7 @@ struct server_stats {
     std::uint64_t unauthorized = 0;          ///< protected resources answered 401
     std::uint64_t expired_jwts_presented = 0;///< well-signed JWTs presented after their exp
     std::uint64_t invalid_jwts_presented = 0;///< malformed, wrongly signed or non-HS256 JWTs
+    std::uint64_t revoked_jwts_presented = 0;///< valid JWTs revoked by `reference_server::revoke_jwt`
 
     std::uint64_t max_refreshes_in_flight = 0;   ///< most token_refresh requests open at once
     std::uint64_t max_auth_requests_in_flight = 0; ///< most login + token_refresh requests open at once

@@ -29,6 +29,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "../error.hpp"
@@ -71,6 +72,11 @@ public:
     bool uses_tls() const noexcept;
 
     server_stats stats() const;
+
+    /// A test hook, not reachable over HTTP: from now on the resource
+    /// endpoints answer `jwt` 401, as a server that revoked the session
+    /// would. False (nothing done) before `start`.
+    bool revoke_jwt(std::string_view jwt);
 
     /// What the last failed `start` reported; empty otherwise.
     error_info last_error() const;

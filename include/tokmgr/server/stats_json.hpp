@@ -40,6 +40,7 @@ inline std::string to_json(const server_stats& s) {
     field("unauthorized", s.unauthorized);
     field("expired_jwts_presented", s.expired_jwts_presented);
     field("invalid_jwts_presented", s.invalid_jwts_presented);
+    field("revoked_jwts_presented", s.revoked_jwts_presented);
     field("max_refreshes_in_flight", s.max_refreshes_in_flight);
     field("max_auth_requests_in_flight", s.max_auth_requests_in_flight);
     out += '}';

@@ -8,13 +8,20 @@
 // carry the names of the server's (server_stats), so a test proves the client
 // never broke or reused the chain the same way against either. The reference
 // server (tokmgr/server) is the real-socket counterpart.
+//
+// Any other path under /api/ is a protected resource, as on the reference
+// server: 200 for `Authorization: Bearer <a JWT this fake issued>` that has
+// neither expired nor been revoked (`revoke_jwt`), else 401 with
+// `WWW-Authenticate: Bearer`.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -49,6 +56,9 @@ public:
         std::uint64_t refresh_tokens_unknown = 0;  ///< a token never issued presented
         std::uint64_t refresh_tokens_revoked = 0;  ///< a token of a revoked family presented
         std::uint64_t families_revoked = 0;
+        std::uint64_t resources_served = 0;        ///< protected resources answered 200
+        std::uint64_t unauthorized = 0;            ///< protected resources answered 401
+        std::uint64_t revoked_jwts_presented = 0;  ///< of which for a JWT revoked by revoke_jwt
     };
 
     explicit fake_auth_server(manual_clock clock) : fake_auth_server(std::move(clock), settings{}) {}
@@ -59,6 +69,8 @@ public:
         std::lock_guard<std::mutex> lock(state_->mutex);
         if (request.target == protocol::login_path) return state_->login(request.body);
         if (request.target == protocol::refresh_path) return state_->refresh(request.body);
+        if (std::string_view(request.target).substr(0, protocol::api_prefix.size()) == protocol::api_prefix)
+            return state_->resource(request);
         return {404, {}, protocol::error_json("Not Found", "no such endpoint")};
     }
 
@@ -73,6 +85,12 @@ public:
     std::string current_refresh_token() const {
         std::lock_guard<std::mutex> lock(state_->mutex);
         return state_->newest_refresh_token;
+    }
+
+    /// From now on the resource paths answer `jwt` 401 (a revoked session).
+    void revoke_jwt(std::string_view jwt) {
+        std::lock_guard<std::mutex> lock(state_->mutex);
+        state_->revoked.emplace(jwt);
     }
 
     /// Changes the JWT lifetime of tokens issued from now on.
@@ -138,6 +156,25 @@ private:
             return unauthorized("invalid refresh token");
         }
 
+        http_response resource(const http_request& request) {
+            const auto authorization = find_header(request.headers, "Authorization");
+            const std::string prefix = std::string(protocol::bearer_scheme) + " ";
+            std::string_view jwt;
+            if (authorization && authorization->substr(0, prefix.size()) == prefix)
+                jwt = authorization->substr(prefix.size());
+            const auto issued_jwt = issued.find(jwt);
+            const bool revoked_jwt = revoked.count(jwt) != 0;
+            if (issued_jwt == issued.end() || revoked_jwt || clock.wall_now() >= issued_jwt->second) {
+                ++counts.unauthorized;
+                if (revoked_jwt) ++counts.revoked_jwts_presented;
+                http_response denied = unauthorized("the JWT is unknown, expired or revoked");
+                denied.headers.push_back({"WWW-Authenticate", std::string(protocol::bearer_scheme)});
+                return denied;
+            }
+            ++counts.resources_served;
+            return {200, {{"Content-Type", "application/json"}}, "{\"resource\":\"" + std::string(request.target) + "\"}"};
+        }
+
         static http_response bad_request(const std::string& what_to_send) {
             return {400, {}, protocol::error_json("Bad Request", what_to_send)};
         }
@@ -160,6 +197,7 @@ private:
             const std::string jwt = detail::base64url_encode(R"({"alg":"HS256","typ":"JWT"})") + "." +
                                     detail::base64url_encode(claims) + ".c2lnbmF0dXJl";
             newest_refresh_token = refresh_token;
+            issued.emplace(jwt, clock.wall_now() + config.jwt_lifetime);
             // A member the client does not know: the spec says to ignore it.
             std::string body = protocol::token_response_json(jwt, refresh_token);
             body.insert(body.size() - 1, R"(,"extra":{"ignored":true})");
@@ -174,6 +212,8 @@ private:
         protocol::refresh_registry<manual_clock::time_point> registry;
         std::string newest_refresh_token;
         std::uint64_t last_jti = 0;
+        std::map<std::string, std::chrono::system_clock::time_point, std::less<>> issued;  // JWT → its exp
+        std::set<std::string, std::less<>> revoked;
     };
     std::shared_ptr<state> state_;
 };

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -118,12 +119,22 @@ public:
         s.unauthorized = unauthorized_;
         s.expired_jwts_presented = expired_jwts_;
         s.invalid_jwts_presented = invalid_jwts_;
+        s.revoked_jwts_presented = revoked_jwts_presented_;
         s.max_refreshes_in_flight = max_refresh_in_flight_;
         s.max_auth_requests_in_flight = max_auth_in_flight_;
         return s;
     }
 
     const settings& resolved() const noexcept { return settings_; }
+
+    /// From now on `jwt` opens nothing (401), though well signed and
+    /// unexpired: what a server that revokes a session does. For tests of
+    /// how clients handle a 401; not reachable over HTTP.
+    void revoke_jwt(std::string_view jwt) {
+        std::lock_guard<std::mutex> lock(revoked_mutex_);
+        revoked_jwts_.emplace(jwt);
+        any_revoked_.store(true, std::memory_order_release);
+    }
 
 private:
     using counter = std::atomic<std::uint64_t>;
@@ -326,6 +337,11 @@ private:
             auto check = verify_hs256(token, settings_.signing_key.reveal(), now);
             switch (check.status) {
             case jwt_status::valid:
+                if (is_revoked(token)) {
+                    ++revoked_jwts_presented_;
+                    denied = error_reply(401, "the JWT was revoked: refresh it");
+                    return false;
+                }
                 user = std::move(check.subject);
                 return true;
             case jwt_status::expired:
@@ -356,6 +372,12 @@ private:
         return false;
     }
 
+    bool is_revoked(std::string_view jwt) const {
+        if (!any_revoked_.load(std::memory_order_acquire)) return false;
+        std::lock_guard<std::mutex> lock(revoked_mutex_);
+        return revoked_jwts_.find(jwt) != revoked_jwts_.end();
+    }
+
     settings settings_;
     std::map<std::string, secret, std::less<>> users_;
     secret api_key_;
@@ -370,6 +392,10 @@ private:
     counter logins_{0}, logins_rejected_{0}, refreshes_{0}, refreshes_rejected_{0};
     counter reused_{0}, refresh_expired_{0}, refresh_unknown_{0}, refresh_revoked_{0};
     counter resources_served_{0}, api_key_requests_{0}, unauthorized_{0}, expired_jwts_{0}, invalid_jwts_{0};
+    counter revoked_jwts_presented_{0};
+    mutable std::mutex revoked_mutex_;
+    std::set<std::string, std::less<>> revoked_jwts_;
+    std::atomic<bool> any_revoked_{false};
     counter auth_in_flight_{0}, refresh_in_flight_{0}, max_auth_in_flight_{0}, max_refresh_in_flight_{0};
 };
 

@@ -212,6 +212,12 @@ inline server_stats reference_server::stats() const {
     return impl_->service->stats();
 }
 
+inline bool reference_server::revoke_jwt(std::string_view jwt) {
+    if (!impl_->service) return false;
+    impl_->service->revoke_jwt(jwt);
+    return true;
+}
+
 inline error_info reference_server::last_error() const {
     std::lock_guard<std::mutex> lock(impl_->state_mutex);
     return impl_->last_error;
