@@ -50,6 +50,10 @@ struct manager_counters {
     std::uint64_t refreshes = 0;  ///< token_refresh requests sent
     std::uint64_t failures = 0;   ///< requests that failed (transport error, non-2xx, bad body)
     std::uint64_t joined = 0;     ///< callers that waited for a request another caller started
+    /// Answers that were not the answer of the flight in progress (a
+    /// transport that completed one request twice, or answered after the
+    /// flight ended): read no further, so they can rotate nothing.
+    std::uint64_t ignored_answers = 0;
 };
 
 namespace detail {

@@ -58,18 +58,7 @@ int call_across_ten_expiries(test::harness& h, Managers& managers, int calls) {
 
 }  // namespace
 
-/// A fresh directory for file_storage tests, removed afterwards.
-struct temp_dir {
-    std::filesystem::path path;
-    temp_dir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "tokmgr-core-XXXXXX").string();
-        path = ::mkdtemp(pattern.data());
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
+using test::temp_dir;
 
 using file_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
                                            tokmgr::file_storage, tokmgr::simdjson_json>;

@@ -11,10 +11,12 @@
 #include <tokmgr/testing/manual_clock.hpp>
 #include <tokmgr/token_manager.hpp>
 
-#if defined(TOKMGR_TEST_FILE_STORAGE)
 #include <stdlib.h>
 
 #include <filesystem>
+#include <system_error>
+
+#if defined(TOKMGR_TEST_FILE_STORAGE)
 #include <tokmgr/storage/file.hpp>
 #endif
 
@@ -57,6 +59,19 @@ using manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::t
                                       tokmgr::simdjson_json>;
 
 inline const std::string password = "correct horse battery staple";
+
+/// A fresh directory for file_storage tests, removed afterwards.
+struct temp_dir {
+    std::filesystem::path path;
+    temp_dir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "tokmgr-core-XXXXXX").string();
+        path = ::mkdtemp(pattern.data());
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
 
 struct harness {
     tokmgr::testing::manual_clock clock;

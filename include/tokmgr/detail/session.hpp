@@ -19,13 +19,17 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "../error.hpp"
@@ -188,6 +192,44 @@ public:
         // whose generation its own private rotations have overtaken.
         const bool rejoin = private_ && stored && stored->generation > left_at_;
         if (!stored || (stored->generation <= generation_ && !rejoin)) return false;
+        return adopt(*stored, now, wall_now);
+    }
+
+    /// The stored set could not be read and was set aside: it may have said
+    /// our refresh token is spent, so the next request is a login.
+    void forget_refresh_token() noexcept { retire_refresh_token(); }
+
+    /// The trust rule for a refresh token shared through a coordinating
+    /// store, applied to what the store held when it was just read under the
+    /// lease, after on_stored (which adopts a newer set). A shared token is
+    /// sent only if the store holds exactly it, at our generation, unspent.
+    /// A store that is empty (a file deleted, a key evicted, a Redis
+    /// restarted without persistence), went back in time, or holds another
+    /// token may have lost the mark of a refresh another process made with
+    /// our token: ours is not sent. What the store holds instead is adopted
+    /// when its refresh token is unspent and not one this process has seen
+    /// replaced or spent (another process's login after the store was
+    /// emptied); otherwise the next request is a login. A private token
+    /// (never written to the store) keeps its own rules. True when a JWT to
+    /// serve was adopted: the flight ends without a request.
+    bool on_store_read(const std::optional<token_set>& stored, std::int64_t now,
+                       std::chrono::system_clock::time_point wall_now) {
+        if (private_) return false;
+        const bool vouched = stored && stored->generation == generation_ && !stored->refresh_token_spent &&
+                             !refresh_token_.empty() && stored->refresh_token == refresh_token_;
+        if (vouched) return false;
+        retire_refresh_token();
+        if (!stored || stored->refresh_token_spent || stored->refresh_token.empty() ||
+            known_retired(stored->refresh_token))
+            return false;
+        return adopt(*stored, now, wall_now);
+    }
+
+private:
+    /// Takes `stored` as the session's set: its generation, its refresh
+    /// token if unspent and alive, its JWT if servable (then true).
+    bool adopt(const token_set& adopted_set, std::int64_t now, std::chrono::system_clock::time_point wall_now) {
+        const token_set* stored = &adopted_set;
         private_ = false;
         using namespace std::chrono;
         // A set "received" in the future (a wall clock stepped back, another
@@ -199,7 +241,7 @@ public:
                              ? nanoseconds(max_lifetime)
                              : std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored->received_at));
         const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
-        refresh_token_.clear();
+        retire_refresh_token();
         generation_ = stored->generation;
         const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored->refresh_lifetime);
         if (!stored->refresh_token_spent && !stored->refresh_token.empty() && now < refresh_hard) {
@@ -221,9 +263,31 @@ public:
         return true;
     }
 
-    /// The stored set could not be read and was set aside: it may have said
-    /// our refresh token is spent, so the next request is a login.
-    void forget_refresh_token() noexcept { refresh_token_.clear(); }
+    /// Drops the refresh token, remembering that it is no longer to be
+    /// trusted if a store shows it again.
+    void retire_refresh_token() noexcept {
+        remember_retired(refresh_token_);
+        refresh_token_.clear();
+    }
+
+    void remember_retired(const secret& token) noexcept {
+        if (!token.empty()) retired_[retired_next_++ % retired_.size()] = fingerprint(token);
+    }
+
+    bool known_retired(const secret& token) const noexcept {
+        const std::uint64_t print = fingerprint(token);
+        for (std::uint64_t seen : retired_)
+            if (seen == print) return true;
+        return false;
+    }
+
+    /// A fingerprint, not the token: nothing more of a secret outlives its
+    /// use. A collision only costs a login.
+    static std::uint64_t fingerprint(const secret& token) noexcept {
+        return std::hash<std::string_view>{}(token.reveal()) | 1;  // never 0, the empty slot
+    }
+
+public:
 
     /// Login or refresh, and for a refresh the spent mark to store first.
     request_plan next_request(std::int64_t now) const {
@@ -244,6 +308,7 @@ public:
     /// The storage holds the spent mark: from now on the refresh token is
     /// never sent again, whatever happens to the request.
     void on_marked(std::uint64_t mark_generation) noexcept {
+        remember_retired(refresh_token_);
         spent_token_ = std::move(refresh_token_);  // kept only to give it back if provably not sent
         refresh_token_.clear();
         spent_hard_ns_ = refresh_hard_ns_;
@@ -472,6 +537,10 @@ private:
 
     bool private_ = false;
     std::uint64_t left_at_ = 0;
+    /// Fingerprints of the last refresh tokens this session spent or saw
+    /// replaced: a store that shows one again as current went back in time.
+    std::array<std::uint64_t, 8> retired_{};
+    std::size_t retired_next_ = 0;
     bool in_flight_ = false;
     int consecutive_failures_ = 0;
     std::int64_t next_attempt_ns_ = 0;

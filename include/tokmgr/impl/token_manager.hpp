@@ -175,6 +175,13 @@ struct outgoing {
     std::chrono::steady_clock::time_point started{};
 };
 
+/// An asynchronous request and whether its answer came: only the first
+/// completion is an answer (read and written under the policy gate).
+struct sent_request {
+    outgoing sent;
+    bool answered = false;
+};
+
 template <class Transport, class Clock, class Storage, class Json>
 class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json>> {
 public:
@@ -245,7 +252,8 @@ public:
 
     manager_counters counters() const noexcept {
         return {logins_.load(std::memory_order_relaxed), refreshes_.load(std::memory_order_relaxed),
-                failures_.load(std::memory_order_relaxed), joined_.load(std::memory_order_relaxed)};
+                failures_.load(std::memory_order_relaxed), joined_.load(std::memory_order_relaxed),
+                ignored_answers_.load(std::memory_order_relaxed)};
     }
 
     error_info last_error() const {
@@ -690,14 +698,23 @@ private:
         if constexpr (has_executor_v<Transport>) {
             try {
                 auto self = this->shared_from_this();
-                auto kept = std::make_shared<outgoing>(std::move(sending));
-                const http_request& request = kept->request;
+                auto kept = std::make_shared<sent_request>();
+                kept->sent = std::move(sending);
+                const http_request& request = kept->sent.request;
                 transport_.async_send(request, [self, pending, kept](std::error_code ec, http_response response) {
                     std::optional<outgoing> next;
                     {
                         flight_runner_mark mark(self->id_);
                         std::lock_guard<std::mutex> gate(self->policy_gate_);
-                        next = self->on_response_locked_gate(pending, std::move(*kept), ec, std::move(response));
+                        if (kept->answered) {
+                            // A transport that completes twice: the copy
+                            // would rotate back to a spent refresh token.
+                            secure_clear(response.body);
+                            self->ignored_answers_.fetch_add(1, std::memory_order_relaxed);
+                            return;
+                        }
+                        kept->answered = true;
+                        next = self->on_response_locked_gate(pending, std::move(kept->sent), ec, std::move(response));
                         if (!next) self->lease_.reset();
                     }
                     if (next) self->async_send_step(pending, std::move(*next));
@@ -762,6 +779,9 @@ private:
                     }
                 } else {
                     adopted = session_.on_stored(stored, now_ns(), clock_.wall_now());
+                    if constexpr (coordinating) {
+                        if (!adopted) adopted = session_.on_store_read(stored, now_ns(), clock_.wall_now());
+                    }
                     rejoined = was_private && !session_.refresh_is_private();
                     if (adopted) end_flight_locked(pending);  // another writer rotated: nothing to send
                     else plan = session_.next_request(now_ns());
@@ -781,7 +801,7 @@ private:
             } else if (plan.refresh) {
                 std::error_code mark_error;
                 const bool marked = write(*plan.spent_mark, mark_error);
-                std::lock_guard<std::mutex> lock(mutex_);
+                std::unique_lock<std::mutex> lock(mutex_);
                 if (mark_error) {
                     const error_info why{mark_error,
                                          "storing the spent mark before a refresh (nothing was sent)" + storage_detail()};
@@ -805,7 +825,12 @@ private:
                     return std::nullopt;
                 } else {
                     session_.on_marked(plan.spent_mark->generation);
-                    if (!lease_still_held()) {
+                    // Asked outside mutex_: a store that answers slowly must
+                    // not stall callers that only want the current JWT.
+                    lock.unlock();
+                    const bool still_held = lease_still_held();
+                    lock.lock();
+                    if (!still_held) {
                         // Marked but not sent: the token is spent; the next
                         // attempt logs in.
                         session_.on_flight_failed({make_error_code(errc::lease_timeout),
@@ -903,6 +928,16 @@ private:
             secure_clear(response.body);
             end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
             return std::nullopt;
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (in_flight_ != pending) {
+                // Not the flight in progress (it ended already): its answer
+                // must not rotate anything.
+                secure_clear(response.body);
+                ignored_answers_.fetch_add(1, std::memory_order_relaxed);
+                return std::nullopt;
+            }
         }
         try {
             answer reply = judge(sent, ec, response);
@@ -1122,6 +1157,7 @@ private:
     std::atomic<std::uint64_t> refreshes_{0};
     std::atomic<std::uint64_t> failures_{0};
     std::atomic<std::uint64_t> joined_{0};
+    std::atomic<std::uint64_t> ignored_answers_{0};
 };
 
 }  // namespace detail

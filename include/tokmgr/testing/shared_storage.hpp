@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -105,6 +106,9 @@ public:
     }
 
     bool holds(const lease& held, std::error_code& ec) {
+        std::function<void()> hook;
+        with_lock([&] { hook = state_->on_holds; });
+        if (hook) hook();  // outside the store's lock, as a slow network would be
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
         return held.ticket_ != 0 && state_->holder == held.ticket_;
@@ -154,6 +158,15 @@ public:
         return lock(std::chrono::hours(1), ec);
     }
 
+    /// Puts `set` in the store (nothing: empties it), as an operator, an
+    /// eviction, a restart without persistence or a failover to a stale
+    /// replica would: no generation check, no lease.
+    void replace(std::optional<token_set> set) { with_lock([&] { state_->stored = std::move(set); }); }
+
+    /// Called at the start of every holds(), outside the store's lock: a
+    /// test makes the lease check slow or watches it happen.
+    void on_holds(std::function<void()> hook) { with_lock([&] { state_->on_holds = std::move(hook); }); }
+
     std::optional<token_set> stored() const {
         std::lock_guard<std::mutex> lock(state_->mutex);
         return state_->stored;
@@ -182,6 +195,7 @@ private:
         std::size_t loads = 0, stores = 0, writes = 0, conflicts = 0, leases_taken = 0;
         std::size_t fail_load_at = 0, fail_store_at = 0, lose_lease_at = 0;
         bool down = false;
+        std::function<void()> on_holds;
     };
     std::shared_ptr<state> state_;
 };
