@@ -19,9 +19,17 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 #include <asio/redirect_error.hpp>
+#include <asio/require.hpp>
+#include <asio/prefer.hpp>
+#include <asio/strand.hpp>
+#include <asio/system_executor.hpp>
+#include <asio/thread_pool.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <future>
+#include <string>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -322,3 +330,98 @@ TEST_CASE("a manager on a transport with a private io_context completes async_ge
     REQUIRE(callback.wait_for(10s) == std::future_status::ready);
     CHECK(callback.get() == tokmgr::errc::invalid_configuration);
 }
+
+namespace {
+
+/// Each executor kind docs/async.md names, as a transport is given it.
+struct executor_kind {
+    const char* name;
+    std::function<asio::any_io_executor(asio::io_context&, asio::thread_pool&)> make;
+    bool recognised;  // whether its threads can be told (would_block), or only max_wait bounds a wait there
+};
+
+std::vector<executor_kind> executor_kinds() {
+    using asio::execution::blocking;
+    using asio::execution::outstanding_work;
+    return {
+        {"io_context", [](asio::io_context& io, asio::thread_pool&) { return asio::any_io_executor(io.get_executor()); }, true},
+        {"strand", [](asio::io_context& io, asio::thread_pool&) { return asio::any_io_executor(asio::make_strand(io)); }, true},
+        {"blocking.never",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::require(io.get_executor(), blocking.never));
+         },
+         true},
+        {"outstanding_work.tracked",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::prefer(io.get_executor(), outstanding_work.tracked));
+         },
+         true},
+        {"strand, blocking.never",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::require(asio::make_strand(io), blocking.never));
+         },
+         true},
+        {"thread_pool", [](asio::io_context&, asio::thread_pool& pool) { return asio::any_io_executor(pool.get_executor()); }, true},
+        {"strand on a thread_pool",
+         [](asio::io_context&, asio::thread_pool& pool) { return asio::any_io_executor(asio::make_strand(pool)); },
+         true},
+        {"system_executor", [](asio::io_context&, asio::thread_pool&) { return asio::any_io_executor(asio::system_executor()); }, false},
+    };
+}
+
+}  // namespace
+
+TEST_CASE("each executor kind: its threads are recognised, and a synchronous get_token there never waits forever") {
+    using ops = tokmgr::detail::executor_ops<asio::any_io_executor>;
+    for (const executor_kind& kind : executor_kinds()) {
+        CAPTURE(kind.name);
+        fixture f;
+        asio::thread_pool pool(2);
+        const asio::any_io_executor executor = kind.make(f.io, pool);
+        CHECK_FALSE(ops::running_in_this_thread(executor));  // this thread runs none of them
+        tokmgr::manager_options options;
+        options.max_wait = 10s;
+        options.assumed_lifetimes = tokmgr::lifetimes{};
+        tokmgr::token_manager<> manager(tokmgr::asio_transport(executor, f.transport_options),
+                                        tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
+        // The executor a transport on it works on (its own strand on it).
+        const tokmgr::asio_transport probe(executor, f.transport_options);
+        CHECK_FALSE(ops::running_in_this_thread(probe.get_executor()));
+        struct seen {
+            bool on_given = false;
+            bool on_transport = false;
+            std::error_code ec;
+            std::string jwt;
+        };
+        std::promise<seen> result;
+        // On a thread running the executor: the login it needs runs there too.
+        asio::post(executor, [&] {
+            seen s;
+            s.on_given = ops::running_in_this_thread(executor);
+            s.on_transport = ops::running_in_this_thread(probe.get_executor());
+            s.jwt = std::string(manager.get_token(s.ec).reveal());
+            result.set_value(std::move(s));
+        });
+        auto future = result.get_future();
+        std::thread runner([&] { f.io.run(); });
+        REQUIRE(future.wait_for(20s) == std::future_status::ready);
+        const seen s = future.get();
+        CHECK(s.on_given == kind.recognised);
+        CHECK(s.on_transport == kind.recognised);
+        if (kind.recognised) {
+            CHECK(s.ec == tokmgr::errc::would_block);
+        } else {
+            // system_executor: another of its threads runs the login.
+            CHECK_FALSE(s.ec);
+            CHECK_FALSE(s.jwt.empty());
+        }
+        // The login that was started is served to a caller elsewhere.
+        std::error_code later_ec;
+        CHECK_FALSE(std::string(manager.get_token(later_ec).reveal()).empty());
+        CHECK_FALSE(later_ec);
+        f.io.stop();  // an outstanding_work.tracked executor keeps it running
+        runner.join();
+        pool.join();
+    }
+}
+
