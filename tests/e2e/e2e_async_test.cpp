@@ -331,6 +331,54 @@ TEST_CASE("a manager on a transport with a private io_context completes async_ge
     CHECK(callback.get() == tokmgr::errc::invalid_configuration);
 }
 
+TEST_CASE("destroyed mid-login or mid-refresh on an io_context run by two threads: the transport is never raced") {
+    // The connection's close (from the destructor) and the request's own
+    // handlers must not run at once on the two threads (ThreadSanitizer
+    // checks), whatever moment the destruction hits: many rounds, destroying
+    // from at once to a little after a request takes.
+    fixture f;
+    auto guard = asio::make_work_guard(f.io);
+    std::thread first([&] { f.io.run(); });
+    std::thread second([&] { f.io.run(); });
+    tokmgr::manager_options options;
+    options.min_forced_refresh_interval = 0ms;
+    // The shortest of a few logins: the destructions spread over it.
+    auto request_time = std::chrono::steady_clock::duration::max();
+    for (int i = 0; i < 3; ++i) {
+        auto manager = f.make(options);
+        const auto started = std::chrono::steady_clock::now();
+        auto login = manager->async_get_token(asio::use_future);
+        REQUIRE(login.wait_for(10s) == std::future_status::ready);
+        request_time = std::min(request_time, std::chrono::steady_clock::now() - started);
+    }
+    constexpr int rounds = 64;
+    int answered = 0;
+    for (int round = 0; round < rounds; ++round) {
+        const bool mid_refresh = round % 2 == 1;
+        CAPTURE(round);
+        auto manager = f.make(options);
+        if (mid_refresh) {
+            auto login = manager->async_get_token(asio::use_future);
+            REQUIRE(login.wait_for(10s) == std::future_status::ready);
+            manager->invalidate(login.get().jwt());  // the next call refreshes
+        }
+        std::promise<std::error_code> done;
+        manager->async_get_token([&](std::error_code ec, tokmgr::token_handle) { done.set_value(ec); });
+        const auto until = std::chrono::steady_clock::now() + request_time * (round / 2 % 8) / 8;
+        while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+        manager.reset();
+        auto result = done.get_future();
+        REQUIRE(result.wait_for(10s) == std::future_status::ready);
+        const std::error_code ec = result.get();
+        CHECK((!ec || ec == tokmgr::errc::shut_down));
+        answered += !ec;
+    }
+    guard.reset();
+    first.join();
+    second.join();
+    MESSAGE(answered << " of " << rounds << " rounds were answered before the destruction");
+}
+
 namespace {
 
 /// Each executor kind docs/async.md names, as a transport is given it.

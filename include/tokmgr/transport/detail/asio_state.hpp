@@ -46,6 +46,9 @@ struct asio_connection {
 struct asio_transport_state : std::enable_shared_from_this<asio_transport_state> {
     // Declared first so that it is destroyed last, after every I/O object on it.
     std::unique_ptr<asio::io_context> owned_context;
+    // For a transport given an executor, a strand on it: the operation's
+    // handlers, its timer's and close() are never run at once, whatever
+    // number of threads runs the executor.
     asio::any_io_executor executor;
 
     asio_transport_options options;
