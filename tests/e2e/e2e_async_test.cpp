@@ -473,3 +473,38 @@ TEST_CASE("each executor kind: its threads are recognised, and a synchronous get
     }
 }
 
+TEST_CASE("a manager destroyed after its io_context touches nothing of it and says so") {
+    // The wrong order (docs/async.md#destruction-order): nothing may be
+    // posted to, or closed on, the dead io_context (AddressSanitizer checks),
+    // whether the transport is idle or a login is waiting for its answer.
+    for (const bool mid_login : {false, true}) {
+        CAPTURE(mid_login);
+        fixture f(mid_login ? 300ms : 0ms);
+        auto events = std::make_shared<std::vector<tokmgr::transport_event_kind>>();
+        f.transport_options.on_event = [events](const tokmgr::transport_event& e) { events->push_back(e.kind); };
+        std::unique_ptr<tokmgr::token_manager<>> manager;
+        {
+            asio::io_context io;
+            tokmgr::manager_options options;
+            options.assumed_lifetimes = tokmgr::lifetimes{};
+            options.max_wait = 100ms;
+            manager = std::make_unique<tokmgr::token_manager<>>(
+                tokmgr::asio_transport(io.get_executor(), f.transport_options),
+                tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
+            // Starts the login on the io_context; no asynchronous waiter is
+            // left (completing one would post to its handler's executor).
+            std::error_code ec;
+            manager->get_token(ec);
+            CHECK(ec == tokmgr::errc::wait_timeout);
+            if (mid_login) {
+                io.run_for(50ms);  // sent; the answer comes 300 ms later
+            } else {
+                io.run();
+                std::error_code served_ec;
+                CHECK_FALSE(std::string(manager->get_token(served_ec).reveal()).empty());
+            }
+        }
+        manager.reset();
+        CHECK(std::count(events->begin(), events->end(), tokmgr::transport_event_kind::execution_context_gone) == 1);
+    }
+}

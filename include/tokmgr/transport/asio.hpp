@@ -115,7 +115,8 @@ public:
     void close() noexcept;
 
     /// The executor the transport's I/O and handlers run on: for a transport
-    /// given an executor, its strand on that executor.
+    /// given an executor, its strand on that executor. Empty once that
+    /// executor's context has shut down (transport_event_kind::execution_context_gone).
     executor_type get_executor() const noexcept;
 
     /// True for a transport constructed with an executor (its `async_send`

@@ -110,10 +110,12 @@ namespace detail {
 
 /// The state of a transport given an executor: its I/O runs on a strand of
 /// its own on that executor (several threads may run it: an operation's
-/// handlers, its timer's and close() must still never run at once).
+/// handlers, its timer's and close() must still never run at once), and the
+/// executor's context tells it when it shuts down.
 inline std::shared_ptr<asio_transport_state> make_executor_transport_state(const asio::any_io_executor& executor,
                                                                            asio_transport_options options) {
     auto state = make_transport_state(nullptr, asio::strand<asio::any_io_executor>(executor), std::move(options));
+    asio::use_service<context_watch>(asio::query(executor, asio::execution::context)).watch(state);
     return state;
 }
 
@@ -133,6 +135,7 @@ TOKMGR_TRANSPORT_DECL asio_transport::asio_transport(const executor_type& execut
 
 TOKMGR_TRANSPORT_DECL asio_transport::~asio_transport() {
     if (!state_) return;
+    if (state_->context_gone.load(std::memory_order_acquire)) return;  // its I/O objects went with the context
     // Alone with the state, nothing runs on it: its destructor closes the
     // connection, wherever the last reference goes.
     if (state_.use_count() == 1) return;
@@ -224,6 +227,7 @@ TOKMGR_TRANSPORT_DECL void asio_transport::close() noexcept {
         state_->close_connection(true);  // the blocking kind: the caller runs its private io_context
         return;
     }
+    if (state_->check_context_gone()) return;
     // Serialised with the operation in flight: at once on the transport's
     // strand, else posted to it.
     try {
@@ -233,7 +237,8 @@ TOKMGR_TRANSPORT_DECL void asio_transport::close() noexcept {
 }
 
 TOKMGR_TRANSPORT_DECL asio_transport::executor_type asio_transport::get_executor() const noexcept {
-    return state_ ? state_->executor : executor_type();
+    if (!state_ || (!state_->owned_context && state_->check_context_gone())) return executor_type();
+    return state_->executor;
 }
 
 TOKMGR_TRANSPORT_DECL bool asio_transport::runs_on_executor() const noexcept {
