@@ -234,9 +234,9 @@ struct asio_transport_state : std::enable_shared_from_this<asio_transport_state>
 };
 
 /// A service in the execution context of every transport given an
-/// executor. The context shuts it down in its destructor, before it destroys
-/// the services that sockets and timers use: it then destroys the I/O objects
-/// of each transport still alive and marks it (`context_gone`), so that a
+/// executor. The context's destructor shuts every service down before it
+/// destroys any: this one then destroys the I/O objects of each transport
+/// still alive and marks it (`context_gone`), so that a
 /// transport (or manager) destroyed after its io_context touches none of the
 /// context's memory. Checking the mark costs one atomic load; without it, a
 /// dead io_context cannot be told from a live one without reading freed memory.
