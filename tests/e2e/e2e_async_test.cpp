@@ -20,19 +20,26 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/prefer.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/require.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <asio/system_executor.hpp>
+#include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
-#include <asio/redirect_error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <future>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -711,4 +718,182 @@ TEST_CASE("authorizing_transport::async_send: a single-use body is not replayed,
     CHECK(dead.last_error().detail.find("/api/items/2") != std::string::npos);
     CHECK(dead.last_error().message().find("Bearer") == std::string::npos);
     CHECK(dead.counters().replayed == 0);
+}
+
+TEST_CASE("destroyed mid-login or mid-refresh on an io_context run by two threads: the transport is never raced") {
+    // The connection's close (from the destructor) and the request's own
+    // handlers must not run at once on the two threads (ThreadSanitizer
+    // checks), whatever moment the destruction hits: many rounds, destroying
+    // from at once to a little after a request takes.
+    fixture f;
+    auto guard = asio::make_work_guard(f.io);
+    std::thread first([&] { f.io.run(); });
+    std::thread second([&] { f.io.run(); });
+    tokmgr::manager_options options;
+    options.min_forced_refresh_interval = 0ms;
+    // The shortest of a few logins: the destructions spread over it.
+    auto request_time = std::chrono::steady_clock::duration::max();
+    for (int i = 0; i < 3; ++i) {
+        auto manager = f.make(options);
+        const auto started = std::chrono::steady_clock::now();
+        auto login = manager->async_get_token(asio::use_future);
+        REQUIRE(login.wait_for(10s) == std::future_status::ready);
+        request_time = std::min(request_time, std::chrono::steady_clock::now() - started);
+    }
+    constexpr int rounds = 64;
+    int answered = 0;
+    for (int round = 0; round < rounds; ++round) {
+        const bool mid_refresh = round % 2 == 1;
+        CAPTURE(round);
+        auto manager = f.make(options);
+        if (mid_refresh) {
+            auto login = manager->async_get_token(asio::use_future);
+            REQUIRE(login.wait_for(10s) == std::future_status::ready);
+            manager->invalidate(login.get().jwt());  // the next call refreshes
+        }
+        std::promise<std::error_code> done;
+        manager->async_get_token([&](std::error_code ec, tokmgr::token_handle) { done.set_value(ec); });
+        const auto until = std::chrono::steady_clock::now() + request_time * (round / 2 % 8) / 8;
+        while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+        manager.reset();
+        auto result = done.get_future();
+        REQUIRE(result.wait_for(10s) == std::future_status::ready);
+        const std::error_code ec = result.get();
+        CHECK((!ec || ec == tokmgr::errc::shut_down));
+        answered += !ec;
+    }
+    guard.reset();
+    first.join();
+    second.join();
+    MESSAGE(answered << " of " << rounds << " rounds were answered before the destruction");
+}
+
+namespace {
+
+/// Each executor kind docs/async.md names, as a transport is given it.
+struct executor_kind {
+    const char* name;
+    std::function<asio::any_io_executor(asio::io_context&, asio::thread_pool&)> make;
+    bool recognised;  // whether its threads can be told (would_block), or only max_wait bounds a wait there
+};
+
+std::vector<executor_kind> executor_kinds() {
+    using asio::execution::blocking;
+    using asio::execution::outstanding_work;
+    return {
+        {"io_context", [](asio::io_context& io, asio::thread_pool&) { return asio::any_io_executor(io.get_executor()); }, true},
+        {"strand", [](asio::io_context& io, asio::thread_pool&) { return asio::any_io_executor(asio::make_strand(io)); }, true},
+        {"blocking.never",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::require(io.get_executor(), blocking.never));
+         },
+         true},
+        {"outstanding_work.tracked",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::prefer(io.get_executor(), outstanding_work.tracked));
+         },
+         true},
+        {"strand, blocking.never",
+         [](asio::io_context& io, asio::thread_pool&) {
+             return asio::any_io_executor(asio::require(asio::make_strand(io), blocking.never));
+         },
+         true},
+        {"thread_pool", [](asio::io_context&, asio::thread_pool& pool) { return asio::any_io_executor(pool.get_executor()); }, true},
+        {"strand on a thread_pool",
+         [](asio::io_context&, asio::thread_pool& pool) { return asio::any_io_executor(asio::make_strand(pool)); },
+         true},
+        {"system_executor", [](asio::io_context&, asio::thread_pool&) { return asio::any_io_executor(asio::system_executor()); }, false},
+    };
+}
+
+}  // namespace
+
+TEST_CASE("each executor kind: its threads are recognised, and a synchronous get_token there never waits forever") {
+    using ops = tokmgr::detail::executor_ops<asio::any_io_executor>;
+    for (const executor_kind& kind : executor_kinds()) {
+        CAPTURE(kind.name);
+        fixture f;
+        asio::thread_pool pool(2);
+        const asio::any_io_executor executor = kind.make(f.io, pool);
+        CHECK_FALSE(ops::running_in_this_thread(executor));  // this thread runs none of them
+        tokmgr::manager_options options;
+        options.max_wait = 10s;
+        options.assumed_lifetimes = tokmgr::lifetimes{};
+        tokmgr::token_manager<> manager(tokmgr::asio_transport(executor, f.transport_options),
+                                        tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
+        // The executor a transport on it works on (its own strand on it).
+        const tokmgr::asio_transport probe(executor, f.transport_options);
+        CHECK_FALSE(ops::running_in_this_thread(probe.get_executor()));
+        struct seen {
+            bool on_given = false;
+            bool on_transport = false;
+            std::error_code ec;
+            std::string jwt;
+        };
+        std::promise<seen> result;
+        // On a thread running the executor: the login it needs runs there too.
+        asio::post(executor, [&] {
+            seen s;
+            s.on_given = ops::running_in_this_thread(executor);
+            s.on_transport = ops::running_in_this_thread(probe.get_executor());
+            s.jwt = std::string(manager.get_token(s.ec).reveal());
+            result.set_value(std::move(s));
+        });
+        auto future = result.get_future();
+        std::thread runner([&] { f.io.run(); });
+        REQUIRE(future.wait_for(20s) == std::future_status::ready);
+        const seen s = future.get();
+        CHECK(s.on_given == kind.recognised);
+        CHECK(s.on_transport == kind.recognised);
+        if (kind.recognised) {
+            CHECK(s.ec == tokmgr::errc::would_block);
+        } else {
+            // system_executor: another of its threads runs the login.
+            CHECK_FALSE(s.ec);
+            CHECK_FALSE(s.jwt.empty());
+        }
+        // The login that was started is served to a caller elsewhere.
+        std::error_code later_ec;
+        CHECK_FALSE(std::string(manager.get_token(later_ec).reveal()).empty());
+        CHECK_FALSE(later_ec);
+        f.io.stop();  // an outstanding_work.tracked executor keeps it running
+        runner.join();
+        pool.join();
+    }
+}
+
+TEST_CASE("a manager destroyed after its io_context touches nothing of it and says so") {
+    // The wrong order (docs/async.md#destruction-order): nothing may be
+    // posted to, or closed on, the dead io_context (AddressSanitizer checks),
+    // whether the transport is idle or a login is waiting for its answer.
+    for (const bool mid_login : {false, true}) {
+        CAPTURE(mid_login);
+        fixture f(mid_login ? 300ms : 0ms);
+        auto events = std::make_shared<std::vector<tokmgr::transport_event_kind>>();
+        f.transport_options.on_event = [events](const tokmgr::transport_event& e) { events->push_back(e.kind); };
+        std::unique_ptr<tokmgr::token_manager<>> manager;
+        {
+            asio::io_context io;
+            tokmgr::manager_options options;
+            options.assumed_lifetimes = tokmgr::lifetimes{};
+            options.max_wait = 100ms;
+            manager = std::make_unique<tokmgr::token_manager<>>(
+                tokmgr::asio_transport(io.get_executor(), f.transport_options),
+                tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
+            // Starts the login on the io_context; no asynchronous waiter is
+            // left (completing one would post to its handler's executor).
+            std::error_code ec;
+            manager->get_token(ec);
+            CHECK(ec == tokmgr::errc::wait_timeout);
+            if (mid_login) {
+                io.run_for(50ms);  // sent; the answer comes 300 ms later
+            } else {
+                io.run();
+                std::error_code served_ec;
+                CHECK_FALSE(std::string(manager->get_token(served_ec).reveal()).empty());
+            }
+        }
+        manager.reset();
+        CHECK(std::count(events->begin(), events->end(), tokmgr::transport_event_kind::execution_context_gone) == 1);
+    }
 }

@@ -39,7 +39,10 @@ struct asio_transport_state;
 ///
 /// Thread safety: one request at a time. `token_manager` guarantees this for
 /// `send`; a second request started while one is in flight fails with
-/// errc::invalid_configuration. The transport is movable, not copyable.
+/// errc::invalid_configuration. The transport is movable, not copyable. A
+/// transport given an executor runs its I/O on a strand of its own on it, so
+/// an io_context run by several threads needs no strand from the caller, and
+/// `close()` may be called from any thread.
 ///
 /// Retry rule: a request is sent again on a new connection only when it
 /// provably never reached the server — the kept-alive connection was found
@@ -105,9 +108,15 @@ public:
     /// sentence naming the host; empty after a success.
     const error_info& last_error() const noexcept;
 
-    /// Closes the kept-alive connection, if any (the next request opens a new one).
+    /// Closes the kept-alive connection, if any (the next request opens a new
+    /// one). On a transport given an executor it is closed on the
+    /// transport's strand: at once when called there, else as soon as the
+    /// strand runs it, never while one of the operation's steps runs.
     void close() noexcept;
 
+    /// The executor the transport's I/O and handlers run on: for a transport
+    /// given an executor, its strand on that executor. Empty once that
+    /// executor's context has shut down (transport_event_kind::execution_context_gone).
     executor_type get_executor() const noexcept;
 
     /// True for a transport constructed with an executor (its `async_send`

@@ -24,6 +24,12 @@ enum class transport_event_kind {
     request_resent,             ///< writing to a reused connection failed before any byte left; sent on a new one
     proxy_tunnel_opened,        ///< the proxy accepted CONNECT; TLS to the server runs through the tunnel
     idle_connection_closed,     ///< the kept-alive connection was idle longer than `max_idle`; a new one is opened
+    /// The execution context the transport was given (its io_context) shut
+    /// down while the transport still existed, and the transport was used
+    /// again (by a token_manager destroyed after its io_context, say): it
+    /// touches nothing of the context and sends nothing more. Reported once;
+    /// written to stderr when no `on_event` is set. See docs/async.md.
+    execution_context_gone,
 };
 
 struct transport_event {

@@ -26,7 +26,9 @@
 
 #include <asio/compose.hpp>
 #include <asio/connect.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/post.hpp>
+#include <asio/strand.hpp>
 #include <asio/write.hpp>
 
 #include "asio_async.hpp"
@@ -104,19 +106,41 @@ TOKMGR_TRANSPORT_DECL asio_transport::asio_transport(asio_transport_options opti
     ec = state_->construction_error.code;
 }
 
+namespace detail {
+
+/// The state of a transport given an executor: its I/O runs on a strand of
+/// its own on that executor (several threads may run it: an operation's
+/// handlers, its timer's and close() must still never run at once), and the
+/// executor's context tells it when it shuts down.
+inline std::shared_ptr<asio_transport_state> make_executor_transport_state(const asio::any_io_executor& executor,
+                                                                           asio_transport_options options) {
+    auto state = make_transport_state(nullptr, asio::strand<asio::any_io_executor>(executor), std::move(options));
+    asio::use_service<context_watch>(asio::query(executor, asio::execution::context)).watch(state);
+    return state;
+}
+
+}  // namespace detail
+
 TOKMGR_TRANSPORT_DECL asio_transport::asio_transport(const executor_type& executor, asio_transport_options options) {
-    state_ = detail::make_transport_state(nullptr, executor, std::move(options));
+    state_ = detail::make_executor_transport_state(executor, std::move(options));
     if (state_->construction_error) detail::throw_error(state_->construction_error);
 }
 
 TOKMGR_TRANSPORT_DECL asio_transport::asio_transport(const executor_type& executor, asio_transport_options options,
                                       std::error_code& ec) {
-    state_ = detail::make_transport_state(nullptr, executor, std::move(options));
+    state_ = detail::make_executor_transport_state(executor, std::move(options));
     state_->last_error = state_->construction_error;
     ec = state_->construction_error.code;
 }
 
-TOKMGR_TRANSPORT_DECL asio_transport::~asio_transport() { close(); }
+TOKMGR_TRANSPORT_DECL asio_transport::~asio_transport() {
+    if (!state_) return;
+    if (state_->context_gone.load(std::memory_order_acquire)) return;  // its I/O objects went with the context
+    // Alone with the state, nothing runs on it: its destructor closes the
+    // connection, wherever the last reference goes.
+    if (state_.use_count() == 1) return;
+    close();
+}
 
 TOKMGR_TRANSPORT_DECL http_response asio_transport::send(const http_request& request, std::error_code& ec) {
     if (!state_) {
@@ -198,11 +222,23 @@ TOKMGR_TRANSPORT_DECL const error_info& asio_transport::last_error() const noexc
 }
 
 TOKMGR_TRANSPORT_DECL void asio_transport::close() noexcept {
-    if (state_) state_->close_connection(true);
+    if (!state_) return;
+    if (state_->owned_context) {
+        state_->close_connection(true);  // the blocking kind: the caller runs its private io_context
+        return;
+    }
+    if (state_->check_context_gone()) return;
+    // Serialised with the operation in flight: at once on the transport's
+    // strand, else posted to it.
+    try {
+        asio::dispatch(state_->executor, [state = state_] { state->close_connection(true); });
+    } catch (...) {  // out of memory: the phase's timeout ends the operation
+    }
 }
 
 TOKMGR_TRANSPORT_DECL asio_transport::executor_type asio_transport::get_executor() const noexcept {
-    return state_ ? state_->executor : executor_type();
+    if (!state_ || (!state_->owned_context && state_->check_context_gone())) return executor_type();
+    return state_->executor;
 }
 
 TOKMGR_TRANSPORT_DECL bool asio_transport::runs_on_executor() const noexcept {

@@ -157,6 +157,7 @@ public:
     }
 
     const asio::any_io_executor& executor() const noexcept { return state_->executor; }
+    bool context_gone() const noexcept { return state_->check_context_gone(); }
 
 private:
     enum class step { start, begin, resolving, connecting, tunnel_writing, tunnel_reading, handshaking, writing, reading, done };
@@ -336,7 +337,7 @@ private:
         step_ = step::resolving;
         auto flags = asio::ip::tcp::resolver::numeric_service;
         if (hop.host_is_ip()) flags |= asio::ip::tcp::resolver::numeric_host;
-        s.resolver.async_resolve(hop.host, std::to_string(hop.port), flags, std::move(self));
+        s.resolver->async_resolve(hop.host, std::to_string(hop.port), flags, std::move(self));
     }
 
     void new_connection() {
@@ -560,6 +561,10 @@ TOKMGR_TRANSPORT_DECL send_op_ptr prepare_send(const std::shared_ptr<asio_transp
 }
 
 TOKMGR_TRANSPORT_DECL void start_send(send_op_ptr op, std::unique_ptr<send_completion> completion) {
+    // Nothing can run on a context that shut down, and its memory may be gone.
+    if (op->context_gone())
+        throw_error({make_error_code(errc::invalid_configuration),
+                     "async_send: the transport's execution context (io_context) was shut down"});
     send_handler handler(std::move(completion));
     const asio::any_io_executor executor = op->executor();
     asio::async_compose<send_handler, void(std::error_code, http_response)>(std::move(*op), handler, executor);
