@@ -71,7 +71,7 @@ public:
         tokmgr::http_response response;
         CURL* h = easy_.get();
 
-        const std::string url = base_ + std::string(request.target);
+        const std::string url = base_ + request.target;
         curl_easy_setopt(h, CURLOPT_URL, url.c_str());
 
         // The method and body. POSTFIELDS does not copy: the body lives until
@@ -92,7 +92,7 @@ public:
         // Headers: content type, the caller's extras, and no "Expect:
         // 100-continue" round trip for larger bodies.
         header_list headers;
-        headers.add("Content-Type: " + std::string(request.content_type));
+        headers.add("Content-Type: " + request.content_type);
         headers.add("Accept: application/json");
         headers.add("Expect:");
         for (const auto& hd : request.headers) headers.add(hd.name + ": " + hd.value);

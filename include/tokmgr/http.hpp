@@ -20,14 +20,20 @@ struct http_header {
 
 /// One request. `target` is the path and query relative to the transport's
 /// base URL ("/api/auth/login"); the transport joins it to the base URL's
-/// path. `body` views memory owned by the caller (the manager wipes it after
-/// the call, since it may hold a password or a refresh token), so a transport
-/// must not keep the view beyond `send`.
+/// path. The fields a caller builds from temporaries own their text
+/// (`"/api/items/" + std::to_string(id)` is safe).
+///
+/// `body` alone is borrowed: it views memory the caller keeps alive until
+/// `send` returns (or `async_send` completes), and a transport must not keep
+/// the view beyond that. It is a view so that the manager's login and refresh
+/// bodies, which hold a password or a refresh token, stay in its own `secret`
+/// (wiped when destroyed or moved from) rather than being copied into a
+/// string nobody wipes. A body built for one call lives in a named variable.
 struct http_request {
-    std::string_view method = "POST";
-    std::string_view target;
-    std::string_view content_type = "application/json";
-    std::string_view body;
+    std::string method = "POST";
+    std::string target;
+    std::string content_type = "application/json";
+    std::string_view body;  ///< borrowed, see above
     std::vector<http_header> headers;  ///< extra headers, e.g. Authorization
 };
 

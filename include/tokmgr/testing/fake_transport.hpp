@@ -49,8 +49,7 @@ public:
         std::chrono::nanoseconds delay{0};
         {
             std::lock_guard<std::mutex> lock(state_->mutex);
-            state_->requests.push_back({std::string(request.method), std::string(request.target),
-                                        std::string(request.body)});
+            state_->requests.push_back({request.method, request.target, std::string(request.body)});
             if (auto it = state_->faults.find(call); it != state_->faults.end()) injected = it->second;
             respond = state_->respond;
             delay = state_->delay;
