@@ -108,3 +108,76 @@ TEST_CASE("review: a set whose refresh token ended is re-adopted by every flight
     CHECK(store.stats().loads - loads_before == 1);  // one flight for this soft expiry
     CHECK(h.server.stats().logins == 2);             // which logs in
 }
+
+namespace {
+
+/// A coordinating store whose write can land yet report a failure: what
+/// file_storage now does when the directory fsync after the rename fails
+/// (the new file is in place, "the write counts as failed"), and what a
+/// Redis reply lost after the server applied the write looks like.
+struct flaky_store {
+    struct knobs {
+        std::size_t store_if_calls = 0;
+        std::size_t landed_but_failed_at = 0;  ///< this store_if writes, then reports storage_failed
+        bool load_fails = false;
+    };
+    tokmgr::testing::shared_storage inner;
+    std::shared_ptr<knobs> k = std::make_shared<knobs>();
+
+    std::optional<tokmgr::token_set> load(std::error_code& ec) {
+        if (k->load_fails) {
+            ec = make_error_code(tokmgr::errc::storage_failed);
+            return std::nullopt;
+        }
+        return inner.load(ec);
+    }
+    void store(const tokmgr::token_set& set, std::error_code& ec) { inner.store(set, ec); }
+    tokmgr::testing::shared_storage::lease lock(std::chrono::milliseconds wait, std::error_code& ec) {
+        return inner.lock(wait, ec);
+    }
+    bool holds(const tokmgr::testing::shared_storage::lease& held, std::error_code& ec) {
+        return inner.holds(held, ec);
+    }
+    bool store_if(const tokmgr::token_set& set, std::uint64_t expected, std::error_code& ec) {
+        const bool written = inner.store_if(set, expected, ec);
+        if (++k->store_if_calls == k->landed_but_failed_at && written && !ec) {
+            ec = make_error_code(tokmgr::errc::storage_failed);
+            return false;
+        }
+        return written;
+    }
+};
+
+using flaky_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
+                                            flaky_store, tokmgr::simdjson_json>;
+
+}  // namespace
+
+// A's new pair reaches the store but the write reports a failure, so A takes
+// it for private ("nobody else can hold it"). B reads it from the store and
+// refreshes with it. A's next flight cannot read the store (the same flaky
+// disk), and sends the pair's refresh token without a mark, as a private
+// one: the server sees B's spent token again and revokes the family.
+TEST_CASE("review: a write that landed but reported failure makes a 'private' token shared, then reused") {
+    static_assert(tokmgr::is_coordinating_storage_v<flaky_store>);
+    test::harness h;
+    flaky_store store_a;
+    auto a = std::make_unique<flaky_manager>(h.transport, login(), h.options, h.clock, store_a);
+    auto b = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store_a.inner);
+    REQUIRE_FALSE(a->get_token().empty());  // A logs in (store_if 1)
+    REQUIRE_FALSE(b->get_token().empty());  // B adopts
+    h.clock.advance(past_soft(h.options));
+    store_a.k->landed_but_failed_at = store_a.k->store_if_calls + 2;  // the mark lands; the new pair lands, "fails"
+    REQUIRE_FALSE(a->get_token().empty());  // A refreshes: R1 spent, R2 received, "private"
+    REQUIRE(h.server.stats().refreshes == 1);
+    CHECK(store_a.inner.stored()->generation == 3);  // yet it is in the store
+    REQUIRE_FALSE(b->get_token().empty());  // B: soft-expired too; adopts generation 3 (R2)
+    h.clock.advance(past_soft(h.options));
+    REQUIRE_FALSE(b->get_token().empty());  // B refreshes with R2: spent on the server
+    REQUIRE(h.server.stats().refreshes == 2);
+    store_a.k->load_fails = true;           // A's next read fails
+    std::error_code ec;
+    a->get_token(ec);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().families_revoked == 0);
+}
