@@ -181,3 +181,98 @@ TEST_CASE("review: a write that landed but reported failure makes a 'private' to
     CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().families_revoked == 0);
 }
+
+// ---- an answer that is not the flight's own releases the current flight's lease
+
+namespace review_async {
+
+struct inline_executor {
+    bool operator==(const inline_executor&) const noexcept { return true; }
+};
+
+/// Answers the login from the fake server at once; keeps the handlers of the
+/// calls listed in `deferred` for the test to complete later; the first of
+/// them also throws from async_send after taking its handler (a transport
+/// that failed to start, or says so, yet completes later).
+class deferring_transport {
+public:
+    explicit deferring_transport(tokmgr::testing::fake_auth_server server) : server_(std::move(server)) {}
+    inline_executor get_executor() const noexcept { return {}; }
+
+    template <class Handler>
+    void async_send(const tokmgr::http_request& request, Handler&& handler) {
+        const std::size_t call = ++s_->calls;
+        if (call == s_->throw_at || call == s_->defer_at) {
+            s_->kept.push_back([h = std::decay_t<Handler>(handler)]() mutable {
+                h(make_error_code(tokmgr::errc::connection_failed), tokmgr::http_response{});
+            });
+            if (call == s_->throw_at) throw std::runtime_error("could not start");
+            return;
+        }
+        handler(std::error_code(), server_(request));
+    }
+
+    struct shared {
+        std::size_t calls = 0, throw_at = 0, defer_at = 0;
+        std::vector<std::function<void()>> kept;
+    };
+    std::shared_ptr<shared> s_ = std::make_shared<shared>();
+
+private:
+    tokmgr::testing::fake_auth_server server_;
+};
+
+}  // namespace review_async
+
+template <>
+struct tokmgr::detail::executor_ops<review_async::inline_executor> {
+    static constexpr bool known = true;
+    template <class Function>
+    static void post(const review_async::inline_executor&, Function&& function) {
+        function();
+    }
+    template <class Function>
+    static void post_after(const review_async::inline_executor&, std::chrono::nanoseconds, Function&& function) {
+        function();
+    }
+    static bool running_in_this_thread(const review_async::inline_executor&) noexcept { return false; }
+};
+
+// Flight 1's request is started, async_send throws, the flight ends. Flight 2
+// (a login) takes the lease and is out. Flight 1's late completion is
+// "ignored" (in_flight_ != pending) — but its handler still runs
+// `if (!next) self->lease_.reset()`, releasing flight 2's lease while its
+// request is out: another process may now take the lease and rotate too.
+TEST_CASE("review: a late answer to an ended flight releases the lease of the flight in progress") {
+    test::harness h;
+    h.options.backoff_initial = 1s;
+    h.options.backoff_max = 1s;
+    review_async::deferring_transport transport(h.server);
+    tokmgr::testing::shared_storage store;
+    auto manager = std::make_unique<tokmgr::token_manager<review_async::deferring_transport,
+                                                          tokmgr::testing::manual_clock,
+                                                          tokmgr::testing::shared_storage, tokmgr::simdjson_json>>(
+        transport, login(), h.options, h.clock, store);
+    REQUIRE_FALSE(manager->get_token().empty());  // call 1: login, answered
+    transport.s_->throw_at = 2;
+    transport.s_->defer_at = 3;
+    h.clock.advance(past_soft(h.options));
+    manager->get_token();  // call 2: the refresh starts, async_send throws: flight 1 ends
+    REQUIRE(transport.s_->calls == 2);
+    h.clock.advance(2s);
+    manager->get_token();  // call 3: flight 2 (a login: the token was marked spent), left out
+    REQUIRE(transport.s_->calls == 3);
+    std::error_code ec;
+    {
+        auto outsider = store.lock(std::chrono::milliseconds(0), ec);
+        CHECK_FALSE(static_cast<bool>(outsider));  // flight 2 holds the lease
+    }
+    transport.s_->kept[0]();  // flight 1's late completion
+    CHECK(manager->counters().ignored_answers == 1);
+    {
+        auto outsider = store.lock(std::chrono::milliseconds(0), ec);
+        CHECK_FALSE(static_cast<bool>(outsider));  // still flight 2's
+    }
+    transport.s_->kept[1]();
+    transport.s_->kept.clear();
+}
