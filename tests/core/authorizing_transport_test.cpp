@@ -277,3 +277,18 @@ TEST_CASE("no error text carries the header: faults injected by count on the API
         CHECK(f.api.calls() == 1);
     }
 }
+
+// The Asio transport keeps a request's query string out of its messages
+// (target_for_messages: a query may carry a signed URL or an API key);
+// authorizing_transport::transport_failure writes the whole target into
+// last_error and the error_info it returns.
+TEST_CASE("review: authorizing_transport's error text keeps the query string the transport leaves out") {
+    api_fixture f;
+    f.api.fail_call(1, make_error_code(tokmgr::errc::connection_failed));
+    api_transport api(f.api, *f.manager);
+    tokmgr::error_info failed;
+    api.send(get("/api/files?signature=SECRET-SIGNATURE"), failed);
+    CHECK(failed.code == tokmgr::errc::connection_failed);
+    CHECK(failed.detail.find("SECRET-SIGNATURE") == std::string::npos);
+    CHECK(api.last_error().detail.find("SECRET-SIGNATURE") == std::string::npos);
+}
