@@ -778,6 +778,7 @@ TEST_CASE("trust rule: a key deleted or evicted after another process refreshed 
     h.clock.advance(past_soft);
     CHECK_FALSE(a->get_token().empty());
     REQUIRE(h.server.stats().refreshes == 1);
+    h.clock.advance(1min);  // some time later, so B's login is newer than A's set
     raw_redis raw;
     raw.run({"DEL", key});
     std::error_code ec;

@@ -219,8 +219,12 @@ public:
                              !refresh_token_.empty() && stored->refresh_token == refresh_token_;
         if (vouched) return false;
         retire_refresh_token();
+        // Another process's login after the store was emptied is newer than
+        // what this session holds; a rolled-back set, or the very set held,
+        // is not (the fingerprints catch what wall clocks skewed between
+        // hosts would let through).
         if (!stored || stored->refresh_token_spent || stored->refresh_token.empty() ||
-            known_retired(stored->refresh_token))
+            stored->received_at <= held_since_ || known_retired(stored->refresh_token))
             return false;
         return adopt(*stored, now, wall_now);
     }
@@ -243,6 +247,7 @@ private:
         const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
         retire_refresh_token();
         generation_ = stored->generation;
+        held_since_ = stored->received_at;
         const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored->refresh_lifetime);
         if (!stored->refresh_token_spent && !stored->refresh_token.empty() && now < refresh_hard) {
             refresh_token_ = stored->refresh_token;
@@ -335,6 +340,7 @@ public:
             refresh_token_ = std::move(reply.tokens->refresh_token);
             refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, lifetimes_.refresh);
             refresh_received_wall_ = reply.received_wall;
+            held_since_ = reply.received_wall;
             refresh_lifetime_ = lifetimes_.refresh;
             spent_token_.clear();
             generation_ += 1;
@@ -412,11 +418,15 @@ public:
     }
 
     /// The storage failed to keep a set the flight produced; the set is still
-    /// used in memory — privately, since no other process can know it — and
-    /// `last_error` says so.
-    void on_persist_failed(const error_info& why, std::uint64_t store_generation) {
+    /// used in memory, and `last_error` says so. Its refresh token becomes
+    /// private (sent later without a mark) only when the write certainly did
+    /// not land. A coordinating store's failed write may have landed — a
+    /// rename done before its directory fsync failed, a Redis reply lost
+    /// after the write — and another process may adopt and spend the token:
+    /// it stays shared, sent only when the store vouches for it.
+    void on_persist_failed(const error_info& why, std::uint64_t store_generation, bool may_have_landed = false) {
         if (!last_error_) last_error_ = why;  // the attempt's own failure, if any, says more
-        go_private_keeping_token(store_generation);
+        if (!may_have_landed) go_private_keeping_token(store_generation);
     }
 
     /// Ends the flight with a failure that is nobody's answer (a throwing
@@ -541,6 +551,8 @@ private:
     /// replaced: a store that shows one again as current went back in time.
     std::array<std::uint64_t, 8> retired_{};
     std::size_t retired_next_ = 0;
+    /// When the newest set this session adopted or received was received.
+    std::chrono::system_clock::time_point held_since_{};
     bool in_flight_ = false;
     int consecutive_failures_ = 0;
     std::int64_t next_attempt_ns_ = 0;

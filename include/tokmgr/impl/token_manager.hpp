@@ -562,6 +562,11 @@ private:
         return in_flight_;
     }
 
+    bool in_progress(const std::shared_ptr<flight>& pending) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return in_flight_ == pending;
+    }
+
     /// Runs a started flight elsewhere: on the transport's executor for an
     /// asynchronous transport, else on manager_options::executor. If neither
     /// takes it, it runs here.
@@ -706,14 +711,15 @@ private:
                     {
                         flight_runner_mark mark(self->id_);
                         std::lock_guard<std::mutex> gate(self->policy_gate_);
-                        if (kept->answered) {
-                            // A transport that completes twice: the copy
-                            // would rotate back to a spent refresh token.
+                        // A transport that completes twice, or answers a
+                        // flight that ended: the copy would rotate back to a
+                        // spent refresh token, and the lease it would release
+                        // is another flight's.
+                        if (std::exchange(kept->answered, true) || !self->in_progress(pending)) {
                             secure_clear(response.body);
                             self->ignored_answers_.fetch_add(1, std::memory_order_relaxed);
                             return;
                         }
-                        kept->answered = true;
                         next = self->on_response_locked_gate(pending, std::move(kept->sent), ec, std::move(response));
                         if (!next) self->lease_.reset();
                     }
@@ -929,16 +935,6 @@ private:
             end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
             return std::nullopt;
         }
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (in_flight_ != pending) {
-                // Not the flight in progress (it ended already): its answer
-                // must not rotate anything.
-                secure_clear(response.body);
-                ignored_answers_.fetch_add(1, std::memory_order_relaxed);
-                return std::nullopt;
-            }
-        }
         try {
             answer reply = judge(sent, ec, response);
             const auto took = std::chrono::steady_clock::now() - sent.started;
@@ -968,7 +964,7 @@ private:
                         session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
                                                                      operation + " (it is still used in memory)" +
                                                                      storage_detail()},
-                                                   store_generation_);
+                                                   store_generation_, coordinating);
                     } else if (kept) {
                         rejoined = session_.on_persisted();
                     }
