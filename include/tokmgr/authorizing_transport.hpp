@@ -90,6 +90,12 @@ inline void wipe_authorization(http_request& sent) noexcept {
         if (iequals(h.name, authorization_header)) secure_clear(h.value);
 }
 
+/// Wipes a request's header however the send ends: a transport may throw.
+struct authorization_wiper {
+    http_request& sent;
+    ~authorization_wiper() { wipe_authorization(sent); }
+};
+
 }  // namespace detail
 
 /// What one authorizing transport did, for tests and load reports.
@@ -187,7 +193,7 @@ public:
 
     /// What the transport said about `ec`, without the request's header.
     error_info transport_failure(std::error_code ec, const http_request& request) const {
-        std::string text = std::string(request.method) + " " + std::string(request.target) + " at " +
+        std::string text = std::string(request.method) + " " + std::string(detail::target_for_messages(request.target)) + " at " +
                            detail::endpoint_of(transport_);
         const std::string said = detail::transport_detail(transport_);
         if (!said.empty()) text += " (" + said + ")";
@@ -211,10 +217,10 @@ private:
 
     http_response send_once(const http_request& request, const secret& header, error_info& failed) {
         http_request sent = request;
+        const detail::authorization_wiper wipe{sent};
         detail::authorize_request(sent, header.reveal());
         std::error_code ec;
         http_response response = transport_.send(sent, ec);
-        detail::wipe_authorization(sent);
         if (ec) failed = transport_failure(ec, request);
         return response;
     }

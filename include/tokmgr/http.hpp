@@ -58,6 +58,12 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
     return true;
 }
 
+/// The target for error messages: the path without its query, which may
+/// carry a signature or a key.
+inline std::string_view target_for_messages(std::string_view target) noexcept {
+    return target.substr(0, target.find('?'));
+}
+
 }  // namespace detail
 
 /// The first header named `name` (case-insensitive), or nothing.

@@ -282,7 +282,7 @@ TEST_CASE("no error text carries the header: faults injected by count on the API
 // (target_for_messages: a query may carry a signed URL or an API key);
 // authorizing_transport::transport_failure writes the whole target into
 // last_error and the error_info it returns.
-TEST_CASE("review: authorizing_transport's error text keeps the query string the transport leaves out") {
+TEST_CASE("authorizing_transport: error text leaves out the request's query, as the transport does") {
     api_fixture f;
     f.api.fail_call(1, make_error_code(tokmgr::errc::connection_failed));
     api_transport api(f.api, *f.manager);

@@ -149,11 +149,11 @@ private:
         ++state_->attempts;
         state_->sent.assign(header.reveal());
         http_request sent = state_->request.view();
+        const authorization_wiper wipe{sent};
         authorize_request(sent, header.reveal());
         // async_send copies what it needs before it returns; `self` (and
         // with it this object) is gone once it is passed on.
         transport_->next_layer().async_send(sent, std::move(self));
-        wipe_authorization(sent);
     }
 
     wrapper* transport_;

@@ -41,11 +41,6 @@ inline bool join_target(const parsed_url& url, std::string_view target, std::str
     return true;
 }
 
-/// The target for error messages: the path without its query, which may carry data.
-inline std::string_view target_for_messages(std::string_view target) noexcept {
-    return target.substr(0, target.find('?'));
-}
-
 /// How a request travels when it goes to an HTTP proxy instead of the server.
 struct proxy_request_form {
     /// The request line names the whole URL ("POST http://host:port/path"),
