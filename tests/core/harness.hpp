@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 
+#include <doctest/doctest.h>
+
 #include <tokmgr/json/simdjson.hpp>
 #include <tokmgr/testing/fake_auth_server.hpp>
 #include <tokmgr/testing/fake_transport.hpp>
@@ -108,5 +110,39 @@ struct harness {
 };
 
 inline tokmgr::http_response status(int code, std::string body = "{}") { return {code, {}, std::move(body)}; }
+
+/// Past the soft threshold of a 30-minute JWT, before its hard one.
+inline std::chrono::seconds past_soft(const tokmgr::manager_options& options) {
+    return std::chrono::duration_cast<std::chrono::seconds>(tokmgr::schedule_for(30min, options, 0).soft) + 1s;
+}
+
+/// Two processes, A and B, share a store and hold the same set; A refreshes
+/// (its refresh token is now spent), then `lose` empties or rolls back the
+/// store; B's next flight must not send the token A spent.
+template <class Make, class Lose>
+void another_process_refreshes_then_the_store_loses_it(test::harness& h, Make make, Lose lose) {
+    auto a = make();
+    auto b = make();
+    CHECK_FALSE(a->get_token().empty());
+    CHECK_FALSE(b->get_token().empty());  // adopts A's set from the store
+    REQUIRE(h.server.stats().logins == 1);
+    h.clock.advance(past_soft(h.options));
+    CHECK_FALSE(a->get_token().empty());  // A refreshes: its old refresh token is spent
+    REQUIRE(h.server.stats().refreshes == 1);
+    // Some time later (a set received at the same instant as the one a
+    // process holds is not adopted: a tie costs one more login, no reuse).
+    h.clock.advance(1min);
+    lose();
+    std::error_code ec;
+    CHECK_FALSE(b->get_token(ec).empty());  // B's JWT is soft-expired: B's flight reads the store
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().families_revoked == 0);
+    h.clock.advance(30min);  // both past the hard threshold: every JWT served is fresh
+    CHECK_FALSE(a->get_token(ec).empty());
+    CHECK_FALSE(b->get_token(ec).empty());
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().families_revoked == 0);
+}
 
 }  // namespace test

@@ -38,43 +38,9 @@ using file_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokm
 
 const tokmgr::credentials login() { return {"user@example.com", tokmgr::secret(test::password)}; }
 
-/// Past the soft threshold of a 30-minute JWT, before its hard one.
-std::chrono::seconds past_soft(const tokmgr::manager_options& options) {
-    return std::chrono::duration_cast<std::chrono::seconds>(tokmgr::schedule_for(30min, options, 0).soft) + 1s;
-}
-
 std::string read_file(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-/// Two processes, A and B, share a store and hold the same set; A refreshes
-/// (its refresh token is now spent), then `lose` empties or rolls back the
-/// store; B's next flight must not send the token A spent.
-template <class Make, class Lose>
-void another_process_refreshes_then_the_store_loses_it(test::harness& h, Make make, Lose lose) {
-    auto a = make();
-    auto b = make();
-    CHECK_FALSE(a->get_token().empty());
-    CHECK_FALSE(b->get_token().empty());  // adopts A's set from the store
-    REQUIRE(h.server.stats().logins == 1);
-    h.clock.advance(past_soft(h.options));
-    CHECK_FALSE(a->get_token().empty());  // A refreshes: its old refresh token is spent
-    REQUIRE(h.server.stats().refreshes == 1);
-    // Some time later (a set received at the same instant as the one a
-    // process holds is not adopted: a tie costs one more login, no reuse).
-    h.clock.advance(1min);
-    lose();
-    std::error_code ec;
-    CHECK_FALSE(b->get_token(ec).empty());  // B's JWT is soft-expired: B's flight reads the store
-    CHECK_FALSE(ec);
-    CHECK(h.server.stats().refresh_tokens_reused == 0);
-    CHECK(h.server.stats().families_revoked == 0);
-    h.clock.advance(30min);  // both past the hard threshold: every JWT served is fresh
-    CHECK_FALSE(a->get_token(ec).empty());
-    CHECK_FALSE(b->get_token(ec).empty());
-    CHECK(h.server.stats().refresh_tokens_reused == 0);
-    CHECK(h.server.stats().families_revoked == 0);
 }
 
 }  // namespace
@@ -83,7 +49,7 @@ TEST_CASE("trust rule: a store emptied after another process refreshed costs a l
     SUBCASE("shared_storage: the key deleted or evicted") {
         test::harness h;
         tokmgr::testing::shared_storage store;
-        another_process_refreshes_then_the_store_loses_it(
+        test::another_process_refreshes_then_the_store_loses_it(
             h, [&] { return std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store); },
             [&] { store.replace(std::nullopt); });
         CHECK(h.server.stats().logins == 2);
@@ -92,7 +58,7 @@ TEST_CASE("trust rule: a store emptied after another process refreshed costs a l
         test::harness h;
         test::temp_dir dir;
         const auto path = dir.path / "token.json";
-        another_process_refreshes_then_the_store_loses_it(
+        test::another_process_refreshes_then_the_store_loses_it(
             h,
             [&] {
                 return std::make_unique<file_manager>(h.transport, login(), h.options, h.clock,
@@ -116,10 +82,10 @@ TEST_CASE("trust rule: a store rolled back to an older set is not trusted by the
     b->get_token();
     const auto first = store.stored();
     REQUIRE(first);
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     a->get_token();  // A: generation 3
     REQUIRE(h.server.stats().refreshes == 1);
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     b->get_token();  // B adopts generation 3 (its JWT is still within its hard threshold)
     b->get_token();  // and, that JWT being soft-expired, refreshes with it: generation 5
     REQUIRE(h.server.stats().refreshes == 2);
@@ -148,9 +114,9 @@ TEST_CASE("trust rule: file_storage rolled back to an older file (a restored bac
     a->get_token();
     b->get_token();
     const std::string backup = read_file(path);
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     a->get_token();
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     b->get_token();
     b->get_token();
     REQUIRE(h.server.stats().refreshes == 2);
@@ -173,7 +139,7 @@ TEST_CASE("trust rule: the process's own token, vouched for by the store, is sti
     auto manager = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store);
     for (int expiry = 0; expiry < 5; ++expiry) {
         CHECK_FALSE(manager->get_token().empty());
-        h.clock.advance(past_soft(h.options));
+        h.clock.advance(test::past_soft(h.options));
     }
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refreshes == 4);
@@ -184,7 +150,7 @@ TEST_CASE("a slow lease check does not stall callers that hold a valid JWT") {
     tokmgr::testing::shared_storage store;
     auto manager = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store);
     const std::string first(manager->get_token().reveal());
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
 
     std::promise<void> entered;
     std::atomic<bool> told{false};
@@ -269,9 +235,9 @@ TEST_CASE("an answer delivered twice is ignored: the copy after the next rotatio
                           tokmgr::testing::shared_storage, tokmgr::simdjson_json>
         manager(transport, login(), h.options, h.clock, store);
     CHECK_FALSE(manager.get_token().empty());  // login (request 0)
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     manager.get_token();  // refresh (request 1): answered with the second refresh token
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     manager.get_token();  // refresh (request 2) with that token
     REQUIRE(transport.sent() == 3);
     REQUIRE(h.server.stats().refreshes == 2);
@@ -280,7 +246,7 @@ TEST_CASE("an answer delivered twice is ignored: the copy after the next rotatio
     transport.replay(0);  // and the login's
     CHECK(manager.counters().ignored_answers == 2);
 
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     std::error_code ec;
     CHECK_FALSE(manager.get_token(ec).empty());
     CHECK_FALSE(ec);
@@ -305,13 +271,13 @@ void rollback_after(int rotations) {
     const auto first = store.stored();
     REQUIRE(first);
     for (int i = 0; i < rotations; ++i) {
-        h.clock.advance(past_soft(h.options));
+        h.clock.advance(test::past_soft(h.options));
         REQUIRE_FALSE(a->get_token().empty());
     }
     REQUIRE(h.server.stats().refreshes == std::uint64_t(rotations));
     store.replace(first);
     std::error_code ec;
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     a->get_token(ec);
     h.clock.advance(30min);
     a->get_token(ec);
@@ -342,14 +308,14 @@ TEST_CASE("trust rule: a refresh token given back after request_not_sent is refr
     REQUIRE_FALSE(a->get_token().empty());
     REQUIRE_FALSE(b->get_token().empty());
     h.transport.fail_call(2, make_error_code(tokmgr::errc::connection_refused));
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     a->get_token();  // refresh not sent: the token is given back
     REQUIRE(h.transport.calls() == 2);
     h.clock.advance(5min);  // past the backoff
     std::error_code ec;
     CHECK_FALSE(b->get_token(ec).empty());  // B adopts the given-back set and refreshes with it
     CHECK_FALSE(a->get_token(ec).empty());  // A adopts B's
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     CHECK_FALSE(a->get_token(ec).empty());
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refresh_tokens_reused == 0);
@@ -373,7 +339,7 @@ TEST_CASE("trust rule: the set already held is not adopted again: one flight and
     }
     h.clock.advance(15min);  // the stored refresh token has ended; the JWT has not
     auto b = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store);
-    h.clock.advance(past_soft(h.options) - 15min);
+    h.clock.advance(test::past_soft(h.options) - 15min);
     const auto loads_before = store.stats().loads;
     for (int i = 0; i < 5; ++i) CHECK_FALSE(b->get_token().empty());
     CHECK(store.stats().loads - loads_before == 1);  // one flight for this soft expiry
@@ -437,13 +403,13 @@ TEST_CASE("trust rule: a write that may have landed keeps the token shared: neve
     auto b = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store_a.inner);
     REQUIRE_FALSE(a->get_token().empty());  // A logs in (store_if 1)
     REQUIRE_FALSE(b->get_token().empty());  // B adopts
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     store_a.k->landed_but_failed_at = store_a.k->store_if_calls + 2;  // the mark lands; the new pair lands, "fails"
     REQUIRE_FALSE(a->get_token().empty());  // A refreshes: R1 spent, R2 received, "private"
     REQUIRE(h.server.stats().refreshes == 1);
     CHECK(store_a.inner.stored()->generation == 3);  // yet it is in the store
     REQUIRE_FALSE(b->get_token().empty());  // B: soft-expired too; adopts generation 3 (R2)
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     REQUIRE_FALSE(b->get_token().empty());  // B refreshes with R2: spent on the server
     REQUIRE(h.server.stats().refreshes == 2);
     store_a.k->load_fails = true;           // A's next read fails
@@ -508,7 +474,7 @@ TEST_CASE("an answer to a flight that ended is ignored and leaves the lease of t
     REQUIRE_FALSE(manager->get_token().empty());  // call 1: login, answered
     transport.s_->throw_at = 2;
     transport.s_->defer_at = 3;
-    h.clock.advance(past_soft(h.options));
+    h.clock.advance(test::past_soft(h.options));
     manager->get_token();  // call 2: the refresh starts, async_send throws: flight 1 ends
     REQUIRE(transport.s_->calls == 2);
     h.clock.advance(2s);
