@@ -169,6 +169,9 @@ public:
         // Asio moves the operation into wrappers before the executor can
         // refuse it, so a refusal destroys it uncalled: while posting, that
         // leaves the group to be answered here instead.
+        // Held while posting: once posted, the group may run and release
+        // this waiter on another thread before post returns.
+        const std::shared_ptr<async_waiter> hold = this->keep_;
         posting_.store(true, std::memory_order_relaxed);
         try {
             if constexpr (std::is_same_v<executor_type, asio::any_io_executor>) {
