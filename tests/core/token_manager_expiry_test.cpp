@@ -142,3 +142,16 @@ TEST_CASE("jitter spreads the soft point of a fleet within its bound") {
     }
     CHECK(refresh_points.size() >= 4);  // eight managers did not refresh in lockstep
 }
+
+TEST_CASE("a 1-second JWT received at once is refused for its lifetime, not for a request that took no time") {
+    // Claims are whole seconds: of a 1 s JWT the 1 s leeway leaves nothing
+    // (defect 6). The error says so, instead of blaming the request.
+    test::harness h(1s, 10000min);
+    auto manager = h.make();
+    std::error_code ec;
+    manager->get_token(ec);
+    CHECK(ec == tokmgr::errc::protocol_error);
+    const std::string said = manager->last_error().detail;
+    CHECK(said.find("took too long") == std::string::npos);
+    CHECK(said.find("too short") != std::string::npos);
+}

@@ -2,7 +2,11 @@
 // callbacks, use_future, use_awaitable, per-waiter cancellation, a crowd of
 // coroutines on one thread during a slow refresh, the manager destroyed with
 // waiters pending, an io_context stopped mid-flight, and the synchronous call
-// that would deadlock on the executor's own thread.
+// that would deadlock on the executor's own thread. On a fake asynchronous
+// transport and the manual clock: the hard threshold checked when a
+// completion runs, the waiters resumed by one post per executor with no
+// allocation per waiter, and allocation failure by count (this binary's
+// operator new fails the n-th allocation of a thread when told to).
 #include <tokmgr/tokmgr.hpp>
 #include <tokmgr/server/reference_server.hpp>
 #include <tokmgr/server/stats_json.hpp>
@@ -33,15 +37,19 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "../failing_new.hpp"
 
 using namespace std::chrono_literals;
 
@@ -896,4 +904,234 @@ TEST_CASE("a manager destroyed after its io_context touches nothing of it and sa
         manager.reset();
         CHECK(std::count(events->begin(), events->end(), tokmgr::transport_event_kind::execution_context_gone) == 1);
     }
+}
+
+// ---- on a fake asynchronous transport and the manual clock ------------------
+
+namespace {
+
+/// An asynchronous transport over the fake auth server: the answer is posted
+/// to the io_context, and the io_context can be stopped right after the
+/// first answer, before the waiters' completions run.
+class posting_transport {
+public:
+    posting_transport(asio::io_context& io, tokmgr::testing::fake_transport inner, std::shared_ptr<std::atomic<int>> stops)
+        : io_(&io), inner_(std::move(inner)), stops_(std::move(stops)) {}
+
+    asio::any_io_executor get_executor() const noexcept { return io_->get_executor(); }
+    bool runs_on_executor() const noexcept { return true; }
+    void close() noexcept {}
+
+    template <class Handler>
+    void async_send(const tokmgr::http_request& request, Handler&& handler) {
+        std::error_code ec;
+        tokmgr::http_response response = inner_.send(request, ec);
+        asio::post(*io_, [io = io_, stops = stops_, ec, response = std::move(response),
+                          h = std::forward<Handler>(handler)]() mutable {
+            std::move(h)(ec, std::move(response));
+            if (stops->load() > 0) {
+                stops->fetch_sub(1);
+                io->stop();
+            }
+        });
+    }
+
+private:
+    asio::io_context* io_;
+    tokmgr::testing::fake_transport inner_;
+    std::shared_ptr<std::atomic<int>> stops_;
+};
+
+using posting_manager = tokmgr::token_manager<posting_transport, tokmgr::testing::manual_clock,
+                                              tokmgr::memory_storage, tokmgr::simdjson_json>;
+
+struct posting_fixture {
+    asio::io_context io{1};
+    tokmgr::testing::manual_clock clock;
+    tokmgr::testing::fake_auth_server server{clock};
+    std::shared_ptr<std::atomic<int>> stops = std::make_shared<std::atomic<int>>(0);
+
+    std::unique_ptr<posting_manager> make() {
+        tokmgr::manager_options options;
+        options.assumed_lifetimes = tokmgr::lifetimes{};
+        options.jitter_fraction = 0;
+        options.jitter_seed = 3;
+        return std::make_unique<posting_manager>(
+            posting_transport(io, tokmgr::testing::fake_transport(server), stops),
+            tokmgr::credentials{"user@example.com", tokmgr::secret("correct horse battery staple")}, options, clock);
+    }
+
+    /// Runs until nothing is left, whatever a handler throws.
+    void run() {
+        io.restart();
+        for (;;) {
+            try {
+                io.run();
+                return;
+            } catch (const std::bad_alloc&) {
+            }
+        }
+    }
+};
+
+/// A handler with an associated allocator that counts what it allocates.
+struct counted {
+    std::size_t* allocations;
+};
+template <class T>
+struct counting_allocator {
+    using value_type = T;
+    std::size_t* allocations;
+    explicit counting_allocator(std::size_t* count) noexcept : allocations(count) {}
+    template <class U>
+    counting_allocator(const counting_allocator<U>& other) noexcept : allocations(other.allocations) {}
+    T* allocate(std::size_t n) {
+        ++*allocations;
+        return std::allocator<T>().allocate(n);
+    }
+    void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+    friend bool operator==(const counting_allocator& a, const counting_allocator& b) noexcept {
+        return a.allocations == b.allocations;
+    }
+    friend bool operator!=(const counting_allocator& a, const counting_allocator& b) noexcept { return !(a == b); }
+};
+struct allocating_handler {
+    std::size_t* allocations;
+    std::error_code* got;
+    using allocator_type = counting_allocator<void>;
+    allocator_type get_allocator() const noexcept { return allocator_type(allocations); }
+    void operator()(std::error_code ec, tokmgr::token_handle) const { *got = ec; }
+};
+
+/// An io_context's executor whose n-th post throws bad_alloc (counted over
+/// its copies): where a completion's post fails.
+struct flaky_executor {
+    asio::io_context::executor_type inner;
+    std::shared_ptr<int> posts_until_failure;  // <= 0: never fails
+
+    asio::execution_context& query(asio::execution::context_t) const noexcept { return inner.context(); }
+    static constexpr asio::execution::blocking_t query(asio::execution::blocking_t) noexcept {
+        return asio::execution::blocking.never;
+    }
+    flaky_executor require(asio::execution::blocking_t::never_t) const noexcept { return *this; }
+
+    template <class F>
+    void execute(F&& f) const {
+        if (*posts_until_failure > 0 && --*posts_until_failure == 0) throw std::bad_alloc();
+        asio::execution::execute(asio::require(inner, asio::execution::blocking.never), std::forward<F>(f));
+    }
+    friend bool operator==(const flaky_executor& a, const flaky_executor& b) noexcept {
+        return a.inner == b.inner && a.posts_until_failure == b.posts_until_failure;
+    }
+    friend bool operator!=(const flaky_executor& a, const flaky_executor& b) noexcept { return !(a == b); }
+};
+
+}  // namespace
+
+TEST_CASE("a completion whose post fails is answered with an error, never dropped (the n-th post, for every n)") {
+    static_assert(asio::execution::is_executor<flaky_executor>::value);
+    for (int n = 1; n <= 4; ++n) {
+        CAPTURE(n);
+        posting_fixture f;
+        auto manager = f.make();
+        flaky_executor flaky{f.io.get_executor(), std::make_shared<int>(n)};
+        constexpr int waiters = 3;
+        int calls[waiters] = {};
+        std::error_code got[waiters];
+        for (int i = 0; i < waiters; ++i)
+            manager->async_get_token(asio::bind_executor(flaky, [&calls, &got, i](std::error_code ec, tokmgr::token_handle h) {
+                ++calls[i];
+                got[i] = ec;
+                CHECK(static_cast<bool>(h) == !ec);
+            }));
+        f.run();
+        for (int i = 0; i < waiters; ++i) {
+            CAPTURE(i);
+            CHECK(calls[i] == 1);
+        }
+    }
+}
+
+TEST_CASE("an io_context stopped between the answer and the completions: a JWT expired meanwhile is not handed out") {
+    posting_fixture f;
+    auto manager = f.make();
+    f.stops->store(1);  // stop right after the login's answer, before the waiters resume
+    std::vector<std::pair<std::error_code, std::uint64_t>> got;
+    for (int i = 0; i < 3; ++i)
+        manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) { got.emplace_back(ec, h.generation()); });
+    f.run();
+    CHECK(got.empty());
+    CHECK(f.server.stats().logins == 1);
+    f.clock.advance(30min);  // the 30-minute JWT is past its hard threshold when the completions run
+    f.run();
+    REQUIRE(got.size() == 3);
+    for (const auto& [ec, generation] : got) {
+        CHECK_FALSE(ec);
+        CHECK(generation > 1);  // the refresh's JWT, not the expired one
+    }
+    CHECK(f.server.stats().logins == 1);
+    CHECK(f.server.stats().refreshes == 1);  // one for the three of them
+}
+
+TEST_CASE("the operation is allocated with the handler's associated allocator") {
+    posting_fixture f;
+    auto manager = f.make();
+    std::size_t allocations = 0;
+    std::error_code got = tokmgr::errc::protocol_error;
+    manager->async_get_token(allocating_handler{&allocations, &got});
+    f.run();
+    CHECK_FALSE(got);
+    CHECK(allocations >= 1);
+}
+
+TEST_CASE("waiters on one executor are resumed with no allocation per waiter") {
+    auto allocations_during_run = [](int waiters) {
+        posting_fixture f;
+        auto manager = f.make();
+        int answered = 0;
+        for (int i = 0; i < waiters; ++i)
+            manager->async_get_token([&](std::error_code ec, tokmgr::token_handle h) { answered += !ec && h; });
+        allocations_counted = 0;
+        counting_allocations = true;
+        f.run();
+        counting_allocations = false;
+        CHECK(answered == waiters);
+        return allocations_counted;
+    };
+    const std::size_t one = allocations_during_run(1);
+    const std::size_t many = allocations_during_run(500);
+    CAPTURE(one);
+    CHECK(many <= one + 2);  // the login's own work is the same; 500 waiters add no allocation each
+}
+
+TEST_CASE("allocation failure by count: every waiter is answered exactly once, whichever allocation fails") {
+    std::size_t n = 1;
+    for (;; ++n) {
+        CAPTURE(n);
+        posting_fixture f;
+        auto manager = f.make();
+        auto strand = asio::make_strand(f.io);
+        constexpr int waiters = 6;
+        int calls[waiters] = {};
+        bool initiated[waiters] = {};
+        fail_allocation(n);
+        for (int i = 0; i < waiters; ++i) {
+            auto count = [&calls, i](std::error_code, tokmgr::token_handle) { ++calls[i]; };
+            try {
+                if (i % 2 == 0) manager->async_get_token(count);
+                else manager->async_get_token(asio::bind_executor(strand, count));
+                initiated[i] = true;
+            } catch (const std::bad_alloc&) {  // the initiating call may fail: nothing was started for it
+            }
+        }
+        f.run();
+        const bool failed = stop_failing();
+        for (int i = 0; i < waiters; ++i) {
+            CAPTURE(i);
+            CHECK(calls[i] == (initiated[i] ? 1 : 0));
+        }
+        if (!failed || n > 20000) break;
+    }
+    MESSAGE("allocations failed one by one: " << n - 1);
+    CHECK(n < 20000);
 }

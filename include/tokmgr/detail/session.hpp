@@ -370,9 +370,14 @@ public:
                     step.persist = std::move(fresh);
                     return step;
                 }
+                // Two causes, told apart: the time since receipt, or a
+                // lifetime too short for the clock's resolution to leave any.
+                const bool none_to_serve = made->hard_ns <= reply.received_ns;
                 reply.error = {make_error_code(errc::protocol_error),
                                std::string(reply.by_login ? "login" : "refresh") +
-                                   ": the JWT is past its hard threshold on arrival (the request took too long)"};
+                                   (none_to_serve ? ": the JWT's lifetime is too short to serve any of it"
+                                                  : ": the JWT is past its hard threshold on arrival (the request "
+                                                    "took too long)")};
             }
             // The new refresh token must survive even so; the JWT that
             // cannot be served is not kept (a store may refuse its bytes).

@@ -302,6 +302,10 @@ public:
 
     bool asynchronous() const noexcept { return asynchronous_; }
     decltype(auto) transport_executor() { return transport_.get_executor(); }
+    /// For a waiter's completion, which checks the hard threshold again when
+    /// it runs: the manager's clock, and how long it may ask again.
+    std::int64_t async_now_ns() const noexcept { return now_ns(); }
+    std::chrono::milliseconds max_wait() const noexcept { return options_.max_wait; }
 
     /// Either answers at once — `served` set (or an error) — or registers
     /// `waiter` with the flight that will answer it; in the latter case the
