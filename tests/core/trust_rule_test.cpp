@@ -494,3 +494,45 @@ TEST_CASE("an answer to a flight that ended is ignored and leaves the lease of t
     transport.s_->kept[1]();
     transport.s_->kept.clear();
 }
+
+TEST_CASE("trust rule: the n-th load or store failing, for every n, while another process rotates and the store is emptied") {
+    // Fault injection by count over the store (load, store_if, and the lease
+    // lost after the n-th write), through rotations and an emptied store:
+    // whatever fails, no refresh token is sent twice, and both processes get
+    // a JWT again once the store works.
+    for (int kind = 0; kind < 3; ++kind) {
+        for (std::size_t n = 1; n <= 24; ++n) {
+            CAPTURE(kind);
+            CAPTURE(n);
+            test::harness h;
+            tokmgr::testing::shared_storage store;
+            if (kind == 0) store.fail_load(n);
+            if (kind == 1) store.fail_store(n);
+            if (kind == 2) store.lose_lease_at_store(n);
+            auto a = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store);
+            auto b = std::make_unique<shared_manager>(h.transport, login(), h.options, h.clock, store);
+            std::error_code ec;
+            for (int round = 0; round < 4; ++round) {
+                a->get_token(ec);
+                b->get_token(ec);
+                h.clock.advance(test::past_soft(h.options));
+                a->get_token(ec);
+                if (round == 1) {
+                    h.clock.advance(1min);
+                    store.replace(std::nullopt);
+                }
+                b->get_token(ec);
+            }
+            for (auto* manager : {a.get(), b.get()}) {
+                bool served = false;
+                for (int attempt = 0; attempt < 3 && !served; ++attempt) {
+                    h.clock.advance(40min);  // past every threshold and backoff
+                    served = !manager->get_token(ec).empty();
+                }
+                CHECK(served);
+            }
+            CHECK(h.server.stats().refresh_tokens_reused == 0);
+            CHECK(h.server.stats().families_revoked == 0);
+        }
+    }
+}
