@@ -160,7 +160,7 @@ TEST_CASE("a slow lease check does not stall callers that hold a valid JWT") {
     });
     // This caller starts the refresh and runs its flight (into the slow check).
     auto refresher = std::async(std::launch::async, [&] { return std::string(manager->get_token().reveal()); });
-    entered.get_future().wait();
+    REQUIRE(entered.get_future().wait_for(10s) == std::future_status::ready);  // the refresher is in the check
     // Others, meanwhile, are past the soft threshold with nothing to wait for.
     const auto started = std::chrono::steady_clock::now();
     int served_current = 0;  // compared, never printed: a JWT is a secret
