@@ -207,9 +207,10 @@ public:
     /// restarted without persistence), went back in time, or holds another
     /// token may have lost the mark of a refresh another process made with
     /// our token: ours is not sent. What the store holds instead is adopted
-    /// when its refresh token is unspent and not one this process has seen
-    /// replaced or spent (another process's login after the store was
-    /// emptied); otherwise the next request is a login. A private token
+    /// when its refresh token is unspent, it was received after the set held
+    /// here, and it is not one this process has seen replaced or spent
+    /// (another process's login after the store was emptied); otherwise the
+    /// next request is a login. A private token
     /// (never written to the store) keeps its own rules. True when a JWT to
     /// serve was adopted: the flight ends without a request.
     bool on_store_read(const std::optional<token_set>& stored, std::int64_t now,
@@ -228,71 +229,6 @@ public:
             return false;
         return adopt(*stored, now, wall_now);
     }
-
-private:
-    /// Takes `stored` as the session's set: its generation, its refresh
-    /// token if unspent and alive, its JWT if servable (then true).
-    bool adopt(const token_set& adopted_set, std::int64_t now, std::chrono::system_clock::time_point wall_now) {
-        const token_set* stored = &adopted_set;
-        private_ = false;
-        using namespace std::chrono;
-        // A set "received" in the future (a wall clock stepped back, another
-        // host's clock ahead) counts as received now, never as younger.
-        // Compared before subtracting: a stored time near time_point::min
-        // (a corrupt or hostile store) would overflow the difference and
-        // pass for "received just now".
-        const auto age = stored->received_at <= wall_now - max_lifetime
-                             ? nanoseconds(max_lifetime)
-                             : std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored->received_at));
-        const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
-        retire_refresh_token();
-        generation_ = stored->generation;
-        held_since_ = stored->received_at;
-        const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored->refresh_lifetime);
-        if (!stored->refresh_token_spent && !stored->refresh_token.empty() && now < refresh_hard) {
-            refresh_token_ = stored->refresh_token;
-            refresh_hard_ns_ = refresh_hard;
-            refresh_received_wall_ = stored->received_at;
-            refresh_lifetime_ = stored->refresh_lifetime;
-        }
-        consecutive_failures_ = 0;
-        next_attempt_ns_ = 0;
-        last_error_ = {};
-        if (!is_header_safe_token(stored->jwt.reveal())) return false;
-        auto adopted = make_snapshot(stored->jwt.reveal(), received_ns,
-                                     nanoseconds(std::min(stored->jwt_lifetime, max_lifetime)), stored->generation);
-        adopted->received_wall = stored->received_at;
-        adopted->lifetime = std::min(stored->jwt_lifetime, max_lifetime);
-        if (now >= adopted->hard_ns) return false;
-        current_ = std::move(adopted);
-        return true;
-    }
-
-    /// Drops the refresh token, remembering that it is no longer to be
-    /// trusted if a store shows it again.
-    void retire_refresh_token() noexcept {
-        remember_retired(refresh_token_);
-        refresh_token_.clear();
-    }
-
-    void remember_retired(const secret& token) noexcept {
-        if (!token.empty()) retired_[retired_next_++ % retired_.size()] = fingerprint(token);
-    }
-
-    bool known_retired(const secret& token) const noexcept {
-        const std::uint64_t print = fingerprint(token);
-        for (std::uint64_t seen : retired_)
-            if (seen == print) return true;
-        return false;
-    }
-
-    /// A fingerprint, not the token: nothing more of a secret outlives its
-    /// use. A collision only costs a login.
-    static std::uint64_t fingerprint(const secret& token) noexcept {
-        return std::hash<std::string_view>{}(token.reveal()) | 1;  // never 0, the empty slot
-    }
-
-public:
 
     /// Login or refresh, and for a refresh the spent mark to store first.
     request_plan next_request(std::int64_t now) const {
@@ -454,6 +390,67 @@ public:
     void on_abandoned() noexcept { in_flight_ = false; }
 
 private:
+    /// Takes `stored` as the session's set: its generation, its refresh
+    /// token if unspent and alive, its JWT if servable (then true).
+    bool adopt(const token_set& stored, std::int64_t now, std::chrono::system_clock::time_point wall_now) {
+        private_ = false;
+        using namespace std::chrono;
+        // A set "received" in the future (a wall clock stepped back, another
+        // host's clock ahead) counts as received now, never as younger.
+        // Compared before subtracting: a stored time near time_point::min
+        // (a corrupt or hostile store) would overflow the difference and
+        // pass for "received just now".
+        const auto age = stored.received_at <= wall_now - max_lifetime
+                             ? nanoseconds(max_lifetime)
+                             : std::max(nanoseconds::zero(), duration_cast<nanoseconds>(wall_now - stored.received_at));
+        const std::int64_t received_ns = now - std::min(age, nanoseconds(max_lifetime)).count();
+        retire_refresh_token();
+        generation_ = stored.generation;
+        held_since_ = stored.received_at;
+        const std::int64_t refresh_hard = refresh_deadline_ns(received_ns, stored.refresh_lifetime);
+        if (!stored.refresh_token_spent && !stored.refresh_token.empty() && now < refresh_hard) {
+            refresh_token_ = stored.refresh_token;
+            refresh_hard_ns_ = refresh_hard;
+            refresh_received_wall_ = stored.received_at;
+            refresh_lifetime_ = stored.refresh_lifetime;
+        }
+        consecutive_failures_ = 0;
+        next_attempt_ns_ = 0;
+        last_error_ = {};
+        if (!is_header_safe_token(stored.jwt.reveal())) return false;
+        auto adopted = make_snapshot(stored.jwt.reveal(), received_ns,
+                                     nanoseconds(std::min(stored.jwt_lifetime, max_lifetime)), stored.generation);
+        adopted->received_wall = stored.received_at;
+        adopted->lifetime = std::min(stored.jwt_lifetime, max_lifetime);
+        if (now >= adopted->hard_ns) return false;
+        current_ = std::move(adopted);
+        return true;
+    }
+
+    /// Drops the refresh token, remembering that it is no longer to be
+    /// trusted if a store shows it again.
+    void retire_refresh_token() noexcept {
+        remember_retired(refresh_token_);
+        refresh_token_.clear();
+    }
+
+    void remember_retired(const secret& token) noexcept {
+        if (!token.empty()) retired_[retired_next_++ % retired_.size()] = fingerprint(token);
+    }
+
+    bool known_retired(const secret& token) const noexcept {
+        const std::uint64_t print = fingerprint(token);
+        for (std::uint64_t seen : retired_)
+            if (seen == print) return true;
+        return false;
+    }
+
+    /// A fingerprint, not the token: nothing more of a secret outlives its
+    /// use. A collision only costs a login.
+    static std::uint64_t fingerprint(const secret& token) noexcept {
+        return std::hash<std::string_view>{}(token.reveal()) | 1;  // never 0, the empty slot
+    }
+
     void fail_attempt(const error_info& why, std::optional<std::chrono::seconds> retry_after, std::int64_t now) {
         ++consecutive_failures_;
         last_error_ = why;
