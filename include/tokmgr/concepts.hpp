@@ -54,8 +54,27 @@
 //      with no error, when it differs. Every write of the manager is then one
 //      store_if with the set's generation − 1, so a holder paused past its
 //      lease can never overwrite a newer set.
-//   With it, a flight is: lease → load (adopt a newer set: no request) →
-//   store_if(spent mark) → holds? → send → store_if(new pair) → release.
+//   The flight's sequence of these calls is written once, in
+//   detail/flight_machine.hpp.
+// Asynchronous storage (async_storage), optional: a store whose calls can
+// complete later, so that an asynchronous manager never blocks its executor
+// on it. Each member starts the operation and returns at once; it calls the
+// handler exactly once, on any thread (the manager posts back to its own
+// executor), possibly before it returns. Handlers are copyable and their
+// moves do not throw.
+//   6. `s.async_load(H)` — H: `void(std::error_code, std::optional<token_set>)`
+//   7. `s.async_store(const token_set&, H)` — H: `void(std::error_code)`
+// With the coordinating capability (L is the lease type of 3):
+//   8. `s.async_lock(std::chrono::milliseconds max_wait, H)` — H:
+//      `void(std::error_code, L)`
+//   9. `s.async_holds(const L&, H)` — H: `void(std::error_code, bool)`
+//  10. `s.async_store_if(const token_set&, std::uint64_t expected_generation, H)`
+//      — H: `void(std::error_code, bool)`
+//  11. `s.async_release(L, H)` — H: `void(std::error_code)`; releases the
+//      lease without blocking (destroying an L may block)
+// The set passed to 7 and 10 need not outlive the call. A store without
+// this form is run, by an asynchronous manager, on a thread of the
+// manager's own (manager_options::storage_executor to supply one).
 //
 // Json — encodes requests and decodes responses:
 //   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
@@ -171,6 +190,38 @@ constexpr bool storage_coordinates() {
 }
 
 // Json
+// Asynchronous storage: probed with handlers of the exact signatures.
+struct async_load_probe {
+    void operator()(std::error_code, std::optional<token_set>) const {}
+};
+struct async_done_probe {
+    void operator()(std::error_code) const {}
+};
+struct async_bool_probe {
+    void operator()(std::error_code, bool) const {}
+};
+template <class S>
+using storage_async_load_result = decltype(std::declval<S&>().async_load(async_load_probe{}));
+template <class S>
+using storage_async_store_result =
+    decltype(std::declval<S&>().async_store(std::declval<const token_set&>(), async_done_probe{}));
+template <class S>
+using storage_async_store_if_result = decltype(std::declval<S&>().async_store_if(
+    std::declval<const token_set&>(), std::uint64_t{}, async_bool_probe{}));
+template <class S>
+using storage_async_holds_result =
+    decltype(std::declval<S&>().async_holds(std::declval<const storage_lease_t<S>&>(), async_bool_probe{}));
+template <class S>
+using storage_async_release_result =
+    decltype(std::declval<S&>().async_release(std::declval<storage_lease_t<S>>(), async_done_probe{}));
+template <class S>
+struct async_lock_probe {
+    void operator()(std::error_code, storage_lease_t<S>) const {}
+};
+template <class S>
+using storage_async_lock_result =
+    decltype(std::declval<S&>().async_lock(std::chrono::milliseconds{}, async_lock_probe<S>{}));
+
 template <class J>
 using json_login_body = decltype(std::declval<const J&>().login_body(std::string_view{}, std::string_view{}));
 template <class J>
@@ -187,6 +238,17 @@ using json_error_message = decltype(std::declval<const J&>().error_message(std::
 
 template <class T>
 using executor_result = decltype(std::declval<T&>().get_executor());
+
+template <class S>
+constexpr bool storage_is_async() {
+    if constexpr (!detect<S, storage_async_load_result>::value || !detect<S, storage_async_store_result>::value)
+        return false;
+    else if constexpr (storage_coordinates<S>())
+        return detect<S, storage_async_lock_result>::value && detect<S, storage_async_holds_result>::value &&
+               detect<S, storage_async_store_if_result>::value && detect<S, storage_async_release_result>::value;
+    else
+        return true;
+}
 
 }  // namespace detail
 
@@ -212,6 +274,11 @@ inline constexpr bool is_storage_v = detail::storage_has_load<S>() && detail::st
 /// A storage with the coordinating capability (3–5 above).
 template <class S>
 inline constexpr bool is_coordinating_storage_v = is_storage_v<S> && detail::storage_coordinates<S>();
+
+/// A storage with the asynchronous form (6 and 7 above; 8–11 too when it
+/// coordinates).
+template <class S>
+inline constexpr bool is_async_storage_v = is_storage_v<S> && detail::storage_is_async<S>();
 
 template <class J>
 inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, std::string>() &&
@@ -255,6 +322,9 @@ concept coordinating_storage =
         { s.holds(s.lock(std::chrono::milliseconds{}, ec), ec) } -> std::same_as<bool>;  // 4
         { s.store_if(set, generation, ec) } -> std::same_as<bool>;        // 5
     };
+
+template <class S>
+concept async_storage = storage<S> && detail::storage_is_async<S>();  // 6–11
 
 template <class J>
 concept json = requires(const J& j, std::string_view text, std::error_code& ec) {
