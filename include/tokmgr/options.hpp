@@ -88,6 +88,14 @@ struct manager_options {
 
     /// Optional; see refresh_executor.
     refresh_executor executor;
+    /// Optional. Where an asynchronous manager (one whose transport runs on
+    /// an executor) runs the calls of a blocking store, so its executor never
+    /// waits for one. Unset: a thread of the manager's own, started with its
+    /// first flight. A task it destroys unrun ends the flight with
+    /// errc::storage_failed. Tasks should run in the order given (one thread,
+    /// or a strand): a flight's lease release is handed over before the next
+    /// flight's lease request.
+    refresh_executor storage_executor;
     /// Optional; called without any lock held, on the thread that ran the
     /// request. Never receives a secret. A call from it to get_token that
     /// would have to wait for the flight reporting the event fails at once

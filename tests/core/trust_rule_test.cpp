@@ -182,6 +182,9 @@ struct inline_executor {
     bool operator==(const inline_executor&) const noexcept { return true; }
 };
 
+/// The store's calls, too, on the calling thread.
+inline void run_inline(std::function<void()> task) { task(); }
+
 /// An asynchronous transport over the fake server that keeps a copy of every
 /// completion, so a test can deliver an answer a second time, later, as a
 /// faulty transport or proxy would.
@@ -229,6 +232,7 @@ struct tokmgr::detail::executor_ops<test_async::inline_executor> {
 
 TEST_CASE("an answer delivered twice is ignored: the copy after the next rotation does not rotate back") {
     test::harness h;
+    h.options.storage_executor = test_async::run_inline;  // every step of a flight within get_token
     test_async::replaying_transport transport(h.server);
     tokmgr::testing::shared_storage store;
     tokmgr::token_manager<test_async::replaying_transport, tokmgr::testing::manual_clock,
@@ -465,6 +469,7 @@ TEST_CASE("an answer to a flight that ended is ignored and leaves the lease of t
     test::harness h;
     h.options.backoff_initial = 1s;
     h.options.backoff_max = 1s;
+    h.options.storage_executor = test_async::run_inline;
     test_async::deferring_transport transport(h.server);
     tokmgr::testing::shared_storage store;
     auto manager = std::make_unique<tokmgr::token_manager<test_async::deferring_transport,

@@ -18,7 +18,9 @@
 
 #include "../detail/executor_ops.hpp"
 #include "../detail/flight.hpp"
+#include "../detail/flight_machine.hpp"
 #include "../detail/session.hpp"
+#include "../detail/storage_worker.hpp"
 #include "../detail/jwt_lifetime.hpp"
 #include "../detail/retry_after.hpp"
 #include "../detail/snapshot.hpp"
@@ -179,6 +181,7 @@ struct outgoing {
 /// completion is an answer (read and written under the policy gate).
 struct sent_request {
     outgoing sent;
+    std::uint64_t request = 0;  // the machine's number for it
     bool answered = false;
 };
 
@@ -194,6 +197,7 @@ public:
                    options_.jitter_seed != 0 ? options_.jitter_seed
                                              : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}(),
                    clock_resolution(clock_, 0)),
+          machine_(session_, coordinating, !(login.user_name.empty() && login.password.empty())),
           transport_(std::move(transport)),
           storage_(std::move(storage)),
           json_(std::move(json)),
@@ -296,6 +300,7 @@ public:
                 }
             }
         }
+        storage_worker_.stop();  // a store call it was running has returned (the gate above)
     }
 
     // ---- asynchronous waiters (async_get_token) -------------------------------
@@ -358,64 +363,75 @@ public:
 private:
     using executor_type_or_void = typename ::tokmgr::detail::transport_executor<Transport>::type;
     static constexpr bool coordinating = is_coordinating_storage_v<Storage>;
+    static constexpr bool storage_is_async = is_async_storage_v<Storage>;
     using lease_type = typename storage_lease<Storage, coordinating>::type;
 
-    /// Every write of the flight: for a coordinating store a compare-and-swap
-    /// on the generation the set replaces, so nothing newer is overwritten.
-    /// False (no error) when the store holds another generation.
-    bool write(const token_set& set, std::error_code& ec) {
+    /// A storage step, performed by blocking, under policy_gate_ (the
+    /// caller holds it).
+    step_outcome perform_storage(const flight_step& step) noexcept {
+        step_outcome done;
+        std::error_code ec;
         try {
-            if constexpr (coordinating) {
-                // Against what this flight last saw in the store (under the
-                // lease): a store emptied meanwhile (a corrupt file moved
-                // aside, a key deleted) takes our set as a first one.
-                const bool written = storage_.store_if(set, store_generation_, ec);
-                if (written && !ec) store_generation_ = set.generation;
-                return written && !ec;
-            } else {
-                storage_.store(set, ec);
-                return true;
+            switch (step.kind) {
+            case step_kind::take_lease:
+                if constexpr (coordinating) {
+                    lease_.emplace(storage_.lock(step.lease_wait, ec));
+                    if (!ec && !static_cast<bool>(*lease_)) ec = make_error_code(errc::lease_timeout);
+                    if (ec) lease_.reset();
+                }
+                done.yes = true;
+                break;
+            case step_kind::load:
+                done.stored = storage_.load(ec);
+                break;
+            case step_kind::store_mark:
+            case step_kind::persist:
+                // For a coordinating store a compare-and-swap on the
+                // generation this flight last saw, so nothing newer is
+                // overwritten.
+                if constexpr (coordinating) {
+                    done.yes = storage_.store_if(*step.set, step.expected_generation, ec);
+                } else {
+                    storage_.store(*step.set, ec);
+                    done.yes = true;
+                }
+                break;
+            case step_kind::check_lease:
+                if constexpr (coordinating) done.yes = lease_ && storage_.holds(*lease_, ec);
+                else done.yes = true;
+                break;
+            case step_kind::send:
+            case step_kind::finish:
+                break;
             }
         } catch (...) {
+            if constexpr (coordinating) {
+                if (step.kind == step_kind::take_lease) lease_.reset();
+            }
             ec = make_error_code(errc::storage_failed);
-            return false;
+        }
+        if (ec) storage_failure(done, ec);
+        return done;
+    }
+
+    void storage_failure(step_outcome& done, std::error_code ec) noexcept {
+        done.yes = false;
+        done.stored.reset();
+        done.failure.code = ec;
+        try {
+            done.failure.detail = storage_detail();
+        } catch (...) {
         }
     }
 
-    /// Takes the lease for this flight (unless it has it already); false and
-    /// `failed` when it could not be had within `wait`.
-    bool take_lease(std::chrono::milliseconds wait, error_info& failed) {
-        failed = {};
-        if constexpr (coordinating) {
-            if (lease_) return true;
-            std::error_code ec;
-            try {
-                lease_.emplace(storage_.lock(wait, ec));
-            } catch (...) {
-                ec = make_error_code(errc::storage_failed);
-            }
-            if (!ec && lease_ && !static_cast<bool>(*lease_)) ec = make_error_code(errc::lease_timeout);
-            if (ec) {
-                lease_.reset();
-                failed = {ec, "waiting for the storage lease before a login or refresh" + storage_detail()};
-                return false;
-            }
+    static error_info failure_info(errc code, const char* what) noexcept {
+        error_info why;
+        why.code = make_error_code(code);
+        try {
+            why.detail = what;
+        } catch (...) {
         }
-        return true;
-    }
-
-    /// Still ours, just before a refresh token goes out?
-    bool lease_still_held() {
-        if constexpr (coordinating) {
-            std::error_code ec;
-            try {
-                return lease_ && storage_.holds(*lease_, ec) && !ec;
-            } catch (...) {
-                return false;
-            }
-        } else {
-            return true;
-        }
+        return why;
     }
 
     static manager_options checked(manager_options options) {
@@ -637,362 +653,441 @@ private:
                                     "refresh: manager_options::executor destroyed the task without running it"});
     }
 
-    // ---- the flight ------------------------------------------------------------
+    // ---- the flight: detail::flight_machine decides, the drivers perform ----
 
     void run_flight(const std::shared_ptr<flight>& pending) noexcept {
         if (pending->claim()) run_flight_claimed(pending);
     }
 
-    /// The synchronous flight: every step on this thread, holding the policy
+    /// The machine's first step of a flight just claimed.
+    flight_step started() noexcept {
+        const std::int64_t now = now_ns();
+        std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            return machine_.start(options_.lease_wait);
+        } catch (...) {
+            return machine_.fail(failure_info(errc::policy_error, "out of memory starting a login or refresh"), now);
+        }
+    }
+
+    /// The machine's next step after `done`.
+    flight_step advanced(step_outcome done) noexcept {
+        const std::int64_t now = now_ns();
+        const auto wall = clock_.wall_now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            return machine_.advance(std::move(done), now, wall);
+        } catch (...) {
+            return machine_.fail(failure_info(errc::policy_error, "a policy threw during the login or refresh"), now);
+        }
+    }
+
+    flight_step shut_down_step() noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return machine_.fail(failure_info(errc::shut_down, "the token manager was destroyed"), now_ns());
+    }
+
+    /// The synchronous driver: every step on this thread, holding the policy
     /// gate so that ~token_manager() waits for it.
     void run_flight_claimed(const std::shared_ptr<flight>& pending) noexcept {
         flight_runner_mark mark(id_);
-        std::unique_lock<std::mutex> gate(policy_gate_);
-        std::optional<outgoing> next = begin_locked_gate(pending, options_.lease_wait);
-        struct release_lease {
-            manager_core& core;
-            ~release_lease() { core.lease_.reset(); }
-        } release{*this};
-        while (next) {
-            std::error_code ec;
-            http_response response;
-            try {
-                if constexpr (detect<Transport, send_result>::value) response = transport_.send(next->request, ec);
-                else ec = make_error_code(errc::invalid_configuration);
-            } catch (...) {
-                ec = make_error_code(errc::policy_error);
-            }
-            next = on_response_locked_gate(pending, std::move(*next), ec, std::move(response));
+        std::lock_guard<std::mutex> gate(policy_gate_);
+        flight_step step = started();
+        for (;;) {
+            if (closed_.load(std::memory_order_acquire)) step = shut_down_step();
+            if (step.kind == step_kind::finish) break;
+            account(step);
+            step = advanced(step.kind == step_kind::send ? send_blocking(step) : perform_storage(step));
         }
+        finish_flight(pending, step);
+        lease_.reset();
     }
 
-    /// The asynchronous flight's first step, on the transport's executor.
-    void async_begin(const std::shared_ptr<flight>& pending) noexcept {
-        if (!pending->claim()) return;
-        async_begin_claimed(pending, std::chrono::steady_clock::now(), std::chrono::milliseconds(1));
-    }
-
-    /// With a coordinating store, the lease is tried without waiting, and
-    /// tried again later on a timer while another holder has it: the
-    /// executor's thread is never blocked on a lease.
-    void async_begin_claimed(const std::shared_ptr<flight>& pending, std::chrono::steady_clock::time_point since,
-                             std::chrono::milliseconds retry) noexcept {
-        std::optional<outgoing> next;
-        {
-            flight_runner_mark mark(id_);
-            std::lock_guard<std::mutex> gate(policy_gate_);
-            if constexpr (coordinating && executor_ops<executor_type_or_void>::known) {
-                error_info not_taken;
-                if (!closed_.load(std::memory_order_acquire) &&
-                    std::chrono::steady_clock::now() - since < options_.lease_wait &&
-                    !take_lease(std::chrono::milliseconds(0), not_taken) && not_taken.code == errc::lease_timeout) {
-                    try {
-                        auto self = this->shared_from_this();
-                        const auto later = std::min<std::chrono::milliseconds>(retry * 2, std::chrono::milliseconds(100));
-                        executor_ops<executor_type_or_void>::post_after(
-                            transport_.get_executor(), retry,
-                            [self, pending, since, later] { self->async_begin_claimed(pending, since, later); });
-                        return;
-                    } catch (...) {  // no timer: wait for the lease here instead
-                    }
-                }
-            }
-            next = begin_locked_gate(pending, std::chrono::milliseconds(0));
-            if (!next) lease_.reset();
-        }
-        if (next) async_send_step(pending, std::move(*next));
-    }
-
-    void async_send_step(const std::shared_ptr<flight>& pending, outgoing sending) noexcept {
-        if constexpr (has_executor_v<Transport>) {
-            try {
-                auto self = this->shared_from_this();
-                auto kept = std::make_shared<sent_request>();
-                kept->sent = std::move(sending);
-                const http_request& request = kept->sent.request;
-                transport_.async_send(request, [self, pending, kept](std::error_code ec, http_response response) {
-                    std::optional<outgoing> next;
-                    {
-                        flight_runner_mark mark(self->id_);
-                        std::lock_guard<std::mutex> gate(self->policy_gate_);
-                        // A transport that completes twice, or answers a
-                        // flight that ended: the copy would rotate back to a
-                        // spent refresh token, and the lease it would release
-                        // is another flight's.
-                        if (std::exchange(kept->answered, true) || !self->in_progress(pending)) {
-                            secure_clear(response.body);
-                            self->ignored_answers_.fetch_add(1, std::memory_order_relaxed);
-                            return;
-                        }
-                        next = self->on_response_locked_gate(pending, std::move(kept->sent), ec, std::move(response));
-                        if (!next) self->lease_.reset();
-                    }
-                    if (next) self->async_send_step(pending, std::move(*next));
-                });
-            } catch (...) {
-                std::lock_guard<std::mutex> gate(policy_gate_);
-                lease_.reset();
-                fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
-                                                  "starting the request on the transport failed"});
-            }
-        }
-    }
-
-    /// Reads the storage, adopts a newer set, plans the request and, for a
-    /// refresh, stores the spent mark before anything is sent. Nothing when
-    /// the flight ended here.
-    std::optional<outgoing> begin_locked_gate(const std::shared_ptr<flight>& pending,
-                                              std::chrono::milliseconds lease_wait) noexcept {
-        if (closed_.load(std::memory_order_acquire)) {
-            end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
-            return std::nullopt;
-        }
+    step_outcome send_blocking(const flight_step& step) noexcept {
+        std::optional<outgoing> sending;
         try {
-            std::optional<error_info> unavailable;  // the store cannot be used for this flight
-            if (error_info why; !take_lease(lease_wait, why)) {
-                if (why.code == errc::lease_timeout) {
-                    // Another holder is at work: its set will be there soon.
-                    std::lock_guard<std::mutex> lock(mutex_);
-                    session_.on_mark_failed(why, now_ns());  // nothing was sent or spent
-                    end_flight_locked(pending);
-                    return std::nullopt;
-                }
-                unavailable = std::move(why);
-            }
-            std::error_code ec;
-            std::optional<token_set> stored;
-            if (!unavailable) {
-                try {
-                    stored = storage_.load(ec);
-                } catch (...) {
-                    ec = make_error_code(errc::storage_failed);
-                }
-            }
-            request_plan plan;
-            bool was_private = false, rejoined = false, adopted = false;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                was_private = session_.refresh_is_private();
-                if (!unavailable && !ec) store_generation_ = stored ? stored->generation : 0;
-                if (ec == errc::storage_corrupt) {
-                    // Moved aside, so the store is empty now; whatever it
-                    // held may have spent our refresh token: log in.
-                    store_generation_ = 0;
-                    session_.forget_refresh_token();
-                    ec.clear();
-                }
-                if (ec) unavailable = error_info{ec, "reading the stored token set before a refresh" + storage_detail()};
-                if (unavailable) {
-                    if (!plan_without_store_locked(*unavailable, plan)) {
-                        end_flight_locked(pending);
-                        return std::nullopt;
-                    }
-                } else {
-                    adopted = session_.on_stored(stored, now_ns(), clock_.wall_now());
-                    if constexpr (coordinating) {
-                        if (!adopted) adopted = session_.on_store_read(stored, now_ns(), clock_.wall_now());
-                    }
-                    rejoined = was_private && !session_.refresh_is_private();
-                    if (adopted) end_flight_locked(pending);  // another writer rotated: nothing to send
-                    else plan = session_.next_request(now_ns());
-                }
-            }
-            if (adopted) {
-                if (rejoined) emit({event_kind::private_session_ended, {}, generation_now(), {}});
-                return std::nullopt;
-            }
-            if (rejoined) emit({event_kind::private_session_ended, {}, generation_now(), {}});
-            std::error_code private_reason = unavailable ? unavailable->code : std::error_code();
-            if (plan.refresh && !plan.spent_mark) {
-                // A private refresh token: nobody else holds it, so it goes
-                // out without a mark while the store is unavailable.
-                std::lock_guard<std::mutex> lock(mutex_);
-                session_.on_marked(session_.generation());
-            } else if (plan.refresh) {
-                std::error_code mark_error;
-                const bool marked = write(*plan.spent_mark, mark_error);
-                std::unique_lock<std::mutex> lock(mutex_);
-                if (mark_error) {
-                    const error_info why{mark_error,
-                                         "storing the spent mark before a refresh (nothing was sent)" + storage_detail()};
-                    // The shared token cannot be marked, so it is not sent.
-                    request_plan fallback;
-                    if (!plan_without_store_locked(why, fallback) || fallback.refresh) {
-                        if (fallback.refresh) session_.on_mark_failed(why, now_ns());
-                        end_flight_locked(pending);
-                        return std::nullopt;
-                    }
-                    plan = std::move(fallback);  // a private login
-                    private_reason = mark_error;
-                } else if (!marked) {
-                    // Another writer got there first although we hold the
-                    // lease (ours lapsed): send nothing; the next flight
-                    // reads what it wrote.
-                    session_.on_mark_failed({make_error_code(errc::lease_timeout),
-                                             "the stored token set changed under the storage lease (nothing was sent)"},
-                                            now_ns());
-                    end_flight_locked(pending);
-                    return std::nullopt;
-                } else {
-                    session_.on_marked(plan.spent_mark->generation);
-                    // Asked outside mutex_: a store that answers slowly must
-                    // not stall callers that only want the current JWT.
-                    lock.unlock();
-                    const bool still_held = lease_still_held();
-                    lock.lock();
-                    if (!still_held) {
-                        // Marked but not sent: the token is spent; the next
-                        // attempt logs in.
-                        session_.on_flight_failed({make_error_code(errc::lease_timeout),
-                                                   "the storage lease was lost before the refresh was sent (nothing "
-                                                   "was sent)"},
-                                                  now_ns());
-                        end_flight_locked(pending);
-                        return std::nullopt;
-                    }
-                }
-            }
-            bool went_private = false;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                went_private = !was_private && session_.refresh_is_private();
-            }
-            if (went_private) emit({event_kind::private_session_started, private_reason, generation_now(), {}});
-            return plan.refresh ? make_refresh(plan.refresh_token) : make_login(pending);
+            sending.emplace(prepare(step));
         } catch (...) {
-            fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
-                                              "a policy threw before the login or refresh was sent"});
-            return std::nullopt;
+            step_outcome done;
+            done.failure = failure_info(errc::policy_error, "a policy threw before the login or refresh was sent");
+            return done;
         }
+        std::error_code ec;
+        http_response response;
+        try {
+            if constexpr (detect<Transport, send_result>::value) response = transport_.send(sending->request, ec);
+            else ec = make_error_code(errc::invalid_configuration);
+        } catch (...) {
+            ec = make_error_code(errc::policy_error);
+        }
+        return judged(*sending, step.request, ec, response);
     }
 
-    /// Under mutex_: the store cannot be used for this flight (unreachable,
-    /// failing). A shared refresh token is never sent then — it could not be
-    /// marked spent. A private one may be (nobody else holds it). Otherwise
-    /// the current JWT is served until its hard threshold, and past it this
-    /// process logs in on its own. False: end the flight (`why` recorded).
-    bool plan_without_store_locked(const error_info& why, request_plan& plan) {
-        const std::int64_t now = now_ns();
-        if (session_.refresh_is_private() && session_.has_refresh_token(now)) {
-            plan = session_.next_request(now);
-            plan.spent_mark.reset();
-            return true;
-        }
-        if (session_.current() && now < session_.current()->hard_ns) {
-            session_.on_mark_failed(why, now);
-            return false;
-        }
-        session_.go_private(store_generation_);
-        plan = request_plan{};  // a login, kept in memory
-        return true;
-    }
-
-    std::optional<outgoing> make_refresh(const secret& refresh_token) {
-        const std::uint64_t generation = generation_now();
-        emit({event_kind::refresh_started, {}, generation, {}});
-        refreshes_.fetch_add(1, std::memory_order_relaxed);
+    /// The request of a send step (the Json policy writes its body).
+    outgoing prepare(const flight_step& step) {
         outgoing sending;
-        sending.body = secret(json_.refresh_body(refresh_token.reveal()));
-        sending.sent_secret = refresh_token;
-        return prepared(std::move(sending), options_.refresh_path);
-    }
-
-    std::optional<outgoing> make_login(const std::shared_ptr<flight>& pending) {
-        if (credentials_.user_name.empty() && credentials_.password.empty()) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            session_.on_flight_failed({make_error_code(errc::no_credentials),
-                                       "login needed (no usable refresh token) but the manager has no credentials"},
-                                      now_ns());
-            end_flight_locked(pending);
-            return std::nullopt;
+        sending.by_login = step.by_login;
+        if (step.by_login) {
+            logins_.fetch_add(1, std::memory_order_relaxed);
+            sending.body = secret(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
+            sending.sent_secret = credentials_.password;
+        } else {
+            refreshes_.fetch_add(1, std::memory_order_relaxed);
+            sending.body = secret(json_.refresh_body(step.refresh_token.reveal()));
+            sending.sent_secret = step.refresh_token;
         }
-        emit({event_kind::login_started, {}, generation_now(), {}});
-        logins_.fetch_add(1, std::memory_order_relaxed);
-        outgoing sending;
-        sending.by_login = true;
-        sending.body = secret(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
-        sending.sent_secret = credentials_.password;
-        return prepared(std::move(sending), options_.login_path);
-    }
-
-    std::optional<outgoing> prepared(outgoing sending, const std::string& path) {
         sending.request.method = "POST";
-        sending.request.target = path;
+        sending.request.target = step.by_login ? options_.login_path : options_.refresh_path;
         sending.request.body = sending.body.reveal();
         sending.started = std::chrono::steady_clock::now();
         return sending;
     }
 
-    std::uint64_t generation_now() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return session_.generation();
-    }
-
-    /// Judges the answer, tells the session, persists what it says, and
-    /// returns the next request (a login after a rejected refresh) or nothing
-    /// when the flight ended.
-    std::optional<outgoing> on_response_locked_gate(const std::shared_ptr<flight>& pending, outgoing sent,
-                                                    std::error_code ec, http_response response) noexcept {
-        const char* operation = sent.by_login ? "login" : "refresh";
-        if (closed_.load(std::memory_order_acquire)) {
-            secure_clear(response.body);
-            end_flight(pending, {make_error_code(errc::shut_down), "the token manager was destroyed"});
-            return std::nullopt;
-        }
+    step_outcome judged(const outgoing& sent, std::uint64_t request, std::error_code ec,
+                        http_response& response) noexcept {
+        step_outcome done;
+        done.request = request;
         try {
-            answer reply = judge(sent, ec, response);
-            const auto took = std::chrono::steady_clock::now() - sent.started;
-            const bool succeeded = reply.tokens && reply.jwt_lifetime;
-            const std::error_code failure = reply.error.code;
-            answer_step step;
-            std::uint64_t generation = 0;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                step = session_.on_answer(std::move(reply), now_ns());
-                generation = session_.generation();
-            }
-            if (!succeeded) {
-                failures_.fetch_add(1, std::memory_order_relaxed);
-                emit({sent.by_login ? event_kind::login_failed : event_kind::refresh_failed,
-                      failure ? failure : make_error_code(errc::protocol_error), generation, took});
-            }
-            if (step.persist) {
-                std::error_code store_error;
-                // A newer set stored meanwhile wins the compare-and-swap;
-                // ours then serves in memory until the next flight reads it.
-                const bool kept = write(*step.persist, store_error) && !store_error;
-                bool rejoined = false;
-                {
-                    std::lock_guard<std::mutex> lock(mutex_);
-                    if (store_error) {
-                        session_.on_persist_failed({store_error, std::string("storing the token set after the ") +
-                                                                     operation + " (it is still used in memory)" +
-                                                                     storage_detail()},
-                                                   store_generation_, coordinating);
-                    } else if (kept) {
-                        rejoined = session_.on_persisted();
-                    }
-                }
-                if (rejoined) emit({event_kind::private_session_ended, {}, generation, {}});
-            }
-            if (step.login_next) return make_login(pending);
-            std::shared_ptr<const snapshot> result;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                result = end_flight_locked(pending);
-            }
-            if (succeeded) {
-                emit({sent.by_login ? event_kind::login_succeeded : event_kind::refresh_succeeded, {}, generation,
-                      took});
-            }
-            return std::nullopt;
+            done.reply = judge(sent, ec, response);
+            done.took = std::chrono::steady_clock::now() - sent.started;
         } catch (...) {
             secure_clear(response.body);
-            fail_flight_locked_gate(pending, {make_error_code(errc::policy_error),
-                                              std::string(operation) + " at " + endpoint_of(transport_) +
-                                                  ": a policy threw while its answer was read"});
-            return std::nullopt;
+            done.reply.reset();
+            done.failure = failure_info(errc::policy_error, sent.by_login
+                                                                ? "login: a policy threw while its answer was read"
+                                                                : "refresh: a policy threw while its answer was read");
         }
+        return done;
+    }
+
+    /// Before a step is performed: its events and counts.
+    void account(const flight_step& step) noexcept {
+        if (step.counts_failure) failures_.fetch_add(1, std::memory_order_relaxed);
+        for (std::size_t i = 0; i < step.note_count; ++i) emit_note(step.notes[i]);
+    }
+
+    void emit_note(const flight_note& note) const noexcept {
+        emit({note.kind, note.code, note.generation, note.took});
+    }
+
+    /// Ends the flight with what the machine's finish step says, answers its
+    /// waiters, then tells the step's events.
+    void finish_flight(const std::shared_ptr<flight>& pending, const flight_step& step) noexcept {
+        if (step.counts_failure) failures_.fetch_add(1, std::memory_order_relaxed);
+        end_flight(pending, step.failure);
+        for (std::size_t i = 0; i < step.note_count; ++i) emit_note(step.notes[i]);
+    }
+
+    // ---- the asynchronous driver ------------------------------------------------
+    //
+    // Performs the same steps as asynchronous operations: the request through
+    // the transport's async_send, the store through its asynchronous form or,
+    // for a blocking store, on storage_worker_'s thread. Each outcome is
+    // posted back to the transport's executor, where the machine is advanced:
+    // no policy call that can block runs on that executor.
+
+    void async_begin(const std::shared_ptr<flight>& pending) noexcept {
+        if (!pending->claim()) return;
+        async_perform(pending, started());
+    }
+
+    void async_perform(const std::shared_ptr<flight>& pending, flight_step step) noexcept {
+        if (closed_.load(std::memory_order_acquire)) step = shut_down_step();
+        if (step.kind == step_kind::finish) {
+            // The lease goes back before the waiters are answered: a flight
+            // one of them starts then finds it released (the storage thread
+            // runs tasks in order).
+            release_lease_async();
+            std::lock_guard<std::mutex> gate(policy_gate_);  // ~token_manager() waits for its hooks
+            finish_flight(pending, step);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> gate(policy_gate_);
+            account(step);
+        }
+        if (step.kind == step_kind::send) async_send_step(pending, std::move(step));
+        else async_storage_step(pending, std::move(step));
+    }
+
+    /// An outcome, back on the transport's executor.
+    void async_advance(const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
+        if (!in_progress(pending)) return;  // shut down meanwhile: its waiters were answered
+        async_perform(pending, advanced(std::move(done)));
+    }
+
+    void post_back(const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
+        if constexpr (executor_ops<executor_type_or_void>::known) {
+            try {
+                auto self = this->shared_from_this();
+                auto box = std::make_shared<step_outcome>(std::move(done));
+                executor_ops<executor_type_or_void>::post(
+                    transport_.get_executor(), [self, pending, box] { self->async_advance(pending, std::move(*box)); });
+                return;
+            } catch (...) {
+            }
+        }
+        std::lock_guard<std::mutex> gate(policy_gate_);
+        finish_flight(pending, [&] {
+            std::lock_guard<std::mutex> lock(mutex_);
+            return machine_.fail(failure_info(errc::policy_error,
+                                              "could not post the storage's answer to the transport's executor"),
+                                 now_ns());
+        }());
+        lease_.reset();
+    }
+
+    void async_storage_step(const std::shared_ptr<flight>& pending, flight_step step) noexcept {
+        if constexpr (storage_is_async) {
+            async_storage_native(pending, std::move(step));
+        } else {
+            bool queued = false;
+            try {
+                auto self = this->shared_from_this();
+                auto kept = std::make_shared<flight_step>(std::move(step));
+                auto ticket = std::make_shared<storage_ticket>(self, pending);
+                queued = to_storage([self, pending, kept, ticket] {
+                    ticket->ran = true;
+                    step_outcome done;
+                    {
+                        flight_runner_mark mark(self->id_);
+                        std::lock_guard<std::mutex> gate(self->policy_gate_);
+                        if (self->closed_.load(std::memory_order_acquire)) return;  // its waiters were answered
+                        done = self->perform_storage(*kept);
+                    }
+                    self->post_back(pending, std::move(done));
+                });
+                if (!queued) ticket->ran = true;  // answered below, not by the ticket
+            } catch (...) {
+            }
+            if (!queued) {
+                step_outcome failed;
+                failed.failure = failure_info(errc::storage_failed, " (no thread to run the store on)");
+                post_back(pending, std::move(failed));
+            }
+        }
+    }
+
+    /// Hands a blocking store call to manager_options::storage_executor, or
+    /// to the manager's own storage thread.
+    bool to_storage(std::function<void()> task) noexcept {
+        if (!options_.storage_executor) return storage_worker_.post(std::move(task));
+        try {
+            options_.storage_executor(std::move(task));
+            return true;
+        } catch (...) {
+            return false;
+        }
+    }
+
+    /// A store call handed to manager_options::storage_executor: if the
+    /// executor destroys it unrun, the flight ends instead of waiting forever.
+    struct storage_ticket {
+        std::weak_ptr<manager_core> core;
+        std::shared_ptr<flight> pending;
+        bool ran = false;
+        storage_ticket(std::weak_ptr<manager_core> owner, std::shared_ptr<flight> flight_of)
+            : core(std::move(owner)), pending(std::move(flight_of)) {}
+        ~storage_ticket() {
+            if (ran) return;
+            if (auto owner = core.lock(); owner && !owner->closed_.load(std::memory_order_acquire)) {
+                step_outcome dropped;
+                dropped.failure =
+                    failure_info(errc::storage_failed, " (manager_options::storage_executor dropped the call unrun)");
+                owner->post_back(pending, std::move(dropped));
+            }
+        }
+    };
+
+    /// A store with the asynchronous form: started under the policy gate (so
+    /// ~token_manager() waits for the call), completed by posting back.
+    void async_storage_native(const std::shared_ptr<flight>& pending, flight_step step) noexcept {
+        if constexpr (storage_is_async) {
+            std::lock_guard<std::mutex> gate(policy_gate_);
+            if (closed_.load(std::memory_order_acquire)) return;
+            try {
+                auto self = this->shared_from_this();
+                auto failed = [self, pending](std::error_code ec) {
+                    step_outcome done;
+                    self->storage_failure(done, ec ? ec : make_error_code(errc::storage_failed));
+                    self->post_back_unlocked_later(pending, std::move(done));
+                };
+                auto decided = [self, pending, failed](std::error_code ec, bool yes) {
+                    if (ec) return failed(ec);
+                    step_outcome done;
+                    done.yes = yes;
+                    self->post_back_unlocked_later(pending, std::move(done));
+                };
+                switch (step.kind) {
+                case step_kind::take_lease:
+                    if constexpr (coordinating) {
+                        storage_.async_lock(step.lease_wait, [self, pending, failed](std::error_code ec, lease_type lease) {
+                            if (!ec && !static_cast<bool>(lease)) ec = make_error_code(errc::lease_timeout);
+                            if (ec) return failed(ec);
+                            self->post_lease_back(pending, std::move(lease));
+                        });
+                    }
+                    break;
+                case step_kind::load:
+                    storage_.async_load([self, pending, failed](std::error_code ec, std::optional<token_set> stored) {
+                        if (ec) return failed(ec);
+                        step_outcome done;
+                        done.stored = std::move(stored);
+                        self->post_back_unlocked_later(pending, std::move(done));
+                    });
+                    break;
+                case step_kind::store_mark:
+                case step_kind::persist:
+                    if constexpr (coordinating) {
+                        storage_.async_store_if(*step.set, step.expected_generation, decided);
+                    } else {
+                        storage_.async_store(*step.set, [decided](std::error_code ec) { decided(ec, true); });
+                    }
+                    break;
+                case step_kind::check_lease:
+                    if constexpr (coordinating) {
+                        if (lease_) storage_.async_holds(*lease_, decided);
+                        else decided({}, false);
+                    }
+                    break;
+                case step_kind::send:
+                case step_kind::finish:
+                    break;
+                }
+            } catch (...) {
+                step_outcome done;
+                storage_failure(done, make_error_code(errc::storage_failed));
+                // Posted, not advanced here: the policy gate is held.
+                post_back_unlocked_later(pending, std::move(done));
+            }
+        }
+    }
+
+    /// A lease taken asynchronously becomes the flight's on the executor,
+    /// under the gate (the store may have completed inline, under it).
+    void post_lease_back(const std::shared_ptr<flight>& pending, lease_type lease) noexcept {
+        if constexpr (coordinating && executor_ops<executor_type_or_void>::known) {
+            try {
+                auto self = this->shared_from_this();
+                auto box = std::make_shared<std::optional<lease_type>>(std::move(lease));
+                executor_ops<executor_type_or_void>::post(transport_.get_executor(), [self, pending, box] {
+                    step_outcome done;
+                    {
+                        std::lock_guard<std::mutex> gate(self->policy_gate_);
+                        if (self->closed_.load(std::memory_order_acquire)) return;
+                        self->lease_ = std::move(*box);
+                        done.yes = true;
+                    }
+                    self->async_advance(pending, std::move(done));
+                });
+                return;
+            } catch (...) {
+            }
+            step_outcome done;
+            storage_failure(done, make_error_code(errc::storage_failed));
+            post_back_unlocked_later(pending, std::move(done));
+        }
+    }
+
+    /// post_back from where the policy gate may be held: only the post.
+    void post_back_unlocked_later(const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
+        if constexpr (executor_ops<executor_type_or_void>::known) {
+            try {
+                auto self = this->shared_from_this();
+                auto box = std::make_shared<step_outcome>(std::move(done));
+                executor_ops<executor_type_or_void>::post(
+                    transport_.get_executor(), [self, pending, box] { self->async_advance(pending, std::move(*box)); });
+            } catch (...) {  // no memory to post with: the flight ends at shut-down, its waiters by max_wait
+            }
+        }
+    }
+
+    /// Releases the flight's lease without blocking this thread: on the
+    /// storage thread, or by the store's asynchronous release.
+    void release_lease_async() noexcept {
+        if constexpr (coordinating) {
+            std::optional<lease_type> held;
+            {
+                std::lock_guard<std::mutex> gate(policy_gate_);
+                if (!lease_) return;
+                held = std::move(lease_);
+                lease_.reset();
+                if constexpr (storage_is_async) {
+                    if (closed_.load(std::memory_order_acquire)) return;
+                    try {
+                        storage_.async_release(std::move(*held), [](std::error_code) {});  // else it expires
+                    } catch (...) {
+                    }
+                    return;
+                }
+            }
+            if constexpr (!storage_is_async) {
+                try {
+                    auto self = this->shared_from_this();
+                    auto box = std::make_shared<std::optional<lease_type>>(std::move(held));
+                    if (to_storage([self, box] {
+                            std::lock_guard<std::mutex> gate(self->policy_gate_);
+                            box->reset();
+                        }))
+                        return;
+                } catch (...) {
+                }
+                // No thread to release it on: here, rather than hold it to its expiry.
+                std::lock_guard<std::mutex> gate(policy_gate_);
+                held.reset();
+            }
+        }
+    }
+
+    void async_send_step(const std::shared_ptr<flight>& pending, flight_step step) noexcept {
+        if constexpr (has_executor_v<Transport>) {
+            std::shared_ptr<sent_request> kept;
+            try {
+                kept = std::make_shared<sent_request>();
+                kept->sent = prepare(step);
+                kept->request = step.request;
+            } catch (...) {
+                step_outcome done;
+                done.failure = failure_info(errc::policy_error, "a policy threw before the login or refresh was sent");
+                return async_perform(pending, advanced(std::move(done)));
+            }
+            try {
+                auto self = this->shared_from_this();
+                const http_request& request = kept->sent.request;
+                transport_.async_send(request, [self, pending, kept](std::error_code ec, http_response response) {
+                    flight_runner_mark mark(self->id_);
+                    // A transport that completes twice, or answers a flight
+                    // that ended: the copy would rotate back to a spent
+                    // refresh token.
+                    if (std::exchange(kept->answered, true) || !self->awaits(pending, kept->request)) {
+                        secure_clear(response.body);
+                        self->ignored_answers_.fetch_add(1, std::memory_order_relaxed);
+                        return;
+                    }
+                    step_outcome done;
+                    {
+                        std::lock_guard<std::mutex> gate(self->policy_gate_);  // the Json policy, under the gate
+                        if (self->closed_.load(std::memory_order_acquire)) {
+                            secure_clear(response.body);
+                            done.failure = failure_info(errc::shut_down, "the token manager was destroyed");
+                        } else {
+                            done = self->judged(kept->sent, kept->request, ec, response);
+                        }
+                    }
+                    self->async_advance(pending, std::move(done));
+                });
+            } catch (...) {
+                step_outcome done;
+                done.failure = failure_info(errc::policy_error, "starting the request on the transport failed");
+                async_perform(pending, advanced(std::move(done)));
+            }
+        }
+    }
+
+    /// The request `request` of flight `pending` is the one its machine waits for.
+    bool awaits(const std::shared_ptr<flight>& pending, std::uint64_t request) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return in_flight_ == pending && machine_.awaits(request);
     }
 
     /// The one place an HTTP answer becomes an outcome: transport errors,
@@ -1059,48 +1154,25 @@ private:
 
     const lifetimes& session_lifetimes() const noexcept { return lifetimes_; }
 
-    /// Ends the flight with `why` after a throw or a failure outside the
-    /// session's answer (the refresh token, if marked, stays spent).
-    void fail_flight_locked_gate(const std::shared_ptr<flight>& pending, const error_info& why) noexcept {
-        failures_.fetch_add(1, std::memory_order_relaxed);
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            try {
-                session_.on_flight_failed(why, now_ns());
-            } catch (...) {
-            }
-        }
-        end_flight(pending, why);
-    }
-
-    void end_flight(const std::shared_ptr<flight>& pending, const error_info& why) noexcept {
+    /// Ends the flight and answers its waiters: with `why`, or else with
+    /// what the session holds (its last error when it holds no JWT).
+    void end_flight(const std::shared_ptr<flight>& pending, error_info why) noexcept {
         std::shared_ptr<const snapshot> result;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (in_flight_ != pending) {  // already ended (shut down)
+            if (in_flight_ != pending) {  // already answered (shut down)
                 pending->complete(nullptr, why);
                 return;
             }
+            machine_.ended();
             result = session_.end_flight(now_ns());
-            if (result && !session_.last_error()) last_load_error_ = {};
+            if (result && !session_.last_error()) last_load_error_ = {};  // "empty after a success"
             in_flight_.reset();
             publication_.fetch_add(1, std::memory_order_release);
+            if (!result && !why) why = session_.last_error();
+            if (!result && !why) why = failure_info(errc::protocol_error, "the login or refresh produced no JWT");
         }
-        pending->complete(result, result ? error_info{} : why);
-    }
-
-    /// Under mutex_: ends the flight with whatever the session now holds,
-    /// publishes, and wakes the waiters (complete takes only the flight's
-    /// own lock, and async waiters post).
-    std::shared_ptr<const snapshot> end_flight_locked(const std::shared_ptr<flight>& pending) noexcept {
-        std::shared_ptr<const snapshot> result = session_.end_flight(now_ns());
-        if (result && !session_.last_error()) last_load_error_ = {};  // "empty after a success"
-        if (in_flight_ == pending) in_flight_.reset();
-        publication_.fetch_add(1, std::memory_order_release);
-        error_info why = result ? error_info{} : session_.last_error();
-        if (!result && !why) why = {make_error_code(errc::protocol_error), "the login or refresh produced no JWT"};
-        pending->complete(result, std::move(why));
-        return result;
+        pending->complete(result, result ? error_info{} : std::move(why));
     }
 
     /// Hooks are told, never obeyed: an exception from one is swallowed so it
@@ -1131,6 +1203,7 @@ private:
     // The slow path's state, guarded by mutex_.
     alignas(64) mutable std::mutex mutex_;
     session session_;
+    flight_machine machine_;
     std::shared_ptr<flight> in_flight_;
     error_info last_load_error_;
     std::mutex pinned_mutex_;  // guards the list below only
@@ -1140,11 +1213,9 @@ private:
     // the transport, so that shut_down() can wait for the one in progress.
     std::mutex policy_gate_;
     std::atomic<bool> closed_{false};
-    // The storage lease of the flight in progress (one flight at a time);
-    // taken and released under policy_gate_, with the generation the store
-    // held when this flight last read or wrote it.
+    // The storage lease of the flight in progress (one flight at a time),
+    // taken and released under policy_gate_.
     std::optional<lease_type> lease_;
-    std::uint64_t store_generation_ = 0;
 
     Transport transport_;
     Storage storage_;
@@ -1152,6 +1223,9 @@ private:
     const credentials credentials_;
     const bool asynchronous_;
     const std::shared_ptr<const int> liveness_ = std::make_shared<const int>(0);
+    // Runs a blocking store for the asynchronous driver; declared last, so
+    // destroyed first.
+    storage_worker storage_worker_;
 
     alignas(64) std::atomic<std::uint64_t> logins_{0};
     std::atomic<std::uint64_t> refreshes_{0};
