@@ -52,6 +52,11 @@ enum class errc {
     // The HTTP proxy between the client and the server (not sent: the proxy did not pass the request on).
     proxy_authentication_required,  ///< the proxy answered 407: its user name or password is missing or wrong
     proxy_tunnel_failed,            ///< the proxy refused CONNECT (non-2xx), answered it malformed or too large, or closed
+
+    // Storage, continued (numbered after the others, which keep their values).
+    /// The token storage could not be reached (no connection): nothing was
+    /// read or written. A plain storage_failed of a write may have landed.
+    storage_unreachable,
 };
 
 namespace detail {
@@ -92,6 +97,7 @@ public:
         case errc::storage_permissions: return "the token storage is accessible to other users";
         case errc::proxy_authentication_required: return "the proxy requires authentication (407)";
         case errc::proxy_tunnel_failed: return "the proxy did not open a tunnel to the server";
+        case errc::storage_unreachable: return "the token storage could not be reached";
         }
         return "unknown tokmgr error";
     }

@@ -324,7 +324,7 @@ TEST_CASE("a store that goes down just before the hard threshold: past it, a pri
     store.set_down(true);
     h.clock.advance(hard - 2s);  // soft-expired: the refresh fails on the store, nothing is sent
     CHECK(manager->get_token().reveal() == first);
-    CHECK(manager->last_error().code == tokmgr::errc::storage_failed);
+    CHECK(manager->last_error().code == tokmgr::errc::storage_unreachable);
     h.clock.advance(3s);  // past the hard threshold, still inside the 10-20 s backoff
     std::error_code ec;
     CHECK_FALSE(manager->get_token(ec).empty());

@@ -287,11 +287,15 @@ private:
     flight_step on_persisted(step_outcome outcome, std::int64_t now) {
         flight_step step;
         if (outcome.failure) {
+            const bool was_private = session_.refresh_is_private();
             session_.on_persist_failed({outcome.failure.code, std::string("storing the token set after the ") +
                                                                   (answered_by_login_ ? "login" : "refresh") +
                                                                   " (it is still used in memory)" +
                                                                   outcome.failure.detail},
-                                       store_generation_, coordinating_);
+                                       store_generation_, coordinating_ && may_have_landed(outcome.failure.code));
+            // A write that may have landed shares the token: no longer private.
+            if (was_private && !session_.refresh_is_private())
+                step.note(event_kind::private_session_ended, session_.generation());
         } else if (outcome.yes) {
             if (coordinating_) store_generation_ = persisting_generation_;
             if (session_.on_persisted()) step.note(event_kind::private_session_ended, session_.generation());
@@ -324,6 +328,13 @@ private:
         plan_ = request_plan{};
         private_reason_ = why.code;
         return send_login(flight_step{}, now);
+    }
+
+    /// A failed write of a coordinating store may have landed (a rename
+    /// done before its directory's fsync failed, a reply lost after the
+    /// write) unless the store says it was never reached.
+    static bool may_have_landed(std::error_code failure) noexcept {
+        return failure != errc::storage_unreachable && failure != errc::storage_permissions;
     }
 
     bool would_log_in_privately(std::int64_t now) const noexcept {

@@ -365,9 +365,14 @@ public:
     /// rename done before its directory fsync failed, a Redis reply lost
     /// after the write — and another process may adopt and spend the token:
     /// it stays shared, sent only when the store vouches for it.
+    /// That holds for a private session's token too: once a write of it may
+    /// have landed, it is shared (found by tests/core/flight_machine_test:
+    /// a private login whose store write failed yet landed was later sent
+    /// unmarked while the store was down, after another process adopted it).
     void on_persist_failed(const error_info& why, std::uint64_t store_generation, bool may_have_landed = false) {
         if (!last_error_) last_error_ = why;  // the attempt's own failure, if any, says more
-        if (!may_have_landed) go_private_keeping_token(store_generation);
+        if (may_have_landed) private_ = false;
+        else go_private_keeping_token(store_generation);
     }
 
     /// Ends the flight with a failure that is nobody's answer (a throwing

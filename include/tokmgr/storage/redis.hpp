@@ -158,6 +158,8 @@ using context_ptr = std::unique_ptr<redisContext, context_deleter>;
 
 /// A failure of the connection to Redis, as the link reports it.
 inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
+/// No connection could be made: nothing was read or written.
+inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
 
 inline timeval to_timeval(std::chrono::milliseconds ms) {
     const auto count = std::max<std::int64_t>(ms.count(), 1);
@@ -261,11 +263,11 @@ public:
                           ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
                           : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv));
         if (!c) {
-            failed = storage_failure("cannot allocate a Redis connection to " + options_.where());
+            failed = unreachable("cannot allocate a Redis connection to " + options_.where());
             return false;
         }
         if (c->err) {
-            failed = storage_failure("cannot connect to Redis at " + options_.where() + ": " +
+            failed = unreachable("cannot connect to Redis at " + options_.where() + ": " +
                                      safe_text(c->errstr, {}) +
                                      "; check that redis-server runs there and that the address is right");
             return false;
@@ -278,19 +280,19 @@ public:
             auth.push_back(options_.password.reveal());
             reply_ptr r = run(c.get(), auth);
             if (!r) {
-                failed = storage_failure(io_error(c.get()));
+                failed = unreachable(io_error(c.get()));
                 return false;
             }
             if (r->type == REDIS_REPLY_ERROR) {
                 const std::string said = safe_text(std::string_view(r->str, r->len), options_.password.reveal());
                 if (said.find("without any password") != std::string::npos ||
                     said.find("no password is set") != std::string::npos)
-                    failed = storage_failure(
+                    failed = unreachable(
                         "Redis at " + options_.where() +
                         " has no password set, but tokmgr was given one; remove it (TOKMGR_REDIS_PASSWORD, "
                         "redis_options::password) or set requirepass on the server (Redis said: " + said + ")");
                 else
-                    failed = storage_failure("Redis at " + options_.where() +
+                    failed = unreachable("Redis at " + options_.where() +
                                              " refused the password; check TOKMGR_REDIS_PASSWORD or "
                                              "redis_options::password (and the user, for an ACL user) (Redis said: " +
                                              said + ")");
@@ -301,11 +303,11 @@ public:
             const std::string db = std::to_string(options_.database);
             reply_ptr r = run(c.get(), {"SELECT", db});
             if (!r) {
-                failed = storage_failure(io_error(c.get()));
+                failed = unreachable(io_error(c.get()));
                 return false;
             }
             if (r->type == REDIS_REPLY_ERROR) {
-                failed = storage_failure("Redis at " + options_.where() + " refused database " + db + ": " +
+                failed = unreachable("Redis at " + options_.where() + " refused database " + db + ": " +
                                          safe_text(std::string_view(r->str, r->len), options_.password.reveal()) +
                                          "; choose a database the server has (databases in redis.conf)");
                 return false;

@@ -70,7 +70,7 @@ public:
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
         if (++state_->loads == state_->fail_load_at || state_->down) {
-            ec = make_error_code(errc::storage_failed);
+            ec = make_error_code(state_->down ? errc::storage_unreachable : errc::storage_failed);
             return std::nullopt;
         }
         return state_->stored;
@@ -80,7 +80,7 @@ public:
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
         if (++state_->stores == state_->fail_store_at || state_->down) {
-            ec = make_error_code(errc::storage_failed);
+            ec = make_error_code(state_->down ? errc::storage_unreachable : errc::storage_failed);
             return;
         }
         state_->stored = set;
@@ -92,7 +92,7 @@ public:
         std::unique_lock<std::mutex> lock(state_->mutex);
         ec.clear();
         if (state_->down) {
-            ec = make_error_code(errc::storage_failed);
+            ec = make_error_code(errc::storage_unreachable);
             return {};
         }
         const bool free = state_->released.wait_for(lock, max_wait, [&] { return state_->holder == 0; });
@@ -118,7 +118,7 @@ public:
         std::lock_guard<std::mutex> lock(state_->mutex);
         ec.clear();
         if (++state_->stores == state_->fail_store_at || state_->down) {
-            ec = make_error_code(errc::storage_failed);
+            ec = make_error_code(state_->down ? errc::storage_unreachable : errc::storage_failed);
             return false;
         }
         const std::uint64_t current = state_->stored ? state_->stored->generation : 0;
