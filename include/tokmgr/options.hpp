@@ -10,10 +10,12 @@
 #include <string_view>
 #include <system_error>
 
+#include "detail/session_options.hpp"
 #include "error.hpp"
 #include "event.hpp"
 #include "protocol/lifetime_variables.hpp"
 #include "protocol/textual_api.hpp"
+#include "schedule.hpp"
 #include "secret.hpp"
 #include "token_set.hpp"
 
@@ -93,7 +95,29 @@ struct manager_options {
     /// would have to wait for the flight reporting the event fails at once
     /// with errc::would_block instead of deadlocking.
     event_handler on_event;
+
+    /// The options the schedule reads: `schedule_for(lifetime, options, j)`.
+    operator schedule_options() const noexcept { return {refresh_ahead_fraction, jitter_fraction, max_leeway}; }
 };
+
+namespace detail {
+
+/// The options the session reads, with the refresh token's lifetime as
+/// resolved (`assumed_lifetimes` or the environment).
+inline session_options session_options_for(const manager_options& options, const lifetimes& assumed) {
+    session_options picked;
+    picked.schedule = options;
+    picked.backoff_initial = options.backoff_initial;
+    picked.backoff_max = options.backoff_max;
+    picked.max_retry_after = options.max_retry_after;
+    picked.rejected_credentials_backoff = options.rejected_credentials_backoff;
+    picked.min_forced_refresh_interval = options.min_forced_refresh_interval;
+    picked.scheme = options.scheme;
+    picked.refresh_lifetime = assumed.refresh;
+    return picked;
+}
+
+}  // namespace detail
 
 /// The documented defaults (JWT 30 minutes, refresh token 10,000 minutes),
 /// overridden by SOLAR_JWT_EXPIRATION_IN_MINUTES and

@@ -6,9 +6,16 @@
 #include <chrono>
 #include <cstdint>
 
-#include "options.hpp"
-
 namespace tokmgr {
+
+/// The options the schedule reads, and nothing else: `manager_options`
+/// converts to it (so `schedule_for(lifetime, manager_options, j)` reads the
+/// manager's own), and its defaults are the manager's.
+struct schedule_options {
+    double refresh_ahead_fraction = 0.75;  ///< see manager_options::refresh_ahead_fraction
+    double jitter_fraction = 0.05;         ///< see manager_options::jitter_fraction
+    std::chrono::seconds max_leeway{60};   ///< see manager_options::max_leeway
+};
 
 /// Offsets from the moment a token was received.
 struct refresh_schedule {
@@ -33,7 +40,7 @@ inline std::chrono::nanoseconds leeway_for(std::chrono::nanoseconds lifetime,
 
 /// `jitter_unit` in [0, 1) moves the soft point earlier by up to
 /// `jitter_fraction` of the lifetime.
-inline refresh_schedule schedule_for(std::chrono::nanoseconds lifetime, const manager_options& options,
+inline refresh_schedule schedule_for(std::chrono::nanoseconds lifetime, const schedule_options& options,
                                      double jitter_unit) noexcept {
     using std::chrono::nanoseconds;
     const nanoseconds hard = lifetime - leeway_for(lifetime, options.max_leeway);

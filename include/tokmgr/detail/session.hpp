@@ -33,10 +33,10 @@
 #include <utility>
 
 #include "../error.hpp"
-#include "../options.hpp"
 #include "../schedule.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "session_options.hpp"
 #include "snapshot.hpp"
 
 namespace tokmgr::detail {
@@ -99,9 +99,10 @@ class session {
 public:
     /// `clock_resolution`: how far the driver's clock may lag the true time;
     /// every deadline that ends serving or sending comes that much earlier.
-    session(const manager_options& options, lifetimes assumed, std::uint64_t seed,
+    /// `options`: `session_options_for(manager_options, lifetimes)`, copied.
+    session(session_options options, std::uint64_t seed,
             std::chrono::nanoseconds clock_resolution = std::chrono::nanoseconds(0))
-        : options_(options), lifetimes_(assumed), clock_resolution_ns_(clock_resolution.count()), random_(seed) {}
+        : options_(std::move(options)), clock_resolution_ns_(clock_resolution.count()), random_(seed) {}
 
     // ---- what the drivers read ---------------------------------------------
 
@@ -274,10 +275,10 @@ public:
             // The server has rotated: its refresh token replaces ours before
             // anything that can fail, so the pair is never lost.
             refresh_token_ = std::move(reply.tokens->refresh_token);
-            refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, lifetimes_.refresh);
+            refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, options_.refresh_lifetime);
             refresh_received_wall_ = reply.received_wall;
             held_since_ = reply.received_wall;
-            refresh_lifetime_ = lifetimes_.refresh;
+            refresh_lifetime_ = options_.refresh_lifetime;
             spent_token_.clear();
             generation_ += 1;
             const auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -287,7 +288,7 @@ public:
             fresh.refresh_token = refresh_token_;
             fresh.received_at = reply.received_wall;
             fresh.jwt_lifetime = lifetime;
-            fresh.refresh_lifetime = lifetimes_.refresh;
+            fresh.refresh_lifetime = options_.refresh_lifetime;
             fresh.generation = generation_;
             if (reply.jwt_lifetime && is_header_safe_token(reply.tokens->jwt.reveal())) {
                 auto made = make_snapshot(reply.tokens->jwt.reveal(), reply.received_ns, *reply.jwt_lifetime,
@@ -483,12 +484,12 @@ private:
     /// lifetime minus the same leeway a JWT of that lifetime gets.
     std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
         const std::chrono::nanoseconds clamped(std::min(lifetime, max_lifetime));
-        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count() - clock_resolution_ns_;
+        return received_ns + (clamped - leeway_for(clamped, options_.schedule.max_leeway)).count() - clock_resolution_ns_;
     }
 
     std::shared_ptr<snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
                                             std::chrono::nanoseconds lifetime, std::uint64_t generation) {
-        const refresh_schedule schedule = schedule_for(lifetime, options_, jitter_unit());
+        const refresh_schedule schedule = schedule_for(lifetime, options_.schedule, jitter_unit());
         auto made = std::make_shared<snapshot>();
         made->authorization.reserve(options_.scheme.size() + 1 + jwt.size());
         made->authorization.append(options_.scheme).append(" ");
@@ -528,8 +529,7 @@ private:
 
     double jitter_unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
 
-    const manager_options& options_;
-    const lifetimes lifetimes_;
+    const session_options options_;
     const std::int64_t clock_resolution_ns_;
     std::mt19937_64 random_;
 
