@@ -53,8 +53,9 @@ struct manager_options {
     /// Seed for the jitter; 0 picks one at random. Tests fix it.
     std::uint64_t jitter_seed = 0;
 
-    /// The hard threshold is expiry minus a leeway of 1 s (claims are whole
-    /// seconds) plus 10% of the lifetime, capped at `max_leeway`.
+    /// The hard threshold is the end of the JWT's usable life (its claims,
+    /// less up to 1 s their whole seconds may have cost) minus a leeway of
+    /// 10% of that life, capped at `max_leeway` (see schedule.hpp).
     std::chrono::seconds max_leeway{60};
 
     /// Backoff after a failed login or refresh: first delay, doubled per
@@ -153,7 +154,7 @@ inline error_info validate(const manager_options& options) {
          options.assumed_lifetimes->jwt > max_lifetime || options.assumed_lifetimes->refresh > max_lifetime))
         return bad("assumed lifetimes must be positive and at most a century");
     if (options.max_leeway < std::chrono::seconds(1) || options.max_leeway > max_lifetime)
-        return bad("max_leeway must be from 1 s (claims are whole seconds) to a century");
+        return bad("max_leeway must be from 1 s to a century");
     // Every duration is converted to nanoseconds: a century is far inside
     // int64 nanoseconds (292 years), and nothing sensible is longer.
     auto within = [](auto d) { return d.count() >= 0 && d <= max_lifetime; };
