@@ -7,7 +7,7 @@
 // guests tokmgr is benchmarked on (BENCHMARKS.md §1). A clock that names its
 // `resolution()` has it added to every leeway, so a reading a tick or two old
 // does not serve a JWT past its hard threshold (a later tick is rare, and the
-// leeway's whole second keeps even that from serving an expired JWT).
+// leeway's 10% of the JWT's life keeps even that from serving an expired JWT).
 //
 // Across a suspended machine (a laptop lid, a paused VM) the monotonic clocks
 // (steady_clock, coarse_steady_clock) stop, while the JWT's expiry, set by the
@@ -65,7 +65,7 @@ public:
     /// resolution; the second is for a tick that comes late, as on a busy
     /// virtual machine (1.5 ticks under load on the 2-core KVM test machine,
     /// once 2.5 under ThreadSanitizer). Later still, rare, is absorbed by the
-    /// leeway's whole second, as scheduling delay is for every clock. 0
+    /// leeway (10% of the JWT's life), as scheduling delay is for every clock. 0
     /// where steady_clock is read instead.
     std::chrono::nanoseconds resolution() const noexcept { return resolution_; }
 

@@ -10,10 +10,12 @@
 #include <string_view>
 #include <system_error>
 
+#include "detail/session_options.hpp"
 #include "error.hpp"
 #include "event.hpp"
 #include "protocol/lifetime_variables.hpp"
 #include "protocol/textual_api.hpp"
+#include "schedule.hpp"
 #include "secret.hpp"
 #include "token_set.hpp"
 
@@ -51,8 +53,9 @@ struct manager_options {
     /// Seed for the jitter; 0 picks one at random. Tests fix it.
     std::uint64_t jitter_seed = 0;
 
-    /// The hard threshold is expiry minus a leeway of 1 s (claims are whole
-    /// seconds) plus 10% of the lifetime, capped at `max_leeway`.
+    /// The hard threshold is the end of the JWT's usable life (its claims,
+    /// less up to 1 s their whole seconds may have cost) minus a leeway of
+    /// 10% of that life, capped at `max_leeway` (see schedule.hpp).
     std::chrono::seconds max_leeway{60};
 
     /// Backoff after a failed login or refresh: first delay, doubled per
@@ -101,7 +104,29 @@ struct manager_options {
     /// would have to wait for the flight reporting the event fails at once
     /// with errc::would_block instead of deadlocking.
     event_handler on_event;
+
+    /// The options the schedule reads: `schedule_for(lifetime, options, j)`.
+    operator schedule_options() const noexcept { return {refresh_ahead_fraction, jitter_fraction, max_leeway}; }
 };
+
+namespace detail {
+
+/// The options the session reads, with the refresh token's lifetime as
+/// resolved (`assumed_lifetimes` or the environment).
+inline session_options session_options_for(const manager_options& options, const lifetimes& assumed) {
+    session_options picked;
+    picked.schedule = options;
+    picked.backoff_initial = options.backoff_initial;
+    picked.backoff_max = options.backoff_max;
+    picked.max_retry_after = options.max_retry_after;
+    picked.rejected_credentials_backoff = options.rejected_credentials_backoff;
+    picked.min_forced_refresh_interval = options.min_forced_refresh_interval;
+    picked.scheme = options.scheme;
+    picked.refresh_lifetime = assumed.refresh;
+    return picked;
+}
+
+}  // namespace detail
 
 /// The documented defaults (JWT 30 minutes, refresh token 10,000 minutes),
 /// overridden by SOLAR_JWT_EXPIRATION_IN_MINUTES and
@@ -137,7 +162,7 @@ inline error_info validate(const manager_options& options) {
          options.assumed_lifetimes->jwt > max_lifetime || options.assumed_lifetimes->refresh > max_lifetime))
         return bad("assumed lifetimes must be positive and at most a century");
     if (options.max_leeway < std::chrono::seconds(1) || options.max_leeway > max_lifetime)
-        return bad("max_leeway must be from 1 s (claims are whole seconds) to a century");
+        return bad("max_leeway must be from 1 s to a century");
     // Every duration is converted to nanoseconds: a century is far inside
     // int64 nanoseconds (292 years), and nothing sensible is longer.
     auto within = [](auto d) { return d.count() >= 0 && d <= max_lifetime; };

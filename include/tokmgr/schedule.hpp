@@ -6,9 +6,16 @@
 #include <chrono>
 #include <cstdint>
 
-#include "options.hpp"
-
 namespace tokmgr {
+
+/// The options the schedule reads, and nothing else: `manager_options`
+/// converts to it (so `schedule_for(lifetime, manager_options, j)` reads the
+/// manager's own), and its defaults are the manager's.
+struct schedule_options {
+    double refresh_ahead_fraction = 0.75;  ///< see manager_options::refresh_ahead_fraction
+    double jitter_fraction = 0.05;         ///< see manager_options::jitter_fraction
+    std::chrono::seconds max_leeway{60};   ///< see manager_options::max_leeway
+};
 
 /// Offsets from the moment a token was received.
 struct refresh_schedule {
@@ -16,24 +23,22 @@ struct refresh_schedule {
     std::chrono::nanoseconds hard;  ///< from here on, the JWT is never handed out
 };
 
-/// The leeway kept before a token's expiry: 1 s because claims are whole
-/// seconds (an `iat` rounded down makes the token end up to 1 s early), plus
-/// 10% of the lifetime for drift and for the request that carries it, at
-/// most `max_leeway`, and not more than half the lifetime, so a token of a
-/// few seconds is still served for a while — but never less than the 1 s,
-/// so a JWT of 2 s or less is served at most until 1 s before its `exp`
-/// (and one of 1 s not at all).
+/// The leeway kept before the end of a token's usable life: 10% of it, for
+/// drift and for the request that carries the token, at most `max_leeway`.
+/// `lifetime` is the life left at receipt: for a JWT, what
+/// `detail::jwt_lifetime` makes of its claims, which already takes off what
+/// their whole seconds may have cost (up to 1 s), so a 1-second JWT is served
+/// for 0.9 s of what is left of it. The clock's resolution comes off too (in
+/// the session), so a stale reading is never past the threshold.
 inline std::chrono::nanoseconds leeway_for(std::chrono::nanoseconds lifetime,
                                            std::chrono::seconds max_leeway) noexcept {
     using std::chrono::nanoseconds;
-    const nanoseconds whole_second = std::chrono::seconds(1);
-    const nanoseconds proportional = whole_second + lifetime / 10;
-    return std::max(whole_second, std::min({proportional, nanoseconds(max_leeway), lifetime / 2}));
+    return std::max(nanoseconds::zero(), std::min(lifetime / 10, nanoseconds(max_leeway)));
 }
 
 /// `jitter_unit` in [0, 1) moves the soft point earlier by up to
 /// `jitter_fraction` of the lifetime.
-inline refresh_schedule schedule_for(std::chrono::nanoseconds lifetime, const manager_options& options,
+inline refresh_schedule schedule_for(std::chrono::nanoseconds lifetime, const schedule_options& options,
                                      double jitter_unit) noexcept {
     using std::chrono::nanoseconds;
     const nanoseconds hard = lifetime - leeway_for(lifetime, options.max_leeway);

@@ -35,7 +35,10 @@ struct token_set {
     secret jwt;
     secret refresh_token;
     std::chrono::system_clock::time_point received_at{};  ///< wall clock when the pair arrived
-    std::chrono::seconds jwt_lifetime{0};                 ///< from the claims, or configured
+    /// How long the JWT is usable from `received_at`, in whole seconds
+    /// rounded down: from its claims (less what their whole-second rounding
+    /// may have cost), or configured.
+    std::chrono::seconds jwt_lifetime{0};
     std::chrono::seconds refresh_lifetime{0};             ///< configured refresh-token lifetime
     /// Increases with every write of the set: +1 for the write-ahead mark
     /// that spends a refresh token, +1 for the pair that replaces it. A store

@@ -3,6 +3,7 @@
 // stored set it can read, every answer it can get, and the write-ahead rule.
 // No manager, no clock object: times are plain nanoseconds.
 #include <tokmgr/detail/session.hpp>
+#include <tokmgr/options.hpp>
 
 #include <doctest/doctest.h>
 
@@ -32,11 +33,11 @@ struct fixture {
 
     fixture() {
         options.jitter_fraction = 0;
-        s.emplace(options, assumed, 42);
+        reset();
     }
 
-    /// Rebuilds the session once options changed (it keeps a reference).
-    void reset() { s.emplace(options, assumed, 42); }
+    /// Rebuilds the session once options changed (it keeps a copy).
+    void reset() { s.emplace(tokmgr::detail::session_options_for(options, assumed), 42); }
 
     static std::chrono::system_clock::time_point wall(std::int64_t now) {
         return wall_zero + std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(now));

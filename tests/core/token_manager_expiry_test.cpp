@@ -1,4 +1,5 @@
 // Expiry exactly at and around both thresholds, for 5 s, 30 min and 7 days.
+#include "fault_policies.hpp"
 #include "harness.hpp"
 
 #include <doctest/doctest.h>
@@ -84,8 +85,10 @@ TEST_CASE("a 5-second token is neither refreshed on every call nor served expire
         previous = jwt;
     }
     CHECK(h.transport.calls() == 1 + changes);
-    CHECK(changes >= 60 / 3);  // served at most ~2.6 s each, never past 3.5 s
-    CHECK(changes <= 60 / 2);  // but at least 2 s each: no refresh storm
+    // Each is refreshed at 75% of 90% of what is left of it on arrival (5 s
+    // less the part of iat's second gone by): at most 3.375 s...
+    CHECK(changes >= 60 / 3.375);
+    CHECK(changes <= 60 / 2);  // ...but at least 2 s each: no refresh storm
     CHECK(h.server.stats().refresh_tokens_reused == 0);
 }
 
@@ -99,7 +102,9 @@ TEST_CASE("the JWT lifetime comes from its claims, immune to a skewed wall clock
     h.transport.set_handler(h.server);
     auto manager = h.make();
     const std::string first(manager->get_token().reveal());
-    const auto schedule = tokmgr::schedule_for(10min, h.options, 0);
+    // The client's wall clock, 3 hours off, cannot say how much of iat's
+    // second had gone by: the whole second is taken off, and nothing more.
+    const auto schedule = tokmgr::schedule_for(10min - 1s, h.options, 0);
     h.clock.advance(schedule.soft - 1ns);
     CHECK(manager->get_token().reveal() == first);
     h.clock.advance(1ns);
@@ -143,15 +148,141 @@ TEST_CASE("jitter spreads the soft point of a fleet within its bound") {
     CHECK(refresh_points.size() >= 4);  // eight managers did not refresh in lockstep
 }
 
-TEST_CASE("a 1-second JWT received at once is refused for its lifetime, not for a request that took no time") {
-    // Claims are whole seconds: of a 1 s JWT the 1 s leeway leaves nothing
-    // (defect 6). The error says so, instead of blaming the request.
-    test::harness h(1s, 10000min);
+namespace {
+
+std::chrono::system_clock::time_point exp_of(std::string_view jwt) {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(test::jwt_exp(jwt).value()));
+}
+
+}  // namespace
+
+TEST_CASE("a JWT of 1, 2, 3 or 30 s is served until 90% of what is left of it, and refreshed before then") {
+    // iat is rounded down: received `into` its iat's second, a JWT has
+    // exp - iat - into left. The schedule runs on that, so even a 1 s JWT
+    // received 900 ms into its second is served (for 90 ms) and refreshed
+    // at 75% of that, never at or after its exp.
+    for (auto lifetime : {1s, 2s, 3s, 30s}) {
+        for (auto into : {0ms, 250ms, 500ms, 900ms}) {
+            CAPTURE(lifetime.count());
+            CAPTURE(into.count());
+            test::harness h(lifetime, 10000min);
+            h.clock.advance(into);  // the manual wall clock starts on a whole second
+            auto manager = h.make();
+            std::error_code ec;
+            const std::string first(manager->get_token(ec).reveal());
+            REQUIRE_FALSE(ec);
+            const auto exp = exp_of(first);
+            const auto received = h.clock.wall_now();
+            CHECK(exp - received == lifetime - into);
+            const auto schedule = tokmgr::schedule_for(lifetime - into, h.options, 0);
+            CHECK(received + schedule.hard < exp);
+            CHECK(exp - (received + schedule.hard) == (lifetime - into) / 10);
+            h.clock.advance(schedule.soft - 1ns);
+            CHECK(manager->get_token(ec).reveal() == first);
+            CHECK(h.transport.calls() == 1);
+            h.clock.advance(1ns);  // the soft threshold: the refresh goes out, before the end
+            CHECK(manager->get_token(ec).reveal() != first);
+            CHECK_FALSE(ec);
+            CHECK(h.sent("/api/auth/token_refresh") == 1);
+            CHECK(h.clock.wall_now() < exp);
+        }
+    }
+}
+
+TEST_CASE("short JWTs at every phase of the second, on a clock with a resolution: never served at or after exp") {
+    for (auto lifetime : {1s, 2s, 3s}) {
+        for (auto into : {0ms, 370ms, 990ms}) {
+            CAPTURE(lifetime.count());
+            CAPTURE(into.count());
+            test::harness h(lifetime, 10000min);
+            h.clock.set_resolution(8ms);  // a coarse clock's two ticks
+            h.clock.advance(into);
+            auto manager = h.make();
+            int served = 0;
+            int refused = 0;
+            for (int step = 0; step < 1000; ++step) {  // 7 s of calls every 7 ms
+                std::error_code ec;
+                const tokmgr::secret_view jwt = manager->get_token(ec);
+                if (!ec) {
+                    ++served;
+                    // With the resolution: a reading 8 ms late is still before exp.
+                    CHECK(h.clock.wall_now() + 8ms < exp_of(jwt.reveal()));
+                } else {
+                    // Every JWT of 1 s ends on a whole second of the
+                    // server's: one issued in the last few milliseconds of
+                    // a second has too little left to serve. That, and no
+                    // more: the next attempt is due on the next second.
+                    ++refused;
+                    CHECK(lifetime == 1s);
+                    const auto into_second = h.clock.wall_now().time_since_epoch() % 1s;
+                    CHECK(into_second > 980ms);
+                    CHECK(manager->last_error().detail.find("too little to serve") != std::string::npos);
+                }
+                h.clock.advance(7ms);
+            }
+            CHECK(refused <= 8);  // at most one per second
+            CHECK(served + refused == 1000);
+            CHECK(h.transport.calls() <= 8 * 7 / lifetime.count() + 2);  // no refresh storm
+            CHECK(h.server.stats().logins == 1);
+            CHECK(h.server.stats().refresh_tokens_reused == 0);
+        }
+    }
+}
+
+namespace {
+
+/// The first get_token's error, which must be a refusal of the JWT.
+std::string refusal(test::harness& h) {
     auto manager = h.make();
     std::error_code ec;
-    manager->get_token(ec);
+    CHECK(manager->get_token(ec).empty());
     CHECK(ec == tokmgr::errc::protocol_error);
     const std::string said = manager->last_error().detail;
     CHECK(said.find("took too long") == std::string::npos);
-    CHECK(said.find("too short") != std::string::npos);
+    return said;
+}
+
+/// The fake server on a wall clock of its own, `ahead` of the client's.
+void server_clock_ahead(test::harness& h, std::chrono::seconds lifetime, std::chrono::milliseconds ahead) {
+    const tokmgr::testing::manual_clock server_clock(tokmgr::testing::manual_clock::default_wall_start() + ahead);
+    h.server = tokmgr::testing::fake_auth_server(server_clock, test::harness::settings(lifetime, 10000min));
+    h.transport.set_handler(h.server);
+}
+
+}  // namespace
+
+TEST_CASE("a JWT with no usable life left is refused for that, never for a request that took no time") {
+    SUBCASE("a 1 s JWT whose answer took 1.2 s: expired on arrival") {
+        test::harness h(1s, 10000min);
+        h.transport.set_handler([clock = h.clock, server = h.server](const tokmgr::http_request& request) mutable {
+            auto response = server(request);
+            clock.advance(1200ms);
+            return response;
+        });
+        CHECK(refusal(h).find("expired on arrival") != std::string::npos);
+    }
+    SUBCASE("a 1 s JWT, a client clock 1.5 s behind the server's: no part of it can be vouched for") {
+        // Received "before" its iat: the clocks disagree, so the whole
+        // second iat's rounding may have taken is taken, and nothing is left.
+        test::harness h(1s, 10000min);
+        server_clock_ahead(h, 1s, 1500ms);
+        CHECK(refusal(h).find("check the clocks") != std::string::npos);
+    }
+    SUBCASE("a 1 s JWT received 999 ms into its second, on a clock of 8 ms: too little to serve") {
+        test::harness h(1s, 10000min);
+        h.clock.set_resolution(8ms);
+        h.clock.advance(999ms);
+        CHECK(refusal(h).find("1 ms of life left on arrival, too little to serve any of it") != std::string::npos);
+    }
+    SUBCASE("the same skew, a 2 s JWT: the second it has left whatever the clocks is served") {
+        test::harness h(2s, 10000min);
+        server_clock_ahead(h, 2s, 1500ms);
+        auto manager = h.make();
+        std::error_code ec;
+        const std::string first(manager->get_token(ec).reveal());
+        CHECK_FALSE(ec);
+        h.clock.advance(tokmgr::schedule_for(1s, h.options, 0).soft - 1ns);
+        CHECK(manager->get_token(ec).reveal() == first);
+        CHECK(h.transport.calls() == 1);
+    }
 }

@@ -33,10 +33,10 @@
 #include <utility>
 
 #include "../error.hpp"
-#include "../options.hpp"
 #include "../schedule.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "session_options.hpp"
 #include "snapshot.hpp"
 
 namespace tokmgr::detail {
@@ -78,9 +78,10 @@ struct request_plan {
 struct answer {
     bool by_login = false;
     std::optional<token_pair> tokens;
-    /// The JWT's lifetime from its claims (or the configured default); empty
-    /// when the JWT cannot be served (already expired, claims unreadable by a
-    /// throwing policy, characters not allowed in a header).
+    /// The JWT's usable life from receipt (`detail::jwt_lifetime`: from its
+    /// claims, less what their whole seconds may have cost, or the configured
+    /// default); empty when the JWT cannot be served (already expired, claims
+    /// unreadable by a throwing policy, characters not allowed in a header).
     std::optional<std::chrono::nanoseconds> jwt_lifetime;
     error_info error;
     std::optional<std::chrono::seconds> retry_after;
@@ -99,9 +100,10 @@ class session {
 public:
     /// `clock_resolution`: how far the driver's clock may lag the true time;
     /// every deadline that ends serving or sending comes that much earlier.
-    session(const manager_options& options, lifetimes assumed, std::uint64_t seed,
+    /// `options`: `session_options_for(manager_options, lifetimes)`, copied.
+    session(session_options options, std::uint64_t seed,
             std::chrono::nanoseconds clock_resolution = std::chrono::nanoseconds(0))
-        : options_(options), lifetimes_(assumed), clock_resolution_ns_(clock_resolution.count()), random_(seed) {}
+        : options_(std::move(options)), clock_resolution_ns_(clock_resolution.count()), random_(seed) {}
 
     // ---- what the drivers read ---------------------------------------------
 
@@ -271,13 +273,14 @@ public:
     answer_step on_answer(answer reply, std::int64_t now) {
         answer_step step;
         if (reply.tokens) {
+            std::int64_t unservable_until = never;  // where a JWT with too little life left ends
             // The server has rotated: its refresh token replaces ours before
             // anything that can fail, so the pair is never lost.
             refresh_token_ = std::move(reply.tokens->refresh_token);
-            refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, lifetimes_.refresh);
+            refresh_hard_ns_ = refresh_deadline_ns(reply.received_ns, options_.refresh_lifetime);
             refresh_received_wall_ = reply.received_wall;
             held_since_ = reply.received_wall;
-            refresh_lifetime_ = lifetimes_.refresh;
+            refresh_lifetime_ = options_.refresh_lifetime;
             spent_token_.clear();
             generation_ += 1;
             const auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(
@@ -287,7 +290,7 @@ public:
             fresh.refresh_token = refresh_token_;
             fresh.received_at = reply.received_wall;
             fresh.jwt_lifetime = lifetime;
-            fresh.refresh_lifetime = lifetimes_.refresh;
+            fresh.refresh_lifetime = options_.refresh_lifetime;
             fresh.generation = generation_;
             if (reply.jwt_lifetime && is_header_safe_token(reply.tokens->jwt.reveal())) {
                 auto made = make_snapshot(reply.tokens->jwt.reveal(), reply.received_ns, *reply.jwt_lifetime,
@@ -306,14 +309,22 @@ public:
                     step.persist = std::move(fresh);
                     return step;
                 }
-                // Two causes, told apart: the time since receipt, or a
-                // lifetime too short for the clock's resolution to leave any.
+                // Two causes, told apart, neither of them the request (its
+                // time is in the life left on arrival): too little life left
+                // for the leeway and the clock's resolution to leave any, or
+                // a threshold that passed while the answer was processed.
                 const bool none_to_serve = made->hard_ns <= reply.received_ns;
+                unservable_until = reply.received_ns + reply.jwt_lifetime->count();
+                const std::string left =
+                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(*reply.jwt_lifetime).count()) +
+                    " ms";
                 reply.error = {make_error_code(errc::protocol_error),
                                std::string(reply.by_login ? "login" : "refresh") +
-                                   (none_to_serve ? ": the JWT's lifetime is too short to serve any of it"
-                                                  : ": the JWT is past its hard threshold on arrival (the request "
-                                                    "took too long)")};
+                                   (none_to_serve ? ": the JWT had " + left +
+                                                        " of life left on arrival, too little to serve any of it"
+                                                  : ": the JWT's hard threshold (" + left +
+                                                        " of life left on arrival) passed while its answer was "
+                                                        "processed")};
             }
             // The new refresh token must survive even so; the JWT that
             // cannot be served is not kept (a store may refuse its bytes).
@@ -321,6 +332,11 @@ public:
             fresh.jwt_lifetime = std::chrono::seconds(0);
             step.persist = std::move(fresh);
             fail_attempt(reply.error, std::nullopt, now);
+            // Its life ended where its claims' second did (a 1 s JWT issued
+            // late in a second): one issued after that has a second of its
+            // own, so the next attempt is due then, not after a backoff.
+            if (unservable_until != never)
+                next_attempt_ns_ = std::min(next_attempt_ns_, std::max(now, unservable_until));
             return step;
         }
         if (!reply.by_login && reply.error.code == errc::refresh_rejected) {
@@ -488,12 +504,13 @@ private:
     /// lifetime minus the same leeway a JWT of that lifetime gets.
     std::int64_t refresh_deadline_ns(std::int64_t received_ns, std::chrono::seconds lifetime) const noexcept {
         const std::chrono::nanoseconds clamped(std::min(lifetime, max_lifetime));
-        return received_ns + (clamped - leeway_for(clamped, options_.max_leeway)).count() - clock_resolution_ns_;
+        const std::chrono::nanoseconds leeway = leeway_for(clamped, options_.schedule.max_leeway);
+        return received_ns + (clamped - leeway).count() - clock_resolution_ns_;
     }
 
     std::shared_ptr<snapshot> make_snapshot(std::string_view jwt, std::int64_t received_ns,
                                             std::chrono::nanoseconds lifetime, std::uint64_t generation) {
-        const refresh_schedule schedule = schedule_for(lifetime, options_, jitter_unit());
+        const refresh_schedule schedule = schedule_for(lifetime, options_.schedule, jitter_unit());
         auto made = std::make_shared<snapshot>();
         made->authorization.reserve(options_.scheme.size() + 1 + jwt.size());
         made->authorization.append(options_.scheme).append(" ");
@@ -533,8 +550,7 @@ private:
 
     double jitter_unit() { return std::uniform_real_distribution<double>(0.0, 1.0)(random_); }
 
-    const manager_options& options_;
-    const lifetimes lifetimes_;
+    const session_options options_;
     const std::int64_t clock_resolution_ns_;
     std::mt19937_64 random_;
 

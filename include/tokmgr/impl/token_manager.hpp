@@ -193,7 +193,7 @@ public:
         : clock_(std::move(clock)),
           options_(checked(std::move(options))),
           lifetimes_(options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment()),
-          session_(options_, lifetimes_,
+          session_(session_options_for(options_, lifetimes_),
                    options_.jitter_seed != 0 ? options_.jitter_seed
                                              : (std::uint64_t(std::random_device{}()) << 32) ^ std::random_device{}(),
                    clock_resolution(clock_, 0)),
