@@ -6,9 +6,10 @@
 #   postgres_fixture.sh stop  DIR [keep]  stop it (fast shutdown, then the pid); remove its
 #                                         data unless `keep` (a restart follows)
 #
-# The server refuses to run as root, so its files live in a directory of
-# their own under /tmp owned by the `postgres` system user (DIR/pgdir names
-# it) and it runs as that user. It never touches a system PostgreSQL. The
+# The server refuses to run as root, so under root its files live in a
+# directory of their own under /tmp owned by the `postgres` system user
+# (DIR/pgdir names it) and it runs as that user; under another user, as that
+# user. It never touches a system PostgreSQL. The
 # fixture makes a CA and a server certificate for localhost and 127.0.0.1
 # (DIR/ca.crt), and a second CA that did not sign it (DIR/other-ca.crt).
 # Roles (passwords over TCP, scram-sha-256):
@@ -22,7 +23,14 @@ set -eu
 cmd=${1:?usage: postgres_fixture.sh start|stop DIR [PORT|keep]}
 dir=${2:?usage: postgres_fixture.sh start|stop DIR [PORT|keep]}
 bin=${TOKMGR_POSTGRES_BIN:-/usr/lib/postgresql/15/bin}
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+if [ "$(id -u)" -eq 0 ]; then
+    run_as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    owner=postgres
+else
+    run_as=()
+    owner=$(id -un)
+fi
+as_postgres() { "${run_as[@]}" "$@"; }
 
 free_port() {
     local port=$1
@@ -42,7 +50,7 @@ make_data() {
         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
             -extfile san.ext 2>/dev/null
         printf 'fixture-password\n' > pwfile
-        chown postgres: ca.crt other-ca.crt server.key server.crt pwfile
+        chown "$owner": ca.crt other-ca.crt server.key server.crt pwfile
         chmod 600 server.key
     )
     as_postgres "$bin/initdb" -D "$pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
@@ -57,7 +65,7 @@ start_postgres() {
     local fresh=0
     if [ -z "$pg" ] || [ ! -d "$pg/data" ]; then
         pg=$(mktemp -d /tmp/tokmgr-postgres.XXXXXX)
-        chown postgres: "$pg"
+        chown "$owner": "$pg"
         echo "$pg" > "$dir/pgdir"
         make_data "$pg"
         fresh=1
@@ -67,9 +75,9 @@ start_postgres() {
     local tries=0
     while :; do
         [ -n "$port" ] || port=$(free_port $((40000 + ($$ % 3000) * 7)))
-        # setpriv itself in the background (not the function): $! is then
-        # the server's own pid, which the stop and the watchdog signal.
-        setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$pg/data" -p "$port" -k "$pg" -c listen_addresses=127.0.0.1 \
+        # setpriv (or the server) itself in the background, not the function:
+        # $! is then the server's own pid, which the stop and the watchdog signal.
+        "${run_as[@]}" "$bin/postgres" -D "$pg/data" -p "$port" -k "$pg" -c listen_addresses=127.0.0.1 \
             -c fsync=off -c full_page_writes=off -c ssl=on -c ssl_cert_file="$pg/server.crt" \
             -c ssl_key_file="$pg/server.key" -c max_connections=200 -c log_min_messages=warning \
             </dev/null >"$pg/postgres.log" 2>&1 &
@@ -99,10 +107,10 @@ create role tokmgr_readonly login superuser password 'readonly-password';
 alter role tokmgr_readonly set default_transaction_read_only = on;
 SQL
     fi
-    local owner=$PPID
+    local caller=$PPID
     (
         deadline=900
-        while [ "$deadline" -gt 0 ] && kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do
+        while [ "$deadline" -gt 0 ] && kill -0 "$caller" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do
             sleep 1
             deadline=$((deadline - 1))
         done
