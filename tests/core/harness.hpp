@@ -14,7 +14,9 @@
 #include <tokmgr/testing/manual_clock.hpp>
 #include <tokmgr/token_manager.hpp>
 
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <filesystem>
 #include <system_error>
@@ -117,6 +119,36 @@ inline tokmgr::http_response status(int code, std::string body = "{}") { return 
 /// Past the soft threshold of a 30-minute JWT, before its hard one.
 inline std::chrono::seconds past_soft(const tokmgr::manager_options& options) {
     return std::chrono::duration_cast<std::chrono::seconds>(tokmgr::schedule_for(30min, options, 0).soft) + 1s;
+}
+
+/// A TCP socket listening on a free loopback port (written to `port`): the
+/// kernel completes handshakes whether or not anyone accepts.
+inline int listen_on_loopback(int& port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port = ntohs(addr.sin_port);
+    REQUIRE(::listen(fd, 8) == 0);
+    return fd;
+}
+
+/// A token set of `generation` for the stores' tests; `writer` tells apart
+/// the sets two writers make of one generation.
+inline tokmgr::token_set set_of(std::uint64_t generation, bool spent = false, const std::string& writer = "") {
+    tokmgr::token_set set;
+    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + writer + "fQ.c2ln");
+    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
+    set.refresh_token_spent = spent;
+    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
+    set.jwt_lifetime = 1800s;
+    set.refresh_lifetime = 600000s;
+    set.generation = generation;
+    return set;
 }
 
 /// Each manager called from a thread of its own, `calls` times per round,

@@ -24,34 +24,23 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "postgres_test_support.hpp"
 
 using namespace std::chrono_literals;
 using tokmgr::errc;
 using tokmgr::postgres_options;
 using tokmgr::postgres_storage;
+using postgres_test::connection_for;
+using postgres_test::fixture_file;
+using postgres_test::postgres_port;
+using postgres_test::set_of;
+using postgres_test::silent_server;
 
 static_assert(tokmgr::is_coordinating_storage_v<postgres_storage>);
 
 namespace {
 
 constexpr const char* superuser_password = "fixture-password";
-
-std::string fixture_file(const std::string& name) { return std::string(TOKMGR_TEST_POSTGRES_DIR) + "/" + name; }
-
-int postgres_port() {
-    static const int port = [] {
-        std::ifstream in(fixture_file("port"));
-        int p = 0;
-        in >> p;
-        return p;
-    }();
-    REQUIRE_MESSAGE(port > 0, "the postgres fixture did not write its port");
-    return port;
-}
-
-std::string connection_for(const std::string& user, const std::string& extra = "") {
-    return "host=127.0.0.1 port=" + std::to_string(postgres_port()) + " dbname=postgres user=" + user + " " + extra;
-}
 
 /// A key of its own for each test, so tests never see each other's rows.
 std::string fresh_key() {
@@ -101,41 +90,6 @@ std::string row_of(const std::string& key, const std::string& column,
                    const std::string& table = "tokmgr_token_sets") {
     return raw_postgres().run("select " + column + " from " + table + " where key = '" + key + "'");
 }
-
-tokmgr::token_set set_of(std::uint64_t generation, bool spent = false, const std::string& writer = "") {
-    tokmgr::token_set set;
-    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + writer + "fQ.c2ln");
-    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
-    set.refresh_token_spent = spent;
-    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
-    set.jwt_lifetime = 1800s;
-    set.refresh_lifetime = 600000s;
-    set.generation = generation;
-    return set;
-}
-
-/// A loopback TCP port that accepts connections and never answers.
-class silent_server {
-public:
-    silent_server() {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port_ = ntohs(addr.sin_port);
-        REQUIRE(::listen(fd_, 8) == 0);  // the kernel completes the handshake; nobody reads
-    }
-    ~silent_server() { ::close(fd_); }
-    int port() const { return port_; }
-
-private:
-    int fd_ = -1;
-    int port_ = 0;
-};
 
 template <class F>
 std::chrono::milliseconds timed(F&& f) {

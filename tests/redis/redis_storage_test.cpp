@@ -88,34 +88,14 @@ private:
     tokmgr::detail::redis::context_ptr c_;
 };
 
-/// `writer` tells apart the sets two writers make of one generation.
-tokmgr::token_set set_of(std::uint64_t generation, bool spent = false, const std::string& writer = "") {
-    tokmgr::token_set set;
-    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + writer + "fQ.c2ln");
-    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
-    set.refresh_token_spent = spent;
-    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
-    set.jwt_lifetime = 1800s;
-    set.refresh_lifetime = 600000s;
-    set.generation = generation;
-    return set;
-}
+using test::set_of;
 
 /// A one-connection TCP server on a loopback port that answers each read
 /// with `answer` (or stays silent when it is empty).
 class fake_server {
 public:
     explicit fake_server(std::string answer) : answer_(std::move(answer)) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port_ = ntohs(addr.sin_port);
-        REQUIRE(::listen(fd_, 8) == 0);
+        fd_ = test::listen_on_loopback(port_);
         thread_ = std::thread([this] {
             for (;;) {
                 const int client = ::accept(fd_, nullptr, nullptr);

@@ -234,6 +234,72 @@ private:
     }
 };
 
+/// libpq's connect_timeout: whole seconds, at least 2 (libpq's minimum).
+inline int connect_seconds(const postgres_options& options) {
+    return static_cast<int>(std::max<std::int64_t>((options.connect_timeout.count() + 999) / 1000, 2));
+}
+
+/// Why a connection failed, as a sentence naming the database and what to do.
+inline std::string connection_failure_text(const postgres_options& options, std::string_view said_raw) {
+    const std::string said = safe_server_text(said_raw, options.password.reveal());
+    const std::string where = options.where();
+    auto has = [&](std::string_view text) { return said.find(text) != std::string::npos; };
+    if (has("password authentication failed"))
+        return "PostgreSQL at " + where +
+               " refused the password; check TOKMGR_POSTGRES_PASSWORD (postgres_options::password) or the "
+               "PGPASSFILE entry, and the user name (PostgreSQL said: " + said + ")";
+    if (has("no password supplied") || has("no password was provided"))
+        return "PostgreSQL at " + where +
+               " asks for a password and none was given; set TOKMGR_POSTGRES_PASSWORD "
+               "(postgres_options::password) or add a PGPASSFILE entry";
+    if (has("certificate verify failed") || has("does not match host name") || has("root certificate file"))
+        return "the TLS certificate of PostgreSQL at " + where +
+               " did not verify; check that sslrootcert names the CA that signed it and that the host name "
+               "in the connection string is one the certificate names (PostgreSQL/libpq said: " + said + ")";
+    if (has("timeout expired"))
+        return "PostgreSQL at " + where + " did not accept the connection within " +
+               std::to_string(connect_seconds(options)) +
+               " s (connect_timeout); check that the server runs and the network reaches it";
+    if (has("Connection refused") || has("No such file or directory"))
+        return "cannot connect to PostgreSQL at " + where +
+               ": nothing listens there; check that the server runs and the address is right (libpq said: " +
+               said + ")";
+    if (has("starting up") || has("shutting down") || has("recovery mode"))
+        return "PostgreSQL at " + where + " is starting up, shutting down or recovering; the next call retries (" +
+               said + ")";
+    return "cannot use PostgreSQL at " + where + ": " + said;
+}
+
+/// What the server refused, by SQLSTATE, with what to do.
+inline std::string refusal_text(const postgres_options& options, const std::string& state,
+                                std::string_view said_raw) {
+    const std::string said = safe_server_text(said_raw, options.password.reveal());
+    const std::string where = options.where();
+    if (state == "25006")
+        return "PostgreSQL at " + where +
+               " is read-only (a standby, or a primary being failed over); point the connection at the primary "
+               "(target_session_attrs=read-write picks it among several hosts) (" + said + ")";
+    if (state == "57014")
+        return "PostgreSQL at " + where + " cancelled the statement after statement_timeout (" +
+               std::to_string(options.statement_timeout.count()) +
+               " ms); another session may hold a lock on the table, or the server is overloaded (" + said + ")";
+    if (state == "42P01")
+        return "the table " + options.table + " does not exist at " + where +
+               "; create it with: " + options.create_table_statement() +
+               " (or allow tokmgr to: postgres_options::create_table)";
+    if (state == "42703" || state == "42804" || state == "42883" || state == "22P02")
+        return "the table " + options.table + " at " + where +
+               " is not a tokmgr table (" + said +
+               "); tokmgr never alters or overwrites what it did not make: choose another table (?table=), or "
+               "drop this one if no other program uses it";
+    if (state == "42501")
+        return "PostgreSQL at " + where + " refused access to " + options.table +
+               "; grant the user SELECT, INSERT, UPDATE on it (" + said + ")";
+    if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0)
+        return "PostgreSQL at " + where + " is shutting down or restarting; the next call retries (" + said + ")";
+    return "PostgreSQL at " + where + " refused a statement: " + said;
+}
+
 /// One connection, what it failed with, and the lease this store holds.
 /// Shared by the store and its leases (a lease is released over it), hence
 /// the mutex.
@@ -335,41 +401,12 @@ public:
         query(sql_.release, {options_.key.c_str(), token.c_str(), channel.c_str()}, ignored);
     }
 
-    /// Why the connection failed or what the server refused, as a sentence.
-    std::string describe_connection_failure(std::string_view said_raw) const {
-        const std::string said = safe_server_text(said_raw, options_.password.reveal());
-        const std::string where = options_.where();
-        auto has = [&](std::string_view text) { return said.find(text) != std::string::npos; };
-        if (has("password authentication failed"))
-            return "PostgreSQL at " + where +
-                   " refused the password; check TOKMGR_POSTGRES_PASSWORD (postgres_options::password) or the "
-                   "PGPASSFILE entry, and the user name (PostgreSQL said: " + said + ")";
-        if (has("no password supplied") || has("no password was provided"))
-            return "PostgreSQL at " + where +
-                   " asks for a password and none was given; set TOKMGR_POSTGRES_PASSWORD "
-                   "(postgres_options::password) or add a PGPASSFILE entry";
-        if (has("certificate verify failed") || has("does not match host name") || has("root certificate file"))
-            return "the TLS certificate of PostgreSQL at " + where +
-                   " did not verify; check that sslrootcert names the CA that signed it and that the host name "
-                   "in the connection string is one the certificate names (PostgreSQL/libpq said: " + said + ")";
-        if (has("timeout expired"))
-            return "PostgreSQL at " + where + " did not accept the connection within " +
-                   std::to_string(connect_seconds()) +
-                   " s (connect_timeout); check that the server runs and the network reaches it";
-        if (has("Connection refused") || has("No such file or directory"))
-            return "cannot connect to PostgreSQL at " + where +
-                   ": nothing listens there; check that the server runs and the address is right (libpq said: " +
-                   said + ")";
-        if (has("starting up") || has("shutting down") || has("recovery mode"))
-            return "PostgreSQL at " + where + " is starting up, shutting down or recovering; the next call retries (" +
-                   said + ")";
-        return "cannot use PostgreSQL at " + where + ": " + said;
+    std::string describe_connection_failure(std::string_view said) const {
+        return connection_failure_text(options_, said);
     }
 
 private:
-    int connect_seconds() const {
-        return static_cast<int>(std::max<std::int64_t>((options_.connect_timeout.count() + 999) / 1000, 2));
-    }
+    int connect_seconds() const { return postgres::connect_seconds(options_); }
 
     bool connect(error_info& failed) {
         listening_ = false;
@@ -461,33 +498,8 @@ private:
         return nullptr;
     }
 
-    /// What the server refused, by SQLSTATE, with what to do.
-    std::string describe_refusal(const std::string& state, std::string_view said_raw) const {
-        const std::string said = safe_server_text(said_raw, options_.password.reveal());
-        const std::string where = options_.where();
-        if (state == "25006")
-            return "PostgreSQL at " + where +
-                   " is read-only (a standby, or a primary being failed over); point the connection at the primary "
-                   "(target_session_attrs=read-write picks it among several hosts) (" + said + ")";
-        if (state == "57014")
-            return "PostgreSQL at " + where + " cancelled the statement after statement_timeout (" +
-                   std::to_string(options_.statement_timeout.count()) +
-                   " ms); another session may hold a lock on the table, or the server is overloaded (" + said + ")";
-        if (state == "42P01")
-            return "the table " + options_.table + " does not exist at " + where +
-                   "; create it with: " + options_.create_table_statement() +
-                   " (or allow tokmgr to: postgres_options::create_table)";
-        if (state == "42703" || state == "42804" || state == "42883" || state == "22P02")
-            return "the table " + options_.table + " at " + where +
-                   " is not a tokmgr table (" + said +
-                   "); tokmgr never alters or overwrites what it did not make: choose another table (?table=), or "
-                   "drop this one if no other program uses it";
-        if (state == "42501")
-            return "PostgreSQL at " + where + " refused access to " + options_.table +
-                   "; grant the user SELECT, INSERT, UPDATE on it (" + said + ")";
-        if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0)
-            return "PostgreSQL at " + where + " is shutting down or restarting; the next call retries (" + said + ")";
-        return "PostgreSQL at " + where + " refused a statement: " + said;
+    std::string describe_refusal(const std::string& state, std::string_view said) const {
+        return refusal_text(options_, state, said);
     }
 
     bool create_table(error_info& failed) {
@@ -710,12 +722,7 @@ public:
             link_->held_token() = token;
             return lease(link_, token);
         }
-        if (got == lease_attempt::held_elsewhere)
-            fail(ec, errc::lease_timeout,
-                 "the lease on " + options().where() + " was held by another process for longer than " +
-                     std::to_string(max_wait.count()) +
-                     " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
-                     std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
+        if (got == lease_attempt::held_elsewhere) fail(ec, errc::lease_timeout, lease_timeout_text(max_wait));
         return {};
     }
 
@@ -732,7 +739,7 @@ public:
             fail(ec, errc::storage_failed, "checking the lease on " + options().where() + ": " + failed.detail);
             return false;
         }
-        return PQntuples(r.get()) == 1 && !PQgetisnull(r.get(), 0, 0) && PQgetvalue(r.get(), 0, 0)[0] == 't';
+        return holds_answer(r.get());
     }
 
     /// Compare-and-swap on the generation, one statement: writes `set` only
@@ -742,13 +749,7 @@ public:
     /// did not write is never replaced: false with storage_failed.
     bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
         clear_error(ec);
-        if (set.generation <= expected_generation) {
-            fail(ec, errc::storage_failed,
-                 "store_if on " + options().where() + ": the new generation " + std::to_string(set.generation) +
-                     " is not above the expected " + std::to_string(expected_generation) +
-                     "; every write must increase it");
-            return false;
-        }
+        if (!generation_increases(set, expected_generation, ec)) return false;
         std::lock_guard<std::mutex> lock(link_->mutex());
         return write(set, expected_generation, /*fenced_by_lease=*/true, ec);
     }
@@ -759,7 +760,7 @@ public:
     using detail::storage_errors<postgres_storage>::holds;
     using detail::storage_errors<postgres_storage>::store_if;
 
-private:
+protected:
     std::string not_ours(std::string_view what) const {
         return "the row " + options().key + " of " + options().table + " at " + options().where() + " holds " +
                std::string(what) +
@@ -808,12 +809,37 @@ private:
             fail(ec, errc::storage_failed, "reading the token set: " + failed.detail);
             return std::nullopt;
         }
-        if (PQntuples(r.get()) == 0) return std::nullopt;
-        const std::string generation_text = PQgetisnull(r.get(), 0, 1) ? "" : PQgetvalue(r.get(), 0, 1);
+        return loaded_set(r.get(), generation, ec);
+    }
+
+    /// The fenced write; under the link's mutex.
+    bool write(const token_set& set, std::uint64_t expected, bool fenced_by_lease, std::error_code& ec) {
+        fenced_write w;
+        if (!prepare_write(set, expected, fenced_by_lease ? link_->held_token() : std::string(), w, ec)) return false;
+        error_info failed;
+        auto r = link_->query(*w.sql, w.params(), failed);
+        if (!r) {
+            fail(ec, errc::storage_failed, "storing the token set: " + failed.detail);
+            return false;
+        }
+        return written(r.get(), ec);
+    }
+
+protected:
+    // What the blocking members and the asynchronous ones (postgres_async.hpp)
+    // share: the statements' parameters and the reading of their answers.
+
+    std::shared_ptr<detail::postgres::link>& shared_link() noexcept { return link_; }
+
+    /// The load statement's answer as a set (nullopt: none, or `ec`).
+    std::optional<token_set> loaded_set(PGresult* r, std::uint64_t& generation, std::error_code& ec) {
+        generation = 0;
+        if (PQntuples(r) == 0) return std::nullopt;
+        const std::string generation_text = PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1);
         generation = std::strtoull(generation_text.c_str(), nullptr, 10);
-        const bool no_document = PQgetisnull(r.get(), 0, 0);
-        char* text = PQgetvalue(r.get(), 0, 0);
-        const std::size_t length = static_cast<std::size_t>(PQgetlength(r.get(), 0, 0));
+        const bool no_document = PQgetisnull(r, 0, 0);
+        char* text = PQgetvalue(r, 0, 0);
+        const std::size_t length = static_cast<std::size_t>(PQgetlength(r, 0, 0));
         wipe_on_exit wipe{text, length};
         if (auto refusal = row_refusal(no_document ? nullptr : text, length, generation_text); !refusal.empty()) {
             fail(ec, errc::storage_failed, std::move(refusal));
@@ -830,39 +856,50 @@ private:
         return set;
     }
 
-    /// The fenced write; under the link's mutex.
-    bool write(const token_set& set, std::uint64_t expected, bool fenced_by_lease, std::error_code& ec) {
+    /// The parameters of one fenced write; they own their text.
+    struct fenced_write {
+        secret document;
+        std::string key, expected, generation, holder, channel;
+        const std::string* sql = nullptr;
+        std::vector<const char*> params() const {
+            // reveal() views the secret's own std::string, which ends in '\0'.
+            return {key.c_str(), expected.c_str(), document.reveal().data(), generation.c_str(),
+                    holder.empty() ? nullptr : holder.c_str(), channel.c_str()};
+        }
+    };
+
+    /// `holder`: the lease token the write is fenced by (empty: none).
+    bool prepare_write(const token_set& set, std::uint64_t expected, std::string holder, fenced_write& out,
+                       std::error_code& ec) {
         error_info refused;
-        secret text = encode_token_set(set, refused);
+        out.document = encode_token_set(set, refused);
         if (refused) {
             fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + refused.detail);
             return false;
         }
-        const std::string expected_text = std::to_string(expected), generation = std::to_string(set.generation);
-        const std::string channel = options().channel();
-        const std::string& holder = link_->held_token();
-        const char* holder_param = fenced_by_lease && !holder.empty() ? holder.c_str() : nullptr;
-        error_info failed;
-        // reveal() views the secret's own std::string, which ends in '\0'.
-        auto r = link_->query(expected == 0 ? link_->sql().store_first : link_->sql().store_next,
-                              {options().key.c_str(), expected_text.c_str(), text.reveal().data(), generation.c_str(),
-                               holder_param, channel.c_str()},
-                              failed);
-        if (!r) {
-            fail(ec, errc::storage_failed, "storing the token set: " + failed.detail);
-            return false;
-        }
-        if (PQntuples(r.get()) != 1) {
+        out.key = options().key;
+        out.expected = std::to_string(expected);
+        out.generation = std::to_string(set.generation);
+        out.holder = std::move(holder);
+        out.channel = options().channel();
+        out.sql = expected == 0 ? &link_->sql().store_first : &link_->sql().store_next;
+        return true;
+    }
+
+    /// Whether the fenced write's answer says it wrote; `ec` when the row is
+    /// one tokmgr must not touch.
+    bool written(PGresult* r, std::error_code& ec) {
+        if (PQntuples(r) != 1) {
             fail(ec, errc::storage_failed, "storing the token set on " + options().where() + ": an unexpected answer");
             return false;
         }
-        if (std::strcmp(PQgetvalue(r.get(), 0, 0), "0") != 0) return true;
+        if (std::strcmp(PQgetvalue(r, 0, 0), "0") != 0) return true;
         // Not written: say why when it is a row tokmgr must not touch.
-        if (!PQgetisnull(r.get(), 0, 1)) {
-            const bool no_document = PQgetisnull(r.get(), 0, 2);
-            char* before = PQgetvalue(r.get(), 0, 2);
-            wipe_on_exit wipe{before, static_cast<std::size_t>(PQgetlength(r.get(), 0, 2))};
-            if (auto refusal = row_refusal(no_document ? nullptr : before, wipe.length, PQgetvalue(r.get(), 0, 1));
+        if (!PQgetisnull(r, 0, 1)) {
+            const bool no_document = PQgetisnull(r, 0, 2);
+            char* before = PQgetvalue(r, 0, 2);
+            wipe_on_exit wipe{before, static_cast<std::size_t>(PQgetlength(r, 0, 2))};
+            if (auto refusal = row_refusal(no_document ? nullptr : before, wipe.length, PQgetvalue(r, 0, 1));
                 !refusal.empty()) {
                 fail(ec, errc::storage_failed, std::move(refusal));
                 return false;
@@ -871,6 +908,30 @@ private:
         return false;  // another generation is stored, or the lease went to another holder
     }
 
+    static bool holds_answer(PGresult* r) {
+        return PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && PQgetvalue(r, 0, 0)[0] == 't';
+    }
+
+    std::string lease_timeout_text(std::chrono::milliseconds max_wait) const {
+        return "the lease on " + options().where() + " was held by another process for longer than " +
+               std::to_string(max_wait.count()) +
+               " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
+               std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)";
+    }
+
+    bool generation_increases(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
+        if (set.generation > expected_generation) return true;
+        fail(ec, errc::storage_failed,
+             "store_if on " + options().where() + ": the new generation " + std::to_string(set.generation) +
+                 " is not above the expected " + std::to_string(expected_generation) +
+                 "; every write must increase it");
+        return false;
+    }
+
+    using detail::storage_errors<postgres_storage>::clear_error;
+    using detail::storage_errors<postgres_storage>::fail;
+
+private:
     std::shared_ptr<detail::postgres::link> link_;
 };
 

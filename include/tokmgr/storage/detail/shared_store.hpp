@@ -71,6 +71,13 @@ public:
     explicit operator bool() const noexcept { return static_cast<bool>(link_); }
     const std::string& token() const noexcept { return token_; }
 
+    /// Gives the guard up without releasing, for a caller that releases by
+    /// the token itself (without blocking); returns the token.
+    std::string abandon() noexcept {
+        link_.reset();
+        return std::move(token_);
+    }
+
     /// Releases early. A release that cannot reach the server is not an
     /// error: the lease's own time ends it.
     void release() noexcept {
