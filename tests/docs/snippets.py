@@ -27,7 +27,8 @@ that no block leans on an earlier block's includes.
 
 --without-redis leaves out the blocks that include <tokmgr/storage/redis.hpp>
 (a build without hiredis has no tokmgr::redis to compile them against);
---without-postgres, those that include <tokmgr/storage/postgres.hpp> (libpq).
+--without-postgres, those that include <tokmgr/storage/postgres.hpp> or
+postgres_async.hpp (libpq).
 """
 import pathlib
 import re
@@ -87,7 +88,7 @@ def split_includes(text):
 
 def main():
     source_dir, output = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    left_out = [f"<tokmgr/storage/{store}.hpp>" for store in ("redis", "postgres") if f"--without-{store}" in sys.argv[3:]]
+    left_out = [f"<tokmgr/storage/{store}" for store in ("redis", "postgres") if f"--without-{store}" in sys.argv[3:]]
     pages = [source_dir / "README.md"] + sorted((source_dir / "docs").glob("*.md"))
     bodies, count = [], 0
     for page in pages:
