@@ -103,9 +103,15 @@ private:
         close();
         const std::string timeout = std::to_string(connect_seconds(options_));
         // The server's statement_timeout for every statement of this
-        // connection, set at start-up: no round trip of its own.
-        const std::string startup =
-            "-c statement_timeout=" + std::to_string(std::max<std::int64_t>(options_.statement_timeout.count(), 1));
+        // connection, set at start-up (no round trip of its own), after any
+        // `options` the connection string already carries.
+        std::string startup;
+        if (PQconninfoOption* parsed = PQconninfoParse(options_.connection.c_str(), nullptr)) {
+            startup = conninfo_value(parsed, "options");
+            PQconninfoFree(parsed);
+        }
+        startup += (startup.empty() ? "" : " ") + std::string("-c statement_timeout=") +
+                   std::to_string(std::max<std::int64_t>(options_.statement_timeout.count(), 1));
         std::vector<const char*> keys{"dbname", "connect_timeout", "fallback_application_name", "options"};
         std::vector<const char*> values{options_.connection.c_str(), timeout.c_str(), "tokmgr", startup.c_str()};
         if (!options_.password.empty()) {
