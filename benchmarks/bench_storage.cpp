@@ -1,6 +1,8 @@
 // bench_storage.cpp — what a coordinating store adds to one refresh: take
-// the lease, re-read the set, store the write-ahead mark (store_if), store
-// the new pair (store_if), release. The refresh request itself is left out.
+// the lease, re-read the set, store the write-ahead mark (store_if), check
+// the lease is still held (holds, just before the request would be sent),
+// store the new pair (store_if), release — the calls of the manager's
+// flight, in its order. The refresh request itself is left out.
 //
 //   refresh_cycle/disk   file_storage in a directory on the disk:
 //                        $TOKMGR_BENCH_DIR, or the current directory (run it
@@ -11,10 +13,16 @@
 //   refresh_cycle/redis  redis_storage on the server $TOKMGR_BENCH_REDIS
 //                        names (redis://host:port/[db/]key; the key is
 //                        overwritten); skipped when it is not set. Five round
-//                        trips: SET NX, GET, two EVALs, the release EVAL
+//                        trips: SET NX, GET, EVAL, GET, EVAL, the release EVAL
+//   refresh_cycle/postgres  postgres_storage on the database
+//                        $TOKMGR_BENCH_POSTGRES names (a postgresql://…?key=K
+//                        URL; the row is overwritten; the password from
+//                        TOKMGR_POSTGRES_PASSWORD or PGPASSFILE); skipped
+//                        when it is not set. Six statements, one round trip
+//                        each
 //
 // Time is the mean of the whole cycle; p50_us and p99_us are over the same
-// samples; lock_us, load_us, spent_us, pair_us are the p50 of each step (the
+// samples; lock_us, load_us, spent_us, holds_us, pair_us are the p50 of each step (the
 // release is in the cycle's time only). Two fsyncs of the file and two of
 // the directory per store_if: on a disk they are nearly the whole cost.
 #include <benchmark/benchmark.h>
@@ -27,11 +35,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <tokmgr/storage/file.hpp>
 #if TOKMGR_BENCH_WITH_REDIS
 #include <tokmgr/storage/redis.hpp>
+#endif
+#if TOKMGR_BENCH_WITH_POSTGRES
+#include <tokmgr/storage/postgres.hpp>
 #endif
 
 #include "bench_common.hpp"
@@ -73,7 +85,7 @@ void refresh_cycle(benchmark::State& state, Storage& storage) {
         state.SkipWithError(storage.last_error().message().c_str());
         return;
     }
-    std::vector<double> cycle, lock, load, spent, pair;
+    std::vector<double> cycle, lock, load, spent, held, pair;
     auto seconds = [](clock_type::time_point a, clock_type::time_point b) {
         return std::chrono::duration<double>(b - a).count();
     };
@@ -93,11 +105,13 @@ void refresh_cycle(benchmark::State& state, Storage& storage) {
         mark.generation = current->generation + 1;
         const bool marked = storage.store_if(mark, current->generation, ec);
         const auto t3 = clock_type::now();
+        const bool holds = storage.holds(lease, ec);
+        const auto t3h = clock_type::now();
         const bool stored = storage.store_if(pair_of(mark.generation + 1), mark.generation, ec);
         const auto t4 = clock_type::now();
         lease.release();
         const auto t5 = clock_type::now();
-        if (!marked || !stored) {
+        if (!marked || !holds || !stored) {
             state.SkipWithError(storage.last_error().message().c_str());
             break;
         }
@@ -106,7 +120,8 @@ void refresh_cycle(benchmark::State& state, Storage& storage) {
         lock.push_back(seconds(t0, t1));
         load.push_back(seconds(t1, t2));
         spent.push_back(seconds(t2, t3));
-        pair.push_back(seconds(t3, t4));
+        held.push_back(seconds(t3, t3h));
+        pair.push_back(seconds(t3h, t4));
     }
     if (!cycle.empty()) {
         state.counters["p50_us"] = p(cycle, 0.50);
@@ -114,6 +129,7 @@ void refresh_cycle(benchmark::State& state, Storage& storage) {
         state.counters["lock_us"] = p(lock, 0.50);
         state.counters["load_us"] = p(load, 0.50);
         state.counters["spent_us"] = p(spent, 0.50);
+        state.counters["holds_us"] = p(held, 0.50);
         state.counters["pair_us"] = p(pair, 0.50);
     }
 }
@@ -126,22 +142,38 @@ void file_cycle(benchmark::State& state, const std::string& base) {
     std::filesystem::remove_all(dir, ignored);
 }
 
-void redis_cycle(benchmark::State& state) {
-    const char* url = std::getenv("TOKMGR_BENCH_REDIS");
-#if TOKMGR_BENCH_WITH_REDIS
-    if (url && *url) {
-        tokmgr::redis_storage storage(tokmgr::redis_options::from_url(url));
-        std::error_code ec;
-        storage.load(ec);
-        if (!ec) {
-            refresh_cycle(state, storage);
-            return;
-        }
+/// The cycle on a shared store, once a first load shows it answers.
+template <class Storage>
+void shared_store_cycle(benchmark::State& state, Storage storage) {
+    std::error_code ec;
+    storage.load(ec);
+    if (ec) {
         state.SkipWithError(storage.last_error().message().c_str());
         return;
     }
+    refresh_cycle(state, storage);
+}
+
+void redis_cycle(benchmark::State& state) {
+    const char* url = std::getenv("TOKMGR_BENCH_REDIS");
+#if TOKMGR_BENCH_WITH_REDIS
+    if (url && *url) return shared_store_cycle(state, tokmgr::redis_storage(tokmgr::redis_options::from_url(url)));
 #endif
     state.SkipWithError(url ? "built without hiredis" : "set TOKMGR_BENCH_REDIS=redis://host:port/key (it is overwritten)");
+}
+
+void postgres_cycle(benchmark::State& state) {
+    const char* url = std::getenv("TOKMGR_BENCH_POSTGRES");
+#if TOKMGR_BENCH_WITH_POSTGRES
+    if (url && *url) {
+        auto options = tokmgr::postgres_options::from_url(url);
+        if (const char* password = std::getenv("TOKMGR_POSTGRES_PASSWORD"); password && *password)
+            options.password = tokmgr::secret(password);
+        return shared_store_cycle(state, tokmgr::postgres_storage(std::move(options)));
+    }
+#endif
+    state.SkipWithError(url ? "built without libpq"
+                            : "set TOKMGR_BENCH_POSTGRES=postgresql://user@host:port/db?key=K (the row is overwritten)");
 }
 
 void register_families() {
@@ -155,10 +187,10 @@ void register_families() {
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
         ->MinTime(1.0);
-    benchmark::RegisterBenchmark("refresh_cycle/redis", redis_cycle)
-        ->UseManualTime()
-        ->Unit(benchmark::kMicrosecond)
-        ->MinTime(2.0);
+    using family_function = void (*)(benchmark::State&);
+    for (auto [name, family] : {std::pair<const char*, family_function>{"refresh_cycle/redis", redis_cycle},
+                                std::pair<const char*, family_function>{"refresh_cycle/postgres", postgres_cycle}})
+        benchmark::RegisterBenchmark(name, family)->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(2.0);
 }
 
 }  // namespace

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # store_processes.sh — refresh requests per JWT expiry when 1, 4 and 16
-# processes share one token file (`tokmgr load --store`), or one Redis key
-# (`--store redis://...`, a redis-server of its own started here), against
+# processes share one token file (`tokmgr load --store`), one Redis key
+# (`--store redis://...`, a redis-server of its own started here), or one
+# PostgreSQL row (`--store postgresql://...`, a server of its own), against
 # `tokmgr serve` with 4-second JWTs. Prints, per group size: the server's
 # logins and refreshes over the run, and refreshes relative to the
 # one-process run (1.0 means one refresh per expiry for the whole group; N
 # processes each refreshing on their own would show about N).
-#   benchmarks/store_processes.sh TOKMGR [SECONDS] [file|redis]
+#   benchmarks/store_processes.sh TOKMGR [SECONDS] [file|redis|postgres]
 set -u
 TOKMGR=$1
 SECONDS_PER_RUN=${2:-20}
 MODE=${3:-file}
 work=$(mktemp -d)
-fixture=$(dirname "$0")/../tests/redis/redis_fixture.sh
-trap 'kill $(jobs -p) 2>/dev/null; [[ $MODE == redis ]] && bash "$fixture" stop "$work/redis"; wait 2>/dev/null; rm -rf "$work"' EXIT
+fixture=$(dirname "$0")/../tests/$MODE/${MODE}_fixture.sh
+trap 'kill $(jobs -p) 2>/dev/null; [[ $MODE != file ]] && bash "$fixture" stop "$work/$MODE"; wait 2>/dev/null; rm -rf "$work"' EXIT
 case $MODE in
 file) store_for() { echo "$work/store-$1.json"; } ;;
 redis)
     bash "$fixture" start "$work/redis" >/dev/null || { echo "redis-server did not start" >&2; exit 1; }
     store_for() { echo "redis://127.0.0.1:$(cat "$work/redis/port")/tokmgr-bench:$1"; }
     ;;
-*) echo "unknown mode '$MODE': file or redis" >&2; exit 2 ;;
+postgres)
+    bash "$fixture" start "$work/postgres" >/dev/null || { echo "postgres did not start" >&2; exit 1; }
+    export TOKMGR_POSTGRES_PASSWORD=fixture-password  # the fixture's superuser
+    store_for() { echo "postgresql://postgres@127.0.0.1:$(cat "$work/postgres/port")/postgres?key=bench-$1"; }
+    ;;
+*) echo "unknown mode '$MODE': file, redis or postgres" >&2; exit 2 ;;
 esac
 echo "store: $MODE"
 

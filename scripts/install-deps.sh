@@ -11,6 +11,7 @@ packages=(
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
   libhiredis-dev redis-server              # tokmgr::redis_storage and the fleet tests' own Redis
+  libpq-dev postgresql-15                  # tokmgr::postgres_storage and its tests' own PostgreSQL (initdb)
   tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
   clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh
 )
@@ -24,9 +25,9 @@ done
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 echo "installing: ${missing[*]}"
-# Tests start their own nginx and redis-server on free loopback ports; keep
-# the packages from starting system-wide ones (nginx on port 80, Redis on
-# 6379) during installation.
+# Tests start their own nginx, redis-server and postgres on free loopback
+# ports; keep the packages from starting system-wide ones (nginx on port 80,
+# Redis on 6379, PostgreSQL on 5432) during installation.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

@@ -27,10 +27,10 @@ constexpr const char* serve_synopsis =
     "               [--auth-delay-ms MS]\n";
 constexpr const char* token_synopsis =
     "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure] [--proxy URL]\n"
-    "               [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+    "               [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
 constexpr const char* load_synopsis =
     "  tokmgr load  [--url URL] [--user NAME] --threads N --duration SECONDS --path PATH [--ca-file FILE]\n"
-    "               [--proxy URL] [--store PATH|REDIS-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+    "               [--proxy URL] [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
 constexpr const char* version_synopsis = "  tokmgr --version | --help | COMMAND --help\n";
 
 // What token and load share: where the password, the server and the proxy come from.
@@ -40,7 +40,10 @@ constexpr const char* client_notes =
     "shared by every process that names it);\n"
     "a REDIS-URL is redis://[user][:password]@host:port/[<db>/]<key> (or redis+unix:///socket?key=K):\n"
     "one token set for every process on every host that names it; the Redis password may come\n"
-    "from TOKMGR_REDIS_PASSWORD instead of the URL; --lease-ttl is how long a Redis lease lives\n"
+    "from TOKMGR_REDIS_PASSWORD instead of the URL;\n"
+    "a POSTGRESQL-URL is postgresql://[user]@host:port/db?key=K[&table=T][&sslmode=verify-full...]:\n"
+    "the same, in a PostgreSQL table; the password comes from TOKMGR_POSTGRES_PASSWORD or libpq's\n"
+    "PGPASSFILE, never the URL; --lease-ttl is how long a Redis or PostgreSQL lease lives\n"
     "(default 60);\n"
     "--url defaults to TONIC_TEXTUAL_BASE_URL, else https://textual.tonic.ai; --user to\n"
     "TONIC_TEXTUAL_USERNAME.\n"

@@ -33,29 +33,6 @@ std::unique_ptr<shared_manager> make_shared_manager(test::harness& h, tokmgr::te
 }
 
 
-/// Each manager called from a thread of its own, `calls` times per round,
-/// for ten rounds with the clock moved past the hard threshold after each:
-/// the number of calls that got no JWT.
-template <class Managers>
-int call_across_ten_expiries(test::harness& h, Managers& managers, int calls) {
-    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
-    std::atomic<int> failures{0};
-    for (int expiry = 0; expiry < 10; ++expiry) {
-        std::vector<std::thread> callers;
-        for (auto& manager : managers) {
-            callers.emplace_back([&] {
-                for (int call = 0; call < calls; ++call) {
-                    std::error_code ec;
-                    if (manager->get_token(ec).empty() || ec) ++failures;
-                }
-            });
-        }
-        for (auto& t : callers) t.join();
-        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
-    }
-    return failures;
-}
-
 }  // namespace
 
 using test::temp_dir;

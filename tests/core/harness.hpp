@@ -1,6 +1,7 @@
 // A manager wired to the manual clock and the in-memory fake auth server.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -13,10 +14,14 @@
 #include <tokmgr/testing/manual_clock.hpp>
 #include <tokmgr/token_manager.hpp>
 
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <filesystem>
 #include <system_error>
+#include <thread>
+#include <vector>
 
 #if defined(TOKMGR_TEST_FILE_STORAGE)
 #include <tokmgr/storage/file.hpp>
@@ -114,6 +119,81 @@ inline tokmgr::http_response status(int code, std::string body = "{}") { return 
 /// Past the soft threshold of a 30-minute JWT, before its hard one.
 inline std::chrono::seconds past_soft(const tokmgr::manager_options& options) {
     return std::chrono::duration_cast<std::chrono::seconds>(tokmgr::schedule_for(30min, options, 0).soft) + 1s;
+}
+
+/// A TCP socket listening on a free loopback port (written to `port`): the
+/// kernel completes handshakes whether or not anyone accepts.
+inline int listen_on_loopback(int& port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port = ntohs(addr.sin_port);
+    REQUIRE(::listen(fd, 8) == 0);
+    return fd;
+}
+
+/// A token set of `generation` for the stores' tests; `writer` tells apart
+/// the sets two writers make of one generation.
+inline tokmgr::token_set set_of(std::uint64_t generation, bool spent = false, const std::string& writer = "") {
+    tokmgr::token_set set;
+    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + writer + "fQ.c2ln");
+    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
+    set.refresh_token_spent = spent;
+    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
+    set.jwt_lifetime = 1800s;
+    set.refresh_lifetime = 600000s;
+    set.generation = generation;
+    return set;
+}
+
+/// Each manager called from a thread of its own, `calls` times per round,
+/// for ten rounds with the clock moved past the hard threshold after each:
+/// the number of calls that got no JWT.
+template <class Managers>
+int call_across_ten_expiries(test::harness& h, Managers& managers, int calls) {
+    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
+    std::atomic<int> failures{0};
+    for (int expiry = 0; expiry < 10; ++expiry) {
+        std::vector<std::thread> callers;
+        for (auto& manager : managers) {
+            callers.emplace_back([&] {
+                for (int call = 0; call < calls; ++call) {
+                    std::error_code ec;
+                    if (manager->get_token(ec).empty() || ec) ++failures;
+                }
+            });
+        }
+        for (auto& t : callers) t.join();
+        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
+    }
+    return failures;
+}
+
+/// A manager whose store's lease another process holds past lease_wait:
+/// soft-expired, the JWT is still served (the refresh cannot start); hard-
+/// expired, lease_timeout; no refresh is ever sent. `hold_elsewhere()`
+/// returns the outsider's lease, held until the scenario ends.
+template <class Make, class HoldElsewhere>
+void a_lease_held_elsewhere_past_lease_wait(test::harness& h, Make make, HoldElsewhere hold_elsewhere) {
+    h.options.lease_wait = 50ms;
+    auto manager = make();
+    const std::string first(manager->get_token().reveal());
+    auto outsider = hold_elsewhere();
+    REQUIRE(outsider);
+    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);
+    CHECK(manager->get_token().reveal() == first);  // soft-expired, the refresh could not start: still served
+    CHECK(h.server.stats().refreshes == 0);
+    h.clock.advance(30min + 1h);  // hard-expired, past any backoff; the outsider still holds the lease
+    std::error_code ec;
+    CHECK(manager->get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::lease_timeout);
+    CHECK(h.server.stats().refreshes == 0);
+    CHECK(h.server.stats().logins == 1);
 }
 
 /// Two processes, A and B, share a store and hold the same set; A refreshes

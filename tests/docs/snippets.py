@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every ```cpp block of README.md and docs/*.md, as one C++ file to compile.
 
-    snippets.py SOURCE_DIR OUTPUT.cpp [--without-redis] [--each]
+    snippets.py SOURCE_DIR OUTPUT.cpp [--without-redis] [--without-postgres] [--each]
 
 A block compiles as shown. One that is a fragment (statements that need a
 function around them, names the prose introduced) says so in an HTML comment
@@ -26,7 +26,9 @@ a block needs in the block.
 that no block leans on an earlier block's includes.
 
 --without-redis leaves out the blocks that include <tokmgr/storage/redis.hpp>
-(a build without hiredis has no tokmgr::redis to compile them against).
+(a build without hiredis has no tokmgr::redis to compile them against);
+--without-postgres, those that include <tokmgr/storage/postgres.hpp> or
+postgres_async.hpp (libpq).
 """
 import pathlib
 import re
@@ -86,7 +88,7 @@ def split_includes(text):
 
 def main():
     source_dir, output = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    without_redis = "--without-redis" in sys.argv[3:]
+    left_out = [f"<tokmgr/storage/{store}" for store in ("redis", "postgres") if f"--without-{store}" in sys.argv[3:]]
     pages = [source_dir / "README.md"] + sorted((source_dir / "docs").glob("*.md"))
     bodies, count = [], 0
     for page in pages:
@@ -94,7 +96,7 @@ def main():
         for first_line, code, wrapper in blocks(page):
             count += 1
             includes, block = split_includes("\n".join(code))
-            if without_redis and any("<tokmgr/storage/redis.hpp>" in line for line in includes):
+            if any(header in line for header in left_out for line in includes):
                 continue
             located = f'#line {first_line} "{name}"\n{block}\n'
             if wrapper:

@@ -88,34 +88,14 @@ private:
     tokmgr::detail::redis::context_ptr c_;
 };
 
-/// `writer` tells apart the sets two writers make of one generation.
-tokmgr::token_set set_of(std::uint64_t generation, bool spent = false, const std::string& writer = "") {
-    tokmgr::token_set set;
-    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + writer + "fQ.c2ln");
-    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
-    set.refresh_token_spent = spent;
-    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
-    set.jwt_lifetime = 1800s;
-    set.refresh_lifetime = 600000s;
-    set.generation = generation;
-    return set;
-}
+using test::set_of;
 
 /// A one-connection TCP server on a loopback port that answers each read
 /// with `answer` (or stays silent when it is empty).
 class fake_server {
 public:
     explicit fake_server(std::string answer) : answer_(std::move(answer)) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port_ = ntohs(addr.sin_port);
-        REQUIRE(::listen(fd_, 8) == 0);
+        fd_ = test::listen_on_loopback(port_);
         thread_ = std::thread([this] {
             for (;;) {
                 const int client = ::accept(fd_, nullptr, nullptr);
@@ -649,21 +629,7 @@ TEST_CASE("four managers on one Redis key, called from four threads across ten e
     test::harness h(60s);
     std::vector<std::unique_ptr<redis_manager>> managers;
     for (int i = 0; i < 4; ++i) managers.push_back(make_manager(h, key));
-    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
-    std::atomic<int> failures{0};
-    for (int expiry = 0; expiry < 10; ++expiry) {
-        std::vector<std::thread> callers;
-        for (auto& manager : managers) {
-            callers.emplace_back([&] {
-                for (int call = 0; call < 20; ++call) {
-                    std::error_code ec;
-                    if (manager->get_token(ec).empty() || ec) ++failures;
-                }
-            });
-        }
-        for (auto& t : callers) t.join();
-        h.clock.advance(step + 1s);  // past the hard threshold: somebody must refresh
-    }
+    const int failures = test::call_across_ten_expiries(h, managers, 20);
     const auto stats = h.server.stats();
     CHECK(failures == 0);
     CHECK(stats.refresh_tokens_reused == 0);
@@ -698,21 +664,9 @@ TEST_CASE("a restarted manager on the key logs in after a refresh whose answer w
 TEST_CASE("a lease held elsewhere past lease_wait: the manager keeps serving, then reports lease_timeout") {
     const auto key = fresh_key();
     test::harness h;
-    h.options.lease_wait = 50ms;
-    auto manager = make_manager(h, key);
-    const std::string first(manager->get_token().reveal());
     redis_storage outsider_store(options_for(key));
-    auto outsider = outsider_store.lock(0ms);
-    REQUIRE(outsider);
-    h.clock.advance(tokmgr::schedule_for(30min, h.options, 0).soft + 1s);
-    CHECK(manager->get_token().reveal() == first);  // soft-expired, the refresh could not start: still served
-    CHECK(h.server.stats().refreshes == 0);
-    h.clock.advance(30min + 1h);  // hard-expired, past any backoff; the outsider still holds the lease
-    std::error_code ec;
-    CHECK(manager->get_token(ec).empty());
-    CHECK(ec == errc::lease_timeout);
-    CHECK(h.server.stats().refreshes == 0);
-    CHECK(h.server.stats().logins == 1);
+    test::a_lease_held_elsewhere_past_lease_wait(
+        h, [&] { return make_manager(h, key); }, [&] { return outsider_store.lock(0ms); });
     raw_redis().run({"DEL", key, key + ":lease"});
 }
 

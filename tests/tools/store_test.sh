@@ -26,32 +26,7 @@ unset TONIC_TEXTUAL_BASE_URL TONIC_TEXTUAL_USERNAME SOLAR_JWT_EXPIRATION_IN_MINU
       SOLAR_REFRESH_TOKEN_EXPIRATION_IN_MINUTES SOLAR_AUTH_RPM_LIMIT
 export TONIC_TEXTUAL_PASSWORD=store-password
 
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok:   $*"; }
-
-# start_server ARGS... — sets $url and $server_pid.
-start_server() {
-    "$TOKMGR" serve --port 0 --user svc:store-password "$@" >"$work/server.out" 2>"$work/server.err" &
-    server_pid=$!
-    pids+=("$server_pid")
-    for _ in $(seq 100); do
-        url=$(sed -n 's/^listening on //p' "$work/server.out")
-        [[ -n $url ]] && return 0
-        sleep 0.1
-    done
-    echo "FAIL: the reference server did not start: $(cat "$work/server.err")"
-    exit 1
-}
-
-# stop_server — stops it and sets $stats to its statistics line.
-stop_server() {
-    kill -TERM "$server_pid"
-    wait "$server_pid" 2>/dev/null
-    stats=$(sed -n 2p "$work/server.out")
-    echo "server: $stats"
-}
-field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
-check() { if [ "$(field "$1")" $2 ]; then pass "$1 = $(field "$1") ($2)"; else fail "$1 is $(field "$1"), expected $2"; fi; }
+source "$(dirname "$0")/../fleet/fleet_lib.sh"
 parses() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["format"]=="tokmgr-token-set" else 1)' "$1"; }
 
 store=$work/state/textual.json

@@ -175,7 +175,7 @@ int run_load(int argc, char** argv) {
     if (auto store = args.get("store")) {
         // Every process started with the same --store shares one token set:
         // one login between them, one refresh per expiry for the group.
-        if (store->empty()) throw usage_error{"--store takes a file path or a redis://host:port/[db/]key URL"};
+        if (store->empty()) throw usage_error{"--store takes a file path, a redis://host:port/[db/]key URL or a postgresql://host:port/db?key=K URL"};
         return with_store(args, *store, [&](auto storage) {
             using storage_type = decltype(storage);
             tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, storage_type, tokmgr::simdjson_json>
@@ -184,7 +184,7 @@ int run_load(int argc, char** argv) {
             return report_load(manager, options, *path, thread_count, seconds);
         });
     }
-    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://..."};
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://... or postgresql://..."};
     tokmgr::token_manager<> manager(std::move(auth_transport), std::move(creds));
     return report_load(manager, options, *path, thread_count, seconds);
 }

@@ -11,6 +11,22 @@ bool names_redis(const std::string& spec) {
     return spec.rfind("redis://", 0) == 0 || spec.rfind("redis+unix://", 0) == 0;
 }
 
+bool names_postgres(const std::string& spec) {
+    return spec.rfind("postgresql://", 0) == 0 || spec.rfind("postgres://", 0) == 0;
+}
+
+namespace {
+
+/// --lease-ttl SECONDS, for either shared store.
+std::chrono::milliseconds lease_ttl_from(const parsed_options& args, std::chrono::milliseconds otherwise) {
+    if (auto ttl = args.get("lease-ttl"))
+        return std::chrono::milliseconds(
+            static_cast<std::int64_t>(parse_positive_seconds(*ttl, 3600, "--lease-ttl") * 1000));
+    return otherwise;
+}
+
+}  // namespace
+
 #if TOKMGR_CLI_WITH_REDIS
 tokmgr::redis_options redis_store_options(const parsed_options& args, const std::string& url) {
     tokmgr::error_info failed;
@@ -19,9 +35,18 @@ tokmgr::redis_options redis_store_options(const parsed_options& args, const std:
     if (options.password.empty()) {
         if (const char* env = std::getenv("TOKMGR_REDIS_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
     }
-    if (auto ttl = args.get("lease-ttl"))
-        options.lease_ttl = std::chrono::milliseconds(
-            static_cast<std::int64_t>(parse_positive_seconds(*ttl, 3600, "--lease-ttl") * 1000));
+    options.lease_ttl = lease_ttl_from(args, options.lease_ttl);
+    return options;
+}
+#endif
+
+#if TOKMGR_CLI_WITH_POSTGRES
+tokmgr::postgres_options postgres_store_options(const parsed_options& args, const std::string& url) {
+    tokmgr::error_info failed;
+    auto options = tokmgr::postgres_options::from_url(url, failed);
+    if (failed) throw usage_error{"--store: " + failed.detail};
+    if (const char* env = std::getenv("TOKMGR_POSTGRES_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
+    options.lease_ttl = lease_ttl_from(args, options.lease_ttl);
     return options;
 }
 #endif
@@ -30,7 +55,10 @@ std::string file_store_path(const parsed_options& args, const std::string& spec)
     if (names_redis(spec))
         throw usage_error{"--store names a Redis server, but this tokmgr was built without hiredis; "
                           "install libhiredis-dev and rebuild, or use a file path"};
-    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl applies to a redis:// store only"};
+    if (names_postgres(spec))
+        throw usage_error{"--store names a PostgreSQL database, but this tokmgr was built without libpq; "
+                          "install libpq-dev and rebuild, or use a file path"};
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl applies to a redis:// or postgresql:// store only"};
     return spec;
 }
 

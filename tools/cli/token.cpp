@@ -82,10 +82,10 @@ int run_token(int argc, char** argv) {
     if (auto store = args.get("store")) {
         if (store->empty())
             throw usage_error{"--store takes a file path (e.g. $XDG_STATE_HOME/tokmgr/textual.json) or a "
-                              "redis://host:port/[db/]key URL"};
+                              "redis://host:port/[db/]key or postgresql://host:port/db?key=K URL"};
         return with_store(args, *store, [&](const auto& storage) { return run_token_with_store(args, storage); });
     }
-    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://..."};
+    if (args.get("lease-ttl")) throw usage_error{"--lease-ttl goes with --store redis://... or postgresql://..."};
     auto options = transport_options(args);
     auto creds = login_credentials(args);
 

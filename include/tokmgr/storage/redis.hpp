@@ -66,6 +66,7 @@
 #include "../error.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "detail/shared_store.hpp"
 #include "detail/storage_errors.hpp"
 #include "document.hpp"
 
@@ -169,18 +170,9 @@ inline timeval to_timeval(std::chrono::milliseconds ms) {
     return tv;
 }
 
-/// Server text made safe for a message: no control characters, at most 160
-/// bytes, and never the password (Redis does not echo it, but a proxy might).
+/// Server text made safe for a message (storage/detail/shared_store.hpp).
 inline std::string safe_text(std::string_view text, std::string_view password) {
-    std::string out;
-    for (char c : text.substr(0, 160)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
-    if (password.size() >= 4) {
-        for (auto at = out.find(password); at != std::string::npos; at = out.find(password))
-            out.replace(at, password.size(), "(redacted)");
-    } else if (!password.empty() && out.find(password) != std::string::npos) {
-        return "(a message that is not shown because it may contain the password)";
-    }
-    return out;
+    return safe_server_text(text, password);
 }
 
 inline bool integer_arg(std::string_view text, std::uint64_t max, std::uint64_t& out) {
@@ -337,6 +329,13 @@ public:
     }
 
     void drop() noexcept { context_.reset(); }
+
+    /// The lease's release, under the mutex: the compare-and-delete script.
+    void release_lease(const std::string& token) {
+        const std::string lease_key = options_.key + ":lease", channel = options_.key + ":changed";
+        error_info ignored;
+        command({"EVAL", release_script, "1", lease_key, token, channel}, ignored);
+    }
 
     /// Whether the last command's answer came from a second sending (the
     /// first may have been carried out too, its answer lost).
@@ -527,48 +526,10 @@ class redis_storage : public detail::storage_errors<redis_storage> {
 public:
     /// The lease: while an object lives (and is not moved from), this holder
     /// owns "<key>:lease" — until it is released or its TTL runs out,
-    /// whichever comes first; `holds` tells which.
-    class lease {
-    public:
-        lease() noexcept = default;
-        lease(lease&& other) noexcept : link_(std::move(other.link_)), token_(std::move(other.token_)) {}
-        lease& operator=(lease&& other) noexcept {
-            if (this != &other) {
-                release();
-                link_ = std::move(other.link_);
-                token_ = std::move(other.token_);
-            }
-            return *this;
-        }
-        lease(const lease&) = delete;
-        lease& operator=(const lease&) = delete;
-        ~lease() { release(); }
-
-        explicit operator bool() const noexcept { return static_cast<bool>(link_); }
-
-        /// Releases early (compare-and-delete: a lease that already lapsed and
-        /// went to another holder is left to it). A release that cannot reach
-        /// Redis is not an error: the TTL ends the lease.
-        void release() noexcept {
-            if (!link_) return;
-            try {
-                std::lock_guard<std::mutex> lock(link_->mutex());
-                const auto& o = link_->options();
-                const std::string lease_key = o.key + ":lease", channel = o.key + ":changed";
-                error_info ignored;
-                link_->command({"EVAL", detail::redis::release_script, "1", lease_key, token_, channel}, ignored);
-            } catch (...) {
-            }
-            link_.reset();
-        }
-
-    private:
-        friend class redis_storage;
-        lease(std::shared_ptr<detail::redis::link> l, std::string token) noexcept
-            : link_(std::move(l)), token_(std::move(token)) {}
-        std::shared_ptr<detail::redis::link> link_;
-        std::string token_;
-    };
+    /// whichever comes first; `holds` tells which. Its release is a Lua
+    /// compare-and-delete (a lease that lapsed and went to another holder is
+    /// left to it).
+    using lease = detail::shared_lease<detail::redis::link>;
 
     /// Connects on first use, not here.
     explicit redis_storage(redis_options options = {})
@@ -617,51 +578,49 @@ public:
     /// errc::storage_failed when Redis cannot be reached (at once: a store
     /// that cannot be reached gives no lease to wait for).
     lease lock(std::chrono::milliseconds max_wait, std::error_code& ec) {
-        using clock = std::chrono::steady_clock;
         clear_error(ec);
-        const auto deadline = clock::now() + max_wait;
+        const auto deadline = std::chrono::steady_clock::now() + max_wait;
         std::lock_guard<std::mutex> lock(link_->mutex());
         const std::string token = random_token();
         const std::string key = lease_key(), ttl = std::to_string(std::max<std::int64_t>(options().lease_ttl.count(), 1));
-        auto step = std::chrono::milliseconds(1);
         struct wait_end {
             detail::redis::link& link;
             ~wait_end() { link.stop_waiting(); }
         } end_of_wait{*link_};
-        for (;;) {
-            error_info failed;
-            auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
-            if (!r) {
-                fail(ec, errc::storage_failed, "taking the lease " + key + ": " + failed.detail);
-                return {};
-            }
-            if (r->type == REDIS_REPLY_STATUS) return lease(link_, token);
-            if (r->type == REDIS_REPLY_ERROR) {
-                fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
-                                                   server_text(r.get()) + "; check the server's configuration");
-                return {};
-            }
-            // nil: held by someone else — or by us, when this SET was a
-            // second sending whose first went through: check the token.
-            if (link_->retried()) {
-                if (auto mine = link_->command({"GET", key}, failed);
-                    mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
-                    return lease(link_, token);
-            }
-            const auto now = clock::now();
-            if (now >= deadline) {
-                fail(ec, errc::lease_timeout,
-                     "the lease " + key + " on " + options().where() + " was held by another process for longer than " +
-                         std::to_string(max_wait.count()) +
-                         " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
-                         std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
-                return {};
-            }
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
-                              std::chrono::milliseconds(1);
-            link_->wait_for_change(std::min(step, left), channel());
-            if (step < std::chrono::milliseconds(50)) step = std::min(step * 2, std::chrono::milliseconds(50));
-        }
+        using detail::lease_attempt;
+        const lease_attempt got = detail::take_lease_until(
+            deadline,
+            [&] {
+                error_info failed;
+                auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
+                if (!r) {
+                    fail(ec, errc::storage_failed, "taking the lease " + key + ": " + failed.detail);
+                    return lease_attempt::failed;
+                }
+                if (r->type == REDIS_REPLY_STATUS) return lease_attempt::taken;
+                if (r->type == REDIS_REPLY_ERROR) {
+                    fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
+                                                       server_text(r.get()) + "; check the server's configuration");
+                    return lease_attempt::failed;
+                }
+                // nil: held by someone else — or by us, when this SET was a
+                // second sending whose first went through: check the token.
+                if (link_->retried()) {
+                    if (auto mine = link_->command({"GET", key}, failed);
+                        mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
+                        return lease_attempt::taken;
+                }
+                return lease_attempt::held_elsewhere;
+            },
+            [&](std::chrono::milliseconds step) { link_->wait_for_change(step, channel()); });
+        if (got == lease_attempt::taken) return lease(link_, token);
+        if (got == lease_attempt::held_elsewhere)
+            fail(ec, errc::lease_timeout,
+                 "the lease " + key + " on " + options().where() + " was held by another process for longer than " +
+                     std::to_string(max_wait.count()) +
+                     " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
+                     std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
+        return {};
     }
 
     /// Whether `held` is still this holder's lease: false when it was
@@ -677,7 +636,7 @@ public:
             fail(ec, errc::storage_failed, "checking the lease " + lease_key() + ": " + failed.detail);
             return false;
         }
-        return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token_;
+        return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token();
     }
 
     /// Compare-and-swap on the generation, atomic in Redis (one script):
@@ -831,19 +790,7 @@ private:
         }
     }
 
-    /// 128 bits from the system's random source, fresh for every lock: a
-    /// generator kept in memory would repeat itself in a fork()ed child, and
-    /// two holders with one token would both "hold" the lease.
-    static std::string random_token() {
-        std::random_device device;
-        static const char hex[] = "0123456789abcdef";
-        std::string out;
-        for (int word = 0; word < 4; ++word) {
-            std::uint32_t v = device();
-            for (int i = 0; i < 8; ++i, v >>= 4) out += hex[v & 15];
-        }
-        return out;
-    }
+    static std::string random_token() { return detail::random_lease_token(); }
 
     std::shared_ptr<detail::redis::link> link_;
 };
