@@ -57,6 +57,9 @@ enum class errc {
     /// The token storage could not be reached (no connection): nothing was
     /// read or written. A plain storage_failed of a write may have landed.
     storage_unreachable,
+    /// The token storage holds a value tokmgr did not write; it was left
+    /// alone, and nothing was written.
+    storage_foreign,
 };
 
 namespace detail {
@@ -98,6 +101,7 @@ public:
         case errc::proxy_authentication_required: return "the proxy requires authentication (407)";
         case errc::proxy_tunnel_failed: return "the proxy did not open a tunnel to the server";
         case errc::storage_unreachable: return "the token storage could not be reached";
+        case errc::storage_foreign: return "the token storage holds a value tokmgr did not write";
         }
         return "unknown tokmgr error";
     }

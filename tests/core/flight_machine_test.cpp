@@ -11,6 +11,7 @@
 // its true expiry, and once the faults stop both processes get a JWT again.
 // No threads, no policies, no clock objects.
 #include <tokmgr/detail/flight_machine.hpp>
+#include <tokmgr/options.hpp>
 
 #include <doctest/doctest.h>
 
@@ -151,7 +152,7 @@ struct process {
     explicit process(int who) : id(who) {
         options.jitter_fraction = 0;
         options.lease_wait = 0ms;
-        tokens.emplace(options, tokmgr::lifetimes{30min, 10000min}, 7);
+        tokens.emplace(tokmgr::detail::session_options_for(options, tokmgr::lifetimes{30min, 10000min}), 7);
         machine.emplace(*tokens, true, true);
     }
 };

@@ -10,6 +10,8 @@
 
 #include "postgres_test_support.hpp"
 
+#include "../io_gap.hpp"
+
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -207,4 +209,61 @@ TEST_CASE("async: a server that accepts and never answers does not block the exe
     CHECK(took >= 1900ms);
     CHECK(took < 4s);
     CHECK(ticks >= 80);
+}
+
+// ---- an asynchronous manager on the database --------------------------------
+
+#include <tokmgr/tokmgr.hpp>
+#include <tokmgr/server/reference_server.hpp>
+
+#include <thread>
+
+TEST_CASE("an asynchronous manager on postgres_async_storage whose database stalls: the io thread never waits, "
+          "every await is answered") {
+    asio::io_context io;
+    tokmgr::server::server_options server_options;
+    server_options.users.emplace("svc", tokmgr::secret("pg-password"));
+    server_options.refresh_ttl = 600s;
+    tokmgr::server::reference_server server(std::move(server_options));
+    server.start();
+    tokmgr::asio_transport_options transport_options;
+    transport_options.base_url = server.url();
+    auto options = async_options(io, fresh_async_key());
+    options.statement_timeout = 5s;
+    tokmgr::manager_options manager_options;
+    manager_options.assumed_lifetimes = tokmgr::lifetimes{};
+    tokmgr::token_manager<tokmgr::asio_transport, tokmgr::steady_clock, postgres_async_storage, tokmgr::simdjson_json>
+        manager(tokmgr::asio_transport(io.get_executor(), transport_options),
+                tokmgr::credentials{"svc", tokmgr::secret("pg-password")}, manager_options, {},
+                postgres_async_storage(options));
+
+    // Another session holds the table for 1.5 s: every statement waits for it.
+    tokmgr::detail::postgres::connection_ptr blocker(PQconnectdb(
+        ("host=127.0.0.1 port=" + std::to_string(postgres_port()) + " dbname=postgres user=postgres password=fixture-password")
+            .c_str()));
+    REQUIRE(PQstatus(blocker.get()) == CONNECTION_OK);
+    tokmgr::detail::postgres::result_ptr(PQexec(blocker.get(), "begin"));
+    tokmgr::detail::postgres::result_ptr(PQexec(blocker.get(), "lock table tokmgr_token_sets in access exclusive mode"));
+    std::thread release([&] {
+        std::this_thread::sleep_for(1500ms);
+        tokmgr::detail::postgres::result_ptr(PQexec(blocker.get(), "rollback"));
+    });
+
+    constexpr int callers = 50;
+    int answered = 0, failed = 0;
+    for (int i = 0; i < callers; ++i)
+        manager.async_get_token([&](std::error_code ec, tokmgr::token_handle h) {
+            ++answered;
+            failed += ec || !h;
+        });
+    const auto start = std::chrono::steady_clock::now();
+    const auto widest = test::widest_gap_while(io, [&] { return answered == callers; });
+    release.join();
+    CHECK(answered == callers);
+    CHECK(failed == 0);
+    CHECK(std::chrono::steady_clock::now() - start >= 1400ms);  // the login waited for the database
+    CHECK(widest < test::io_gap_bound);  // the io thread never did
+    CHECK(server.stats().logins == 1);
+    io.restart();
+    io.run_for(200ms);  // the lease's release
 }

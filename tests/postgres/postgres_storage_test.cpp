@@ -209,7 +209,7 @@ TEST_CASE("a lease that lapsed: holds() is false, its release spares the next ho
     CHECK(other.store_if(set_of(2), 1));
 }
 
-TEST_CASE("a row tokmgr did not write: storage_failed saying what to do, and never overwritten") {
+TEST_CASE("a row tokmgr did not write: storage_foreign saying what to do, and never overwritten") {
     raw_postgres raw;
     postgres_storage(options_for(fresh_key())).load();  // the table exists
     struct foreign_row {
@@ -228,11 +228,11 @@ TEST_CASE("a row tokmgr did not write: storage_failed saying what to do, and nev
         postgres_storage store(options_for(key));
         std::error_code ec;
         CHECK_FALSE(store.load(ec));
-        CHECK(ec == errc::storage_failed);
+        CHECK(ec == errc::storage_foreign);
         CHECK(store.last_error().detail.find(row.said) != std::string::npos);
         CHECK(store.last_error().detail.find("rt-SECRET") == std::string::npos);
         store.store(set_of(9), ec);
-        CHECK(ec == errc::storage_failed);
+        CHECK(ec == errc::storage_foreign);
         const std::uint64_t generation = std::stoull(row.generation);
         CHECK_FALSE(store.store_if(set_of(generation + 1), generation, ec));
         CHECK(row_of(key, "document") == before);
@@ -316,7 +316,7 @@ TEST_CASE("a wrong password or none: a clear error that never shows the password
     postgres_storage store(options);
     std::error_code ec;
     CHECK_FALSE(store.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(store.last_error().detail.find("refused the password") != std::string::npos);
     CHECK(store.last_error().detail.find("TOKMGR_POSTGRES_PASSWORD") != std::string::npos);
     CHECK(store.last_error().detail.find("hunter22") == std::string::npos);
@@ -325,7 +325,7 @@ TEST_CASE("a wrong password or none: a clear error that never shows the password
     ::setenv("PGPASSFILE", "/nonexistent/pgpass", 1);
     postgres_storage without(options);
     CHECK_FALSE(without.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(without.last_error().detail.find("asks for a password") != std::string::npos);
     ::unsetenv("PGPASSFILE");
 }
@@ -359,7 +359,7 @@ TEST_CASE("TLS: verify-full with the fixture's CA works; a certificate another C
     postgres_storage refused(options);
     std::error_code ec;
     CHECK_FALSE(refused.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(refused.last_error().detail.find("certificate") != std::string::npos);
     CHECK(refused.last_error().detail.find("did not verify") != std::string::npos);
 }
@@ -402,7 +402,7 @@ TEST_CASE("a statement that waits on another session's lock ends at statement_ti
     CHECK_FALSE(ec);
 }
 
-TEST_CASE("a database that is down, or a port that never answers: storage_failed within the timeouts") {
+TEST_CASE("a database that is down, or a port that never answers: storage_unreachable within the timeouts") {
     SUBCASE("nothing listens") {
         auto options = options_for(fresh_key());
         int port = 0;
@@ -414,7 +414,7 @@ TEST_CASE("a database that is down, or a port that never answers: storage_failed
         postgres_storage store(options);
         std::error_code ec;
         const auto took = timed([&] { store.lock(5s, ec); });
-        CHECK(ec == errc::storage_failed);  // at once, not after the lease wait
+        CHECK(ec == errc::storage_unreachable);  // at once, not after the lease wait
         CHECK(took < 1s);
         CHECK(store.last_error().detail.find("nothing listens") != std::string::npos);
     }
@@ -426,7 +426,7 @@ TEST_CASE("a database that is down, or a port that never answers: storage_failed
         postgres_storage store(options);
         std::error_code ec;
         const auto took = timed([&] { store.load(ec); });
-        CHECK(ec == errc::storage_failed);
+        CHECK(ec == errc::storage_unreachable);
         CHECK(took < 4s);
         CHECK(store.last_error().detail.find("connect_timeout") != std::string::npos);
     }

@@ -348,26 +348,26 @@ TEST_CASE("a lease that lapsed: holds() is false, its release spares the next ho
     raw_redis().run({"DEL", key});
 }
 
-TEST_CASE("a list at the key: storage_failed, what to do, and the list untouched") {
+TEST_CASE("a list at the key: storage_foreign, what to do, and the list untouched") {
     const auto key = fresh_key();
     raw_redis raw;
     raw.run({"RPUSH", key, "somebody else's"});
     redis_storage store(options_for(key));
     std::error_code ec;
     CHECK_FALSE(store.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_foreign);
     CHECK(store.last_error().detail.find("holds a list") != std::string::npos);
     CHECK(store.last_error().detail.find("DEL " + key) != std::string::npos);
     CHECK_FALSE(store.store_if(set_of(1), 0, ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_foreign);
     store.store(set_of(1), ec);
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_foreign);
     CHECK(raw.run({"LLEN", key}) == "1");
     CHECK_THROWS_AS(store.load(), tokmgr::error);
     raw.run({"DEL", key});
 }
 
-TEST_CASE("garbage or a later version at the key: storage_failed saying what to do, and never overwritten") {
+TEST_CASE("garbage or a later version at the key: storage_foreign saying what to do, and never overwritten") {
     const auto key = fresh_key();
     raw_redis raw;
     redis_storage store(options_for(key));
@@ -376,16 +376,16 @@ TEST_CASE("garbage or a later version at the key: storage_failed saying what to 
                               std::string("[1,2,3]")}) {
         raw.run({"SET", key, value});
         CHECK_FALSE(store.load(ec));
-        CHECK(ec == errc::storage_failed);
+        CHECK(ec == errc::storage_foreign);
         CHECK(store.last_error().detail.find("never overwrites") != std::string::npos);
         CHECK_FALSE(store.store_if(set_of(1), 0, ec));
-        CHECK(ec == errc::storage_failed);
+        CHECK(ec == errc::storage_foreign);
         CHECK(raw.run({"GET", key}) == value);
     }
     const std::string later = R"({"format":"tokmgr-token-set","version":2,"generation":4})";
     raw.run({"SET", key, later});
     CHECK_FALSE(store.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_foreign);
     CHECK(store.last_error().detail.find("newer") != std::string::npos);
     CHECK_FALSE(store.store_if(set_of(5), 4, ec));  // even with the "right" generation
     CHECK(ec == errc::storage_failed);
@@ -409,16 +409,16 @@ TEST_CASE("AUTH: an ACL user with the right password works; a wrong one is a cle
     o.password = tokmgr::secret("wrong-password-5678");
     redis_storage bad(o);
     CHECK_FALSE(bad.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(bad.last_error().detail.find("refused the password") != std::string::npos);
     CHECK(bad.last_error().detail.find("wrong-password-5678") == std::string::npos);
     CHECK_FALSE(bad.lock(0ms, ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     raw.run({"ACL", "DELUSER", user});
     raw.run({"DEL", key});
 }
 
-TEST_CASE("Redis unreachable: storage_failed at once, naming the address") {
+TEST_CASE("Redis unreachable: storage_unreachable at once, naming the address") {
     auto o = options_for(fresh_key());
     {
         // A port nobody listens on: bound, then freed.
@@ -429,12 +429,12 @@ TEST_CASE("Redis unreachable: storage_failed at once, naming the address") {
     std::error_code ec;
     const auto started = std::chrono::steady_clock::now();
     CHECK_FALSE(store.load(ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(store.last_error().detail.find("cannot connect to Redis at redis://127.0.0.1:" + std::to_string(o.port) + "/") != std::string::npos);
     CHECK_FALSE(store.lock(5s, ec));  // no waiting for a lease nobody can give
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK_FALSE(store.store_if(set_of(1), 0, ec));
-    CHECK(ec == errc::storage_failed);
+    CHECK(ec == errc::storage_unreachable);
     CHECK(std::chrono::steady_clock::now() - started < 2s);
 }
 

@@ -332,9 +332,11 @@ private:
 
     /// A failed write of a coordinating store may have landed (a rename
     /// done before its directory's fsync failed, a reply lost after the
-    /// write) unless the store says it was never reached.
+    /// write) unless the store says it wrote nothing: not reached, or a
+    /// value there that is not tokmgr's.
     static bool may_have_landed(std::error_code failure) noexcept {
-        return failure != errc::storage_unreachable && failure != errc::storage_permissions;
+        return failure != errc::storage_unreachable && failure != errc::storage_foreign &&
+               failure != errc::storage_permissions;
     }
 
     bool would_log_in_privately(std::int64_t now) const noexcept {

@@ -7,11 +7,9 @@
 // token_manager — hold their mutex while they call it, and do what it says
 // outside that mutex: talk to the storage, send the request, wake waiters.
 //
-// One flight (a login or refresh, with its storage steps) runs at a time:
-//
-//   on_demand ─▶ start ─▶ on_stored ─▶ next_request ─┬─ login ───────────────▶ send ─▶ on_answer
-//                                                    └─ refresh: store mark ─▶ on_marked ─▶ send ─▶ on_answer
-//   on_answer ─▶ persist what it returns ─▶ (login next? back to next_request) ─▶ end_flight
+// One flight (a login or refresh, with its storage steps) runs at a time;
+// its sequence, and the rules between its steps, are detail::flight_machine's
+// (flight_machine.hpp), which calls the session for every token decision.
 //
 // Write-ahead rule: a refresh token is sent only after the storage holds a set
 // that says it is spent (`token_set::refresh_token_spent`), so that whoever

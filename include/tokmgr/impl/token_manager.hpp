@@ -118,6 +118,18 @@ struct transport_executor<T, true> {
 template <class T>
 using close_result = decltype(std::declval<T&>().close());
 
+/// Keeps the transport's execution context running (an io_context's run()
+/// from returning) while a store call made for it is out on another thread;
+/// nothing for executors that cannot say so.
+template <class E, class = void>
+struct work_tracking {
+    static int keep(const E&) noexcept { return 0; }
+};
+template <class E>
+struct work_tracking<E, std::void_t<decltype(executor_ops<E>::tracked(std::declval<const E&>()))>> {
+    static auto keep(const E& executor) { return executor_ops<E>::tracked(executor); }
+};
+
 template <class S, bool = is_coordinating_storage_v<S>>
 struct storage_lease {
     using type = int;  // no lease: a placeholder that is never engaged
@@ -353,7 +365,8 @@ public:
         if (start) launch(pending);
         if (served) return nullptr;
         if (!pending->add_waiter(waiter)) {
-            if (pending->result()) served = pending->result();
+            if (pending->result() && now_ns() < pending->result()->hard_ns) served = pending->result();
+            else if (pending->result()) failed = expired_meanwhile();
             else failed = pending->error();
             return nullptr;
         }
@@ -501,18 +514,19 @@ private:
                     if (asynchronous_ || options_.executor) {
                         launch(pending);
                         // An executor that refused the task left it to run here.
-                        if (!pending->ready() || !pending->result())
+                        if (!pending->ready() || !pending->result() || now_ns() >= pending->result()->hard_ns)
                             return remember(current, publication, said.serve_until);
                         return remember(pending->result(), 0, never);
                     }
                     run_flight(pending);
-                    if (pending->result()) return remember(pending->result(), 0, never);
+                    if (pending->result() && now_ns() < pending->result()->hard_ns)
+                        return remember(pending->result(), 0, never);
                     // Failed: this JWT is still served until its hard threshold.
                     lock.lock();
                     if (session_.current() == current && now_ns() < current->hard_ns)
                         return remember(current, publication_.load(std::memory_order_relaxed), never);
                     lock.unlock();
-                    return fail(pending->error());
+                    return fail(pending->result() ? expired_meanwhile() : pending->error());
                 }
                 case demand::start_and_wait:
                     pending = start_flight_locked();
@@ -682,6 +696,10 @@ private:
         }
     }
 
+    static error_info expired_meanwhile() noexcept {
+        return failure_info(errc::wait_timeout, "the new JWT expired before it could be served");
+    }
+
     flight_step shut_down_step() noexcept {
         std::lock_guard<std::mutex> lock(mutex_);
         return machine_.fail(failure_info(errc::shut_down, "the token manager was destroyed"), now_ns());
@@ -846,15 +864,11 @@ private:
                 auto self = this->shared_from_this();
                 auto kept = std::make_shared<flight_step>(std::move(step));
                 auto ticket = std::make_shared<storage_ticket>(self, pending);
-                queued = to_storage([self, pending, kept, ticket] {
+                auto work = outstanding_work();
+                queued = to_storage([self, pending, kept, ticket, work] {
                     ticket->ran = true;
                     step_outcome done;
-                    {
-                        flight_runner_mark mark(self->id_);
-                        std::lock_guard<std::mutex> gate(self->policy_gate_);
-                        if (self->closed_.load(std::memory_order_acquire)) return;  // its waiters were answered
-                        done = self->perform_storage(*kept);
-                    }
+                    if (!self->perform_storage_gated(*kept, done)) return;  // shut down: its waiters were answered
                     self->post_back(pending, std::move(done));
                 });
                 if (!queued) ticket->ran = true;  // answered below, not by the ticket
@@ -866,6 +880,38 @@ private:
                 post_back(pending, std::move(failed));
             }
         }
+    }
+
+    /// A blocking store call on the storage thread, under the policy gate; a
+    /// wait for the lease in slices, the gate let go between them, so that
+    /// ~token_manager() never waits for another process's lease. False when
+    /// the manager shut down.
+    bool perform_storage_gated(flight_step& step, step_outcome& done) noexcept {
+        using namespace std::chrono;
+        flight_runner_mark mark(id_);
+        const auto deadline = std::chrono::steady_clock::now() + step.lease_wait;
+        const milliseconds total = step.lease_wait;
+        for (;;) {
+            {
+                std::lock_guard<std::mutex> gate(policy_gate_);
+                if (closed_.load(std::memory_order_acquire)) return false;
+                if (step.kind == step_kind::take_lease)
+                    step.lease_wait = std::clamp(duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now()),
+                                                 milliseconds(0), std::min(total, milliseconds(100)));
+                done = perform_storage(step);
+            }
+            if (step.kind != step_kind::take_lease || done.failure.code != errc::lease_timeout ||
+                std::chrono::steady_clock::now() >= deadline)
+                return true;
+        }
+    }
+
+    /// Held by a store call out on another thread: see work_tracking.
+    auto outstanding_work() {
+        if constexpr (executor_ops<executor_type_or_void>::known)
+            return work_tracking<executor_type_or_void>::keep(transport_.get_executor());
+        else
+            return 0;
     }
 
     /// Hands a blocking store call to manager_options::storage_executor, or
@@ -907,12 +953,13 @@ private:
             if (closed_.load(std::memory_order_acquire)) return;
             try {
                 auto self = this->shared_from_this();
-                auto failed = [self, pending](std::error_code ec) {
+                auto work = outstanding_work();
+                auto failed = [self, pending, work](std::error_code ec) {
                     step_outcome done;
                     self->storage_failure(done, ec ? ec : make_error_code(errc::storage_failed));
                     self->post_back_unlocked_later(pending, std::move(done));
                 };
-                auto decided = [self, pending, failed](std::error_code ec, bool yes) {
+                auto decided = [self, pending, failed, work](std::error_code ec, bool yes) {
                     if (ec) return failed(ec);
                     step_outcome done;
                     done.yes = yes;
@@ -921,7 +968,7 @@ private:
                 switch (step.kind) {
                 case step_kind::take_lease:
                     if constexpr (coordinating) {
-                        storage_.async_lock(step.lease_wait, [self, pending, failed](std::error_code ec, lease_type lease) {
+                        storage_.async_lock(step.lease_wait, [self, pending, failed, work](std::error_code ec, lease_type lease) {
                             if (!ec && !static_cast<bool>(lease)) ec = make_error_code(errc::lease_timeout);
                             if (ec) return failed(ec);
                             self->post_lease_back(pending, std::move(lease));
@@ -929,7 +976,7 @@ private:
                     }
                     break;
                 case step_kind::load:
-                    storage_.async_load([self, pending, failed](std::error_code ec, std::optional<token_set> stored) {
+                    storage_.async_load([self, pending, failed, work](std::error_code ec, std::optional<token_set> stored) {
                         if (ec) return failed(ec);
                         step_outcome done;
                         done.stored = std::move(stored);
@@ -1025,7 +1072,7 @@ private:
                 try {
                     auto self = this->shared_from_this();
                     auto box = std::make_shared<std::optional<lease_type>>(std::move(held));
-                    if (to_storage([self, box] {
+                    if (to_storage([self, box, work = outstanding_work()] {
                             std::lock_guard<std::mutex> gate(self->policy_gate_);
                             box->reset();
                         }))
@@ -1159,9 +1206,10 @@ private:
     void end_flight(const std::shared_ptr<flight>& pending, error_info why) noexcept {
         std::shared_ptr<const snapshot> result;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (in_flight_ != pending) {  // already answered (shut down)
-                pending->complete(nullptr, why);
+            std::unique_lock<std::mutex> lock(mutex_);
+            if (in_flight_ != pending) {  // already answered (shut down): a no-op but for a race with it
+                lock.unlock();
+                pending->complete(nullptr, std::move(why));
                 return;
             }
             machine_.ended();
@@ -1170,6 +1218,10 @@ private:
             in_flight_.reset();
             publication_.fetch_add(1, std::memory_order_release);
             if (!result && !why) why = session_.last_error();
+            // A JWT that expired while the flight went on (a store that
+            // stalled, an io_context stopped) is handed over all the same:
+            // every waiter checks the hard threshold and asks again.
+            if (!result && !why && !session_.last_error()) result = session_.current();
             if (!result && !why) why = failure_info(errc::protocol_error, "the login or refresh produced no JWT");
         }
         pending->complete(result, result ? error_info{} : std::move(why));

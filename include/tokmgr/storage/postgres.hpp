@@ -153,6 +153,13 @@ struct connection_deleter {
 using connection_ptr = std::unique_ptr<PGconn, connection_deleter>;
 
 inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
+/// No connection could be made: nothing was read or written.
+inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
+/// The code a failed statement is reported with: unreachable only when no
+/// statement went out.
+inline errc code_of(const error_info& failed) noexcept {
+    return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
+}
 
 inline bool is_identifier(std::string_view part) {
     if (part.empty() || part.size() > 63) return false;
@@ -330,9 +337,14 @@ public:
             return nullptr;
         }
         bool created = false;
+        bool sent = false;  // a statement went out: a failure from here on may have written
         for (int attempt = 0; attempt < 3; ++attempt) {
             const bool fresh = !connection_;
-            if (fresh && !connect(failed)) return nullptr;
+            if (fresh && !connect(failed)) {
+                if (sent) failed.code = make_error_code(errc::storage_failed);
+                return nullptr;
+            }
+            sent = true;
             bool io_failed = false;
             result_ptr r = run(sql, params, failed, io_failed);
             if (io_failed) {
@@ -422,15 +434,15 @@ private:
         values.push_back(nullptr);
         connection_ptr c(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
         if (!c) {
-            failed = storage_failure("cannot allocate a PostgreSQL connection to " + options_.where());
+            failed = unreachable("cannot allocate a PostgreSQL connection to " + options_.where());
             return false;
         }
         if (PQstatus(c.get()) != CONNECTION_OK) {
-            failed = storage_failure(describe_connection_failure(PQerrorMessage(c.get())));
+            failed = unreachable(describe_connection_failure(PQerrorMessage(c.get())));
             return false;
         }
         if (PQsetnonblocking(c.get(), 1) != 0) {
-            failed = storage_failure("cannot make the PostgreSQL connection to " + options_.where() + " non-blocking");
+            failed = unreachable("cannot make the PostgreSQL connection to " + options_.where() + " non-blocking");
             return false;
         }
         connection_ = std::move(c);
@@ -439,6 +451,7 @@ private:
         bool io_failed = false;
         if (!run("select set_config('statement_timeout', $1, false)", {ms.c_str()}, failed, io_failed)) {
             connection_.reset();
+            failed.code = make_error_code(errc::storage_unreachable);
             return false;
         }
         return true;
@@ -712,7 +725,7 @@ public:
                 error_info failed;
                 auto r = link_->query(link_->sql().lock, {options().key.c_str(), token.c_str(), ttl.c_str()}, failed);
                 if (!r) {
-                    fail(ec, errc::storage_failed, "taking the lease on " + options().where() + ": " + failed.detail);
+                    fail(ec, detail::postgres::code_of(failed), "taking the lease on " + options().where() + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
                 return PQntuples(r.get()) == 1 ? lease_attempt::taken : lease_attempt::held_elsewhere;
@@ -736,7 +749,7 @@ public:
         error_info failed;
         auto r = link_->query(link_->sql().holds, {options().key.c_str(), held.token().c_str()}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "checking the lease on " + options().where() + ": " + failed.detail);
+            fail(ec, detail::postgres::code_of(failed), "checking the lease on " + options().where() + ": " + failed.detail);
             return false;
         }
         return holds_answer(r.get());
@@ -806,7 +819,7 @@ protected:
         error_info failed;
         auto r = link_->query(link_->sql().load, {options().key.c_str()}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "reading the token set: " + failed.detail);
+            fail(ec, detail::postgres::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
         }
         return loaded_set(r.get(), generation, ec);
@@ -819,7 +832,7 @@ protected:
         error_info failed;
         auto r = link_->query(*w.sql, w.params(), failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "storing the token set: " + failed.detail);
+            fail(ec, detail::postgres::code_of(failed), "storing the token set: " + failed.detail);
             return false;
         }
         return written(r.get(), ec);
@@ -842,14 +855,14 @@ protected:
         const std::size_t length = static_cast<std::size_t>(PQgetlength(r, 0, 0));
         wipe_on_exit wipe{text, length};
         if (auto refusal = row_refusal(no_document ? nullptr : text, length, generation_text); !refusal.empty()) {
-            fail(ec, errc::storage_failed, std::move(refusal));
+            fail(ec, errc::storage_foreign, std::move(refusal));
             return std::nullopt;
         }
         if (no_document) return std::nullopt;  // a lease taken before the first write
         error_info unreadable;
         auto set = decode_token_set(std::string_view(text, length), unreadable);
         if (!set) {
-            fail(ec, errc::storage_failed,
+            fail(ec, errc::storage_foreign,
                  not_ours("a value that is not a readable tokmgr token-set document (" + unreadable.detail + ")"));
             return std::nullopt;
         }
@@ -874,7 +887,7 @@ protected:
         error_info refused;
         out.document = encode_token_set(set, refused);
         if (refused) {
-            fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + refused.detail);
+            fail(ec, detail::postgres::code_of(refused), "cannot store to " + options().where() + ": " + refused.detail);
             return false;
         }
         out.key = options().key;
@@ -901,7 +914,7 @@ protected:
             wipe_on_exit wipe{before, static_cast<std::size_t>(PQgetlength(r, 0, 2))};
             if (auto refusal = row_refusal(no_document ? nullptr : before, wipe.length, PQgetvalue(r, 0, 1));
                 !refusal.empty()) {
-                fail(ec, errc::storage_failed, std::move(refusal));
+                fail(ec, errc::storage_foreign, std::move(refusal));
                 return false;
             }
         }

@@ -161,6 +161,11 @@ using context_ptr = std::unique_ptr<redisContext, context_deleter>;
 inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
 /// No connection could be made: nothing was read or written.
 inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
+/// The code a failed command is reported with: unreachable only when nothing
+/// went out.
+inline errc code_of(const error_info& failed) noexcept {
+    return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
+}
 
 inline timeval to_timeval(std::chrono::milliseconds ms) {
     const auto count = std::max<std::int64_t>(ms.count(), 1);
@@ -234,7 +239,12 @@ public:
     reply_ptr command(const std::vector<std::string_view>& args, error_info& failed) {
         for (int attempt = 0; attempt < 2; ++attempt) {
             const bool fresh = !context_;
-            if (fresh && !connect(context_, failed)) return nullptr;
+            if (fresh && !connect(context_, failed)) {
+                // Unreachable only if nothing went out: a first attempt on a
+                // kept connection may have been carried out.
+                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
+                return nullptr;
+            }
             reply_ptr reply = run(context_.get(), args);
             retried_ = attempt > 0;
             if (reply) {
@@ -594,7 +604,7 @@ public:
                 error_info failed;
                 auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
                 if (!r) {
-                    fail(ec, errc::storage_failed, "taking the lease " + key + ": " + failed.detail);
+                    fail(ec, detail::redis::code_of(failed), "taking the lease " + key + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
                 if (r->type == REDIS_REPLY_STATUS) return lease_attempt::taken;
@@ -633,7 +643,7 @@ public:
         error_info failed;
         auto r = link_->command({"GET", lease_key()}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "checking the lease " + lease_key() + ": " + failed.detail);
+            fail(ec, detail::redis::code_of(failed), "checking the lease " + lease_key() + ": " + failed.detail);
             return false;
         }
         return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token();
@@ -706,7 +716,7 @@ private:
         error_info failed;
         auto r = link_->command({"GET", options().key}, failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "reading the token set: " + failed.detail);
+            fail(ec, detail::redis::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
         }
         if (r->type == REDIS_REPLY_NIL) return std::nullopt;
@@ -716,7 +726,7 @@ private:
                 std::string kind = "a value of another type";
                 if (auto t = link_->command({"TYPE", options().key}, failed); t && t->type == REDIS_REPLY_STATUS)
                     kind = "a " + std::string(t->str, t->len) + ", not a tokmgr token-set document";
-                fail(ec, errc::storage_failed, not_ours(kind));
+                fail(ec, errc::storage_foreign, not_ours(kind));
             } else if (said.rfind("NOAUTH", 0) == 0) {
                 fail(ec, errc::storage_failed,
                      "Redis at " + options().where() +
@@ -737,7 +747,7 @@ private:
         // hiredis's buffer held the tokens: wipe it before it is freed.
         detail::secure_wipe(r->str, r->len);
         if (set) return set;
-        fail(ec, errc::storage_failed, not_ours("a value that is not a readable tokmgr token-set document (" +
+        fail(ec, errc::storage_foreign, not_ours("a value that is not a readable tokmgr token-set document (" +
                                                  unreadable.detail + ")"));
         return std::nullopt;
     }
@@ -756,7 +766,7 @@ private:
                                  text.reveal(), generation, channel()},
                                 failed);
         if (!r) {
-            fail(ec, errc::storage_failed, "storing the token set: " + failed.detail);
+            fail(ec, detail::redis::code_of(failed), "storing the token set: " + failed.detail);
             return false;
         }
         if (r->type == REDIS_REPLY_ERROR) {
@@ -777,7 +787,7 @@ private:
         switch (r->element[0]->integer) {
         case 1: return true;
         case 0: return false;
-        case -1: fail(ec, errc::storage_failed, not_ours("a " + second() + ", not a tokmgr token-set document")); return false;
+        case -1: fail(ec, errc::storage_foreign, not_ours("a " + second() + ", not a tokmgr token-set document")); return false;
         case -3:
             fail(ec, errc::storage_failed,
                  "the key " + options().key + " on " + options().where() + " holds a token-set document of version " +
@@ -785,7 +795,7 @@ private:
                      std::to_string(token_set_version) + "); upgrade tokmgr (it was not overwritten)");
             return false;
         default:
-            fail(ec, errc::storage_failed, not_ours("a value that is not a tokmgr token-set document"));
+            fail(ec, errc::storage_foreign, not_ours("a value that is not a tokmgr token-set document"));
             return false;
         }
     }

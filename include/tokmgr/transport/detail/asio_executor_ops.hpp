@@ -13,6 +13,8 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/prefer.hpp>
+#include <asio/execution/outstanding_work.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
@@ -28,6 +30,13 @@ struct executor_ops<asio::any_io_executor> {
     template <class Function>
     static void post(const asio::any_io_executor& executor, Function&& function) {
         asio::post(executor, std::forward<Function>(function));
+    }
+
+    /// The executor, counting as outstanding work while the copy lives: an
+    /// io_context's run() does not return while a store call made for it is
+    /// still out on another thread.
+    static asio::any_io_executor tracked(const asio::any_io_executor& executor) {
+        return asio::prefer(executor, asio::execution::outstanding_work.tracked);
     }
 
     /// Runs `function` on the executor after `delay` (a retry that must not
