@@ -696,8 +696,11 @@ private:
         }
     }
 
+    /// Not wait_timeout: nobody waited past max_wait; the flight's JWT
+    /// expired before it ended (as before, when it was reported as none).
     static error_info expired_meanwhile() noexcept {
-        return failure_info(errc::wait_timeout, "the new JWT expired before it could be served");
+        return failure_info(errc::protocol_error,
+                            "the login or refresh produced a JWT that expired before it could be served");
     }
 
     flight_step shut_down_step() noexcept {
