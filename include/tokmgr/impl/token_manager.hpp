@@ -1206,7 +1206,9 @@ private:
 
     /// Ends the flight and answers its waiters: with `why`, or else with
     /// what the session holds (its last error when it holds no JWT).
-    void end_flight(const std::shared_ptr<flight>& pending, error_info why) noexcept {
+    void end_flight(const std::shared_ptr<flight>& pending, const error_info& failure) noexcept {
+        error_info why;
+        copy_failure(why, failure);
         std::shared_ptr<const snapshot> result;
         {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -1220,7 +1222,7 @@ private:
             if (result && !session_.last_error()) last_load_error_ = {};  // "empty after a success"
             in_flight_.reset();
             publication_.fetch_add(1, std::memory_order_release);
-            if (!result && !why) why = session_.last_error();
+            if (!result && !why) copy_failure(why, session_.last_error());
             // A JWT that expired while the flight went on (a store that
             // stalled, an io_context stopped) is handed over all the same:
             // every waiter checks the hard threshold and asks again.
@@ -1228,6 +1230,15 @@ private:
             if (!result && !why) why = failure_info(errc::protocol_error, "the login or refresh produced no JWT");
         }
         pending->complete(result, result ? error_info{} : std::move(why));
+    }
+
+    /// Copies a failure without throwing: out of memory, its code alone.
+    static void copy_failure(error_info& to, const error_info& from) noexcept {
+        to.code = from.code;
+        try {
+            to.detail = from.detail;
+        } catch (...) {
+        }
     }
 
     /// Hooks are told, never obeyed: an exception from one is swallowed so it
