@@ -1,5 +1,5 @@
 // The installed tokmgr::redis, used as a consumer would: a store whose
-// server cannot be reached reports storage_failed with a detail naming it.
+// server cannot be reached reports storage_unreachable with a detail naming it.
 #include <tokmgr/concepts.hpp>
 #include <tokmgr/storage/redis.hpp>
 
@@ -13,5 +13,5 @@ int main() {
     std::error_code ec;
     store.load(ec);
     std::cout << store.last_error().detail << "\n";
-    return ec == tokmgr::errc::storage_failed && !store.last_error().detail.empty() ? 0 : 1;
+    return ec == tokmgr::errc::storage_unreachable && !store.last_error().detail.empty() ? 0 : 1;
 }
