@@ -16,7 +16,8 @@ namespace tokmgr_cli {
 namespace {
 
 bool is_store_failure(std::error_code ec) {
-    return ec == tokmgr::errc::storage_failed || ec == tokmgr::errc::storage_permissions;
+    return ec == tokmgr::errc::storage_failed || ec == tokmgr::errc::storage_permissions ||
+           ec == tokmgr::errc::storage_unreachable || ec == tokmgr::errc::storage_foreign;
 }
 
 /// `tokmgr token --store PATH|URL`: the stored JWT while it is fresh (no
