@@ -2,7 +2,7 @@
 # Builds the fuzz targets of tests/fuzz with clang's libFuzzer (plus ASan and
 # UBSan) and runs each one, starting from its seed corpus in the tree.
 #
-#   scripts/fuzz.sh short   # CI: FUZZ_SECONDS (20) per target
+#   scripts/fuzz.sh short   # CI: FUZZ_SECONDS (10) per target
 #   scripts/fuzz.sh long    # the campaign: FUZZ_RUNS (1,000,000) executions per target
 #
 # Run one target only with FUZZ_TARGETS="url request_parser". New inputs
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-short}
 case "$mode" in
-  short) budget=(-max_total_time="${FUZZ_SECONDS:-20}") ;;
+  short) budget=(-max_total_time="${FUZZ_SECONDS:-10}") ;;
   long)  budget=(-runs="${FUZZ_RUNS:-1000000}") ;;
   *) echo "usage: scripts/fuzz.sh [short|long]" >&2; exit 2 ;;
 esac

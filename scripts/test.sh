@@ -3,7 +3,7 @@
 # builds and runs ctest three times — plain (with the installed-package C++17
 # consumer), under ThreadSanitizer, and under AddressSanitizer + UBSan — then
 # the examples and end-to-end tests built in Release, then every fuzz target
-# for a short budget (scripts/fuzz.sh short: 20 s each).
+# for a short budget (scripts/fuzz.sh short: 10 s each).
 # Usage: scripts/test.sh [plain|tsan|asan|release|fuzz]...   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
