@@ -152,14 +152,6 @@ struct connection_deleter {
 };
 using connection_ptr = std::unique_ptr<PGconn, connection_deleter>;
 
-inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
-/// No connection could be made: nothing was read or written.
-inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
-/// The code a failed statement is reported with: unreachable only when no
-/// statement went out.
-inline errc code_of(const error_info& failed) noexcept {
-    return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
-}
 
 inline bool is_identifier(std::string_view part) {
     if (part.empty() || part.size() > 63) return false;
@@ -725,7 +717,7 @@ public:
                 error_info failed;
                 auto r = link_->query(link_->sql().lock, {options().key.c_str(), token.c_str(), ttl.c_str()}, failed);
                 if (!r) {
-                    fail(ec, detail::postgres::code_of(failed), "taking the lease on " + options().where() + ": " + failed.detail);
+                    fail(ec, detail::code_of(failed), "taking the lease on " + options().where() + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
                 return PQntuples(r.get()) == 1 ? lease_attempt::taken : lease_attempt::held_elsewhere;
@@ -749,7 +741,7 @@ public:
         error_info failed;
         auto r = link_->query(link_->sql().holds, {options().key.c_str(), held.token().c_str()}, failed);
         if (!r) {
-            fail(ec, detail::postgres::code_of(failed), "checking the lease on " + options().where() + ": " + failed.detail);
+            fail(ec, detail::code_of(failed), "checking the lease on " + options().where() + ": " + failed.detail);
             return false;
         }
         return holds_answer(r.get());
@@ -819,7 +811,7 @@ protected:
         error_info failed;
         auto r = link_->query(link_->sql().load, {options().key.c_str()}, failed);
         if (!r) {
-            fail(ec, detail::postgres::code_of(failed), "reading the token set: " + failed.detail);
+            fail(ec, detail::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
         }
         return loaded_set(r.get(), generation, ec);
@@ -832,7 +824,7 @@ protected:
         error_info failed;
         auto r = link_->query(*w.sql, w.params(), failed);
         if (!r) {
-            fail(ec, detail::postgres::code_of(failed), "storing the token set: " + failed.detail);
+            fail(ec, detail::code_of(failed), "storing the token set: " + failed.detail);
             return false;
         }
         return written(r.get(), ec);
@@ -887,7 +879,7 @@ protected:
         error_info refused;
         out.document = encode_token_set(set, refused);
         if (refused) {
-            fail(ec, detail::postgres::code_of(refused), "cannot store to " + options().where() + ": " + refused.detail);
+            fail(ec, detail::code_of(refused), "cannot store to " + options().where() + ": " + refused.detail);
             return false;
         }
         out.key = options().key;

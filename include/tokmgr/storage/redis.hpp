@@ -157,15 +157,6 @@ struct context_deleter {
 };
 using context_ptr = std::unique_ptr<redisContext, context_deleter>;
 
-/// A failure of the connection to Redis, as the link reports it.
-inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
-/// No connection could be made: nothing was read or written.
-inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
-/// The code a failed command is reported with: unreachable only when nothing
-/// went out.
-inline errc code_of(const error_info& failed) noexcept {
-    return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
-}
 
 inline timeval to_timeval(std::chrono::milliseconds ms) {
     const auto count = std::max<std::int64_t>(ms.count(), 1);
@@ -604,7 +595,7 @@ public:
                 error_info failed;
                 auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
                 if (!r) {
-                    fail(ec, detail::redis::code_of(failed), "taking the lease " + key + ": " + failed.detail);
+                    fail(ec, detail::code_of(failed), "taking the lease " + key + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
                 if (r->type == REDIS_REPLY_STATUS) return lease_attempt::taken;
@@ -643,7 +634,7 @@ public:
         error_info failed;
         auto r = link_->command({"GET", lease_key()}, failed);
         if (!r) {
-            fail(ec, detail::redis::code_of(failed), "checking the lease " + lease_key() + ": " + failed.detail);
+            fail(ec, detail::code_of(failed), "checking the lease " + lease_key() + ": " + failed.detail);
             return false;
         }
         return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token();
@@ -716,7 +707,7 @@ private:
         error_info failed;
         auto r = link_->command({"GET", options().key}, failed);
         if (!r) {
-            fail(ec, detail::redis::code_of(failed), "reading the token set: " + failed.detail);
+            fail(ec, detail::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
         }
         if (r->type == REDIS_REPLY_NIL) return std::nullopt;
@@ -766,7 +757,7 @@ private:
                                  text.reveal(), generation, channel()},
                                 failed);
         if (!r) {
-            fail(ec, detail::redis::code_of(failed), "storing the token set: " + failed.detail);
+            fail(ec, detail::code_of(failed), "storing the token set: " + failed.detail);
             return false;
         }
         if (r->type == REDIS_REPLY_ERROR) {

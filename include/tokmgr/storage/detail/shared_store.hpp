@@ -14,7 +14,20 @@
 #include <string_view>
 #include <utility>
 
+#include "../../errc.hpp"
+#include "../../error.hpp"
+
 namespace tokmgr::detail {
+
+/// A store's failure, as its connection reports it.
+inline error_info storage_failure(std::string why) { return {make_error_code(errc::storage_failed), std::move(why)}; }
+/// No connection could be made: nothing was read or written.
+inline error_info unreachable(std::string why) { return {make_error_code(errc::storage_unreachable), std::move(why)}; }
+/// The code a failed command is reported with: unreachable only when nothing
+/// went out (a failure after a command was sent may have written).
+inline errc code_of(const error_info& failed) noexcept {
+    return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
+}
 
 /// Server text made safe for a message: no control characters, at most 160
 /// bytes, and never the password (servers do not echo it, but a proxy might).
