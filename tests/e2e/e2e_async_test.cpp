@@ -383,7 +383,11 @@ TEST_CASE("a manager on a transport with a private io_context completes async_ge
     options.assumed_lifetimes = tokmgr::lifetimes{};
     tokmgr::token_manager<> manager(tokmgr::asio_transport(f.transport_options),
                                     tokmgr::credentials{"svc", tokmgr::secret("async-password")}, options);
-    std::future<tokmgr::token_handle> future = manager.async_get_token(asio::use_future);
+    // A shared_future keeps the shared state, and with it the exception, alive in this thread: with a plain
+    // future the system executor's thread frees the exception when it drops the promise, through libstdc++'s
+    // reference count, which ThreadSanitizer cannot see (libstdc++ is not instrumented) and reports as a race
+    // with the read of e.code() below.
+    std::shared_future<tokmgr::token_handle> future = manager.async_get_token(asio::use_future).share();
     REQUIRE(future.wait_for(10s) == std::future_status::ready);
     try {
         future.get();
