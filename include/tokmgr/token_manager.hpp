@@ -38,6 +38,8 @@
 #include "event.hpp"
 #include "fwd.hpp"
 #include "options.hpp"
+#include "detail/snapshot.hpp"
+#include "impl/manager_support.hpp"
 #include "secret.hpp"
 #include "storage/memory.hpp"
 #include "token_handle.hpp"
@@ -76,7 +78,10 @@ public:
     /// `lifetimes_from_environment(ec)` to avoid the exception. A token set
     /// found in `storage` is used before any login.
     token_manager(Transport transport, credentials login, manager_options options = {}, Clock clock = {},
-                  Storage storage = {}, Json json = {});
+                  Storage storage = {}, Json json = {})
+        : core_(std::make_shared<detail::manager_core<Transport, Clock, Storage, Json>>(
+              std::move(transport), std::move(login), std::move(options), std::move(clock), std::move(storage),
+              std::move(json))) {}
 
     token_manager(const token_manager&) = delete;
     token_manager& operator=(const token_manager&) = delete;
@@ -87,7 +92,7 @@ public:
     /// answered errc::shut_down. A refresh handed to
     /// `manager_options::executor` and not yet started never runs. Must not be
     /// called from an event hook.
-    ~token_manager();
+    ~token_manager() { core_->shut_down(); }
 
     /// The current JWT; logs in or refreshes when due (see above).
     ///
@@ -104,17 +109,28 @@ public:
     /// own thread can run — an event hook inside the flight, or a thread
     /// running the asynchronous transport's executor — gets
     /// errc::would_block at once.
-    secret_view get_token(std::error_code& ec);
-    secret_view get_token();
+    secret_view get_token(std::error_code& ec) {
+        const detail::snapshot* current = core_->acquire(ec);
+        return current != nullptr ? current->jwt() : secret_view();
+    }
+    secret_view get_token() { return or_throw(&detail::snapshot::jwt, "get_token"); }
 
     /// "<scheme> <jwt>" (scheme from the options, "Bearer" by default), with
     /// the same validity as get_token's view.
-    secret_view authorization(std::error_code& ec);
-    secret_view authorization();
+    secret_view authorization(std::error_code& ec) {
+        const detail::snapshot* current = core_->acquire(ec);
+        return current != nullptr ? current->authorization_header() : secret_view();
+    }
+    secret_view authorization() { return or_throw(&detail::snapshot::authorization_header, "authorization"); }
 
     /// The current JWT with shared ownership: valid for as long as it is held.
-    token_handle get_token_handle(std::error_code& ec);
-    token_handle get_token_handle();
+    token_handle get_token_handle(std::error_code& ec) { return token_handle(core_->acquire_shared(ec)); }
+    token_handle get_token_handle() {
+        std::error_code ec;
+        token_handle handle(core_->acquire_shared(ec));
+        if (!handle) detail::throw_last_failure(ec, "get_token_handle");
+        return handle;
+    }
 
     /// A service was answered 401 for `jwt` (the JWT, or the whole
     /// "<scheme> <jwt>" that authorization() returned). If it is still the
@@ -123,7 +139,7 @@ public:
     /// At most one such forced refresh per
     /// `manager_options::min_forced_refresh_interval`: a JWT rejected again
     /// sooner is still served until that interval is over.
-    void invalidate(secret_view jwt);
+    void invalidate(secret_view jwt) { core_->invalidate(jwt); }
 
     /// Asynchronous get_token, for a manager whose transport runs on an Asio
     /// executor (asio_transport constructed with one). Completion signature
@@ -140,13 +156,13 @@ public:
     template <class CompletionToken>
     auto async_get_token(CompletionToken&& token);
 
-    manager_counters counters() const noexcept;
+    manager_counters counters() const noexcept { return core_->counters(); }
 
     /// The most recent failure, with a detail that names the operation, the
     /// endpoint and what the server said; empty after a success.
-    error_info last_error() const;
+    error_info last_error() const { return core_->last_error(); }
 
-    const Clock& clock() const noexcept;
+    const Clock& clock() const noexcept { return core_->clock(); }
 
     /// For <tokmgr/async.hpp>.
     const std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>>& core() const noexcept {
@@ -154,6 +170,14 @@ public:
     }
 
 private:
+    // The throwing overloads: the error_code overload's path, then a cold throw.
+    secret_view or_throw(secret_view (detail::snapshot::*part)() const noexcept, const char* call) {
+        std::error_code ec;
+        const detail::snapshot* current = core_->acquire(ec);
+        if (current == nullptr) detail::throw_last_failure(ec, call);
+        return (current->*part)();
+    }
+
     std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>> core_;
 };
 
