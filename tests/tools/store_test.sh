@@ -3,9 +3,10 @@
 # server's statistics:
 #   store_test.sh TOKMGR group      8 processes x 4 threads, 5-second JWTs, 30 s: one login,
 #                                   about one refresh per JWT lifetime for the group, no reuse
-#   store_test.sh TOKMGR kill-loop  200 kill -9 of processes at random moments while the server
-#                                   holds its answers: the file always parses, no reuse, a
-#                                   survivor keeps serving
+#   store_test.sh TOKMGR kill-loop [N]  N (default 200) kill -9 of processes at random moments
+#                                   while the server holds its answers: the file always parses,
+#                                   no reuse, a survivor keeps serving. ctest runs 60 (about
+#                                   40 s); the long run is the default, 200 (about 2 minutes).
 #   store_test.sh TOKMGR sigstop    the lease holder stopped mid-refresh past the others'
 #                                   patience: they fail with lease_timeout, never hang or reuse;
 #                                   it resumes cleanly
@@ -65,7 +66,7 @@ kill-loop)
     survivor=$!
     pids+=("$survivor")
     torn=0
-    for kill in $(seq 200); do
+    for kill in $(seq "${3:-200}"); do
         "$TOKMGR" load --url "$url" --user svc --store "$store" --threads 1 --duration 10 --path /api/items \
             >/dev/null 2>&1 &
         victim=$!
