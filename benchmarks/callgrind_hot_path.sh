@@ -26,7 +26,7 @@ declare -A loop=(
 printf "%-20s %14s\n" family "Ir per call"
 for family in limit limit_steady tokmgr tokmgr_ec mutex shared_mutex atomic_shared_ptr; do
     valgrind --tool=callgrind --callgrind-out-file="$work/out" "$bench" \
-        --benchmark_filter="^get_token/$family/real_time/threads:1\$" --benchmark_min_time=0.01 >/dev/null 2>&1
+        --benchmark_filter="^get_token/$family/real_time/threads:1\$" --benchmark_min_time=0.2 >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --tree=caller "$work/out" 2>/dev/null >"$work/tree"
     # Inclusive instructions of the loop function, divided by the iterations:
     # the largest call count from that function to anything it calls once per

@@ -113,7 +113,12 @@ public:
         const detail::snapshot* current = core_->acquire(ec);
         return current != nullptr ? current->jwt() : secret_view();
     }
-    secret_view get_token() { return or_throw(&detail::snapshot::jwt, "get_token"); }
+    secret_view get_token() {
+        std::error_code ec;
+        const detail::snapshot* current = core_->acquire(ec);
+        if (current == nullptr) detail::throw_last_failure(ec, "get_token");
+        return current->jwt();
+    }
 
     /// "<scheme> <jwt>" (scheme from the options, "Bearer" by default), with
     /// the same validity as get_token's view.
@@ -121,7 +126,12 @@ public:
         const detail::snapshot* current = core_->acquire(ec);
         return current != nullptr ? current->authorization_header() : secret_view();
     }
-    secret_view authorization() { return or_throw(&detail::snapshot::authorization_header, "authorization"); }
+    secret_view authorization() {
+        std::error_code ec;
+        const detail::snapshot* current = core_->acquire(ec);
+        if (current == nullptr) detail::throw_last_failure(ec, "authorization");
+        return current->authorization_header();
+    }
 
     /// The current JWT with shared ownership: valid for as long as it is held.
     token_handle get_token_handle(std::error_code& ec) { return token_handle(core_->acquire_shared(ec)); }
@@ -170,14 +180,6 @@ public:
     }
 
 private:
-    // The throwing overloads: the error_code overload's path, then a cold throw.
-    secret_view or_throw(secret_view (detail::snapshot::*part)() const noexcept, const char* call) {
-        std::error_code ec;
-        const detail::snapshot* current = core_->acquire(ec);
-        if (current == nullptr) detail::throw_last_failure(ec, call);
-        return (current->*part)();
-    }
-
     std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>> core_;
 };
 
