@@ -401,7 +401,14 @@ private:
             case step_kind::persist:
                 // For a coordinating store a compare-and-swap on the
                 // generation this flight last saw, so nothing newer is
-                // overwritten.
+                // overwritten; the flight's last write may release the lease
+                // with it (the lease is then empty).
+                if constexpr (releases_with_write_v<Storage>) {
+                    if (step.kind == step_kind::persist && step.last && lease_ && *lease_) {
+                        done.yes = storage_.store_if_and_release(*step.set, step.expected_generation, *lease_, ec);
+                        break;
+                    }
+                }
                 if constexpr (coordinating) {
                     done.yes = storage_.store_if(*step.set, step.expected_generation, ec);
                 } else {
@@ -1060,6 +1067,10 @@ private:
             {
                 std::lock_guard<std::mutex> gate(policy_gate_);
                 if (!lease_) return;
+                if (!static_cast<bool>(*lease_)) {  // released with the flight's last write
+                    lease_.reset();
+                    return;
+                }
                 held = std::move(lease_);
                 lease_.reset();
                 if constexpr (storage_is_async) {
