@@ -372,6 +372,14 @@ TEST_CASE("a list at the key: storage_foreign, what to do, and the list untouche
     CHECK(ec == errc::storage_foreign);
     CHECK(raw.run({"LLEN", doc(key)}) == "1");
     CHECK_THROWS_AS(store.load(), tokmgr::error);
+    {
+        // The same through the read the lease brings.
+        auto held = store.lock(0ms, ec);
+        REQUIRE(held);
+        CHECK_FALSE(store.load(ec));
+        CHECK(ec == errc::storage_foreign);
+        CHECK(store.last_error().detail.find("holds a list") != std::string::npos);
+    }
     raw.run({"DEL", doc(key)});
 }
 
