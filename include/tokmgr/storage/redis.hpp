@@ -678,10 +678,12 @@ public:
     /// The stored set; nullopt with no error when the key does not exist.
     /// Right after a lock() that took the lease, the document that lock()
     /// read with it, without a round trip; otherwise read from Redis.
-    /// errc::storage_failed: the server cannot be reached or refused us, or
-    /// the key holds something tokmgr did not write (another type, a string
-    /// that is not a document this build reads: left as it is; the detail
-    /// says what it is and what to do).
+    /// errc::storage_unreachable: no connection could be made;
+    /// errc::storage_failed: the server failed or refused us, or the key is
+    /// refused (redis_options::document_name); errc::storage_foreign: the key
+    /// holds something tokmgr did not write (another type, a string that is
+    /// not a document this build reads: left as it is; the detail says what
+    /// it is and what to do).
     std::optional<token_set> load(std::error_code& ec) {
         clear_error(ec);
         std::lock_guard<std::mutex> lock(link_->mutex());
@@ -802,8 +804,9 @@ public:
     /// when it differs. A spent mark written while this object holds a lease
     /// is fenced by it too: false and no error when the lease is no longer
     /// this holder's (nothing is written then). A value tokmgr did not write
-    /// is never replaced: false with storage_failed (another type, not a
-    /// tokmgr document, a document of a later version). For a spent mark
+    /// is never replaced: false with storage_foreign (another type, not a
+    /// tokmgr document) or storage_failed (a document of a later version).
+    /// For a spent mark
     /// with wait_replicas set, false with storage_failed when too few
     /// replicas acknowledged it in time.
     bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
