@@ -2,7 +2,9 @@
 // the lease, re-read the set, store the write-ahead mark (store_if), check
 // the lease is still held (holds, just before the request would be sent),
 // store the new pair (store_if), release — the calls of the manager's
-// flight, in its order. The refresh request itself is left out.
+// flight, in its order; a store with store_if_and_release stores the pair
+// and releases with it, as the manager has it do. The refresh request
+// itself is left out.
 //
 //   refresh_cycle/disk   file_storage in a directory on the disk:
 //                        $TOKMGR_BENCH_DIR, or the current directory (run it
@@ -12,8 +14,10 @@
 //                        the flushes
 //   refresh_cycle/redis  redis_storage on the server $TOKMGR_BENCH_REDIS
 //                        names (redis://host:port/[db/]key; the key is
-//                        overwritten); skipped when it is not set. Five round
-//                        trips: SET NX, GET, EVAL, GET, EVAL, the release EVAL
+//                        overwritten); skipped when it is not set. Three round
+//                        trips, each an EVAL: the lease with the read, the
+//                        fenced mark (holds answers from it), the pair with
+//                        the release
 //   refresh_cycle/postgres  postgres_storage on the database
 //                        $TOKMGR_BENCH_POSTGRES names (a postgresql://…?key=K
 //                        URL; the row is overwritten; the password from
@@ -38,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include <tokmgr/concepts.hpp>
 #include <tokmgr/storage/file.hpp>
 #if TOKMGR_BENCH_WITH_REDIS
 #include <tokmgr/storage/redis.hpp>
@@ -107,9 +112,13 @@ void refresh_cycle(benchmark::State& state, Storage& storage) {
         const auto t3 = clock_type::now();
         const bool holds = storage.holds(lease, ec);
         const auto t3h = clock_type::now();
-        const bool stored = storage.store_if(pair_of(mark.generation + 1), mark.generation, ec);
+        bool stored = false;
+        if constexpr (tokmgr::releases_with_write_v<Storage>)
+            stored = storage.store_if_and_release(pair_of(mark.generation + 1), mark.generation, lease, ec);
+        else
+            stored = storage.store_if(pair_of(mark.generation + 1), mark.generation, ec);
         const auto t4 = clock_type::now();
-        lease.release();
+        lease.release();  // nothing left to do when the write released it
         const auto t5 = clock_type::now();
         if (!marked || !holds || !stored) {
             state.SkipWithError(storage.last_error().message().c_str());

@@ -56,6 +56,12 @@
 //      lease can never overwrite a newer set.
 //   The flight's sequence of these calls is written once, in
 //   detail/flight_machine.hpp.
+//  12. optional: `bool s.store_if_and_release(const token_set&, std::uint64_t
+//      expected_generation, L&, std::error_code&)` — 5, and when the set was
+//      written the lease released with it in one step (the store's write is
+//      never after the lease's end); the L is then empty. When nothing was
+//      written the L is still held. The manager uses it for a flight's last
+//      write, saving the release's round trip (redis_storage).
 // Asynchronous storage (async_storage), optional: a store whose calls can
 // complete later, so that an asynchronous manager never blocks its executor
 // on it. Each member starts the operation and returns at once; it calls the
@@ -183,6 +189,11 @@ using storage_store_if_result = decltype(std::declval<S&>().store_if(
     std::declval<const token_set&>(), std::uint64_t{}, std::declval<std::error_code&>()));
 
 template <class S>
+using storage_store_if_and_release_result = decltype(std::declval<S&>().store_if_and_release(
+    std::declval<const token_set&>(), std::uint64_t{}, std::declval<storage_lease_t<S>&>(),
+    std::declval<std::error_code&>()));
+
+template <class S>
 constexpr bool storage_coordinates() {
     if constexpr (detect<S, storage_lease_t>::value)
         return returns<S, storage_holds_result, bool>() && returns<S, storage_store_if_result, bool>();
@@ -274,6 +285,11 @@ inline constexpr bool is_storage_v = detail::storage_has_load<S>() && detail::st
 /// A storage with the coordinating capability (3–5 above).
 template <class S>
 inline constexpr bool is_coordinating_storage_v = is_storage_v<S> && detail::storage_coordinates<S>();
+
+/// A coordinating storage that releases its lease with a write (12 above).
+template <class S>
+inline constexpr bool releases_with_write_v =
+    is_coordinating_storage_v<S> && detail::returns<S, detail::storage_store_if_and_release_result, bool>();
 
 /// A storage with the asynchronous form (6 and 7 above; 8–11 too when it
 /// coordinates).

@@ -242,6 +242,9 @@ struct world {
             if (how == 1) done.failure = {make_error_code(errc::storage_unreachable), ""};
             else if (how == 2 || how == 3) done.failure = {make_error_code(errc::storage_failed), ""};
             else done.yes = matches;
+            // A store with store_if_and_release drops the lease with the
+            // flight's last write when it wrote (redis_storage).
+            if (step.kind == step_kind::persist && step.last && done.yes && store.holder == p.id) store.holder = 0;
             break;
         }
         case step_kind::check_lease:
@@ -280,7 +283,10 @@ struct world {
                (done.reply && done.reply->tokens ? " got " + std::string(done.reply->tokens->refresh_token.reveal()) : "") +
                (done.reply && done.reply->error ? " error " + done.reply->error.code.message() : "") +
                " | store gen " + std::to_string(store.generation());
+        const bool persisted = step.kind == step_kind::persist, last = step.last;
         p.step = p.machine->advance(std::move(done), now, wall(now));
+        // A persist marked last is the flight's last storage step: finish follows.
+        if (persisted) CHECK((p.step->kind == step_kind::finish) == last);
     }
 
     static const char* kind_name(step_kind kind) {

@@ -121,6 +121,25 @@ inline std::chrono::seconds past_soft(const tokmgr::manager_options& options) {
     return std::chrono::duration_cast<std::chrono::seconds>(tokmgr::schedule_for(30min, options, 0).soft) + 1s;
 }
 
+/// The end of a fault-injection run: each manager gets a JWT again within
+/// three tries 40 minutes apart (past every threshold and backoff), and no
+/// refresh token was reused.
+template <class... Managers>
+void served_again_without_reuse(harness& h, Managers&... managers) {
+    std::error_code ec;
+    auto serve = [&](auto& manager) {
+        bool served = false;
+        for (int attempt = 0; attempt < 3 && !served; ++attempt) {
+            h.clock.advance(std::chrono::minutes(40));
+            served = !manager.get_token(ec).empty();
+        }
+        CHECK(served);
+    };
+    (serve(managers), ...);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    CHECK(h.server.stats().families_revoked == 0);
+}
+
 /// A TCP socket listening on a free loopback port (written to `port`): the
 /// kernel completes handshakes whether or not anyone accepts.
 inline int listen_on_loopback(int& port) {

@@ -33,14 +33,14 @@ store="redis://127.0.0.1:$redis_port/tokmgr:fleet"
 rcli() { redis-cli -p "$redis_port" "$@"; }
 
 # The store's hooks for fleet_scenarios.sh.
-lease_held() { [[ $(rcli EXISTS tokmgr:fleet:lease) == 1 ]] && echo yes || echo no; }
-stored_document() { rcli GET tokmgr:fleet; }
-generation() { rcli GET tokmgr:fleet | sed -n 's/.*"generation":\([0-9]*\).*/\1/p'; }
+lease_held() { [[ $(rcli EXISTS '{tokmgr:fleet}:lease') == 1 ]] && echo yes || echo no; }
+stored_document() { rcli GET '{tokmgr:fleet}'; }
+generation() { rcli GET '{tokmgr:fleet}' | sed -n 's/.*"generation":\([0-9]*\).*/\1/p'; }
 stop_store() { bash "$FIXTURE" stop "$work/redis" >/dev/null; }
 restart_store() { bash "$FIXTURE" start "$work/redis" "$redis_port" >/dev/null; }
 # Every write PUBLISHes on the channel: count the messages.
 count_writes() {
-    timeout "$1" redis-cli -p "$redis_port" SUBSCRIBE tokmgr:fleet:changed >"$work/changes.out" 2>/dev/null
+    timeout "$1" redis-cli -p "$redis_port" SUBSCRIBE '{tokmgr:fleet}:changed' >"$work/changes.out" 2>/dev/null
     # The subscribe reply itself is "subscribe", channel, 1: drop that 1.
     echo $(( $(grep -c '^[0-9][0-9]*$' "$work/changes.out") - 1 ))
 }

@@ -10,15 +10,19 @@
 #include <tokmgr/storage/redis.hpp>
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +54,11 @@ std::string fresh_key() {
     static std::atomic<int> n{0};
     return "tokmgr-test:" + std::to_string(::getpid()) + ":" + std::to_string(++n);
 }
+
+/// The names in Redis of an account's key: its document, lease and channel.
+std::string doc(const std::string& key) { return "{" + key + "}"; }
+std::string lease_of(const std::string& key) { return doc(key) + ":lease"; }
+std::string channel_of(const std::string& key) { return doc(key) + ":changed"; }
 
 redis_options options_for(const std::string& key) {
     redis_options o;
@@ -90,11 +99,19 @@ private:
 
 using test::set_of;
 
-/// A one-connection TCP server on a loopback port that answers each read
-/// with `answer` (or stays silent when it is empty).
-class fake_server {
+sockaddr_in loopback(int port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    return addr;
+}
+
+/// A listening socket on a free loopback port whose thread hands each
+/// connection to `on_client` (which closes it) until it is destroyed.
+class loopback_acceptor {
 public:
-    explicit fake_server(std::string answer) : answer_(std::move(answer)) {
+    explicit loopback_acceptor(std::function<void(int)> on_client) : on_client_(std::move(on_client)) {
         fd_ = test::listen_on_loopback(port_);
         thread_ = std::thread([this] {
             for (;;) {
@@ -103,35 +120,48 @@ public:
                     if (client >= 0) ::close(client);
                     return;
                 }
-                char buffer[4096];
-                while (!stop_ && ::recv(client, buffer, sizeof buffer, 0) > 0)
-                    if (!answer_.empty()) (void)!::send(client, answer_.data(), answer_.size(), MSG_NOSIGNAL);
-                ::close(client);
+                on_client_(client);
             }
         });
     }
-    ~fake_server() {
+    ~loopback_acceptor() {
         stop_ = true;
         ::shutdown(fd_, SHUT_RDWR);
         // Wake accept() with a connection of our own.
         const int poke = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(static_cast<std::uint16_t>(port_));
+        sockaddr_in addr = loopback(port_);
         (void)::connect(poke, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
         ::close(poke);
         thread_.join();
         ::close(fd_);
     }
     int port() const { return port_; }
+    bool stopping() const { return stop_; }
 
 private:
-    std::string answer_;
+    std::function<void(int)> on_client_;
     int fd_ = -1;
     int port_ = 0;
     std::atomic<bool> stop_{false};
     std::thread thread_;
+};
+
+/// A one-connection TCP server on a loopback port that answers each read
+/// with `answer` (or stays silent when it is empty).
+class fake_server {
+public:
+    explicit fake_server(std::string answer)
+        : answer_(std::move(answer)), acceptor_([this](int client) {
+              char buffer[4096];
+              while (!acceptor_.stopping() && ::recv(client, buffer, sizeof buffer, 0) > 0)
+                  if (!answer_.empty()) (void)!::send(client, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+              ::close(client);
+          }) {}
+    int port() const { return acceptor_.port(); }
+
+private:
+    std::string answer_;
+    loopback_acceptor acceptor_;
 };
 
 bool same(const tokmgr::token_set& a, const tokmgr::token_set& b) {
@@ -155,15 +185,15 @@ TEST_CASE("round trip: the key holds exactly the token-set document; an empty ke
     REQUIRE(loaded);
     CHECK(same(*loaded, set_of(1)));
     raw_redis raw;
-    CHECK(raw.run({"GET", key}) == std::string(tokmgr::encode_token_set(set_of(1)).reveal()));
+    CHECK(raw.run({"GET", doc(key)}) == std::string(tokmgr::encode_token_set(set_of(1)).reveal()));
     // A spent mark is stored without its refresh token.
     CHECK(store.store_if(set_of(2, true), 1, ec));
-    CHECK(raw.run({"GET", key}).find("rt-SECRET") == std::string::npos);
+    CHECK(raw.run({"GET", doc(key)}).find("rt-SECRET") == std::string::npos);
     CHECK(store.load()->refresh_token_spent);
     // The throwing overloads agree.
     CHECK(store.store_if(set_of(3), 2));
     CHECK(store.load()->generation == 3);
-    raw.run({"DEL", key});
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("store_if is a compare-and-swap on the stored generation") {
@@ -188,7 +218,7 @@ TEST_CASE("store_if is a compare-and-swap on the stored generation") {
     a.store(set_of(9), ec);
     CHECK_FALSE(ec);
     CHECK(b.load(ec)->generation == 9);
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("the lease excludes other objects, and its release wakes a waiter at once") {
@@ -205,7 +235,7 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     CHECK(ec == errc::lease_timeout);
     CHECK(waited >= 100ms);
     CHECK(waited < 1s);
-    CHECK(b.last_error().detail.find(key + ":lease") != std::string::npos);
+    CHECK(b.last_error().detail.find(lease_of(key)) != std::string::npos);
 
     // b waits; a releases after 300 ms; the PUBLISH wakes b well before its
     // next poll would (by then the poll step is 50 ms).
@@ -214,7 +244,7 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     std::string subscribers;
     std::thread holder([&] {
         std::this_thread::sleep_for(300ms);
-        subscribers = raw_redis().run({"PUBSUB", "NUMSUB", key + ":changed"});
+        subscribers = raw_redis().run({"PUBSUB", "NUMSUB", channel_of(key)});
         released_at = std::chrono::steady_clock::now();
         released = true;
         held.release();
@@ -224,16 +254,16 @@ TEST_CASE("the lease excludes other objects, and its release wakes a waiter at o
     holder.join();
     REQUIRE(taken);
     CHECK(released);
-    CHECK(subscribers == key + ":changed 1");  // b listened for the release while it waited
+    CHECK(subscribers == channel_of(key) + " 1");  // b listened for the release while it waited
     CHECK(got_at - released_at < 500ms);
     CHECK_FALSE(a.holds(held, ec));
     CHECK(b.holds(taken, ec));
-    raw_redis().run({"DEL", key + ":lease"});
+    raw_redis().run({"DEL", lease_of(key)});
 }
 
 TEST_CASE("a lock that waited unsubscribes when its wait ends, whether it got the lease or timed out") {
     const auto key = fresh_key();
-    const std::string channel = key + ":changed";
+    const std::string channel = channel_of(key);
     redis_storage holder(options_for(key));
     auto held = holder.lock(0ms);
     REQUIRE(held);
@@ -336,6 +366,10 @@ TEST_CASE("a lease that lapsed: holds() is false, its release spares the next ho
     CHECK_FALSE(ec);
     auto next = b.lock(0ms, ec);
     REQUIRE(next);
+    // a's spent mark is fenced by its lease too: refused, though the generation matches.
+    CHECK_FALSE(a.store_if(set_of(2, true, "a"), seen, ec));
+    CHECK_FALSE(ec);
+    CHECK(b.load(ec)->generation == 1);
     CHECK(b.store_if(set_of(2, true), 1, ec));  // b's spent mark, then its new pair
     CHECK(b.store_if(set_of(3), 2, ec));
     // a wakes up and writes what it had planned: refused, b's set stays.
@@ -345,26 +379,34 @@ TEST_CASE("a lease that lapsed: holds() is false, its release spares the next ho
     lapsed.release();  // compare-and-delete: b's lease survives
     CHECK(b.holds(next, ec));
     next.release();
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("a list at the key: storage_foreign, what to do, and the list untouched") {
     const auto key = fresh_key();
     raw_redis raw;
-    raw.run({"RPUSH", key, "somebody else's"});
+    raw.run({"RPUSH", doc(key), "somebody else's"});
     redis_storage store(options_for(key));
     std::error_code ec;
     CHECK_FALSE(store.load(ec));
     CHECK(ec == errc::storage_foreign);
     CHECK(store.last_error().detail.find("holds a list") != std::string::npos);
-    CHECK(store.last_error().detail.find("DEL " + key) != std::string::npos);
+    CHECK(store.last_error().detail.find("DEL " + doc(key)) != std::string::npos);
     CHECK_FALSE(store.store_if(set_of(1), 0, ec));
     CHECK(ec == errc::storage_foreign);
     store.store(set_of(1), ec);
     CHECK(ec == errc::storage_foreign);
-    CHECK(raw.run({"LLEN", key}) == "1");
+    CHECK(raw.run({"LLEN", doc(key)}) == "1");
     CHECK_THROWS_AS(store.load(), tokmgr::error);
-    raw.run({"DEL", key});
+    {
+        // The same through the read the lease brings.
+        auto held = store.lock(0ms, ec);
+        REQUIRE(held);
+        CHECK_FALSE(store.load(ec));
+        CHECK(ec == errc::storage_foreign);
+        CHECK(store.last_error().detail.find("holds a list") != std::string::npos);
+    }
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("garbage or a later version at the key: storage_foreign saying what to do, and never overwritten") {
@@ -374,23 +416,23 @@ TEST_CASE("garbage or a later version at the key: storage_foreign saying what to
     std::error_code ec;
     for (std::string value : {std::string("not json at all"), std::string("{\"format\":\"someone-else\"}"),
                               std::string("[1,2,3]")}) {
-        raw.run({"SET", key, value});
+        raw.run({"SET", doc(key), value});
         CHECK_FALSE(store.load(ec));
         CHECK(ec == errc::storage_foreign);
         CHECK(store.last_error().detail.find("never overwrites") != std::string::npos);
         CHECK_FALSE(store.store_if(set_of(1), 0, ec));
         CHECK(ec == errc::storage_foreign);
-        CHECK(raw.run({"GET", key}) == value);
+        CHECK(raw.run({"GET", doc(key)}) == value);
     }
     const std::string later = R"({"format":"tokmgr-token-set","version":2,"generation":4})";
-    raw.run({"SET", key, later});
+    raw.run({"SET", doc(key), later});
     CHECK_FALSE(store.load(ec));
     CHECK(ec == errc::storage_foreign);
     CHECK(store.last_error().detail.find("newer") != std::string::npos);
     CHECK_FALSE(store.store_if(set_of(5), 4, ec));  // even with the "right" generation
     CHECK(ec == errc::storage_failed);
-    CHECK(raw.run({"GET", key}) == later);
-    raw.run({"DEL", key});
+    CHECK(raw.run({"GET", doc(key)}) == later);
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("AUTH: an ACL user with the right password works; a wrong one is a clear error that never shows it") {
@@ -415,7 +457,7 @@ TEST_CASE("AUTH: an ACL user with the right password works; a wrong one is a cle
     CHECK_FALSE(bad.lock(0ms, ec));
     CHECK(ec == errc::storage_unreachable);
     raw.run({"ACL", "DELUSER", user});
-    raw.run({"DEL", key});
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("Redis unreachable: storage_unreachable at once, naming the address") {
@@ -484,7 +526,7 @@ TEST_CASE("a dropped connection is reopened on the next call") {
     CHECK_FALSE(ec);
     REQUIRE(loaded);
     CHECK(loaded->generation == 1);
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("a Unix socket and a database number") {
@@ -497,10 +539,10 @@ TEST_CASE("a Unix socket and a database number") {
     CHECK(store.store_if(set_of(1), 0, ec));
     CHECK_FALSE(ec);
     raw_redis raw;
-    CHECK(raw.run({"EXISTS", key}) == "0");  // database 0 has nothing
+    CHECK(raw.run({"EXISTS", doc(key)}) == "0");  // database 0 has nothing
     raw.run({"SELECT", "3"});
-    CHECK(raw.run({"EXISTS", key}) == "1");
-    raw.run({"DEL", key});
+    CHECK(raw.run({"EXISTS", doc(key)}) == "1");
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("WAIT for replicas after the spent mark: with none to acknowledge it, nothing may be sent") {
@@ -515,7 +557,7 @@ TEST_CASE("WAIT for replicas after the spent mark: with none to acknowledge it, 
     CHECK_FALSE(store.store_if(set_of(2, true), 1, ec));
     CHECK(ec == errc::storage_failed);
     CHECK(store.last_error().detail.find("reached 0 of 1 replicas") != std::string::npos);
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("WAIT with a replica: the spent mark is acknowledged, and the replica holds it before anything is sent") {
@@ -562,12 +604,12 @@ TEST_CASE("WAIT with a replica: the spent mark is acknowledged, and the replica 
     CHECK_FALSE(ec);
     redisContext* r = redisConnect("127.0.0.1", replica_port);
     REQUIRE((r && !r->err));
-    auto* reply = static_cast<redisReply*>(redisCommand(r, "GET %s", key.c_str()));
+    auto* reply = static_cast<redisReply*>(redisCommand(r, "GET %s", doc(key).c_str()));
     REQUIRE(reply);
     CHECK(std::string(reply->str ? reply->str : "", reply->len).find("\"refresh_token_spent\":true") != std::string::npos);
     freeReplyObject(reply);
     redisFree(r);
-    raw.run({"DEL", key});
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("redis URLs: host, port, database, key, credentials; errors never show the password") {
@@ -636,7 +678,7 @@ TEST_CASE("four managers on one Redis key, called from four threads across ten e
     CHECK(stats.refreshes_rejected == 0);
     CHECK(stats.logins == 1);
     CHECK(stats.refreshes == 9);  // one per expiry after the first login, not one per manager
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("a restarted manager on the key logs in after a refresh whose answer was lost, never reusing the token") {
@@ -658,7 +700,7 @@ TEST_CASE("a restarted manager on the key logs in after a refresh whose answer w
     CHECK_FALSE(restarted->get_token().empty());
     CHECK(h.server.stats().refresh_tokens_reused == 0);
     CHECK(h.server.stats().logins == 2);  // the unknown outcome cost a login, not the family
-    raw_redis().run({"DEL", key});
+    raw_redis().run({"DEL", doc(key)});
 }
 
 TEST_CASE("a lease held elsewhere past lease_wait: the manager keeps serving, then reports lease_timeout") {
@@ -667,13 +709,13 @@ TEST_CASE("a lease held elsewhere past lease_wait: the manager keeps serving, th
     redis_storage outsider_store(options_for(key));
     test::a_lease_held_elsewhere_past_lease_wait(
         h, [&] { return make_manager(h, key); }, [&] { return outsider_store.lock(0ms); });
-    raw_redis().run({"DEL", key, key + ":lease"});
+    raw_redis().run({"DEL", doc(key), lease_of(key)});
 }
 
 TEST_CASE("garbage at the key: the manager logs in on its own (a private session), serves, and leaves the value alone") {
     const auto key = fresh_key();
     raw_redis raw;
-    raw.run({"SET", key, "somebody else's value"});
+    raw.run({"SET", doc(key), "somebody else's value"});
     test::harness h;
     auto manager = make_manager(h, key);
     std::error_code ec;
@@ -684,9 +726,9 @@ TEST_CASE("garbage at the key: the manager logs in on its own (a private session
     CHECK_FALSE(ec);
     CHECK(h.server.stats().logins == 1);
     CHECK(h.server.stats().refresh_tokens_reused == 0);
-    CHECK(raw.run({"GET", key}) == "somebody else's value");
-    CHECK(manager->last_error().detail.find("DEL " + key) != std::string::npos);
-    raw.run({"DEL", key});
+    CHECK(raw.run({"GET", doc(key)}) == "somebody else's value");
+    CHECK(manager->last_error().detail.find("DEL " + doc(key)) != std::string::npos);
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("the store failing just before the hard threshold: no caller error past it (a private login, not a backoff)") {
@@ -702,7 +744,7 @@ TEST_CASE("the store failing just before the hard threshold: no caller error pas
     auto manager = make_manager(h, key);
     const std::string first(manager->get_token().reveal());
     raw_redis raw;
-    raw.run({"SET", key, "the store is unusable now"});
+    raw.run({"SET", doc(key), "the store is unusable now"});
     const auto hard = tokmgr::schedule_for(30min, h.options, 0).hard;
     h.clock.advance(hard - 100ms);
     std::error_code ec;
@@ -713,7 +755,7 @@ TEST_CASE("the store failing just before the hard threshold: no caller error pas
     CHECK_FALSE(ec);
     CHECK_FALSE(jwt.empty());
     CHECK(h.server.stats().refresh_tokens_reused == 0);
-    raw.run({"DEL", key});
+    raw.run({"DEL", doc(key)});
 }
 
 TEST_CASE("trust rule: a key deleted or evicted after another process refreshed costs a login, never the spent token") {
@@ -724,7 +766,429 @@ TEST_CASE("trust rule: a key deleted or evicted after another process refreshed 
     const auto key = fresh_key();
     test::harness h;
     test::another_process_refreshes_then_the_store_loses_it(
-        h, [&] { return make_manager(h, key); }, [&] { raw_redis().run({"DEL", key}); });
+        h, [&] { return make_manager(h, key); }, [&] { raw_redis().run({"DEL", doc(key)}); });
     CHECK(h.server.stats().logins == 2);  // B's login; A then adopts B's set
-    raw_redis().run({"DEL", key, key + ":lease"});
+    raw_redis().run({"DEL", doc(key), lease_of(key)});
+}
+
+// ---- issue 21: names that share a Cluster slot, three round trips per refresh ----
+
+namespace {
+
+/// A TCP proxy in front of the fixture's Redis. It counts the commands
+/// clients send through it — one command is one round trip: hiredis's
+/// synchronous API sends the next only after the answer — and, for fault
+/// injection, cuts a connection at chosen commands: before the command goes
+/// out (nothing was executed), or after Redis answered it (it was executed,
+/// its answer is lost).
+class redis_proxy {
+public:
+    enum class cut { before, after };
+
+    explicit redis_proxy(int target) : target_(target) {
+        acceptor_.emplace([this](int client) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            connections_.emplace_back([this, client] { relay(client); });
+        });
+    }
+    ~redis_proxy() {
+        acceptor_.reset();  // no connection arrives after this
+        stop_ = true;
+        for (auto& t : connections_) t.join();
+    }
+    int port() const { return acceptor_->port(); }
+    std::size_t commands() const { return commands_; }
+    /// Cuts the connection at commands first … first + count − 1 (1-based,
+    /// counted since the proxy started).
+    void cut_at(std::size_t first, std::size_t count, cut how) {
+        cut_first_ = first;
+        cut_count_ = count;
+        cut_after_ = how == cut::after;
+    }
+
+private:
+    /// The length of the first complete RESP command in `in`, or 0.
+    static std::size_t complete(const std::string& in) {
+        auto number = [&](std::size_t& at, long& out) {
+            const std::size_t end = in.find("\r\n", at);
+            if (end == std::string::npos) return false;
+            out = std::stol(in.substr(at + 1, end - at - 1));
+            at = end + 2;
+            return true;
+        };
+        std::size_t at = 0;
+        long n = 0;
+        if (in.empty() || in[0] != '*' || !number(at, n)) return 0;
+        for (long i = 0; i < n; ++i) {
+            long len = 0;
+            if (at >= in.size() || !number(at, len)) return 0;
+            at += static_cast<std::size_t>(len) + 2;
+            if (at > in.size()) return 0;
+        }
+        return at;
+    }
+
+    static bool send_all(int fd, const char* data, std::size_t size) {
+        while (size > 0) {
+            const ssize_t sent = ::send(fd, data, size, MSG_NOSIGNAL);
+            if (sent <= 0) return false;
+            data += sent;
+            size -= static_cast<std::size_t>(sent);
+        }
+        return true;
+    }
+
+    void relay(int client) {
+        const int server = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr = loopback(target_);
+        if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            ::close(server);
+            ::close(client);
+            return;
+        }
+        std::string pending;
+        char buffer[65536];
+        bool open = true;
+        while (open && !stop_) {
+            pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+            if (::poll(fds, 2, 50) <= 0) continue;
+            if (fds[1].revents) {
+                const ssize_t got = ::recv(server, buffer, sizeof buffer, 0);
+                open = got > 0 && send_all(client, buffer, static_cast<std::size_t>(got));
+            }
+            if (open && fds[0].revents) {
+                const ssize_t got = ::recv(client, buffer, sizeof buffer, 0);
+                if (got <= 0) break;
+                pending.append(buffer, static_cast<std::size_t>(got));
+                for (std::size_t size = complete(pending); open && size > 0; size = complete(pending)) {
+                    const std::size_t n = ++commands_;
+                    const bool cut_here = n >= cut_first_ && n < cut_first_ + cut_count_;
+                    if (cut_here && !cut_after_) {
+                        open = false;
+                        break;
+                    }
+                    open = send_all(server, pending.data(), size);
+                    pending.erase(0, size);
+                    if (cut_here && open) {
+                        pollfd answer{server, POLLIN, 0};  // executed once Redis answers
+                        if (::poll(&answer, 1, 2000) > 0) (void)::recv(server, buffer, sizeof buffer, 0);
+                        open = false;
+                    }
+                }
+            }
+        }
+        ::close(server);
+        ::close(client);
+    }
+
+    int target_;
+    std::atomic<bool> stop_{false};
+    std::atomic<std::size_t> commands_{0};
+    std::atomic<std::size_t> cut_first_{0}, cut_count_{0};
+    std::atomic<bool> cut_after_{false};
+    std::mutex mutex_;
+    std::vector<std::thread> connections_;
+    std::optional<loopback_acceptor> acceptor_;
+};
+
+redis_options through(const redis_proxy& proxy, const std::string& key) {
+    redis_options o = options_for(key);
+    o.port = proxy.port();
+    return o;
+}
+
+std::unique_ptr<redis_manager> make_manager(test::harness& h, redis_options options) {
+    return std::make_unique<redis_manager>(h.transport,
+                                           tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)},
+                                           h.options, h.clock, redis_storage(std::move(options)));
+}
+
+/// A manager on `options` logs in, then refreshes past the soft threshold,
+/// without an error; the store then holds generation 3.
+void login_then_refresh(const redis_options& options) {
+    test::harness h;
+    auto manager = make_manager(h, options);
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    h.clock.advance(test::past_soft(h.options));
+    CHECK_FALSE(manager->get_token(ec).empty());
+    CHECK_FALSE(ec);
+    CHECK(h.server.stats().logins == 1);
+    CHECK(h.server.stats().refreshes == 1);
+    CHECK(redis_storage(options).load()->generation == 3);
+}
+
+}  // namespace
+
+TEST_CASE("the document, the lease and the channel share one hash slot, whatever the key holds") {
+    // A one-node Redis Cluster, for this test only: CLUSTER KEYSLOT answers
+    // what Redis hashes, and its scripts refuse keys of two slots.
+    int port = 0;
+    for (int tries = 0; tries < 100 && (port == 0 || port > 55535); ++tries) {
+        fake_server probe("");  // a free port, at most 55535: the cluster bus takes the port 10000 above
+        port = probe.port();
+    }
+    REQUIRE(port <= 55535);
+    const std::string port_text = std::to_string(port), dir = TOKMGR_TEST_REDIS_DIR;
+    const std::string config = dir + "/cluster-" + port_text + ".conf", log = dir + "/cluster.log";
+    const pid_t node = ::fork();
+    REQUIRE(node >= 0);
+    if (node == 0) {
+        ::execl(TOKMGR_TEST_REDIS_SERVER, TOKMGR_TEST_REDIS_SERVER, "--port", port_text.c_str(), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir.c_str(), "--logfile",
+                log.c_str(), "--cluster-enabled", "yes", "--cluster-config-file", config.c_str(),
+                static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    struct stop_node {
+        pid_t pid;
+        std::string config;
+        ~stop_node() {
+            ::kill(pid, SIGTERM);
+            ::waitpid(pid, nullptr, 0);
+            std::remove(config.c_str());
+        }
+    } stop{node, config};
+    tokmgr::detail::redis::context_ptr c;
+    for (int i = 0; i < 100 && !(c && !c->err); ++i) {
+        std::this_thread::sleep_for(50ms);
+        c.reset(redisConnect("127.0.0.1", port));
+    }
+    REQUIRE((c && !c->err));
+    auto ask = [&](std::vector<std::string_view> args) {
+        tokmgr::detail::redis::reply_ptr r = tokmgr::detail::redis::link::run(c.get(), args);
+        REQUIRE(r);
+        return r->type == REDIS_REPLY_INTEGER ? std::to_string(r->integer) : std::string(r->str, r->len);
+    };
+    ask({"CLUSTER", "ADDSLOTSRANGE", "0", "16383"});
+    bool ready = false;
+    for (int i = 0; i < 200 && !ready; ++i) {
+        ready = ask({"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos;
+        if (!ready) std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE_MESSAGE(ready, "the one-node cluster did not come up");
+
+    // The old names "<key>" and "<key>:lease" did not share a slot.
+    CHECK(ask({"CLUSTER", "KEYSLOT", "tokmgr:textual"}) != ask({"CLUSTER", "KEYSLOT", "tokmgr:textual:lease"}));
+    for (std::string key : {"tokmgr:textual", "a{b}c", "{x}", "{}y", "x}y{z", "}{", "{", "tenant{42}:textual"}) {
+        CAPTURE(key);
+        redis_options o;
+        o.key = key;
+        const std::string slot = ask({"CLUSTER", "KEYSLOT", o.document_name()});
+        if (key.front() == '}') {
+            // An empty hash tag: Redis would hash each whole name. Refused.
+            CHECK(ask({"CLUSTER", "KEYSLOT", o.lease_name()}) != slot);
+            continue;
+        }
+        CHECK(ask({"CLUSTER", "KEYSLOT", o.lease_name()}) == slot);
+        CHECK(ask({"CLUSTER", "KEYSLOT", o.channel_name()}) == slot);
+    }
+
+    // A manager on the cluster node: a login and a refresh, every script
+    // accepted (they would fail with CROSSSLOT were their keys apart).
+    auto o = options_for(fresh_key() + "{tenant}");
+    o.port = port;
+    login_then_refresh(o);
+    std::error_code ec;
+
+    // A key that begins with '}' is refused before anything is sent.
+    o.key = "}odd";
+    redis_storage odd(o);
+    CHECK_FALSE(odd.load(ec));
+    CHECK(ec == errc::storage_failed);
+    CHECK(odd.last_error().detail.find("begins with '}'") != std::string::npos);
+    CHECK_FALSE(odd.lock(0ms, ec));
+    CHECK(ec == errc::storage_failed);
+    redis_options::from_url("redis://h/%7Dodd", ec);
+    CHECK(ec == errc::invalid_configuration);
+}
+
+TEST_CASE("migration: the names of an older tokmgr populated, the new ones empty: a login, never the old refresh token") {
+    const auto key = fresh_key();
+    test::harness h;
+    // An older tokmgr stored its set at "<key>" (and held "<key>:lease"):
+    // a live refresh token R the server issued, in a document of its own.
+    {
+        const auto elsewhere = fresh_key();
+        make_manager(h, elsewhere)->get_token();
+        raw_redis raw;
+        const std::string old_document = raw.run({"GET", doc(elsewhere)});
+        REQUIRE(old_document.find("refresh_token") != std::string::npos);
+        raw.run({"SET", key, old_document});
+        raw.run({"SET", key + ":lease", "an older process's lease token", "PX", "60000"});
+        raw.run({"DEL", doc(elsewhere)});
+    }
+    const auto old_set = tokmgr::decode_token_set(raw_redis().run({"GET", key}));
+    const std::string old_refresh_token(old_set.refresh_token.reveal());
+    REQUIRE_FALSE(old_refresh_token.empty());
+
+    auto manager = make_manager(h, key);
+    std::error_code ec;
+    CHECK_FALSE(manager->get_token(ec).empty());  // the old lease does not block the new names
+    CHECK_FALSE(ec);
+    h.clock.advance(test::past_soft(h.options));
+    CHECK_FALSE(manager->get_token(ec).empty());  // and its own refresh, under its own names
+    CHECK(h.server.stats().logins == 2);           // the older process's, and one on upgrade
+    CHECK(h.server.stats().refreshes == 1);
+    CHECK(h.server.stats().refresh_tokens_reused == 0);
+    for (const auto& request : h.transport.requests()) CHECK(request.body.find(old_refresh_token) == std::string::npos);
+    raw_redis raw;
+    CHECK(raw.run({"GET", key}).find(old_refresh_token) != std::string::npos);  // the old names are left alone
+    CHECK(raw.run({"EXISTS", key + ":lease"}) == "1");
+    CHECK(redis_storage(options_for(key)).load()->generation == 3);
+    raw.run({"DEL", key, key + ":lease", doc(key)});
+}
+
+TEST_CASE("three round trips per refresh: the lease brings the document, the fenced mark vouches for the lease, "
+          "the new pair releases it") {
+    const auto key = fresh_key();
+    redis_proxy proxy(redis_port());
+    test::harness h;
+    auto manager = make_manager(h, through(proxy, key));
+    CHECK(proxy.commands() == 1);  // the manager's first read, when it is built
+    manager->get_token();
+    CHECK(proxy.commands() == 3);  // a login: the lease with the read, the new pair with the release
+    for (int cycle = 1; cycle <= 3; ++cycle) {
+        CAPTURE(cycle);
+        const std::size_t before = proxy.commands();
+        h.clock.advance(test::past_soft(h.options));
+        std::error_code ec;
+        CHECK_FALSE(manager->get_token(ec).empty());
+        CHECK_FALSE(ec);
+        CHECK(proxy.commands() - before == 3);
+        CHECK(h.server.stats().refreshes == static_cast<std::uint64_t>(cycle));
+    }
+    raw_redis raw;
+    CHECK(raw.run({"EXISTS", lease_of(key)}) == "0");  // released with the last write
+    CHECK(redis_storage(options_for(key)).load()->generation == 7);
+
+    // The store on its own: what answers without a round trip, and what not.
+    redis_storage store(through(proxy, key));
+    std::error_code ec;
+    auto count = [&, last = proxy.commands()]() mutable {
+        const std::size_t now = proxy.commands(), sent = now - last;
+        last = now;
+        return sent;
+    };
+    CHECK(store.load(ec)->generation == 7);  // no lease before it: read from Redis
+    CHECK(count() == 1);
+    auto held = store.lock(0ms, ec);
+    REQUIRE(held);
+    auto current = store.load(ec);  // right after the lease: its read
+    REQUIRE(current);
+    CHECK(current->generation == 7);
+    CHECK(count() == 1);
+    CHECK(store.load(ec)->generation == 7);  // a second load reads Redis
+    CHECK(count() == 1);
+    CHECK(store.holds(held, ec));  // no mark before it: read from Redis
+    CHECK(count() == 1);
+    CHECK(store.store_if(set_of(8, true), 7, ec));
+    CHECK(store.holds(held, ec));  // right after the fenced mark: its answer
+    CHECK(count() == 1);
+    CHECK(store.holds(held, ec));  // not right after it any more
+    CHECK(count() == 1);
+    CHECK(store.store_if(set_of(9, true), 8, ec));
+    CHECK(store.load(ec)->generation == 9);  // anything in between, and holds reads Redis again
+    CHECK(store.holds(held, ec));
+    CHECK(count() == 3);
+    CHECK(store.store_if_and_release(set_of(10), 9, held, ec));
+    CHECK_FALSE(held);  // released by the write
+    CHECK(count() == 1);
+    CHECK(raw.run({"EXISTS", lease_of(key)}) == "0");
+    raw.run({"DEL", doc(key)});
+}
+
+TEST_CASE("an ACL user with exactly the names and commands docs/fleet.md lists: logins, refreshes, waits") {
+    const auto key = fresh_key();
+    raw_redis raw;
+    const std::string user = "tokmgr-fleet-" + std::to_string(::getpid());
+    raw.run({"ACL", "SETUSER", user, "on", ">fleet-password-1234", "resetkeys", "~" + doc(key) + "*", "resetchannels",
+             "&" + channel_of(key), "-@all", "+get", "+set", "+eval", "+subscribe", "+auth", "+select", "+type",
+             "+del", "+publish", "+pttl", "+wait"});
+    auto o = options_for(key);
+    o.user = user;
+    o.password = tokmgr::secret("fleet-password-1234");
+    login_then_refresh(o);
+    std::error_code ec;
+    // load and holds on their own (GET), and a lock that waits (SUBSCRIBE).
+    redis_storage holder(o), waiter(o);
+    CHECK(holder.load(ec)->generation == 3);
+    auto held = holder.lock(0ms, ec);
+    REQUIRE(held);
+    CHECK(holder.holds(held, ec));
+    std::string subscribers;
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(150ms);
+        subscribers = raw_redis().run({"PUBSUB", "NUMSUB", channel_of(key)});
+        held.release();
+    });
+    auto taken = waiter.lock(5s, ec);
+    releaser.join();
+    CHECK(taken);
+    CHECK(subscribers == channel_of(key) + " 1");  // the waiter's SUBSCRIBE was allowed
+    CHECK_FALSE(ec);
+    taken.release();
+    raw.run({"ACL", "DELUSER", user});
+    raw.run({"DEL", doc(key)});
+}
+
+TEST_CASE("the write that releases: a refused write keeps the lease, one that lands releases it") {
+    const auto key = fresh_key();
+    redis_storage store(options_for(key));
+    std::error_code ec;
+    CHECK(store.store_if(set_of(1), 0, ec));
+    auto held = store.lock(0ms, ec);
+    REQUIRE(held);
+    CHECK_FALSE(store.store_if_and_release(set_of(3), 2, held, ec));  // generation 1 is stored, not 2
+    CHECK_FALSE(ec);
+    CHECK(held);
+    CHECK(store.holds(held, ec));
+    CHECK(store.store_if_and_release(set_of(2), 1, held, ec));
+    CHECK_FALSE(held);
+    CHECK(raw_redis().run({"EXISTS", lease_of(key)}) == "0");
+    raw_redis().run({"DEL", doc(key)});
+}
+
+TEST_CASE("fault injection: the connection cut at the n-th command, for every n, before it went out or after it was "
+          "executed, once or twice running: never a reuse, and both managers served after") {
+    // Once: the store sends the command again on a new connection, so each
+    // script meets its own earlier effect (the lease already its own, the
+    // mark or pair already written, the lease already released). Twice: the
+    // call fails, and the manager goes on without the store.
+    // The scenario: two managers on one key through the proxy, three rounds
+    // of a refresh and an adoption; the commands it sent.
+    auto scenario = [](std::size_t n, std::size_t times, redis_proxy::cut how) {
+        const auto key = fresh_key();
+        redis_proxy proxy(redis_port());
+        proxy.cut_at(n, times, how);
+        test::harness h;
+        h.options.lease_wait = 400ms;  // outlasts a lease left behind (lease_ttl 300 ms)
+        auto o = through(proxy, key);
+        o.lease_ttl = 300ms;
+        auto a = make_manager(h, o), b = make_manager(h, o);
+        std::error_code ec;
+        for (int round = 0; round < 3; ++round) {
+            a->get_token(ec);
+            b->get_token(ec);
+            h.clock.advance(test::past_soft(h.options));
+            a->get_token(ec);
+            b->get_token(ec);
+        }
+        test::served_again_without_reuse(h, *a, *b);
+        raw_redis().run({"DEL", doc(key), lease_of(key)});
+        return proxy.commands();
+    };
+    const std::size_t commands = scenario(0, 0, redis_proxy::cut::before);
+    CHECK(commands >= 20);
+    for (const auto how : {redis_proxy::cut::before, redis_proxy::cut::after}) {
+        for (std::size_t times = 1; times <= 2; ++times) {
+            for (std::size_t n = 1; n <= commands; ++n) {
+                CAPTURE(how == redis_proxy::cut::after);
+                CAPTURE(times);
+                CAPTURE(n);
+                scenario(n, times, how);
+            }
+        }
+    }
 }

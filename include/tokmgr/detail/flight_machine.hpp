@@ -63,6 +63,9 @@ struct flight_step {
     std::chrono::milliseconds lease_wait{0};  ///< take_lease
     std::optional<token_set> set;             ///< store_mark, persist
     std::uint64_t expected_generation = 0;    ///< store_mark, persist (coordinating stores)
+    /// persist: finish comes next, so the lease may be released with the
+    /// write (a store with store_if_and_release)
+    bool last = false;
     bool by_login = false;                    ///< send
     secret refresh_token;                     ///< send, a refresh
     std::uint64_t request = 0;                ///< send: the answer must carry it back
@@ -278,6 +281,7 @@ private:
             // then serves in memory until the next flight reads it.
             step.expected_generation = store_generation_;
             step.set = std::move(said.persist);
+            step.last = !login_next_;  // after_answer finishes then
             persisting_generation_ = step.set->generation;
             return step;
         }

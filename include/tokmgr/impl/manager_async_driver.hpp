@@ -319,6 +319,10 @@ void manager_core<Transport, Clock, Storage, Json>::release_lease_async() noexce
         {
             std::lock_guard<std::mutex> gate(policy_gate_);
             if (!lease_) return;
+            if (!static_cast<bool>(*lease_)) {  // released with the flight's last write
+                lease_.reset();
+                return;
+            }
             held = std::move(lease_);
             lease_.reset();
             if constexpr (storage_is_async) {

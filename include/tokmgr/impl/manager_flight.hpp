@@ -31,7 +31,14 @@ step_outcome manager_core<Transport, Clock, Storage, Json>::perform_storage(cons
         case step_kind::persist:
             // For a coordinating store a compare-and-swap on the
             // generation this flight last saw, so nothing newer is
-            // overwritten.
+            // overwritten; the flight's last write may release the lease
+            // with it (the lease is then empty).
+            if constexpr (releases_with_write_v<Storage>) {
+                if (step.kind == step_kind::persist && step.last && lease_ && *lease_) {
+                    done.yes = storage_.store_if_and_release(*step.set, step.expected_generation, *lease_, ec);
+                    break;
+                }
+            }
             if constexpr (coordinating) {
                 done.yes = storage_.store_if(*step.set, step.expected_generation, ec);
             } else {

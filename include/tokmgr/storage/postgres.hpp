@@ -924,15 +924,6 @@ protected:
                std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)";
     }
 
-    bool generation_increases(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
-        if (set.generation > expected_generation) return true;
-        fail(ec, errc::storage_failed,
-             "store_if on " + options().where() + ": the new generation " + std::to_string(set.generation) +
-                 " is not above the expected " + std::to_string(expected_generation) +
-                 "; every write must increase it");
-        return false;
-    }
-
     using detail::storage_errors<postgres_storage>::clear_error;
     using detail::storage_errors<postgres_storage>::fail;
 

@@ -3,12 +3,35 @@
 // makes one refresh per expiry between them (docs/fleet.md has the whole
 // contract, the guarantees and the failure modes).
 //
-// - The key holds exactly one token-set document (storage/document.hpp), as a
-//   Redis string. Nothing else is stored under it.
-// - The lease is `SET <key>:lease <128-bit random token> NX PX <lease_ttl>`,
-//   released by a Lua compare-and-delete (only the holder's token is
-//   deleted). `holds` reads the lease back and compares the token: a holder
-//   paused past the TTL learns it lost the lease and sends nothing.
+// - The names, for redis_options::key K: the document "{K}", the lease
+//   "{K}:lease", the channel "{K}:changed". Each begins with the hash tag
+//   {K}, so the three share one Redis Cluster hash slot whatever K holds
+//   (Redis hashes a name's text between its first '{' and the first '}'
+//   after it); a K that begins with '}' would give an empty tag and is
+//   refused. Every script declares in KEYS each key it touches. Names before
+//   issue 21 were "K" and "K:lease": they are never read, so an upgraded
+//   store starts empty (a login, never the old refresh token; docs/fleet.md,
+//   "Upgrading").
+// - The document key holds exactly one token-set document
+//   (storage/document.hpp), as a Redis string. Nothing else is stored there.
+// - Three round trips per refresh, one script each:
+//   1. lock(): `SET {K}:lease <128-bit random token> NX PX <lease_ttl>` and,
+//      when taken, the document's TYPE and text. A load() right after it
+//      answers from that read; any other load() sends GET.
+//   2. store_if() of a spent mark while this object holds a lease: the
+//      compare-and-swap below, fenced by the lease too (written only while
+//      the lease holds this holder's token; false and no error otherwise),
+//      answering the lease's PTTL. A holds() right after it answers true
+//      from that write while the TTL, counted from before the script was
+//      sent, has not run out; any other holds() sends GET and compares the
+//      token: a holder paused past the TTL learns it lost the lease and
+//      sends nothing.
+//   3. store_if_and_release(): the compare-and-swap and, only when it wrote,
+//      the lease's compare-and-delete, in one script (the manager's last
+//      write of a flight, conjunct 12 of concepts.hpp). A write that is
+//      refused or fails releases nothing; the lease guard's release (a Lua
+//      compare-and-delete: only the holder's token is deleted) then does.
+//   Anything else in between makes the next load() or holds() read Redis.
 // - Every write is a Lua compare-and-swap on the generation *inside the
 //   stored document*: the script decodes the document with cjson and writes
 //   only when its "generation" equals the expected one. Why not a companion
@@ -16,25 +39,28 @@
 //   exactly the document any other reader (a file dump, redis-cli GET)
 //   understands, and there is no second key that a partial edit, an
 //   expiry or a `RENAME` could leave disagreeing with the document. The
-//   parse costs microseconds on a document of about 1 KiB.
+//   parse costs microseconds on a document of about 1 KiB. A write repeated
+//   after a lost answer finds its own document and counts as written.
 // - The same script refuses to touch a value tokmgr did not write: another
 //   type at the key, a string that is not a tokmgr document, a document of a
-//   later version. Those are reported as errc::storage_failed, with what the
-//   key holds and what to do, and left as they are. Not storage_corrupt:
+//   later version. Those are reported as errc::storage_foreign (a later
+//   version: storage_failed), with what the key holds and what to do, and
+//   left as they are. Not storage_corrupt:
 //   that code tells the manager the bad data was moved aside and the store
 //   reads as empty (file_storage), which is not so here; a store that is
 //   unusable until an operator acts is a failed store, and the manager
 //   treats it like one that cannot be reached (it never sends a shared
 //   refresh token it cannot mark spent, and falls back to a private session).
-// - After each write and each release the scripts PUBLISH on "<key>:changed";
+// - After each write and each release the scripts PUBLISH on "{K}:changed";
 //   a waiting lock() subscribes there, for that wait only, to retry at
-//   once, and polls SET NX with growing sleeps (1 ms doubling to 50 ms)
+//   once, and polls with growing sleeps (1 ms doubling to 50 ms)
 //   because pub/sub loses messages while a connection is down.
 // - Optionally `WAIT <replicas> <timeout>` after the spent mark: the refresh
 //   is sent only once that many replicas hold the mark.
-// - hiredis 0.14 has no TLS. Connect over a Unix socket (unix_socket) to a
-//   local Redis, or through a local TLS tunnel (stunnel, spiped, ssh -L) to a
-//   remote one; docs/fleet.md shows both.
+// - hiredis 0.14 has no TLS and is no Cluster client (it follows no MOVED).
+//   Connect over a Unix socket (unix_socket) to a local Redis, or through a
+//   local TLS tunnel (stunnel, spiped, ssh -L) to a remote one;
+//   docs/fleet.md shows both.
 //
 // One object serves one thread at a time (the manager serialises its storage
 // calls) over its own connection, opened on first use and reopened after a
@@ -82,8 +108,10 @@ struct redis_options {
     /// keep traffic off the network, since hiredis 0.14 has no TLS.
     std::string unix_socket;
     int database = 0;  ///< SELECT after connecting
-    /// The key of the token-set document; the lease is "<key>:lease" and the
-    /// channel "<key>:changed". One key per account.
+    /// The account's name in Redis; one key per account. The document is
+    /// stored at "{<key>}", the lease at "{<key>}:lease", and the channel is
+    /// "{<key>}:changed" (document_name(), lease_name(), channel_name()). It
+    /// must not begin with '}' (see document_name()).
     std::string key = "tokmgr:textual";
     /// AUTH: the password (`requirepass`), with `user` for a Redis 6 ACL user.
     std::string user;
@@ -132,6 +160,18 @@ struct redis_options {
         return detail::throw_on_failure([&](error_info& failed) { return from_url(url, failed); });
     }
 
+    /// The names in Redis, each beginning with "{<key>}": Redis Cluster
+    /// hashes only what lies between a name's first '{' and the first '}'
+    /// after it (the hash tag), which is the same for the three names
+    /// whatever the key holds, so they share one hash slot and every script
+    /// can touch them together. The one exception is a key that begins with
+    /// '}': its tag would be empty, and Redis would hash each whole name
+    /// (three slots), so the store refuses such a key (storage_failed) and
+    /// from_url rejects it.
+    std::string document_name() const { return "{" + key + "}"; }
+    std::string lease_name() const { return document_name() + ":lease"; }
+    std::string channel_name() const { return document_name() + ":changed"; }
+
     /// "redis://host:port/db/key" or "redis+unix:///path?db=N&key=K", never
     /// with the password: for messages.
     std::string where() const {
@@ -177,41 +217,90 @@ inline bool integer_arg(std::string_view text, std::uint64_t max, std::uint64_t&
     return result == std::errc() && end == text.data() + text.size() && out <= max;
 }
 
-/// KEYS[1] the document key; ARGV[1] the expected generation, ARGV[2] the new
-/// document, ARGV[3] the new generation, ARGV[4] the channel.
-/// Returns {1} written, {0, stored generation} another generation is stored,
-/// {-1, type} not a string, {-2} not a tokmgr document, {-3, version} a later
-/// version. The document written is the one already there when it is equal
-/// (a retried call after a lost answer): that counts as written.
-inline constexpr const char* store_if_script = R"lua(
+/// KEYS[1] the document, KEYS[2] the lease; ARGV[1] the holder's token,
+/// ARGV[2] the lease's TTL in ms. Takes the lease and reads the document in
+/// one step, so that the load which follows needs no round trip of its own.
+/// Returns {0} when another holder has the lease; else {1, type} (the
+/// document's TYPE: 'none' when nothing is stored), with the text as third
+/// element when it is a string. A lease that already holds this token is
+/// ours: a second sending whose first went through, its answer lost.
+inline constexpr const char* lease_script = R"lua(
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return {0} end
+end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'string' then return {1, kind, redis.call('GET', KEYS[1])} end
+return {1, kind}
+)lua";
+
+/// Every write: a compare-and-swap on the generation inside the stored
+/// document. KEYS[1] the document, KEYS[2] the lease; ARGV[1] the expected
+/// generation, ARGV[2] the new document, ARGV[3] the new generation, ARGV[4]
+/// the channel, ARGV[5] what the write does with the lease, whose holder's
+/// token is ARGV[6]: '' nothing; 'fence' write only while ARGV[6] holds it
+/// (the spent mark); 'release' delete it after the write, in the same step,
+/// when ARGV[6] holds it (the new pair that ends a flight); nothing is
+/// released when nothing was written.
+/// Returns {1, pttl} written (pttl: for 'fence', the lease's remaining ms;
+/// else -1), {0, stored generation} another generation is stored, {-1, type}
+/// not a string, {-2} not a tokmgr document, {-3, version} a later version,
+/// {-4} 'fence' and the lease is not ARGV[6]'s. The document written is the
+/// one already there when it is equal (a retried call after a lost answer):
+/// that counts as written.
+inline constexpr const char* write_script = R"lua(
+local function ours() return redis.pcall('GET', KEYS[2]) == ARGV[6] end
 local kind = redis.call('TYPE', KEYS[1]).ok
 local stored = 0
+local same = false
 if kind == 'string' then
   local text = redis.call('GET', KEYS[1])
-  if text == ARGV[2] then return {1} end
-  local ok, doc = pcall(cjson.decode, text)
-  if not ok or type(doc) ~= 'table' or doc.format ~= 'tokmgr-token-set' then return {-2} end
-  if doc.version ~= 1 then return {-3, tostring(doc.version)} end
-  if type(doc.generation) ~= 'number' then return {-2} end
-  stored = doc.generation
+  if text == ARGV[2] then
+    same = true
+  else
+    local ok, doc = pcall(cjson.decode, text)
+    if not ok or type(doc) ~= 'table' or doc.format ~= 'tokmgr-token-set' then return {-2} end
+    if doc.version ~= 1 then return {-3, tostring(doc.version)} end
+    if type(doc.generation) ~= 'number' then return {-2} end
+    stored = doc.generation
+  end
 elseif kind ~= 'none' then
   return {-1, kind}
 end
-if stored ~= tonumber(ARGV[1]) then return {0, string.format('%.0f', stored)} end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return {1}
+if ARGV[5] == 'fence' and not ours() then return {-4} end
+if not same then
+  if stored ~= tonumber(ARGV[1]) then return {0, string.format('%.0f', stored)} end
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+end
+if ARGV[5] == 'fence' then return {1, redis.call('PTTL', KEYS[2])} end
+if ARGV[5] == 'release' and ours() then
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[4], 'released')
+end
+return {1, -1}
 )lua";
 
-/// KEYS[1] the lease key; ARGV[1] the holder's token, ARGV[2] the channel.
+/// KEYS[1] the lease; ARGV[1] the holder's token, ARGV[2] the channel.
 inline constexpr const char* release_script = R"lua(
-if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], 'released')
   return 1
 end
 return 0
 )lua";
+
+/// What the lease script read, kept for the load that comes next.
+struct prefetched {
+    std::string type;  ///< the document's TYPE: "none", "string", another
+    secret text;       ///< a string's text
+};
+
+/// What a fenced spent mark proved: `token` held the lease until `until`.
+struct fence {
+    std::string token;
+    std::chrono::steady_clock::time_point until;
+};
 
 /// One connection and what it failed with. Shared by the store and its
 /// leases (a lease is released over it), hence the mutex.
@@ -228,6 +317,7 @@ public:
     /// may have restarted since the connection was last used. Every command tokmgr
     /// sends may be repeated safely (the scripts recognise their own write).
     reply_ptr command(const std::vector<std::string_view>& args, error_info& failed) {
+        forget();  // what an earlier command left is for the call right after it only
         for (int attempt = 0; attempt < 2; ++attempt) {
             const bool fresh = !context_;
             if (fresh && !connect(context_, failed)) {
@@ -333,9 +423,39 @@ public:
 
     /// The lease's release, under the mutex: the compare-and-delete script.
     void release_lease(const std::string& token) {
-        const std::string lease_key = options_.key + ":lease", channel = options_.key + ":changed";
+        forget_lease(token);
+        const std::string lease_name = options_.lease_name(), channel = options_.channel_name();
         error_info ignored;
-        command({"EVAL", release_script, "1", lease_key, token, channel}, ignored);
+        command({"EVAL", release_script, "1", lease_name, token, channel}, ignored);
+    }
+
+    // ---- what one call leaves for the next, under the mutex ---------------
+    // Kept for the very next call on this connection only: any command sent
+    // (command() above) or any other call of the store forgets them.
+
+    /// The lease this connection's store took last and has not released: the
+    /// spent mark is fenced by it.
+    const std::string& held_token() const noexcept { return held_token_; }
+    void hold(std::string token) { held_token_ = std::move(token); }
+    void forget_lease(const std::string& token) noexcept {
+        if (token == held_token_) held_token_.clear();
+    }
+
+    void keep(prefetched document) { prefetched_ = std::move(document); }
+    void keep(fence proof) { fence_ = std::move(proof); }
+    std::optional<prefetched> take_prefetched() noexcept {
+        std::optional<prefetched> out = std::move(prefetched_);
+        prefetched_.reset();
+        return out;
+    }
+    std::optional<fence> take_fence() noexcept {
+        std::optional<fence> out = std::move(fence_);
+        fence_.reset();
+        return out;
+    }
+    void forget() noexcept {
+        prefetched_.reset();
+        fence_.reset();
     }
 
     /// Whether the last command's answer came from a second sending (the
@@ -422,6 +542,9 @@ private:
     context_ptr subscriber_;
     std::chrono::steady_clock::time_point no_subscription_until_{};
     bool retried_ = false;
+    std::string held_token_;
+    std::optional<prefetched> prefetched_;
+    std::optional<fence> fence_;
 };
 
 }  // namespace detail::redis
@@ -519,6 +642,8 @@ inline redis_options redis_options::from_url(std::string_view url, error_info& f
         if (!detail::percent_decode(path, key)) return bad("has a bad %-escape in its key");
     }
     if (key.empty()) return bad("needs a key (redis://host:port/[db/]key, or ?key=K for a socket)");
+    if (key.front() == '}')
+        return bad("has a key that begins with '}', which cannot be hash-tagged for Redis Cluster; choose another key");
     out.key = std::move(key);
     return out;
 }
@@ -526,7 +651,7 @@ inline redis_options redis_options::from_url(std::string_view url, error_info& f
 class redis_storage : public detail::storage_errors<redis_storage> {
 public:
     /// The lease: while an object lives (and is not moved from), this holder
-    /// owns "<key>:lease" — until it is released or its TTL runs out,
+    /// owns "{<key>}:lease" — until it is released or its TTL runs out,
     /// whichever comes first; `holds` tells which. Its release is a Lua
     /// compare-and-delete (a lease that lapsed and went to another holder is
     /// left to it).
@@ -546,17 +671,25 @@ public:
     redis_storage& operator=(redis_storage&&) noexcept = default;
 
     const redis_options& options() const noexcept { return link_->options(); }
-    std::string lease_key() const { return options().key + ":lease"; }
-    std::string channel() const { return options().key + ":changed"; }
+    std::string document_key() const { return options().document_name(); }
+    std::string lease_key() const { return options().lease_name(); }
+    std::string channel() const { return options().channel_name(); }
 
     /// The stored set; nullopt with no error when the key does not exist.
-    /// errc::storage_failed: the server cannot be reached or refused us, or
-    /// the key holds something tokmgr did not write (another type, a string
-    /// that is not a document this build reads: left as it is; the detail
-    /// says what it is and what to do).
+    /// Right after a lock() that took the lease, the document that lock()
+    /// read with it, without a round trip; otherwise read from Redis.
+    /// errc::storage_unreachable: no connection could be made;
+    /// errc::storage_failed: the server failed or refused us, or the key is
+    /// refused (redis_options::document_name); errc::storage_foreign: the key
+    /// holds something tokmgr did not write (another type, a string that is
+    /// not a document this build reads: left as it is; the detail says what
+    /// it is and what to do).
     std::optional<token_set> load(std::error_code& ec) {
         clear_error(ec);
         std::lock_guard<std::mutex> lock(link_->mutex());
+        if (auto read = link_->take_prefetched()) return interpret(*read, ec);
+        link_->forget();
+        if (refused_key(ec)) return std::nullopt;
         return read_current(ec);
     }
 
@@ -565,56 +698,75 @@ public:
     void store(const token_set& set, std::error_code& ec) {
         clear_error(ec);
         std::lock_guard<std::mutex> lock(link_->mutex());
+        link_->forget();
+        if (refused_key(ec)) return;
         for (int attempt = 0; attempt < 8; ++attempt) {
             const auto current = read_current(ec);
             if (ec) return;
-            if (cas(set, current ? current->generation : 0, ec) || ec) return;
+            if (write(set, current ? current->generation : 0, lease_use::none, {}, ec).written || ec) return;
         }
         fail(ec, errc::storage_failed,
              "store to " + options().where() + ": the key kept changing under this write; retry");
     }
 
     /// Takes the lease, waiting at most `max_wait` (plus one poll step of at
-    /// most 50 ms). errc::lease_timeout when another holder kept it longer;
+    /// most 50 ms), and reads the document in the same script, for the load()
+    /// that follows. errc::lease_timeout when another holder kept it longer;
     /// errc::storage_failed when Redis cannot be reached (at once: a store
     /// that cannot be reached gives no lease to wait for).
     lease lock(std::chrono::milliseconds max_wait, std::error_code& ec) {
         clear_error(ec);
         const auto deadline = std::chrono::steady_clock::now() + max_wait;
         std::lock_guard<std::mutex> lock(link_->mutex());
+        link_->forget();
+        if (refused_key(ec)) return {};
         const std::string token = random_token();
-        const std::string key = lease_key(), ttl = std::to_string(std::max<std::int64_t>(options().lease_ttl.count(), 1));
+        const std::string key = lease_key(), document = document_key(),
+                          ttl = std::to_string(std::max<std::int64_t>(options().lease_ttl.count(), 1));
         struct wait_end {
             detail::redis::link& link;
             ~wait_end() { link.stop_waiting(); }
         } end_of_wait{*link_};
         using detail::lease_attempt;
+        std::optional<detail::redis::prefetched> read;
         const lease_attempt got = detail::take_lease_until(
             deadline,
             [&] {
                 error_info failed;
-                auto r = link_->command({"SET", key, token, "NX", "PX", ttl}, failed);
+                auto r = link_->command({"EVAL", detail::redis::lease_script, "2", document, key, token, ttl}, failed);
                 if (!r) {
                     fail(ec, detail::code_of(failed), "taking the lease " + key + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
-                if (r->type == REDIS_REPLY_STATUS) return lease_attempt::taken;
                 if (r->type == REDIS_REPLY_ERROR) {
                     fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
                                                        server_text(r.get()) + "; check the server's configuration");
                     return lease_attempt::failed;
                 }
-                // nil: held by someone else — or by us, when this SET was a
-                // second sending whose first went through: check the token.
-                if (link_->retried()) {
-                    if (auto mine = link_->command({"GET", key}, failed);
-                        mine && mine->type == REDIS_REPLY_STRING && std::string_view(mine->str, mine->len) == token)
-                        return lease_attempt::taken;
+                if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+                    (r->element[0]->integer == 1 && (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
+                    fail(ec, errc::storage_failed,
+                         "taking the lease " + key + " on " + options().where() + ": an unexpected answer");
+                    return lease_attempt::failed;
                 }
-                return lease_attempt::held_elsewhere;
+                if (r->element[0]->integer == 0) return lease_attempt::held_elsewhere;
+                detail::redis::prefetched doc;
+                doc.type.assign(r->element[1]->str, r->element[1]->len);
+                if (r->elements > 2 && r->element[2]->type == REDIS_REPLY_STRING) {
+                    redisReply* text = r->element[2];
+                    doc.text = secret(std::string_view(text->str, text->len));
+                    // hiredis's buffer held the tokens: wipe it before it is freed.
+                    detail::secure_wipe(text->str, text->len);
+                }
+                read = std::move(doc);
+                return lease_attempt::taken;
             },
             [&](std::chrono::milliseconds step) { link_->wait_for_change(step, channel()); });
-        if (got == lease_attempt::taken) return lease(link_, token);
+        if (got == lease_attempt::taken) {
+            link_->hold(token);
+            link_->keep(std::move(*read));
+            return lease(link_, token);
+        }
         if (got == lease_attempt::held_elsewhere)
             fail(ec, errc::lease_timeout,
                  "the lease " + key + " on " + options().where() + " was held by another process for longer than " +
@@ -625,12 +777,18 @@ public:
     }
 
     /// Whether `held` is still this holder's lease: false when it was
-    /// released or its TTL ran out (another holder may have it now).
+    /// released or its TTL ran out (another holder may have it now). Right
+    /// after a spent mark that store_if wrote fenced by this lease, answered
+    /// from that write (the lease was this holder's then, with a TTL not yet
+    /// run out), without a round trip; otherwise read from Redis.
     /// errc::storage_failed (and false) when Redis cannot be asked.
     bool holds(const lease& held, std::error_code& ec) {
         clear_error(ec);
         if (!held) return false;
         std::lock_guard<std::mutex> lock(link_->mutex());
+        const auto proof = link_->take_fence();
+        link_->forget();
+        if (proof && proof->token == held.token() && std::chrono::steady_clock::now() < proof->until) return true;
         error_info failed;
         auto r = link_->command({"GET", lease_key()}, failed);
         if (!r) {
@@ -643,24 +801,99 @@ public:
     /// Compare-and-swap on the generation, atomic in Redis (one script):
     /// writes `set` only when the stored document's generation equals
     /// `expected_generation` (0: the key does not exist). False and no error
-    /// when it differs. A value tokmgr did not write is never replaced:
-    /// false with storage_failed (another type, not a tokmgr document, a
-    /// document of a later version). For a spent mark with
-    /// wait_replicas set, false with storage_failed when too few replicas
-    /// acknowledged it in time.
+    /// when it differs. A spent mark written while this object holds a lease
+    /// is fenced by it too: false and no error when the lease is no longer
+    /// this holder's (nothing is written then). A value tokmgr did not write
+    /// is never replaced: false with storage_foreign (another type, not a
+    /// tokmgr document) or storage_failed (a document of a later version).
+    /// For a spent mark
+    /// with wait_replicas set, false with storage_failed when too few
+    /// replicas acknowledged it in time.
     bool store_if(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
         clear_error(ec);
-        if (set.generation <= expected_generation) {
-            fail(ec, errc::storage_failed,
-                 "store_if on " + options().where() + ": the new generation " + std::to_string(set.generation) +
-                     " is not above the expected " + std::to_string(expected_generation) +
-                     "; every write must increase it");
-            return false;
-        }
+        if (!generation_increases(set, expected_generation, ec)) return false;
         std::lock_guard<std::mutex> lock(link_->mutex());
-        if (!cas(set, expected_generation, ec)) return false;
+        link_->forget();
+        if (refused_key(ec)) return false;
+        const std::string token = set.refresh_token_spent ? link_->held_token() : std::string();
+        const auto sent = std::chrono::steady_clock::now();
+        const write_result written =
+            write(set, expected_generation, token.empty() ? lease_use::none : lease_use::fence, token, ec);
+        if (!written.written) return false;
+        if (set.refresh_token_spent && !acknowledged_by_replicas(ec)) return false;
+        // The lease was ours when the script ran, and no earlier than `sent`
+        // had this long left: holds() may answer from that until then.
+        if (!token.empty() && written.lease_left > 0)
+            link_->keep(detail::redis::fence{token, sent + std::chrono::milliseconds(written.lease_left)});
+        return true;
+    }
+
+    /// store_if, and the lease released in the same script when the set was
+    /// written: the write is in Redis before, or with, the lease's end, never
+    /// after it. `held` is empty afterwards when it was released; when
+    /// nothing was written (false, with or without an error) it is still
+    /// held, and its owner releases it as usual. A spent mark with
+    /// wait_replicas set is written by store_if and not released here (the
+    /// WAIT comes first). The manager calls this for the last write of a
+    /// flight: three round trips per refresh (lease with the read, fenced
+    /// mark, new pair with the release).
+    bool store_if_and_release(const token_set& set, std::uint64_t expected_generation, lease& held,
+                              std::error_code& ec) {
+        if (!held || (set.refresh_token_spent && options().wait_replicas > 0))
+            return store_if(set, expected_generation, ec);
+        clear_error(ec);
+        if (!generation_increases(set, expected_generation, ec)) return false;
+        std::lock_guard<std::mutex> lock(link_->mutex());
+        link_->forget();
+        if (refused_key(ec)) return false;
+        if (!write(set, expected_generation, lease_use::release, held.token(), ec).written) return false;
+        link_->forget_lease(held.token());
+        held.abandon();  // released by the script (or no longer ours): nothing left to release
+        return true;
+    }
+
+    // The throwing overloads and last_error() come from detail::storage_errors.
+    using detail::storage_errors<redis_storage>::load;
+    using detail::storage_errors<redis_storage>::store;
+    using detail::storage_errors<redis_storage>::lock;
+    using detail::storage_errors<redis_storage>::holds;
+    using detail::storage_errors<redis_storage>::store_if;
+
+private:
+    enum class lease_use { none, fence, release };
+    struct write_result {
+        bool written = false;
+        long long lease_left = -1;  ///< fence: the lease's remaining ms
+    };
+
+    std::string server_text(const redisReply* r) const {
+        if (r->type != REDIS_REPLY_ERROR && r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+            return "an unexpected answer";
+        return detail::redis::safe_text(std::string_view(r->str, r->len), options().password.reveal());
+    }
+
+    std::string not_ours(std::string_view what) const {
+        return "the key " + document_key() + " on " + options().where() + " holds " + std::string(what) +
+               "; tokmgr never overwrites or deletes what it did not write: if no other program uses this key, "
+               "delete it (redis-cli DEL " + document_key() + ") and the next login writes a new one, or choose "
+               "another key";
+    }
+
+    /// A key whose names could not share a Cluster slot (redis_options::
+    /// document_name) is refused before anything is sent.
+    bool refused_key(std::error_code& ec) {
+        if (!options().key.empty() && options().key.front() != '}') return false;
+        fail(ec, errc::storage_failed,
+             "the Redis key \"" + options().key + "\" on " + options().where() +
+                 " is empty or begins with '}', so its names cannot share one Redis Cluster hash slot; choose "
+                 "another key");
+        return true;
+    }
+
+    /// WAIT for wait_replicas after a spent mark; under the link's mutex.
+    bool acknowledged_by_replicas(std::error_code& ec) {
         const int replicas = options().wait_replicas;
-        if (!set.refresh_token_spent || replicas <= 0) return true;
+        if (replicas <= 0) return true;
         error_info failed;
         const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
         auto r = link_->command({"WAIT", n, ms}, failed);
@@ -681,31 +914,10 @@ public:
         return true;
     }
 
-    // The throwing overloads and last_error() come from detail::storage_errors.
-    using detail::storage_errors<redis_storage>::load;
-    using detail::storage_errors<redis_storage>::store;
-    using detail::storage_errors<redis_storage>::lock;
-    using detail::storage_errors<redis_storage>::holds;
-    using detail::storage_errors<redis_storage>::store_if;
-
-private:
-    std::string server_text(const redisReply* r) const {
-        if (r->type != REDIS_REPLY_ERROR && r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
-            return "an unexpected answer";
-        return detail::redis::safe_text(std::string_view(r->str, r->len), options().password.reveal());
-    }
-
-    std::string not_ours(std::string_view what) const {
-        return "the key " + options().key + " on " + options().where() + " holds " + std::string(what) +
-               "; tokmgr never overwrites or deletes what it did not write: if no other program uses this key, "
-               "delete it (redis-cli DEL " + options().key + ") and the next login writes a new one, or choose "
-               "another key";
-    }
-
     /// GET and decode; under the link's mutex.
     std::optional<token_set> read_current(std::error_code& ec) {
         error_info failed;
-        auto r = link_->command({"GET", options().key}, failed);
+        auto r = link_->command({"GET", document_key()}, failed);
         if (!r) {
             fail(ec, detail::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
@@ -715,7 +927,7 @@ private:
             const std::string said = server_text(r.get());
             if (said.rfind("WRONGTYPE", 0) == 0) {
                 std::string kind = "a value of another type";
-                if (auto t = link_->command({"TYPE", options().key}, failed); t && t->type == REDIS_REPLY_STATUS)
+                if (auto t = link_->command({"TYPE", document_key()}, failed); t && t->type == REDIS_REPLY_STATUS)
                     kind = "a " + std::string(t->str, t->len) + ", not a tokmgr token-set document";
                 fail(ec, errc::storage_foreign, not_ours(kind));
             } else if (said.rfind("NOAUTH", 0) == 0) {
@@ -724,51 +936,68 @@ private:
                          " requires a password; set TOKMGR_REDIS_PASSWORD or redis_options::password");
             } else {
                 fail(ec, errc::storage_failed,
-                     "reading " + options().key + " on " + options().where() + ": Redis said: " + said);
+                     "reading " + document_key() + " on " + options().where() + ": Redis said: " + said);
             }
             return std::nullopt;
         }
         if (r->type != REDIS_REPLY_STRING) {
             fail(ec, errc::storage_failed,
-                 "reading " + options().key + " on " + options().where() + ": an unexpected answer to GET");
+                 "reading " + document_key() + " on " + options().where() + ": an unexpected answer to GET");
             return std::nullopt;
         }
-        error_info unreadable;
-        auto set = decode_token_set(std::string_view(r->str, r->len), unreadable);
+        auto set = decoded(std::string_view(r->str, r->len), ec);
         // hiredis's buffer held the tokens: wipe it before it is freed.
         detail::secure_wipe(r->str, r->len);
+        return set;
+    }
+
+    /// What the lease script read, as read_current would have answered it.
+    std::optional<token_set> interpret(const detail::redis::prefetched& read, std::error_code& ec) {
+        if (read.type == "none") return std::nullopt;
+        if (read.type == "string") return decoded(read.text.reveal(), ec);
+        fail(ec, errc::storage_foreign,
+             not_ours("a " + detail::redis::safe_text(read.type, {}) + ", not a tokmgr token-set document"));
+        return std::nullopt;
+    }
+
+    std::optional<token_set> decoded(std::string_view text, std::error_code& ec) {
+        error_info unreadable;
+        auto set = decode_token_set(text, unreadable);
         if (set) return set;
         fail(ec, errc::storage_foreign, not_ours("a value that is not a readable tokmgr token-set document (" +
                                                  unreadable.detail + ")"));
         return std::nullopt;
     }
 
-    /// The compare-and-swap script; under the link's mutex.
-    bool cas(const token_set& set, std::uint64_t expected, std::error_code& ec) {
+    /// The write script; under the link's mutex.
+    write_result write(const token_set& set, std::uint64_t expected, lease_use use, std::string_view token,
+                       std::error_code& ec) {
         error_info refused;
         secret text = encode_token_set(set, refused);
         if (refused) {
             fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + refused.detail);
-            return false;
+            return {};
         }
         const std::string expected_text = std::to_string(expected), generation = std::to_string(set.generation);
+        const std::string document = document_key(), lease_name = lease_key(), changed = channel();
+        const char* mode = use == lease_use::fence ? "fence" : use == lease_use::release ? "release" : "";
         error_info failed;
-        auto r = link_->command({"EVAL", detail::redis::store_if_script, "1", options().key, expected_text,
-                                 text.reveal(), generation, channel()},
+        auto r = link_->command({"EVAL", detail::redis::write_script, "2", document, lease_name, expected_text,
+                                 text.reveal(), generation, changed, mode, token},
                                 failed);
         if (!r) {
             fail(ec, detail::code_of(failed), "storing the token set: " + failed.detail);
-            return false;
+            return {};
         }
         if (r->type == REDIS_REPLY_ERROR) {
             fail(ec, errc::storage_failed,
                  "storing the token set on " + options().where() + ": Redis said: " + server_text(r.get()) +
                      (server_text(r.get()).rfind("NOAUTH", 0) == 0 ? "; set TOKMGR_REDIS_PASSWORD" : ""));
-            return false;
+            return {};
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
             fail(ec, errc::storage_failed, "storing the token set on " + options().where() + ": an unexpected answer");
-            return false;
+            return {};
         }
         auto second = [&] {
             return r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING
@@ -776,18 +1005,24 @@ private:
                        : std::string("?");
         };
         switch (r->element[0]->integer) {
-        case 1: return true;
-        case 0: return false;
-        case -1: fail(ec, errc::storage_foreign, not_ours("a " + second() + ", not a tokmgr token-set document")); return false;
+        case 1: {
+            write_result out;
+            out.written = true;
+            if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_INTEGER) out.lease_left = r->element[1]->integer;
+            return out;
+        }
+        case 0:
+        case -4: return {};  // another generation is stored, or the fencing lease is gone
+        case -1: fail(ec, errc::storage_foreign, not_ours("a " + second() + ", not a tokmgr token-set document")); return {};
         case -3:
             fail(ec, errc::storage_failed,
-                 "the key " + options().key + " on " + options().where() + " holds a token-set document of version " +
+                 "the key " + document_key() + " on " + options().where() + " holds a token-set document of version " +
                      second() + ", newer than this build of tokmgr reads (version " +
                      std::to_string(token_set_version) + "); upgrade tokmgr (it was not overwritten)");
-            return false;
+            return {};
         default:
             fail(ec, errc::storage_foreign, not_ours("a value that is not a tokmgr token-set document"));
-            return false;
+            return {};
         }
     }
 

@@ -57,6 +57,17 @@ protected:
         last_error_.detail = std::move(detail);
     }
 
+    /// store_if's rule for a shared store (its options().where() names it):
+    /// every write increases the generation; storage_failed otherwise.
+    bool generation_increases(const token_set& set, std::uint64_t expected_generation, std::error_code& ec) {
+        if (set.generation > expected_generation) return true;
+        fail(ec, errc::storage_failed,
+             "store_if on " + self().options().where() + ": the new generation " + std::to_string(set.generation) +
+                 " is not above the expected " + std::to_string(expected_generation) +
+                 "; every write must increase it");
+        return false;
+    }
+
     error_info last_error_;
 
 private:
