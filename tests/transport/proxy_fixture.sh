@@ -39,6 +39,31 @@ stop_proxies() {
     done
 }
 
+# launch_proxy NAME PORT: writes NAME's configuration for PORT and starts it.
+launch_proxy() {
+    local name=$1 port=$2
+    {
+        echo "Port $port"
+        echo "Listen 127.0.0.1"
+        echo "Timeout 30"
+        echo "MaxClients 20"
+        echo "LogLevel Info"
+        echo "LogFile \"$run/$name.log\""
+        # Its own pid file, apart from ours: it refuses to start when the file exists.
+        echo "PidFile \"$run/$name.tinyproxy.pid\""
+        echo "Allow 127.0.0.1"
+        echo "DisableViaHeader Yes"
+        case $name in
+        auth) echo "BasicAuth tokmgr $password" ;;
+        refusing) echo "ConnectPort 1" ;;
+        esac
+    } > "$run/$name.conf"
+    # A fresh log every run: the tests read it to see what went through.
+    rm -f "$run/$name.log" "$run/$name.tinyproxy.pid"
+    "${TOKMGR_TINYPROXY:-tinyproxy}" -d -c "$run/$name.conf" </dev/null >"$run/$name.out" 2>&1 &
+    echo $! > "$run/$name.pid"
+}
+
 start_proxies() {
     stop_proxies
     mkdir -p "$run"
@@ -47,39 +72,34 @@ start_proxies() {
     # error text or log has found a real leak, not a constant.
     password="pw-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
     printf '%s\n' "$password" > "$run/password"
-    # Spread the starting point by process id so parallel build trees rarely collide.
-    port=$((30000 + ($$ % 2000) * 10))
+    # Below the kernel's ephemeral range (32768 and up by default): a port
+    # there can be the local end of some outgoing connection, which a
+    # connect probe sees as free and tinyproxy then cannot bind ("Could not
+    # create listening sockets"). Spread by process id so parallel build
+    # trees rarely collide; a port taken anyway is replaced below.
+    port=$((10000 + ($$ % 1000) * 10))
     for name in $names; do
         port=$(free_port "$port")
         echo "$name=$port" >> "$run/ports"
-        {
-            echo "Port $port"
-            echo "Listen 127.0.0.1"
-            echo "Timeout 30"
-            echo "MaxClients 20"
-            echo "LogLevel Info"
-            echo "LogFile \"$run/$name.log\""
-            # Its own pid file, apart from ours: it refuses to start when the file exists.
-            echo "PidFile \"$run/$name.tinyproxy.pid\""
-            echo "Allow 127.0.0.1"
-            echo "DisableViaHeader Yes"
-            case $name in
-            auth) echo "BasicAuth tokmgr $password" ;;
-            refusing) echo "ConnectPort 1" ;;
-            esac
-        } > "$run/$name.conf"
-        # A fresh log every run: the tests read it to see what went through.
-        rm -f "$run/$name.log" "$run/$name.tinyproxy.pid"
-        "${TOKMGR_TINYPROXY:-tinyproxy}" -d -c "$run/$name.conf" </dev/null >"$run/$name.out" 2>&1 &
-        echo $! > "$run/$name.pid"
+        launch_proxy "$name" "$port"
         port=$((port + 1))
     done
     for name in $names; do
         port=$(sed -n "s/^$name=//p" "$run/ports")
         i=0
+        attempts=1
         while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
             i=$((i + 1))
-            if [ "$i" -gt 50 ]; then
+            if ! kill -0 "$(cat "$run/$name.pid")" 2>/dev/null && [ "$attempts" -lt 5 ]; then
+                # It exited: the port was taken after all. The next free one.
+                echo "tinyproxy ($name) could not listen on port $port; trying another" >&2
+                new_port=$(free_port $((port + 1)))
+                sed -i "s/^$name=$port\$/$name=$new_port/" "$run/ports"
+                port=$new_port
+                launch_proxy "$name" "$port"
+                attempts=$((attempts + 1))
+                i=0
+            elif [ "$i" -gt 50 ]; then
                 echo "tinyproxy ($name) does not answer on port $port; its output:" >&2
                 cat "$run/$name.out" "$run/$name.log" >&2 2>/dev/null || true
                 stop_proxies
