@@ -216,9 +216,7 @@ void manager_core<Transport, Clock, Storage, Json>::async_storage_native(
             auto self = this->shared_from_this();
             auto work = outstanding_work();
             auto failed = [self, pending, work](std::error_code ec) {
-                step_outcome done;
-                self->storage_failure(done, ec ? ec : make_error_code(errc::storage_failed));
-                self->post_back_unlocked_later(pending, std::move(done));
+                self->post_storage_failure_later(pending, ec ? ec : make_error_code(errc::storage_failed));
             };
             auto decided = [self, pending, failed, work](std::error_code ec, bool yes) {
                 if (ec) return failed(ec);
@@ -264,10 +262,8 @@ void manager_core<Transport, Clock, Storage, Json>::async_storage_native(
                 break;
             }
         } catch (...) {
-            step_outcome done;
-            storage_failure(done, make_error_code(errc::storage_failed));
             // Posted, not advanced here: the policy gate is held.
-            post_back_unlocked_later(pending, std::move(done));
+            post_storage_failure_later(pending, make_error_code(errc::storage_failed));
         }
     }
 }
@@ -292,9 +288,7 @@ void manager_core<Transport, Clock, Storage, Json>::post_lease_back(
             return;
         } catch (...) {
         }
-        step_outcome done;
-        storage_failure(done, make_error_code(errc::storage_failed));
-        post_back_unlocked_later(pending, std::move(done));
+        post_storage_failure_later(pending, make_error_code(errc::storage_failed));
     }
 }
 
@@ -310,6 +304,14 @@ void manager_core<Transport, Clock, Storage, Json>::post_back_unlocked_later(
         } catch (...) {  // no memory to post with: the flight ends at shut-down, its waiters by max_wait
         }
     }
+}
+
+template <class Transport, class Clock, class Storage, class Json>
+void manager_core<Transport, Clock, Storage, Json>::post_storage_failure_later(
+    const std::shared_ptr<flight>& pending, std::error_code ec) noexcept {
+    step_outcome done;
+    storage_failure(done, ec);
+    post_back_unlocked_later(pending, std::move(done));
 }
 
 template <class Transport, class Clock, class Storage, class Json>

@@ -457,6 +457,8 @@ private:
 
     /// post_back from where the policy gate may be held: only the post.
     void post_back_unlocked_later(const std::shared_ptr<flight>& pending, step_outcome done) noexcept;
+    /// A store call that failed (`ec`), posted back likewise.
+    void post_storage_failure_later(const std::shared_ptr<flight>& pending, std::error_code ec) noexcept;
 
     /// Releases the flight's lease without blocking this thread: on the
     /// storage thread, or by the store's asynchronous release.
