@@ -26,15 +26,6 @@ static_assert(!tokmgr::is_async_transport_v<api_transport>);
 static_assert(tokmgr::sync_transport<api_transport>);
 #endif
 
-/// `target` must outlive the request (http_request may view it).
-tokmgr::http_request get(std::string_view target) {
-    tokmgr::http_request request;
-    request.method = "GET";
-    request.target = target;
-    request.content_type = {};
-    return request;
-}
-
 tokmgr::http_request post(std::string_view target, const std::string& body) {
     tokmgr::http_request request;
     request.method = "POST";
@@ -83,7 +74,7 @@ TEST_CASE("authorizing_transport sets Authorization from the manager, replacing 
     });
     api_transport api(f.api, *f.manager);
     const std::string target = "/api/datasets";
-    auto request = get(target);
+    auto request = tokmgr::testing::get_request(target);
     request.headers.push_back({"authorization", "Bearer stale"});
     request.headers.push_back({"Accept", "application/json"});
     const auto response = api.send(request);
@@ -116,7 +107,7 @@ TEST_CASE("64 threads, every request answered 401 for the same JWT at once: one 
             api_transport api(f.api, *f.manager);  // one per thread, as with any transport
             std::error_code ec;
             const std::string target = "/api/items/" + std::to_string(i);
-            const auto response = api.send(get(target), ec);
+            const auto response = api.send(tokmgr::testing::get_request(target), ec);
             if (!ec && response.status == 200) ++ok;
             refused += static_cast<int>(api.counters().refused);
             replayed += static_cast<int>(api.counters().replayed);
@@ -153,7 +144,7 @@ TEST_CASE("a 401 for a JWT another caller already replaced forces no refresh, an
         return f.h.server(r);
     });
     api_transport api(f.api, *f.manager);
-    const auto response = api.send(get("/api/items/1"));
+    const auto response = api.send(tokmgr::testing::get_request("/api/items/1"));
     CHECK(response.status == 200);
     CHECK(api.counters().replayed == 1);
     CHECK(f.invalidations == 1);  // the other caller's, not ours
@@ -168,7 +159,7 @@ TEST_CASE("a second 401 after the replay is returned as it came; no loop, and no
         return tokmgr::http_response{401, {{"WWW-Authenticate", challenge}}, R"({"title":"Unauthorized"})"};
     });
     api_transport api(f.api, *f.manager);
-    const auto response = api.send(get("/api/items/1"));
+    const auto response = api.send(tokmgr::testing::get_request("/api/items/1"));
     CHECK(response.status == 401);
     CHECK(tokmgr::find_header(response.headers, "www-authenticate") == std::string_view(challenge));
     CHECK(response.body == R"({"title":"Unauthorized"})");
@@ -178,7 +169,7 @@ TEST_CASE("a second 401 after the replay is returned as it came; no loop, and no
 
     // Within min_forced_refresh_interval the manager keeps the JWT it has:
     // the next 401 is not replayed with the very JWT that was refused.
-    const auto again = api.send(get("/api/items/2"));
+    const auto again = api.send(tokmgr::testing::get_request("/api/items/2"));
     CHECK(again.status == 401);
     CHECK(f.api.calls() == 3);
     CHECK(f.manager->counters().refreshes == 1);
@@ -195,7 +186,7 @@ TEST_CASE("a single-use body is never replayed, but its 401 still retires the JW
     CHECK(f.api.calls() == 1);
     CHECK(api.counters().replayed == 0);
     CHECK(f.invalidations == 1);
-    CHECK(api.send(get("/api/items/1")).status == 200);
+    CHECK(api.send(tokmgr::testing::get_request("/api/items/1")).status == 200);
     CHECK(f.manager->counters().refreshes == 1);
 }
 
@@ -215,7 +206,7 @@ TEST_CASE("a 403 is never replayed and retires no JWT") {
     api_fixture f;
     f.api.set_handler([](const tokmgr::http_request&) { return test::status(403); });
     api_transport api(f.api, *f.manager);
-    CHECK(api.send(get("/api/admin")).status == 403);
+    CHECK(api.send(tokmgr::testing::get_request("/api/admin")).status == 403);
     CHECK(f.api.calls() == 1);
     CHECK(f.invalidations == 0);
     CHECK(f.manager->counters().refreshes == 0);
@@ -230,7 +221,7 @@ TEST_CASE("with an API key a 401 is returned: there is nothing to renew") {
         return test::status(401);
     });
     tokmgr::authorizing_transport<tokmgr::testing::fake_transport, tokmgr::api_key_source> api(resource, key);
-    CHECK(api.send(get("/api/items/1")).status == 401);
+    CHECK(api.send(tokmgr::testing::get_request("/api/items/1")).status == 401);
     CHECK(seen == "key-0123456789");
     CHECK(resource.calls() == 1);
 }
@@ -243,7 +234,7 @@ TEST_CASE("no error text carries the header: faults injected by count on the API
         f.api.fail_call(n, make_error_code(tokmgr::errc::connection_failed));
         api_transport api(f.api, *f.manager);
         std::error_code ec;
-        const auto response = api.send(get("/api/items/1"), ec);
+        const auto response = api.send(tokmgr::testing::get_request("/api/items/1"), ec);
         CHECK(f.api.calls() <= 2);
         if (n <= 2) {
             CHECK(ec == tokmgr::errc::connection_failed);
@@ -266,7 +257,7 @@ TEST_CASE("no error text carries the header: faults injected by count on the API
         f.h.transport.fail_call(2, make_error_code(tokmgr::errc::connection_refused));  // the forced refresh
         api_transport api(f.api, *f.manager);
         try {
-            api.send(get("/api/items/1"));
+            api.send(tokmgr::testing::get_request("/api/items/1"));
             FAIL("the refresh failed: the send must report it");
         } catch (const tokmgr::error& e) {
             CHECK(e.code() == tokmgr::errc::connection_refused);
@@ -287,7 +278,7 @@ TEST_CASE("authorizing_transport: error text leaves out the request's query, as 
     f.api.fail_call(1, make_error_code(tokmgr::errc::connection_failed));
     api_transport api(f.api, *f.manager);
     tokmgr::error_info failed;
-    api.send(get("/api/files?signature=SECRET-SIGNATURE"), failed);
+    api.send(tokmgr::testing::get_request("/api/files?signature=SECRET-SIGNATURE"), failed);
     CHECK(failed.code == tokmgr::errc::connection_failed);
     CHECK(failed.detail.find("SECRET-SIGNATURE") == std::string::npos);
     CHECK(api.last_error().detail.find("SECRET-SIGNATURE") == std::string::npos);

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -26,6 +27,16 @@
 #include "../http.hpp"
 
 namespace tokmgr::testing {
+
+/// A GET of `target` with no body: the protected call the fakes and the
+/// reference server answer.
+inline http_request get_request(std::string_view target) {
+    http_request request;
+    request.method = "GET";
+    request.target = target;
+    request.content_type = {};
+    return request;
+}
 
 /// What the transport was asked to send (bodies included: test code only).
 struct recorded_request {
