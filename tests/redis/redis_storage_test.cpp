@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -456,6 +458,84 @@ TEST_CASE("AUTH: an ACL user with the right password works; a wrong one is a cle
     CHECK(bad.last_error().detail.find("wrong-password-5678") == std::string::npos);
     CHECK_FALSE(bad.lock(0ms, ec));
     CHECK(ec == errc::storage_unreachable);
+    raw.run({"ACL", "DELUSER", user});
+    raw.run({"DEL", doc(key)});
+}
+
+TEST_CASE("a credential provider: asked for each new connection, so a rotated password is followed; a refused one is "
+          "asked once more; its failures are clear and never show a password") {
+    const auto key = fresh_key();
+    raw_redis raw;
+    const std::string user = "tokmgr-rotating-" + std::to_string(::getpid());
+    raw.run({"ACL", "SETUSER", user, "on", ">first-password-1234", "~*", "&*", "+@all"});
+    std::mutex m;
+    std::vector<std::string> answers{"first-password-1234"};  // the last one repeats
+    int calls = 0;
+    auto o = options_for(key);
+    o.credential_provider = [&] {
+        std::lock_guard<std::mutex> lock(m);
+        const std::string& password = answers[std::min<std::size_t>(calls, answers.size() - 1)];
+        ++calls;
+        return tokmgr::redis_credential{user, tokmgr::secret(password)};
+    };
+    const auto rotate = [&](const std::string& next, std::vector<std::string> from_now) {
+        raw.run({"ACL", "SETUSER", user, "resetpass", ">" + next});
+        raw.run({"CLIENT", "KILL", "USER", user});  // as a provider's rotation or a token's end of life does
+        std::lock_guard<std::mutex> lock(m);
+        answers.insert(answers.end(), from_now.begin(), from_now.end());
+    };
+    redis_storage store(o);
+    std::error_code ec;
+    REQUIRE(store.store_if(set_of(1), 0, ec));
+    CHECK(calls == 1);
+    CHECK(store.load(ec));
+    CHECK(calls == 1);  // the connection is kept: no new credential
+
+    SUBCASE("the server closes the connection after a rotation: the next call reconnects with the new password") {
+        rotate("second-password-5678", {"second-password-5678"});
+        CHECK(store.load(ec));
+        CHECK_FALSE(ec);
+        CHECK(calls == 2);
+        CHECK(store.lock(0ms, ec));  // a lease and its release, on the same connection
+        CHECK(calls == 2);
+    }
+    SUBCASE("a credential stale by the time AUTH goes out: refused, asked once more, then accepted") {
+        rotate("third-password-9012", {"first-password-1234", "third-password-9012"});
+        CHECK(store.load(ec));
+        CHECK_FALSE(ec);
+        CHECK(calls == 3);
+    }
+    SUBCASE("refused twice: a failure naming the provider, never the password") {
+        rotate("fourth-password-3456", {"wrong-password-0000"});
+        CHECK_FALSE(store.load(ec));
+        CHECK(ec == errc::storage_failed);  // not unreachable: the GET on the killed connection may have run
+        CHECK(calls == 3);
+        const std::string said = store.last_error().detail;
+        CHECK(said.find("refused the password; check the credential provider") != std::string::npos);
+        CHECK(said.find("wrong-password-0000") == std::string::npos);
+        CHECK(said.find("fourth-password-3456") == std::string::npos);
+    }
+    SUBCASE("a provider that throws: storage_unreachable with what it said") {
+        auto failing = options_for(key);
+        failing.credential_provider = []() -> tokmgr::redis_credential {
+            throw std::runtime_error("the IAM endpoint timed out");
+        };
+        redis_storage s(failing);
+        CHECK_FALSE(s.load(ec));
+        CHECK(ec == errc::storage_unreachable);
+        CHECK(s.last_error().detail.find("credential provider for redis://") != std::string::npos);
+        CHECK(s.last_error().detail.find("the IAM endpoint timed out") != std::string::npos);
+    }
+    SUBCASE("a provider and a password both set: refused before anything is sent") {
+        auto both = o;
+        both.password = tokmgr::secret("first-password-1234");
+        redis_storage s(both);
+        const int before = calls;
+        CHECK_FALSE(s.load(ec));
+        CHECK(ec == errc::storage_unreachable);
+        CHECK(s.last_error().detail.find("set both credential_provider and user/password") != std::string::npos);
+        CHECK(calls == before);
+    }
     raw.run({"ACL", "DELUSER", user});
     raw.run({"DEL", doc(key)});
 }

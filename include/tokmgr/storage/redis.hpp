@@ -76,6 +76,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -98,6 +100,13 @@
 
 namespace tokmgr {
 
+/// What AUTH sends on one connection: an ACL user (empty: the default user)
+/// and its password (empty: no AUTH).
+struct redis_credential {
+    std::string user;
+    secret password;
+};
+
 /// Where the Redis store is and how it is used. Every member has a usable
 /// default except `key` for a second account and `password` for a server
 /// that asks for one.
@@ -116,6 +125,20 @@ struct redis_options {
     /// AUTH: the password (`requirepass`), with `user` for a Redis 6 ACL user.
     std::string user;
     secret password;
+    /// Optional, in place of `user` and `password` (which must then be
+    /// empty): called each time a connection opens, for the credential it
+    /// authenticates with. For a credential that rotates — an IAM token that
+    /// lives 15 minutes, a password a secret manager rewrites — the store
+    /// never keeps one: a connection the server closes after a rotation
+    /// (CLIENT KILL, a token's end of life) is reopened with what the
+    /// provider returns then, and a refused AUTH asks it once more before
+    /// failing. It runs on the thread of the store call that opens the
+    /// connection (for an asynchronous manager, the storage executor's),
+    /// possibly on several at once, and within no timeout of tokmgr's: make
+    /// it quick (fetch the token ahead and cache it). What it throws fails
+    /// that call with storage_unreachable and its what() in the message:
+    /// keep secrets out of it.
+    std::function<redis_credential()> credential_provider;
 
     std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
     /// Each command's answer (an unanswered command fails with storage_failed).
@@ -357,31 +380,7 @@ public:
         }
         redisSetTimeout(c.get(), to_timeval(options_.command_timeout));
         if (options_.unix_socket.empty()) redisEnableKeepAlive(c.get());
-        if (!options_.password.empty()) {
-            std::vector<std::string_view> auth{"AUTH"};
-            if (!options_.user.empty()) auth.push_back(options_.user);
-            auth.push_back(options_.password.reveal());
-            reply_ptr r = run(c.get(), auth);
-            if (!r) {
-                failed = unreachable(io_error(c.get()));
-                return false;
-            }
-            if (r->type == REDIS_REPLY_ERROR) {
-                const std::string said = safe_text(std::string_view(r->str, r->len), options_.password.reveal());
-                if (said.find("without any password") != std::string::npos ||
-                    said.find("no password is set") != std::string::npos)
-                    failed = unreachable(
-                        "Redis at " + options_.where() +
-                        " has no password set, but tokmgr was given one; remove it (TOKMGR_REDIS_PASSWORD, "
-                        "redis_options::password) or set requirepass on the server (Redis said: " + said + ")");
-                else
-                    failed = unreachable("Redis at " + options_.where() +
-                                             " refused the password; check TOKMGR_REDIS_PASSWORD or "
-                                             "redis_options::password (and the user, for an ACL user) (Redis said: " +
-                                             said + ")");
-                return false;
-            }
-        }
+        if (!authenticate(c.get(), failed)) return false;
         if (options_.database != 0) {
             const std::string db = std::to_string(options_.database);
             reply_ptr r = run(c.get(), {"SELECT", db});
@@ -399,6 +398,62 @@ public:
         out = std::move(c);
         failed = {};
         return true;
+    }
+
+    /// AUTH with the options' credential or, each time, the provider's: a
+    /// refused provider credential is asked for once more (it may have
+    /// rotated between the fetch and the AUTH). False with `failed` set.
+    bool authenticate(redisContext* c, error_info& failed) {
+        if (!options_.credential_provider) return send_auth(c, options_.user, options_.password, false, failed);
+        if (!options_.user.empty() || !options_.password.empty()) {
+            failed = unreachable("redis_options for " + options_.where() +
+                                 " set both credential_provider and user/password; set one of them");
+            return false;
+        }
+        for (int attempt = 0;; ++attempt) {
+            redis_credential credential;
+            try {
+                credential = options_.credential_provider();
+            } catch (const std::exception& e) {
+                failed = unreachable("the Redis credential provider for " + options_.where() + " failed: " + e.what());
+                return false;
+            } catch (...) {
+                failed = unreachable("the Redis credential provider for " + options_.where() + " failed");
+                return false;
+            }
+            bool refused = false;
+            if (send_auth(c, credential.user, credential.password, true, failed, &refused)) return true;
+            if (attempt > 0 || !refused) return false;
+        }
+    }
+
+    /// One AUTH (none for an empty password); `refused` tells a refused
+    /// credential from a failed connection.
+    bool send_auth(redisContext* c, const std::string& user, const secret& password, bool from_provider,
+                   error_info& failed, bool* refused = nullptr) {
+        if (password.empty()) return true;
+        std::vector<std::string_view> auth{"AUTH"};
+        if (!user.empty()) auth.push_back(user);
+        auth.push_back(password.reveal());
+        reply_ptr r = run(c, auth);
+        if (!r) {
+            failed = unreachable(io_error(c));
+            return false;
+        }
+        if (r->type != REDIS_REPLY_ERROR) return true;
+        if (refused) *refused = true;
+        const std::string said = safe_text(std::string_view(r->str, r->len), password.reveal());
+        const std::string source =
+            from_provider ? "the credential provider" : "TOKMGR_REDIS_PASSWORD or redis_options::password";
+        if (said.find("without any password") != std::string::npos ||
+            said.find("no password is set") != std::string::npos)
+            failed = unreachable("Redis at " + options_.where() + " has no password set, but " + source +
+                                 " gave one; remove it there or set requirepass on the server (Redis said: " + said +
+                                 ")");
+        else
+            failed = unreachable("Redis at " + options_.where() + " refused the password; check " + source +
+                                 " (and the user, for an ACL user) (Redis said: " + said + ")");
+        return false;
     }
 
     /// Why `c` failed, as a sentence.
