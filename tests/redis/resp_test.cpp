@@ -175,63 +175,74 @@ TEST_CASE("RESP: the integers at both ends of 64 bits") {
 }
 
 TEST_CASE("RESP: each limit holds exactly at its bound and refuses one past it") {
-    const auto too_large = [](std::string_view wire, resp::limits limits) {
-        const auto failed = failure(wire, limits);
-        CHECK(failed.code == tokmgr::errc::response_too_large);
-        return failed.detail;
+    struct bound_case {
+        std::size_t resp::limits::*limit;
+        std::size_t bound;
+        std::vector<std::string> at_bound;                         // each one reply
+        std::vector<std::pair<std::string, std::string>> past_it;  // the wire, what the detail says
     };
+    const bound_case cases[] = {
+        {&resp::limits::max_depth, 3,
+         {"*1\r\n*1\r\n*1\r\n:1\r\n", "*1\r\n%1\r\n*0\r\n:1\r\n"},
+         {{"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", "RESP at byte 12: aggregates nest deeper than the limit of 3"},
+          {"*1\r\n*1\r\n*1\r\n*0\r\n", "nest deeper"},
+          {"|1\r\n*1\r\n*1\r\n*0\r\n+v\r\n+w\r\n", "nest deeper"}}},
+        // Refused from the header, before the bytes arrive.
+        {&resp::limits::max_bulk_bytes, 5,
+         {"$5\r\nhello\r\n", "=5\r\ntxt:x\r\n", "!5\r\nERR x\r\n"},
+         {{"$6\r\n", "RESP at byte 0: a bulk string of 6 bytes exceeds the limit of 5"},
+          {"!6\r\n", "a blob error of 6 bytes"},
+          {"=6\r\n", "a verbatim string of 6 bytes"}}},
+        {&resp::limits::max_elements, 4,
+         {"*4\r\n_\r\n_\r\n_\r\n_\r\n", "%2\r\n_\r\n_\r\n_\r\n_\r\n", "~4\r\n_\r\n_\r\n_\r\n_\r\n"},
+         {{"*5\r\n", "RESP at byte 0: an array of 5 elements exceeds the limit of 4 elements"},
+          {"~5\r\n", "a set of 5 elements"},
+          {">5\r\n", "a push of 5 elements"},
+          {"%3\r\n", "a map of 3 pairs"},
+          {"|3\r\n", "an attribute of 3 pairs"}}},
+        // A map's keys and values count one each: an odd bound holds one pair less.
+        {&resp::limits::max_elements, 5, {"%2\r\n_\r\n_\r\n_\r\n_\r\n"}, {{"%3\r\n", "a map of 3 pairs"}}},
+        // Refused before the CR LF arrives, when one may never come.
+        {&resp::limits::max_line_bytes, 5,
+         {"+hello\r\n", ":12345\r\n", "$00005\r\nhello\r\n"},
+         {{"+hello!", "RESP at byte 0: a line is longer than the limit of 5 bytes"},
+          {":123456\r\n", "longer than the limit"},
+          {"$000005\r\nhello\r\n", "longer than the limit"}}},
+    };
+    for (const bound_case& c : cases) {
+        resp::limits limits;
+        limits.*c.limit = c.bound;
+        for (const std::string& wire : c.at_bound) {
+            INFO("at the bound " << c.bound << ": " << wire);
+            const outcome o = read(wire, {}, limits);
+            CHECK_MESSAGE(!o.failed, o.failed.message());
+            CHECK(o.replies.size() == 1);
+        }
+        for (const auto& [wire, saying] : c.past_it) {
+            INFO("past the bound " << c.bound << ": " << wire);
+            const auto failed = failure(wire, limits);
+            CHECK(failed.code == tokmgr::errc::response_too_large);
+            CHECK_MESSAGE(failed.detail.find(saying) != std::string::npos, failed.detail);
+        }
+    }
+}
+
+TEST_CASE("RESP: the bytes held count the reply begun and what follows it, at and past the bound") {
     resp::limits limits;
-    SUBCASE("depth") {
-        limits.max_depth = 3;
-        CHECK(read("*1\r\n*1\r\n*1\r\n:1\r\n", {}, limits).replies.size() == 1);
-        CHECK(read("*1\r\n%1\r\n*0\r\n:1\r\n", {}, limits).replies.size() == 1);
-        CHECK(too_large("*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", limits).find("limit of 3") != std::string::npos);
-        CHECK(too_large("*1\r\n*1\r\n*1\r\n*0\r\n", limits).find("nest") != std::string::npos);
-        CHECK(too_large("|1\r\n*1\r\n*1\r\n*0\r\n+v\r\n+w\r\n", limits).find("nest") != std::string::npos);
-    }
-    SUBCASE("bulk length, refused from its header") {
-        limits.max_bulk_bytes = 5;
-        CHECK(read("$5\r\nhello\r\n", {}, limits).replies.size() == 1);
-        CHECK(read("=5\r\ntxt:x\r\n", {}, limits).replies.size() == 1);
-        CHECK(too_large("$6\r\n", limits) == "RESP at byte 0: a bulk string of 6 bytes exceeds the limit of 5");
-        CHECK(too_large("!6\r\n", limits).find("a blob error of 6 bytes") != std::string::npos);
-        CHECK(too_large("=6\r\n", limits).find("a verbatim string of 6 bytes") != std::string::npos);
-    }
-    SUBCASE("elements per aggregate; a map's keys and values count") {
-        limits.max_elements = 4;
-        CHECK(read("*4\r\n_\r\n_\r\n_\r\n_\r\n", {}, limits).replies.size() == 1);
-        CHECK(read("%2\r\n_\r\n_\r\n_\r\n_\r\n", {}, limits).replies.size() == 1);
-        CHECK(too_large("*5\r\n", limits) == "RESP at byte 0: an array of 5 elements exceeds the limit of 4 elements");
-        CHECK(too_large("~5\r\n", limits).find("a set of 5") != std::string::npos);
-        CHECK(too_large(">5\r\n", limits).find("a push of 5") != std::string::npos);
-        CHECK(too_large("%3\r\n", limits).find("a map of 3 pairs") != std::string::npos);
-        CHECK(too_large("|3\r\n", limits).find("an attribute of 3 pairs") != std::string::npos);
-        limits.max_elements = 5;  // odd: a map still holds two pairs, not three
-        CHECK(too_large("%3\r\n", limits).find("a map of 3 pairs") != std::string::npos);
-    }
-    SUBCASE("line length, refused before its CR LF arrives") {
-        limits.max_line_bytes = 5;
-        CHECK(read("+hello\r\n:12345\r\n", {}, limits).replies.size() == 2);
-        CHECK(too_large("+hello!", limits) == "RESP at byte 0: a line is longer than the limit of 5 bytes");
-        CHECK(too_large(":123456\r\n", limits).find("longer than the limit") != std::string::npos);
-        CHECK(too_large("$000005\r\nhello\r\n", limits).find("longer than the limit") != std::string::npos);
-    }
-    SUBCASE("bytes held: the reply begun and what follows it") {
-        limits.max_buffered_bytes = 12;
-        resp::reader reader(limits);
-        tokmgr::error_info failed;
-        CHECK(reader.feed("*2\r\n:1\r\n", failed));  // 8 bytes
-        reply r;
-        CHECK_FALSE(reader.next(r, failed));
-        CHECK_FALSE(failed);
-        CHECK(reader.feed(":2\r\n", failed));  // 12: exactly the limit
-        CHECK(reader.next(r, failed));
-        CHECK(reader.buffered() == 0);  // a reply handed out is no longer held
-        CHECK(reader.feed("+123456789\r\n", failed));
-        CHECK_FALSE(reader.feed("+", failed));
-        CHECK(failed.code == tokmgr::errc::response_too_large);
-        CHECK(failed.detail.find("limit of 12 bytes held") != std::string::npos);
-    }
+    limits.max_buffered_bytes = 12;
+    resp::reader reader(limits);
+    tokmgr::error_info failed;
+    CHECK(reader.feed("*2\r\n:1\r\n", failed));  // 8 bytes
+    reply r;
+    CHECK_FALSE(reader.next(r, failed));
+    CHECK_FALSE(failed);
+    CHECK(reader.feed(":2\r\n", failed));  // 12: exactly the limit
+    CHECK(reader.next(r, failed));
+    CHECK(reader.buffered() == 0);  // a reply handed out is no longer held
+    CHECK(reader.feed("+123456789\r\n", failed));
+    CHECK_FALSE(reader.feed("+", failed));
+    CHECK(failed.code == tokmgr::errc::response_too_large);
+    CHECK(failed.detail == "RESP at byte 12: holding 13 bytes would pass the limit of 12 (the reply begun and what follows it: pull replies first)");
 }
 
 TEST_CASE("RESP: a malformed stream is a protocol error") {

@@ -114,9 +114,10 @@ public:
     bool feed(std::string_view bytes, error_info& failed) {
         if (error_) return failed = error_, false;
         if (bytes.size() > limits_.max_buffered_bytes - buffered()) {
-            fail(errc::response_too_large, std::to_string(bytes.size()) + " more bytes would pass the limit of " +
+            fail(errc::response_too_large, "holding " + std::to_string(buffered() + bytes.size()) +
+                                               " bytes would pass the limit of " +
                                                std::to_string(limits_.max_buffered_bytes) +
-                                               " bytes held (pull replies with next() first)");
+                                               " (the reply begun and what follows it: pull replies first)");
             return failed = error_, false;
         }
         compact();
