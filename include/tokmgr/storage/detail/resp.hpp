@@ -151,7 +151,9 @@ public:
     const error_info& last_error() const noexcept { return error_; }
 
 private:
-    enum class step { need_more, failed, value, opened };
+    // What reading at pos_ gave: a whole value, or a header whose value is
+    // still to come (an aggregate's elements, a bulk string's bytes).
+    enum class step { need_more, failed, value, header };
 
     struct frame {
         reply value;
@@ -159,8 +161,7 @@ private:
         bool attribute;
     };
 
-    /// Reads one element at pos_: a whole value, or the header of an
-    /// aggregate (opened).
+    /// Reads what is at pos_: a value, a header, or a bulk string's bytes.
     step read_one(reply& value) {
         if (bulk_) return read_bulk_payload(value);
         if (pos_ == buffer_.size()) return step::need_more;
@@ -198,26 +199,24 @@ private:
                 return fail(errc::protocol_error, "a big number is not a decimal number");
             value.text.assign(line);
             break;
-        case '$':
-        case '!':
-        case '=':
-            return read_bulk_header(type, line, line_bytes, value);
-        default:
-            return read_aggregate_header(type, line, line_bytes, value);
+        default: {  // the types with a length or a count
+            std::optional<std::uint64_t> count;
+            if (!parse_count(type, line, count)) return step::failed;
+            if (!count) {  // RESP2's `$-1` and `*-1`
+                value.type = reply_type::null;
+                break;
+            }
+            const bool bulk = type == '$' || type == '!' || type == '=';
+            return bulk ? read_bulk_header(type, *count, line_bytes) : read_aggregate_header(type, *count, line_bytes, value);
+        }
         }
         consume(line_bytes);
         return step::value;
     }
 
-    step read_bulk_header(char type, std::string_view line, std::size_t line_bytes, reply& value) {
-        std::uint64_t length = 0;
-        const step counted = parse_count(type, line, length);
-        if (counted == step::failed) return counted;
-        if (counted == step::need_more) {  // `-1`: RESP2's null bulk string
-            consume(line_bytes);
-            value.type = reply_type::null;
-            return step::value;
-        }
+    /// Checks a bulk header and moves on to its bytes, which read_one reads
+    /// when they are all there.
+    step read_bulk_header(char type, std::uint64_t length, std::size_t line_bytes) {
         if (length > limits_.max_bulk_bytes)
             return fail(errc::response_too_large, std::string(name_of(type)) + " of " + std::to_string(length) +
                                                       " bytes exceeds the limit of " +
@@ -226,12 +225,13 @@ private:
             return fail(errc::protocol_error, "a verbatim string is shorter than its format prefix");
         consume(line_bytes);
         bulk_ = pending_bulk{type, static_cast<std::size_t>(length)};
-        return read_bulk_payload(value);
+        return step::header;
     }
 
     step read_bulk_payload(reply& value) {
         const std::size_t length = bulk_->length;
-        if (buffer_.size() - pos_ < length + 2) return step::need_more;
+        const std::size_t available = buffer_.size() - pos_;
+        if (available < length || available - length < 2) return step::need_more;
         if (buffer_[pos_ + length] != '\r' || buffer_[pos_ + length + 1] != '\n')
             return fail(errc::protocol_error, std::string(name_of(bulk_->type)) + " of " + std::to_string(length) +
                                                   " bytes is not followed by CR LF");
@@ -245,15 +245,7 @@ private:
         return step::value;
     }
 
-    step read_aggregate_header(char type, std::string_view line, std::size_t line_bytes, reply& value) {
-        std::uint64_t count = 0;
-        const step counted = parse_count(type, line, count);
-        if (counted == step::failed) return counted;
-        if (counted == step::need_more) {  // `-1`: RESP2's null array
-            consume(line_bytes);
-            value.type = reply_type::null;
-            return step::value;
-        }
+    step read_aggregate_header(char type, std::uint64_t count, std::size_t line_bytes, reply& value) {
         const bool pairs = type == '%' || type == '|';
         if (count > (pairs ? limits_.max_elements / 2 : limits_.max_elements))
             return fail(errc::response_too_large,
@@ -264,12 +256,12 @@ private:
                         "aggregates nest deeper than the limit of " + std::to_string(limits_.max_depth));
         consume(line_bytes);
         const std::size_t elements = static_cast<std::size_t>(count) * (pairs ? 2 : 1);
-        if (elements == 0) return type == '|' ? step::opened : step::value;  // an empty attribute: nothing to keep
+        if (elements == 0) return type == '|' ? step::header : step::value;  // an empty attribute: nothing to keep
         // Reserved only up to a bound: the count is the server's word, and
         // the bytes that would back it have not arrived.
         value.elements.reserve(std::min<std::size_t>(elements, 64));
         stack_.push_back(frame{std::move(value), elements, type == '|'});
-        return step::opened;
+        return step::header;
     }
 
     /// Adds a finished value to the aggregate it belongs to and closes each
@@ -310,18 +302,18 @@ private:
         }
     }
 
-    /// A length or count: step::value with `count`, step::need_more for
-    /// `-1` (a RESP2 null, only where RESP2 has one), or a failure.
-    step parse_count(char type, std::string_view line, std::uint64_t& count) {
-        if (line == "-1" && (type == '$' || type == '*')) return step::need_more;
+    /// A length or count into `count`; left empty for `-1`, a null where
+    /// RESP2 has one. False when the line is neither.
+    bool parse_count(char type, std::string_view line, std::optional<std::uint64_t>& count) {
+        if (line == "-1" && (type == '$' || type == '*')) return true;
         if (negative(line))
-            return fail(errc::protocol_error, std::string("the length of ") + name_of(type) + " is negative");
-        const auto parsed = parse_decimal<std::uint64_t>(line);
-        if (!parsed)
+            return fail(errc::protocol_error, std::string("the length of ") + name_of(type) + " is negative"), false;
+        count = parse_decimal<std::uint64_t>(line);
+        if (!count)
             return fail(errc::protocol_error,
-                        std::string("the length of ") + name_of(type) + " is not a 64-bit decimal number");
-        count = *parsed;
-        return step::value;
+                        std::string("the length of ") + name_of(type) + " is not a 64-bit decimal number"),
+                   false;
+        return true;
     }
 
     static std::optional<std::int64_t> parse_integer(std::string_view line) noexcept {
