@@ -162,6 +162,12 @@ TEST_CASE("RESP: a reply cut short waits for its bytes and counts them as held")
     CHECK(o.buffered == 11);
 }
 
+TEST_CASE("RESP: empty aggregates are replies; an empty attribute is dropped") {
+    const outcome o = read("*0\r\n%0\r\n~0\r\n>0\r\n|0\r\n:1\r\n");
+    CHECK(o.replies == std::vector<reply>{aggregate(reply_type::array, {}), aggregate(reply_type::map, {}),
+                                          aggregate(reply_type::set, {}), aggregate(reply_type::push, {}), integer(1)});
+}
+
 TEST_CASE("RESP: bulk strings are binary-safe") {
     const std::string payload = "a\r\nb\0c\r\n\n\r"s;
     const outcome o = read("$" + std::to_string(payload.size()) + "\r\n" + payload + "\r\n");
