@@ -32,6 +32,18 @@ inline void secure_clear(std::string& s) noexcept {
     s.clear();
 }
 
+/// Makes room for `size` characters in a string that may hold a secret. A
+/// string that grows on its own frees its old buffer unwiped; this moves
+/// the characters to the new buffer and wipes the old one first.
+inline void reserve_wiping(std::string& s, std::size_t size) {
+    if (size <= s.capacity()) return;
+    std::string grown;
+    grown.reserve(size > 2 * s.capacity() ? size : 2 * s.capacity());
+    grown.append(s);
+    secure_clear(s);
+    s.swap(grown);
+}
+
 /// Comparison whose time does not depend on where the inputs first differ.
 inline bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     if (a.size() != b.size()) return false;

@@ -35,6 +35,18 @@ TEST_CASE("secure_wipe zeroes the bytes and secure_clear empties the string") {
     for (std::size_t i = 0; i < 9; ++i) CHECK(data[i] == '\0');
 }
 
+TEST_CASE("reserve_wiping keeps the characters and grows at least twofold") {
+    std::string text = "sensitive";
+    text.shrink_to_fit();
+    const auto capacity = text.capacity();
+    tokmgr::detail::reserve_wiping(text, capacity + 1);
+    CHECK(text == "sensitive");
+    CHECK(text.capacity() >= 2 * capacity);
+    const auto grown = text.capacity();
+    tokmgr::detail::reserve_wiping(text, 1);  // never shrinks
+    CHECK(text.capacity() == grown);
+}
+
 TEST_CASE("secret comparison is by content") {
     CHECK(tokmgr::secret("abc") == tokmgr::secret("abc"));
     CHECK(tokmgr::secret("abc") != tokmgr::secret("abd"));

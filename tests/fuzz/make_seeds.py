@@ -45,6 +45,23 @@ json_docs = [
     b'{"n":' + b"[" * 1024 + b"]" * 1024 + b"}",
     b'{"s":"\\ud83d\\ude00","exp":-0.5}',
 ]
+# RESP: two bytes of limits (0xff 0xff: depth 8, bulk 279, 15 elements, lines
+# of 244), two of the split point, eight argument sizes, then the stream.
+resp_header = bytes([0xFF, 0xFF, 7, 0, 3, 0, 5, 1, 16, 2, 200, 4])
+resp_streams = [
+    b"+OK\r\n-ERR wrong type\r\n:-42\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n*-1\r\n",
+    b"*3\r\n:1\r\n*2\r\n+a\r\n$1\r\nb\r\n*0\r\n",
+    b"_\r\n#t\r\n#f\r\n,-1.5e+3\r\n,inf\r\n(-3492890328409238509324850943850943825024385\r\n",
+    b"!8\r\nSYNTAX x\r\n=8\r\ntxt:some\r\n%2\r\n+k\r\n:1\r\n$2\r\nk2\r\n_\r\n~2\r\n:1\r\n:2\r\n",
+    b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\nmsg\r\n|1\r\n+ttl\r\n:3600\r\n$5\r\nvalue\r\n",
+    b"$6\r\na\r\nb\0c\r\n:9223372036854775807\r\n:-9223372036854775808\r\n",
+    b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+    b"$3\r\nabcde\r\n",
+    b"+O\rK\r\n",
+    b":9223372036854775808\r\n",
+    b"$-2\r\n",
+    b"*2\r\n$3\r\nGET\r\n$3\r\n{k}\r\n",
+]
 
 corpora = {
     "response_parser": [bytes([flags]) + cuts + r for r in responses for flags in (0, 2)],
@@ -55,6 +72,7 @@ corpora = {
     "json_simdjson": json_docs,
     "json_nlohmann": json_docs,
     "json_differential": json_docs,
+    "resp_reader": [resp_header + r for r in resp_streams] + [bytes([0, 0]) + resp_header[2:] + resp_streams[0]],
 }
 for target, inputs in corpora.items():
     folder = os.path.join(here, "corpus", target)
