@@ -94,6 +94,7 @@
 #include "../error.hpp"
 #include "../secret.hpp"
 #include "../token_set.hpp"
+#include "detail/redis_auth.hpp"
 #include "detail/shared_store.hpp"
 #include "detail/storage_errors.hpp"
 #include "document.hpp"
@@ -278,80 +279,18 @@ public:
         }
         redisSetTimeout(c.get(), to_timeval(options_.command_timeout));
         if (options_.unix_socket.empty()) redisEnableKeepAlive(c.get());
-        if (!authenticate(c.get(), failed)) return false;
-        if (options_.database != 0) {
-            const std::string db = std::to_string(options_.database);
-            reply_ptr r = run(c.get(), {"SELECT", db});
-            if (!r) {
-                failed = unreachable(io_error(c.get()));
-                return false;
-            }
-            if (r->type == REDIS_REPLY_ERROR) {
-                failed = unreachable("Redis at " + options_.where() + " refused database " + db + ": " +
-                                         safe_text(std::string_view(r->str, r->len), options_.password.reveal()) +
-                                         "; choose a database the server has (databases in redis.conf)");
-                return false;
-            }
-        }
+        // The handshake's commands, through hiredis: an I/O failure is the
+        // connection's, an error reply is the server's refusal.
+        const auto send = [&](const std::vector<std::string_view>& args, std::string& refusal, error_info& io_failed) {
+            reply_ptr r = run(c.get(), args);
+            if (!r) return io_failed = unreachable(io_error(c.get())), false;
+            if (r->type == REDIS_REPLY_ERROR) refusal.assign(r->str, r->len);
+            return true;
+        };
+        if (!open_session(options_, send, failed)) return false;
         out = std::move(c);
         failed = {};
         return true;
-    }
-
-    /// AUTH with the options' credential or, each time, the provider's: a
-    /// refused provider credential is asked for once more (it may have
-    /// rotated between the fetch and the AUTH). False with `failed` set.
-    bool authenticate(redisContext* c, error_info& failed) {
-        if (!options_.credential_provider) return send_auth(c, options_.user, options_.password, false, failed);
-        if (!options_.user.empty() || !options_.password.empty()) {
-            failed = unreachable("redis_options for " + options_.where() +
-                                 " set both credential_provider and user/password; set one of them");
-            return false;
-        }
-        for (int attempt = 0;; ++attempt) {
-            redis_credential credential;
-            try {
-                credential = options_.credential_provider();
-            } catch (const std::exception& e) {
-                failed = unreachable("the Redis credential provider for " + options_.where() + " failed: " + e.what());
-                return false;
-            } catch (...) {
-                failed = unreachable("the Redis credential provider for " + options_.where() + " failed");
-                return false;
-            }
-            bool refused = false;
-            if (send_auth(c, credential.user, credential.password, true, failed, &refused)) return true;
-            if (attempt > 0 || !refused) return false;
-        }
-    }
-
-    /// One AUTH (none for an empty password); `refused` tells a refused
-    /// credential from a failed connection.
-    bool send_auth(redisContext* c, const std::string& user, const secret& password, bool from_provider,
-                   error_info& failed, bool* refused = nullptr) {
-        if (password.empty()) return true;
-        std::vector<std::string_view> auth{"AUTH"};
-        if (!user.empty()) auth.push_back(user);
-        auth.push_back(password.reveal());
-        reply_ptr r = run(c, auth);
-        if (!r) {
-            failed = unreachable(io_error(c));
-            return false;
-        }
-        if (r->type != REDIS_REPLY_ERROR) return true;
-        if (refused) *refused = true;
-        const std::string said = safe_text(std::string_view(r->str, r->len), password.reveal());
-        const std::string source =
-            from_provider ? "the credential provider" : "TOKMGR_REDIS_PASSWORD or redis_options::password";
-        if (said.find("without any password") != std::string::npos ||
-            said.find("no password is set") != std::string::npos)
-            failed = unreachable("Redis at " + options_.where() + " has no password set, but " + source +
-                                 " gave one; remove it there or set requirepass on the server (Redis said: " + said +
-                                 ")");
-        else
-            failed = unreachable("Redis at " + options_.where() + " refused the password; check " + source +
-                                 " (and the user, for an ACL user) (Redis said: " + said + ")");
-        return false;
     }
 
     /// Why `c` failed, as a sentence.
