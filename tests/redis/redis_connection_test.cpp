@@ -1,0 +1,321 @@
+// detail::redis::connection, the Asio Redis connection, against the fixtures'
+// redis-servers: plaintext on TCP and a Unix socket (TOKMGR_TEST_REDIS_DIR),
+// TLS only with the clients' certificates optional (TOKMGR_TEST_REDIS_TLS_DIR)
+// and required (TOKMGR_TEST_REDIS_TLS_CLIENTS_DIR), each directory holding
+// the server's port and, for TLS, the fixture's pki/. Plus sockets of the
+// test's own: one that listens and never answers, one that refuses.
+#include <doctest/doctest.h>
+
+#include <tokmgr/storage/detail/redis_connection.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using tokmgr::errc;
+using tokmgr::error_info;
+using tokmgr::redis_options;
+using tokmgr::detail::redis::connection;
+namespace resp = tokmgr::detail::resp;
+
+namespace {
+
+int port_in(const std::string& dir) {
+    std::ifstream in(dir + "/port");
+    int port = 0;
+    in >> port;
+    REQUIRE_MESSAGE(port > 0, "the redis fixture did not write its port in " << dir);
+    return port;
+}
+
+std::string fresh_key() {
+    static std::atomic<int> n{0};
+    return "tokmgr-connection-test:" + std::to_string(::getpid()) + ":" + std::to_string(++n);
+}
+
+redis_options plain_options() {
+    redis_options o;
+    o.port = port_in(TOKMGR_TEST_REDIS_DIR);
+    o.connect_timeout = 2s;
+    o.command_timeout = 2s;
+    return o;
+}
+
+const std::string tls_dir = TOKMGR_TEST_REDIS_TLS_DIR;
+const std::string tls_clients_dir = TOKMGR_TEST_REDIS_TLS_CLIENTS_DIR;
+
+redis_options tls_options(const std::string& dir = tls_dir) {
+    redis_options o;
+    o.tls = true;
+    o.port = port_in(dir);
+    o.tls_ca_file = dir + "/pki/ca.pem";
+    return o;
+}
+
+/// Runs a command that must succeed, and returns its reply.
+resp::reply must(connection& c, std::vector<std::string_view> args) {
+    resp::reply out;
+    error_info failed;
+    const bool ok = c.command(args, out, failed);
+    REQUIRE_MESSAGE(ok, failed.detail);
+    return out;
+}
+
+/// A loopback socket of the test's own: it listens (the kernel completes
+/// connections into its backlog) and never reads or answers.
+struct silent_server {
+    int fd = -1;
+    int port = 0;
+    silent_server() {
+        fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(::listen(fd, 8) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        port = ntohs(a.sin_port);
+    }
+    ~silent_server() { ::close(fd); }
+};
+
+/// A port nothing listens on: bound, so no one else takes it meanwhile, but
+/// never listening, so a connection is refused.
+struct refusing_port {
+    int fd = -1;
+    int port = 0;
+    refusing_port() {
+        fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        port = ntohs(a.sin_port);
+    }
+    ~refusing_port() { ::close(fd); }
+};
+
+/// A SET and GET of a value with every byte RESP frames with, and a GET of
+/// nothing: the round trip is binary-safe.
+void round_trip(connection& c) {
+    const std::string key = fresh_key();
+    const std::string value("a\0b\r\n$3\r\n*-1\xff", 14);
+    CHECK(must(c, {"SET", key, value}).text == "OK");
+    const resp::reply got = must(c, {"GET", key});
+    CHECK(got.type == resp::reply_type::bulk_string);
+    CHECK(got.text == value);
+    CHECK(must(c, {"GET", key + ":absent"}).type == resp::reply_type::null);
+    CHECK(must(c, {"DEL", key}).integer == 1);
+}
+
+}  // namespace
+
+TEST_CASE("TCP: commands round-trip binary-safe values; an error reply is a reply") {
+    connection c(plain_options());
+    error_info failed;
+    REQUIRE_MESSAGE(c.connect(failed), failed.detail);
+    round_trip(c);
+    const resp::reply wrong = must(c, {"NOSUCHCOMMAND"});
+    CHECK(wrong.type == resp::reply_type::error);
+    CHECK(c.is_open());
+    // A large value, read in many pieces.
+    const std::string key = fresh_key();
+    const std::string big(300 * 1024, 'x');
+    must(c, {"SET", key, big});
+    CHECK(must(c, {"GET", key}).text == big);
+    must(c, {"DEL", key});
+}
+
+TEST_CASE("a Unix socket, and SELECT of the options' database") {
+    redis_options o = plain_options();
+    o.unix_socket = std::string(TOKMGR_TEST_REDIS_DIR) + "/redis.sock";
+    o.database = 3;
+    connection c(o);
+    round_trip(c);  // connects on first use
+    const std::string key = fresh_key();
+    must(c, {"SET", key, "in 3"});
+    connection zero(plain_options());
+    CHECK(must(zero, {"EXISTS", key}).integer == 0);
+    must(zero, {"SELECT", "3"});
+    CHECK(must(zero, {"GET", key}).text == "in 3");
+    must(c, {"DEL", key});
+}
+
+TEST_CASE("TLS with the fixture's CA: verified by address and by name (SNI)") {
+    for (const char* host : {"127.0.0.1", "localhost"}) {
+        CAPTURE(host);
+        redis_options o = tls_options();
+        o.host = host;
+        connection c(o);
+        error_info failed;
+        REQUIRE_MESSAGE(c.connect(failed), failed.detail);
+        round_trip(c);
+    }
+}
+
+TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and never falls back to plaintext") {
+    SUBCASE("the system's CAs do not know the fixture's CA") {
+        redis_options o = tls_options();
+        o.tls_ca_file.clear();
+        connection c(o);
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK_MESSAGE(failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos, failed.detail);
+        CHECK(failed.detail.find("rediss://127.0.0.1:") != std::string::npos);
+        CHECK_FALSE(c.is_open());
+    }
+    SUBCASE("a host name the certificate does not carry") {
+        redis_options o = tls_options();
+        o.tls_server_name = "redis.other.example";
+        connection c(o);
+        error_info failed;
+        CHECK_FALSE(c.connect(failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK_MESSAGE(failed.detail.find("did not verify for the host 'redis.other.example'") != std::string::npos,
+                      failed.detail);
+    }
+    SUBCASE("a CA file that is not there") {
+        redis_options o = tls_options();
+        o.tls_ca_file = tls_dir + "/pki/absent.pem";
+        connection c(o);
+        error_info failed;
+        CHECK_FALSE(c.connect(failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK(failed.detail.find("absent.pem") != std::string::npos);
+    }
+    SUBCASE("a plaintext client on the TLS port fails") {
+        redis_options o = tls_options();
+        o.tls = false;
+        o.command_timeout = 500ms;
+        connection c(o);
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(failed);
+    }
+}
+
+TEST_CASE("TLS with a client certificate, where the server requires one") {
+    redis_options o = tls_options(tls_clients_dir);
+    {
+        connection without(o);
+        resp::reply out;
+        error_info failed;
+        // TLS 1.3 lets the client finish its handshake before the server
+        // checks the certificate: the refusal comes at the handshake or the
+        // first command.
+        CHECK_FALSE(without.command({"PING"}, out, failed));
+        CHECK(failed);
+    }
+    o.tls_cert_file = tls_clients_dir + "/pki/client.pem";
+    o.tls_key_file = tls_clients_dir + "/pki/client.key";
+    connection with(o);
+    error_info failed;
+    REQUIRE_MESSAGE(with.connect(failed), failed.detail);
+    round_trip(with);
+    o.tls_key_file.clear();
+    connection half(o);
+    CHECK_FALSE(half.connect(failed));
+    CHECK(failed.detail.find("both tls_cert_file and tls_key_file") != std::string::npos);
+}
+
+TEST_CASE("AUTH: the right password, a wrong one (never shown), a credential provider asked per connection") {
+    connection admin(plain_options());
+    const std::string user = "tokmgr-conn-" + std::to_string(::getpid());
+    const std::string password = "hunter2-right-horse";
+    REQUIRE(must(admin, {"ACL", "SETUSER", user, "on", ">" + password, "~*", "+@all"}).text == "OK");
+    redis_options o = plain_options();
+    o.user = user;
+    SUBCASE("right") {
+        o.password = tokmgr::secret(password);
+        connection c(o);
+        CHECK(must(c, {"ACL", "WHOAMI"}).text == user);
+    }
+    SUBCASE("wrong") {
+        o.password = tokmgr::secret("hunter2-wrong-horse");
+        connection c(o);
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK(failed.detail.find("refused the password") != std::string::npos);
+        CHECK(failed.detail.find("hunter2") == std::string::npos);
+    }
+    SUBCASE("a provider, asked for each new connection") {
+        int asked = 0;
+        o.user.clear();
+        o.credential_provider = [&] {
+            ++asked;
+            return tokmgr::redis_credential{user, tokmgr::secret(password)};
+        };
+        connection c(o);
+        CHECK(must(c, {"ACL", "WHOAMI"}).text == user);
+        CHECK(asked == 1);
+        c.close();
+        CHECK(must(c, {"PING"}).text == "PONG");
+        CHECK(asked == 2);
+    }
+    SUBCASE("a provider that throws") {
+        o.user.clear();
+        o.credential_provider = []() -> tokmgr::redis_credential { throw std::runtime_error("vault is sealed"); };
+        connection c(o);
+        error_info failed;
+        CHECK_FALSE(c.connect(failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK(failed.detail.find("vault is sealed") != std::string::npos);
+    }
+    must(admin, {"ACL", "DELUSER", user});
+}
+
+TEST_CASE("timeouts: a server that never answers fails the command (storage_failed) or the handshake") {
+    silent_server silent;
+    redis_options o = plain_options();
+    o.port = silent.port;
+    o.command_timeout = 200ms;
+    o.connect_timeout = 200ms;
+    {
+        connection c(o);
+        error_info failed;
+        REQUIRE_MESSAGE(c.connect(failed), failed.detail);  // no AUTH, no SELECT: nothing asked yet
+        resp::reply out;
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(std::chrono::steady_clock::now() - start < 2s);
+        CHECK(failed.code == errc::storage_failed);  // it was sent: it may have run
+        CHECK(failed.detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
+        CHECK_FALSE(c.is_open());
+    }
+    o.tls = true;
+    o.tls_ca_file = tls_dir + "/pki/ca.pem";
+    connection c(o);
+    error_info failed;
+    CHECK_FALSE(c.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("TLS handshake") != std::string::npos);
+}
+
+TEST_CASE("a refused connection is storage_unreachable, naming the server") {
+    refusing_port nobody;
+    redis_options o = plain_options();
+    o.port = nobody.port;
+    connection c(o);
+    resp::reply out;
+    error_info failed;
+    CHECK_FALSE(c.command({"PING"}, out, failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("cannot connect to Redis at redis://127.0.0.1:" + std::to_string(nobody.port)) !=
+          std::string::npos);
+}
