@@ -219,6 +219,7 @@ TEST_CASE("TLS with a client certificate, where the server requires one") {
         // first command.
         CHECK_FALSE(without.command({"PING"}, out, failed));
         CHECK(failed);
+        CHECK_MESSAGE(failed.detail.find("tls_cert_file") != std::string::npos, failed.detail);
     }
     o.tls_cert_file = tls_clients_dir + "/pki/client.pem";
     o.tls_key_file = tls_clients_dir + "/pki/client.key";

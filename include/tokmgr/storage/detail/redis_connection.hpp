@@ -332,9 +332,14 @@ private:
                 return lost(storage_failure("Redis at " + where +
                                             " closed the connection; it may have restarted, or it refused this "
                                             "client (maxclients)"));
+            if (ec && tls_ && ec.category() == asio::error::get_ssl_category())
+                return lost(storage_failure("TLS with Redis at " + where + " failed (" + ec.message() +
+                                            "); if the server asks for a client certificate (tls-auth-clients), "
+                                            "set tls_cert_file and tls_key_file"));
             if (ec)
                 return lost(storage_failure("the connection to Redis at " + where + " failed while reading (" +
-                                            ec.message() + "); check that redis-server runs there"));
+                                            ec.message() + "); check that redis-server runs there" +
+                                            (options_.tls ? "" : ", and whether that port speaks TLS (rediss://)")));
         }
     }
 
