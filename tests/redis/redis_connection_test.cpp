@@ -12,7 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <asio/io_context.hpp>
+
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <fstream>
 #include <stdexcept>
@@ -319,4 +322,101 @@ TEST_CASE("a refused connection is storage_unreachable, naming the server") {
     CHECK(failed.code == errc::storage_unreachable);
     CHECK(failed.detail.find("cannot connect to Redis at redis://127.0.0.1:" + std::to_string(nobody.port)) !=
           std::string::npos);
+}
+
+// ---- the asynchronous form, on an io_context of the test's ----------------
+
+namespace {
+
+struct async_result {
+    bool called = false;
+    error_info failed;
+    resp::reply reply;
+};
+
+/// Starts commands one after the other on `c` (each from the previous one's
+/// handler), runs the io_context until all completed, and returns what each
+/// handler got.
+std::vector<async_result> run_async(asio::io_context& io, connection& c,
+                                    std::vector<std::vector<std::string>> commands) {
+    std::vector<async_result> results(commands.size());
+    std::function<void(std::size_t)> start = [&](std::size_t i) {
+        if (i == commands.size()) return;
+        const std::vector<std::string_view> args(commands[i].begin(), commands[i].end());
+        c.async_command(args, [&, i](error_info failed, resp::reply reply) {
+            results[i] = {true, std::move(failed), std::move(reply)};
+            start(i + 1);
+        });
+    };
+    start(0);
+    io.restart();
+    io.run_for(10s);
+    return results;
+}
+
+}  // namespace
+
+TEST_CASE("async_command: connects, authenticates and round-trips on the caller's executor, over TCP and TLS") {
+    for (bool tls : {false, true}) {
+        CAPTURE(tls);
+        asio::io_context io;
+        redis_options o = tls ? tls_options() : plain_options();
+        if (tls) o.host = "localhost";
+        o.database = 2;
+        connection c(io.get_executor(), o);
+        const std::string key = fresh_key();
+        const std::string value("x\0\r\ny", 5);
+        const auto results = run_async(io, c, {{"SET", key, value}, {"GET", key}, {"DEL", key}});
+        for (const auto& r : results) {
+            CHECK(r.called);
+            CHECK_MESSAGE(!r.failed, r.failed.detail);
+        }
+        CHECK(results[1].reply.text == value);
+        CHECK(results[2].reply.integer == 1);
+        CHECK(c.is_open());
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));  // it would block the caller's executor
+        CHECK(failed.detail.find("use async_command") != std::string::npos);
+    }
+}
+
+TEST_CASE("async_command fails as the blocking form does: a certificate that does not verify, a server that never answers") {
+    asio::io_context io;
+    SUBCASE("the system CAs") {
+        redis_options o = tls_options();
+        o.tls_ca_file.clear();
+        connection c(io.get_executor(), o);
+        const auto results = run_async(io, c, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos);
+    }
+    SUBCASE("silence") {
+        silent_server silent;
+        redis_options o = plain_options();
+        o.port = silent.port;
+        o.command_timeout = 200ms;
+        connection c(io.get_executor(), o);
+        const auto start = std::chrono::steady_clock::now();
+        const auto results = run_async(io, c, {{"PING"}, {"PING"}});
+        CHECK(std::chrono::steady_clock::now() - start < 3s);
+        for (const auto& r : results) {
+            REQUIRE(r.called);
+            CHECK(r.failed.code == errc::storage_failed);
+            CHECK(r.failed.detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
+        }
+    }
+    SUBCASE("a second command while one runs") {
+        connection c(io.get_executor(), plain_options());
+        async_result first, second;
+        c.async_command({"PING"}, [&](error_info f, resp::reply r) { first = {true, std::move(f), std::move(r)}; });
+        c.async_command({"PING"}, [&](error_info f, resp::reply r) { second = {true, std::move(f), std::move(r)}; });
+        io.run_for(5s);
+        CHECK(first.called);
+        CHECK_FALSE(first.failed);
+        CHECK(first.reply.text == "PONG");
+        CHECK(second.called);
+        CHECK(second.failed.detail.find("run one at a time") != std::string::npos);
+    }
 }

@@ -60,7 +60,9 @@
 // - hiredis 0.14 has no TLS and is no Cluster client (it follows no MOVED).
 //   Connect over a Unix socket (unix_socket) to a local Redis, or through a
 //   local TLS tunnel (stunnel, spiped, ssh -L) to a remote one;
-//   docs/fleet.md shows both.
+//   docs/fleet.md shows both. Options with `tls` set are refused
+//   (storage_unreachable), never served in plaintext: TLS is the Asio
+//   connection's (detail/redis_connection.hpp), not yet wired in here.
 //
 // One object serves one thread at a time (the manager serialises its storage
 // calls) over its own connection, opened on first use and reopened after a

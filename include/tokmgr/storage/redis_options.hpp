@@ -82,6 +82,8 @@ struct redis_options {
     /// keep secrets out of it.
     std::function<redis_credential()> credential_provider;
 
+    /// Resolving and connecting; for TLS (the Asio connection), the
+    /// handshake again after it.
     std::chrono::milliseconds connect_timeout = std::chrono::seconds(2);
     /// Each command's answer (an unanswered command fails with storage_failed).
     std::chrono::milliseconds command_timeout = std::chrono::seconds(2);
