@@ -72,41 +72,25 @@ resp::reply must(connection& c, std::vector<std::string_view> args) {
     return out;
 }
 
-/// A loopback socket of the test's own: it listens (the kernel completes
-/// connections into its backlog) and never reads or answers.
-struct silent_server {
+/// A loopback port of the test's own. Listening, the kernel completes
+/// connections into its backlog and nothing ever reads or answers them (a
+/// silent server); not listening, it is bound, so no one else takes it
+/// meanwhile, and a connection is refused.
+struct loopback_port {
     int fd = -1;
     int port = 0;
-    silent_server() {
+    explicit loopback_port(bool listening) {
         fd = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-        REQUIRE(::listen(fd, 8) == 0);
+        if (listening) REQUIRE(::listen(fd, 8) == 0);
         socklen_t len = sizeof a;
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
         port = ntohs(a.sin_port);
     }
-    ~silent_server() { ::close(fd); }
-};
-
-/// A port nothing listens on: bound, so no one else takes it meanwhile, but
-/// never listening, so a connection is refused.
-struct refusing_port {
-    int fd = -1;
-    int port = 0;
-    refusing_port() {
-        fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-        socklen_t len = sizeof a;
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-        port = ntohs(a.sin_port);
-    }
-    ~refusing_port() { ::close(fd); }
+    ~loopback_port() { ::close(fd); }
 };
 
 /// A SET and GET of a value with every byte RESP frames with, and a GET of
@@ -285,7 +269,7 @@ TEST_CASE("AUTH: the right password, a wrong one (never shown), a credential pro
 }
 
 TEST_CASE("timeouts: a server that never answers fails the command (storage_failed) or the handshake") {
-    silent_server silent;
+    loopback_port silent(/*listening=*/true);
     redis_options o = plain_options();
     o.port = silent.port;
     o.command_timeout = 200ms;
@@ -312,7 +296,7 @@ TEST_CASE("timeouts: a server that never answers fails the command (storage_fail
 }
 
 TEST_CASE("a refused connection is storage_unreachable, naming the server") {
-    refusing_port nobody;
+    loopback_port nobody(/*listening=*/false);
     redis_options o = plain_options();
     o.port = nobody.port;
     connection c(o);
@@ -393,7 +377,7 @@ TEST_CASE("async_command fails as the blocking form does: a certificate that doe
         CHECK(results[0].failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos);
     }
     SUBCASE("silence") {
-        silent_server silent;
+        loopback_port silent(/*listening=*/true);
         redis_options o = plain_options();
         o.port = silent.port;
         o.command_timeout = 200ms;

@@ -14,6 +14,9 @@
 //   (connect_timeout for resolving and connecting, connect_timeout again for
 //   the TLS handshake, command_timeout for each command's write and reply),
 //   then closes the socket, which ends what is still pending.
+// - Asynchronous (async_command), for a connection made on the caller's
+//   executor: the same steps and timeouts, a steady_timer closing the
+//   socket at each deadline, the same errors.
 // - Commands go out through resp::encode_command, whose buffer is wiped once
 //   sent (AUTH carries the password); replies come in through resp::reader.
 // - Errors: storage_unreachable when nothing of the command went out (the
