@@ -174,6 +174,25 @@ TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and 
         CHECK_MESSAGE(failed.detail.find("did not verify for the host 'redis.other.example'") != std::string::npos,
                       failed.detail);
     }
+    SUBCASE("a CA that did not sign the server's certificate") {
+        redis_options o = tls_options();
+        o.tls_ca_file = tls_clients_dir + "/pki/ca.pem";  // the other fixture's CA
+        connection c(o);
+        error_info failed;
+        CHECK_FALSE(c.connect(failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK_MESSAGE(failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos, failed.detail);
+    }
+    SUBCASE("a TLS client on a plaintext port") {
+        redis_options o = tls_options();
+        o.port = port_in(TOKMGR_TEST_REDIS_DIR);
+        connection c(o);
+        error_info failed;
+        CHECK_FALSE(c.connect(failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK_MESSAGE(failed.detail.find("TLS handshake with Redis at rediss://127.0.0.1:") != std::string::npos,
+                      failed.detail);
+    }
     SUBCASE("a CA file that is not there") {
         redis_options o = tls_options();
         o.tls_ca_file = tls_dir + "/pki/absent.pem";
@@ -192,6 +211,7 @@ TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and 
         error_info failed;
         CHECK_FALSE(c.command({"PING"}, out, failed));
         CHECK(failed);
+        CHECK_MESSAGE(failed.detail.find("rediss://") != std::string::npos, failed.detail);
     }
 }
 
