@@ -411,6 +411,25 @@ TEST_CASE("async_command fails as the blocking form does: a certificate that doe
             CHECK(r.failed.detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
         }
     }
+    SUBCASE("a refused connection, a wrong password") {
+        loopback_port nobody(/*listening=*/false);
+        redis_options o = plain_options();
+        o.port = nobody.port;
+        connection refused(io.get_executor(), o);
+        auto results = run_async(io, refused, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("cannot connect to Redis at") != std::string::npos);
+        o = plain_options();
+        o.password = tokmgr::secret("hunter2-not-the-password");  // AUTH without a user: the server has none
+        connection wrong(io.get_executor(), o);
+        results = run_async(io, wrong, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("hunter2") == std::string::npos);
+        CHECK_MESSAGE(results[0].failed.detail.find("has no password set") != std::string::npos,
+                      results[0].failed.detail);
+    }
     SUBCASE("a second command while one runs") {
         connection c(io.get_executor(), plain_options());
         async_result first, second;
