@@ -93,6 +93,17 @@ struct loopback_port {
     ~loopback_port() { ::close(fd); }
 };
 
+/// Checks that connecting with `o` fails with storage_unreachable and a
+/// message holding `expected`.
+void connect_refused(const redis_options& o, const std::string& expected) {
+    connection c(o);
+    error_info failed;
+    CHECK_FALSE(c.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK_MESSAGE(failed.detail.find(expected) != std::string::npos, failed.detail);
+    CHECK_FALSE(c.is_open());
+}
+
 /// A SET and GET of a value with every byte RESP frames with, and a GET of
 /// nothing: the round trip is binary-safe.
 void round_trip(connection& c) {
@@ -167,40 +178,22 @@ TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and 
     SUBCASE("a host name the certificate does not carry") {
         redis_options o = tls_options();
         o.tls_server_name = "redis.other.example";
-        connection c(o);
-        error_info failed;
-        CHECK_FALSE(c.connect(failed));
-        CHECK(failed.code == errc::storage_unreachable);
-        CHECK_MESSAGE(failed.detail.find("did not verify for the host 'redis.other.example'") != std::string::npos,
-                      failed.detail);
+        connect_refused(o, "did not verify for the host 'redis.other.example'");
     }
     SUBCASE("a CA that did not sign the server's certificate") {
         redis_options o = tls_options();
         o.tls_ca_file = tls_clients_dir + "/pki/ca.pem";  // the other fixture's CA
-        connection c(o);
-        error_info failed;
-        CHECK_FALSE(c.connect(failed));
-        CHECK(failed.code == errc::storage_unreachable);
-        CHECK_MESSAGE(failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos, failed.detail);
+        connect_refused(o, "did not verify for the host '127.0.0.1'");
     }
     SUBCASE("a TLS client on a plaintext port") {
         redis_options o = tls_options();
         o.port = port_in(TOKMGR_TEST_REDIS_DIR);
-        connection c(o);
-        error_info failed;
-        CHECK_FALSE(c.connect(failed));
-        CHECK(failed.code == errc::storage_unreachable);
-        CHECK_MESSAGE(failed.detail.find("TLS handshake with Redis at rediss://127.0.0.1:") != std::string::npos,
-                      failed.detail);
+        connect_refused(o, "TLS handshake with Redis at rediss://127.0.0.1:");
     }
     SUBCASE("a CA file that is not there") {
         redis_options o = tls_options();
         o.tls_ca_file = tls_dir + "/pki/absent.pem";
-        connection c(o);
-        error_info failed;
-        CHECK_FALSE(c.connect(failed));
-        CHECK(failed.code == errc::storage_unreachable);
-        CHECK(failed.detail.find("absent.pem") != std::string::npos);
+        connect_refused(o, "absent.pem");
     }
     SUBCASE("a plaintext client on the TLS port fails") {
         redis_options o = tls_options();
@@ -279,11 +272,7 @@ TEST_CASE("AUTH: the right password, a wrong one (never shown), a credential pro
     SUBCASE("a provider that throws") {
         o.user.clear();
         o.credential_provider = []() -> tokmgr::redis_credential { throw std::runtime_error("vault is sealed"); };
-        connection c(o);
-        error_info failed;
-        CHECK_FALSE(c.connect(failed));
-        CHECK(failed.code == errc::storage_unreachable);
-        CHECK(failed.detail.find("vault is sealed") != std::string::npos);
+        connect_refused(o, "vault is sealed");
     }
     must(admin, {"ACL", "DELUSER", user});
 }
