@@ -104,6 +104,16 @@ void connect_refused(const redis_options& o, const std::string& expected) {
     CHECK_FALSE(c.is_open());
 }
 
+/// Checks that a first command with `o` fails (at connecting or after) with
+/// a message holding `expected`.
+void first_command_fails(const redis_options& o, const std::string& expected) {
+    connection c(o);
+    resp::reply out;
+    error_info failed;
+    CHECK_FALSE(c.command({"PING"}, out, failed));
+    CHECK_MESSAGE(failed.detail.find(expected) != std::string::npos, failed.detail);
+}
+
 /// A SET and GET of a value with every byte RESP frames with, and a GET of
 /// nothing: the round trip is binary-safe.
 void round_trip(connection& c) {
@@ -199,28 +209,15 @@ TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and 
         redis_options o = tls_options();
         o.tls = false;
         o.command_timeout = 500ms;
-        connection c(o);
-        resp::reply out;
-        error_info failed;
-        CHECK_FALSE(c.command({"PING"}, out, failed));
-        CHECK(failed);
-        CHECK_MESSAGE(failed.detail.find("rediss://") != std::string::npos, failed.detail);
+        first_command_fails(o, "rediss://");
     }
 }
 
 TEST_CASE("TLS with a client certificate, where the server requires one") {
     redis_options o = tls_options(tls_clients_dir);
-    {
-        connection without(o);
-        resp::reply out;
-        error_info failed;
-        // TLS 1.3 lets the client finish its handshake before the server
-        // checks the certificate: the refusal comes at the handshake or the
-        // first command.
-        CHECK_FALSE(without.command({"PING"}, out, failed));
-        CHECK(failed);
-        CHECK_MESSAGE(failed.detail.find("tls_cert_file") != std::string::npos, failed.detail);
-    }
+    // TLS 1.3 lets the client finish its handshake before the server checks
+    // the certificate: the refusal comes at the handshake or the first command.
+    first_command_fails(o, "tls_cert_file");
     o.tls_cert_file = tls_clients_dir + "/pki/client.pem";
     o.tls_key_file = tls_clients_dir + "/pki/client.key";
     connection with(o);
