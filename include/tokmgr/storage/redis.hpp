@@ -91,7 +91,6 @@
 #include <utility>
 #include <vector>
 
-#include "redis_options.hpp"
 #include "../errc.hpp"
 #include "../error.hpp"
 #include "../secret.hpp"
@@ -100,6 +99,7 @@
 #include "detail/shared_store.hpp"
 #include "detail/storage_errors.hpp"
 #include "document.hpp"
+#include "redis_options.hpp"
 
 namespace tokmgr {
 

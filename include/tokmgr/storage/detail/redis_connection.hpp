@@ -409,7 +409,7 @@ private:
         error_info why = timed_out ? timeout()
                                    : storage_failure("the connection to Redis at " + options_.where() +
                                                      " failed while sending (" + ec.message() +
-                                                     "); check that redis-server runs there");
+                                                     "); check that redis-server runs there" + what_else());
         if (written == 0) why.code = make_error_code(errc::storage_unreachable);
         return why;
     }
@@ -431,16 +431,20 @@ private:
         if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
             return storage_failure("Redis at " + where +
                                    " closed the connection; it may have restarted, or it refused this client "
-                                   "(maxclients)");
-        if (ec && tls_ && ec.category() == asio::error::get_ssl_category())
-            return storage_failure("TLS with Redis at " + where + " failed (" + ec.message() +
-                                   "); if the server asks for a client certificate (tls-auth-clients), set "
-                                   "tls_cert_file and tls_key_file");
+                                   "(maxclients)" + (options_.tls ? what_else() : std::string()));
         if (ec)
             return storage_failure("the connection to Redis at " + where + " failed while reading (" + ec.message() +
-                                   "); check that redis-server runs there" +
-                                   (options_.tls ? "" : ", and whether that port speaks TLS (rediss://)"));
+                                   "); check that redis-server runs there" + what_else());
         return {};
+    }
+
+    /// What else to check when a connection breaks: with TLS 1.3 a server
+    /// that wants a client certificate refuses after the client's handshake
+    /// ended, so the refusal shows at the first write or read.
+    std::string what_else() const {
+        if (options_.tls)
+            return "; if it asks for a client certificate (tls-auth-clients), set tls_cert_file and tls_key_file";
+        return ", and whether that port speaks TLS (rediss://)";
     }
 
     error_info handshake_failure(const std::error_code& ec, bool timed_out) {
