@@ -4,6 +4,12 @@
 #
 #   redis_fixture.sh start DIR [PORT]  start it (persistence off); write DIR/port
 #   redis_fixture.sh stop  DIR         stop it (SHUTDOWN NOSAVE, then the pid)
+#   redis_fixture.sh start-tls DIR optional|yes
+#                                      the same listening on TLS only (DIR/port is
+#                                      its tls-port), with a CA, a server
+#                                      certificate for localhost and 127.0.0.1 and
+#                                      a client certificate it makes in DIR/pki;
+#                                      the argument is tls-auth-clients
 #
 # It never uses a system Redis service: its own process, --daemonize no,
 # config on the command line, files only in DIR (pid, log, socket). PORT
@@ -15,6 +21,31 @@ set -eu
 cmd=${1:?usage: redis_fixture.sh start|stop DIR [PORT]}
 dir=${2:?usage: redis_fixture.sh start|stop DIR [PORT]}
 server=${TOKMGR_REDIS_SERVER:-redis-server}
+port_flag=--port
+listen_args=()
+
+# A test CA, and the server's and a client's certificates it signs, valid
+# two days (made again at each start).
+make_pki() {
+    local pki=$dir/pki openssl=${TOKMGR_OPENSSL:-openssl}
+    rm -rf "$pki"
+    mkdir -p "$pki"
+    "$openssl" req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 -keyout "$pki/ca.key" -out "$pki/ca.pem" \
+        -subj "/CN=tokmgr redis test CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    local name usage
+    for name in server client; do
+        usage=serverAuth
+        [ "$name" = client ] && usage=clientAuth
+        "$openssl" req -newkey rsa:2048 -nodes -sha256 -keyout "$pki/$name.key" -out "$pki/$name.csr" \
+            -subj "/CN=localhost" 2>/dev/null
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=%s\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' \
+            "$usage" > "$pki/$name.ext"
+        "$openssl" x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+            -sha256 -extfile "$pki/$name.ext" -out "$pki/$name.pem" 2>/dev/null
+        rm -f "$pki/$name.csr" "$pki/$name.ext"
+    done
+}
 
 free_port() {
     local port=$1
@@ -32,7 +63,7 @@ start_redis() {
     local tries=0
     while :; do
         [ -n "$port" ] || port=$(free_port $((30000 + ($$ % 3000) * 7)))
-        "$server" --port "$port" --bind 127.0.0.1 --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+        "$server" "${listen_args[@]}" "$port_flag" "$port" --bind 127.0.0.1 --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
             --save '' --appendonly no --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
             </dev/null >/dev/null 2>&1 &
         local pid=$!
@@ -86,6 +117,13 @@ stop_redis() {
 
 case $cmd in
 start) start_redis "${3:-}" ;;
+start-tls)
+    mkdir -p "$dir"
+    make_pki
+    port_flag=--tls-port
+    listen_args=(--port 0 --tls-cert-file "$dir/pki/server.pem" --tls-key-file "$dir/pki/server.key"
+        --tls-ca-cert-file "$dir/pki/ca.pem" --tls-auth-clients "${3:?start-tls needs optional or yes}")
+    start_redis ;;
 stop) stop_redis ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

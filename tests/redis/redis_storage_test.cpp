@@ -731,6 +731,48 @@ TEST_CASE("redis URLs: host, port, database, key, credentials; errors never show
     CHECK(redis_options::lease_ttl_for(50s) == 60s);
 }
 
+TEST_CASE("rediss URLs ask for TLS, with the same forms and defaults as redis://") {
+    std::error_code ec;
+    auto o = redis_options::from_url("rediss://svc:pw@cache.example.com/3/tokmgr:prod", ec);
+    CHECK_FALSE(ec);
+    CHECK(o.tls);
+    CHECK(o.host == "cache.example.com");
+    CHECK(o.port == 6379);
+    CHECK(o.database == 3);
+    CHECK(o.key == "tokmgr:prod");
+    CHECK(o.user == "svc");
+    CHECK(o.password.reveal() == "pw");
+    CHECK(o.tls_ca_file.empty());  // the system's CAs unless told otherwise
+    CHECK(o.where() == "rediss://cache.example.com:6379/3/tokmgr:prod");
+    o = redis_options::from_url("rediss://[::1]:6380/k", ec);
+    CHECK_FALSE(ec);
+    CHECK(o.tls);
+    CHECK(o.host == "::1");
+    CHECK(o.port == 6380);
+    CHECK_FALSE(redis_options::from_url("redis://h/k").tls);
+    CHECK_FALSE(redis_options::from_url("redis+unix:///run/redis.sock?key=k").tls);
+    for (const char* bad : {"rediss://h", "rediss://:hunter22@h/", "rediss://h:0/k", "redisss://h/k", "rediss:/h/k"}) {
+        CAPTURE(bad);
+        tokmgr::error_info failed;
+        redis_options::from_url(bad, failed);
+        CHECK(failed.code == errc::invalid_configuration);
+        CHECK(failed.detail.find("hunter22") == std::string::npos);
+    }
+}
+
+TEST_CASE("redis_storage over hiredis refuses TLS options rather than connecting in plaintext") {
+    redis_options o;
+    o.port = redis_port();  // a plaintext server: connecting would work, and must not happen
+    o.key = fresh_key();
+    o.tls = true;
+    redis_storage store(o);
+    std::error_code ec;
+    CHECK_FALSE(store.load(ec));
+    CHECK(ec == errc::storage_unreachable);
+    CHECK(store.last_error().detail.find("redis_storage over hiredis has no TLS") != std::string::npos);
+    CHECK(store.last_error().detail.find("rediss://127.0.0.1:") != std::string::npos);
+}
+
 // ---- the manager on redis_storage: the core's coordinating-store scenarios ----
 
 namespace {

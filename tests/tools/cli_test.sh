@@ -174,6 +174,13 @@ run "token: --store that works" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
 [[ -s $work/state/t.json ]] && pass "--store wrote the token file" || fail "--store wrote no token file"
 run "token: --store again, no password: the stored JWT" 0 \
     "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
+# rediss:// is a Redis store, not a file path, and one this build refuses
+# before anything is sent: its Redis store has no TLS yet.
+run "token: --store rediss:// refused" 2 env TONIC_TEXTUAL_PASSWORD=wonderland \
+    "$TOKMGR" token --url "$plain_url" --user alice --store "rediss://user:hunter22@127.0.0.1:1/k"
+stderr_is_one_line_without "--store rediss://" hunter22
+grep -qE "no TLS|without hiredis" "$work/err" || fail "the rediss:// refusal does not say why: $(cat "$work/err")"
+[[ -e rediss: ]] && fail "--store rediss:// was taken for a file path"
 
 # A port nobody listens on: take one from a server that then stops.
 start_server gone --user x:y

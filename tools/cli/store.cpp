@@ -8,7 +8,7 @@
 namespace tokmgr_cli {
 
 bool names_redis(const std::string& spec) {
-    return spec.rfind("redis://", 0) == 0 || spec.rfind("redis+unix://", 0) == 0;
+    return spec.rfind("redis://", 0) == 0 || spec.rfind("rediss://", 0) == 0 || spec.rfind("redis+unix://", 0) == 0;
 }
 
 bool names_postgres(const std::string& spec) {
@@ -32,6 +32,9 @@ tokmgr::redis_options redis_store_options(const parsed_options& args, const std:
     tokmgr::error_info failed;
     auto options = tokmgr::redis_options::from_url(url, failed);
     if (failed) throw usage_error{"--store: " + failed.detail};
+    if (options.tls)  // refused here, before any login, rather than by every store call
+        throw usage_error{"--store: rediss:// (TLS) is not available yet: the Redis store runs on hiredis, which has "
+                          "no TLS; reach the server through a local TLS tunnel with a redis:// URL (docs/fleet.md)"};
     if (options.password.empty()) {
         if (const char* env = std::getenv("TOKMGR_REDIS_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
     }

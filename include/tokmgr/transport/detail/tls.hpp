@@ -63,16 +63,21 @@ inline asio::ssl::context make_client_tls_context(const std::string& ca_file, bo
     return context;
 }
 
-/// Per connection: SNI for host names (RFC 6066 forbids it for IP literals),
-/// the name or address the certificate must carry, and the session to resume.
-inline void prepare_tls_connection(SSL* ssl, const parsed_url& url, bool verify, SSL_SESSION* resume) {
-    if (!url.host_is_ip()) SSL_set_tlsext_host_name(ssl, url.host.c_str());
+/// Per connection: SNI for a host name (RFC 6066 forbids it for an IP
+/// literal), and the name or address the certificate must carry.
+inline void set_tls_peer_name(SSL* ssl, const std::string& host, bool host_is_ip, bool verify) {
+    if (!host_is_ip) SSL_set_tlsext_host_name(ssl, host.c_str());
     if (verify) {
         X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if (url.host_is_ip()) X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
-        else X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), url.host.size());
+        if (host_is_ip) X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+        else X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
     }
+}
+
+/// Per connection: the peer's name as above and the session to resume.
+inline void prepare_tls_connection(SSL* ssl, const parsed_url& url, bool verify, SSL_SESSION* resume) {
+    set_tls_peer_name(ssl, url.host, url.host_is_ip(), verify);
     if (resume != nullptr) SSL_set_session(ssl, resume);
 }
 

@@ -1,0 +1,431 @@
+// detail::redis::connection, the Asio Redis connection, against the fixtures'
+// redis-servers: plaintext on TCP and a Unix socket (TOKMGR_TEST_REDIS_DIR),
+// TLS only with the clients' certificates optional (TOKMGR_TEST_REDIS_TLS_DIR)
+// and required (TOKMGR_TEST_REDIS_TLS_CLIENTS_DIR), each directory holding
+// the server's port and, for TLS, the fixture's pki/. Plus sockets of the
+// test's own: one that listens and never answers, one that refuses.
+#include <doctest/doctest.h>
+
+#include <tokmgr/storage/detail/redis_connection.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+
+#include <atomic>
+#include <functional>
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using tokmgr::errc;
+using tokmgr::error_info;
+using tokmgr::redis_options;
+using tokmgr::detail::redis::connection;
+namespace resp = tokmgr::detail::resp;
+
+namespace {
+
+int port_in(const std::string& dir) {
+    std::ifstream in(dir + "/port");
+    int port = 0;
+    in >> port;
+    REQUIRE_MESSAGE(port > 0, "the redis fixture did not write its port in " << dir);
+    return port;
+}
+
+std::string fresh_key() {
+    static std::atomic<int> n{0};
+    return "tokmgr-connection-test:" + std::to_string(::getpid()) + ":" + std::to_string(++n);
+}
+
+redis_options plain_options() {
+    redis_options o;
+    o.port = port_in(TOKMGR_TEST_REDIS_DIR);
+    o.connect_timeout = 2s;
+    o.command_timeout = 2s;
+    return o;
+}
+
+const std::string tls_dir = TOKMGR_TEST_REDIS_TLS_DIR;
+const std::string tls_clients_dir = TOKMGR_TEST_REDIS_TLS_CLIENTS_DIR;
+
+redis_options tls_options(const std::string& dir = tls_dir) {
+    redis_options o;
+    o.tls = true;
+    o.port = port_in(dir);
+    o.tls_ca_file = dir + "/pki/ca.pem";
+    return o;
+}
+
+/// Runs a command that must succeed, and returns its reply.
+resp::reply must(connection& c, std::vector<std::string_view> args) {
+    resp::reply out;
+    error_info failed;
+    const bool ok = c.command(args, out, failed);
+    REQUIRE_MESSAGE(ok, failed.detail);
+    return out;
+}
+
+/// A loopback port of the test's own. Listening, the kernel completes
+/// connections into its backlog and nothing ever reads or answers them (a
+/// silent server); not listening, it is bound, so no one else takes it
+/// meanwhile, and a connection is refused.
+struct loopback_port {
+    int fd = -1;
+    int port = 0;
+    explicit loopback_port(bool listening) {
+        fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        if (listening) REQUIRE(::listen(fd, 8) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        port = ntohs(a.sin_port);
+    }
+    ~loopback_port() { ::close(fd); }
+};
+
+/// Checks that connecting with `o` fails with storage_unreachable and a
+/// message holding `expected`.
+void connect_refused(const redis_options& o, const std::string& expected) {
+    connection c(o);
+    error_info failed;
+    CHECK_FALSE(c.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK_MESSAGE(failed.detail.find(expected) != std::string::npos, failed.detail);
+    CHECK_FALSE(c.is_open());
+}
+
+/// Checks that a first command with `o` fails (at connecting or after) with
+/// a message holding `expected`.
+void first_command_fails(const redis_options& o, const std::string& expected) {
+    connection c(o);
+    resp::reply out;
+    error_info failed;
+    CHECK_FALSE(c.command({"PING"}, out, failed));
+    CHECK_MESSAGE(failed.detail.find(expected) != std::string::npos, failed.detail);
+}
+
+/// A SET and GET of a value with every byte RESP frames with, and a GET of
+/// nothing: the round trip is binary-safe.
+void round_trip(connection& c) {
+    const std::string key = fresh_key();
+    const std::string value("a\0b\r\n$3\r\n*-1\xff", 14);
+    CHECK(must(c, {"SET", key, value}).text == "OK");
+    const resp::reply got = must(c, {"GET", key});
+    CHECK(got.type == resp::reply_type::bulk_string);
+    CHECK(got.text == value);
+    CHECK(must(c, {"GET", key + ":absent"}).type == resp::reply_type::null);
+    CHECK(must(c, {"DEL", key}).integer == 1);
+}
+
+}  // namespace
+
+TEST_CASE("TCP: commands round-trip binary-safe values; an error reply is a reply") {
+    connection c(plain_options());
+    error_info failed;
+    REQUIRE_MESSAGE(c.connect(failed), failed.detail);
+    round_trip(c);
+    const resp::reply wrong = must(c, {"NOSUCHCOMMAND"});
+    CHECK(wrong.type == resp::reply_type::error);
+    CHECK(c.is_open());
+    // A large value, read in many pieces.
+    const std::string key = fresh_key();
+    const std::string big(300 * 1024, 'x');
+    must(c, {"SET", key, big});
+    CHECK(must(c, {"GET", key}).text == big);
+    must(c, {"DEL", key});
+}
+
+TEST_CASE("a Unix socket, and SELECT of the options' database") {
+    redis_options o = plain_options();
+    o.unix_socket = std::string(TOKMGR_TEST_REDIS_DIR) + "/redis.sock";
+    o.database = 3;
+    connection c(o);
+    round_trip(c);  // connects on first use
+    const std::string key = fresh_key();
+    must(c, {"SET", key, "in 3"});
+    connection zero(plain_options());
+    CHECK(must(zero, {"EXISTS", key}).integer == 0);
+    must(zero, {"SELECT", "3"});
+    CHECK(must(zero, {"GET", key}).text == "in 3");
+    must(c, {"DEL", key});
+}
+
+TEST_CASE("TLS with the fixture's CA: verified by address and by name (SNI)") {
+    for (const char* host : {"127.0.0.1", "localhost"}) {
+        CAPTURE(host);
+        redis_options o = tls_options();
+        o.host = host;
+        connection c(o);
+        error_info failed;
+        REQUIRE_MESSAGE(c.connect(failed), failed.detail);
+        round_trip(c);
+    }
+}
+
+TEST_CASE("TLS refuses a certificate that does not verify, naming the host, and never falls back to plaintext") {
+    SUBCASE("the system's CAs do not know the fixture's CA") {
+        redis_options o = tls_options();
+        o.tls_ca_file.clear();
+        connection c(o);
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK_MESSAGE(failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos, failed.detail);
+        CHECK(failed.detail.find("rediss://127.0.0.1:") != std::string::npos);
+        CHECK_FALSE(c.is_open());
+    }
+    SUBCASE("a host name the certificate does not carry") {
+        redis_options o = tls_options();
+        o.tls_server_name = "redis.other.example";
+        connect_refused(o, "did not verify for the host 'redis.other.example'");
+    }
+    SUBCASE("a CA that did not sign the server's certificate") {
+        redis_options o = tls_options();
+        o.tls_ca_file = tls_clients_dir + "/pki/ca.pem";  // the other fixture's CA
+        connect_refused(o, "did not verify for the host '127.0.0.1'");
+    }
+    SUBCASE("a TLS client on a plaintext port") {
+        redis_options o = tls_options();
+        o.port = port_in(TOKMGR_TEST_REDIS_DIR);
+        connect_refused(o, "TLS handshake with Redis at rediss://127.0.0.1:");
+    }
+    SUBCASE("a CA file that is not there") {
+        redis_options o = tls_options();
+        o.tls_ca_file = tls_dir + "/pki/absent.pem";
+        connect_refused(o, "absent.pem");
+    }
+    SUBCASE("a plaintext client on the TLS port fails") {
+        redis_options o = tls_options();
+        o.tls = false;
+        o.command_timeout = 500ms;
+        first_command_fails(o, "rediss://");
+    }
+}
+
+TEST_CASE("TLS with a client certificate, where the server requires one") {
+    redis_options o = tls_options(tls_clients_dir);
+    // TLS 1.3 lets the client finish its handshake before the server checks
+    // the certificate: the refusal comes at the handshake or the first command.
+    first_command_fails(o, "tls_cert_file");
+    o.tls_cert_file = tls_clients_dir + "/pki/client.pem";
+    o.tls_key_file = tls_clients_dir + "/pki/client.key";
+    connection with(o);
+    error_info failed;
+    REQUIRE_MESSAGE(with.connect(failed), failed.detail);
+    round_trip(with);
+    o.tls_key_file.clear();
+    connection half(o);
+    CHECK_FALSE(half.connect(failed));
+    CHECK(failed.detail.find("both tls_cert_file and tls_key_file") != std::string::npos);
+}
+
+TEST_CASE("AUTH: the right password, a wrong one (never shown), a credential provider asked per connection") {
+    connection admin(plain_options());
+    const std::string user = "tokmgr-conn-" + std::to_string(::getpid());
+    const std::string password = "hunter2-right-horse";
+    REQUIRE(must(admin, {"ACL", "SETUSER", user, "on", ">" + password, "~*", "+@all"}).text == "OK");
+    redis_options o = plain_options();
+    o.user = user;
+    SUBCASE("right") {
+        o.password = tokmgr::secret(password);
+        connection c(o);
+        CHECK(must(c, {"ACL", "WHOAMI"}).text == user);
+    }
+    SUBCASE("wrong") {
+        o.password = tokmgr::secret("hunter2-wrong-horse");
+        connection c(o);
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(failed.code == errc::storage_unreachable);
+        CHECK(failed.detail.find("refused the password") != std::string::npos);
+        CHECK(failed.detail.find("hunter2") == std::string::npos);
+    }
+    SUBCASE("a provider, asked for each new connection") {
+        int asked = 0;
+        o.user.clear();
+        o.credential_provider = [&] {
+            ++asked;
+            return tokmgr::redis_credential{user, tokmgr::secret(password)};
+        };
+        connection c(o);
+        CHECK(must(c, {"ACL", "WHOAMI"}).text == user);
+        CHECK(asked == 1);
+        c.close();
+        CHECK(must(c, {"PING"}).text == "PONG");
+        CHECK(asked == 2);
+    }
+    SUBCASE("a provider that throws") {
+        o.user.clear();
+        o.credential_provider = []() -> tokmgr::redis_credential { throw std::runtime_error("vault is sealed"); };
+        connect_refused(o, "vault is sealed");
+    }
+    must(admin, {"ACL", "DELUSER", user});
+}
+
+TEST_CASE("timeouts: a server that never answers fails the command (storage_failed) or the handshake") {
+    loopback_port silent(/*listening=*/true);
+    redis_options o = plain_options();
+    o.port = silent.port;
+    o.command_timeout = 200ms;
+    o.connect_timeout = 200ms;
+    {
+        connection c(o);
+        error_info failed;
+        REQUIRE_MESSAGE(c.connect(failed), failed.detail);  // no AUTH, no SELECT: nothing asked yet
+        resp::reply out;
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_FALSE(c.command({"PING"}, out, failed));
+        CHECK(std::chrono::steady_clock::now() - start < 2s);
+        CHECK(failed.code == errc::storage_failed);  // it was sent: it may have run
+        CHECK(failed.detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
+        CHECK_FALSE(c.is_open());
+    }
+    o.tls = true;
+    o.tls_ca_file = tls_dir + "/pki/ca.pem";
+    connection c(o);
+    error_info failed;
+    CHECK_FALSE(c.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("TLS handshake") != std::string::npos);
+}
+
+TEST_CASE("a refused connection is storage_unreachable, naming the server") {
+    loopback_port nobody(/*listening=*/false);
+    redis_options o = plain_options();
+    o.port = nobody.port;
+    connection c(o);
+    resp::reply out;
+    error_info failed;
+    CHECK_FALSE(c.command({"PING"}, out, failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("cannot connect to Redis at redis://127.0.0.1:" + std::to_string(nobody.port)) !=
+          std::string::npos);
+}
+
+// ---- the asynchronous form, on an io_context of the test's ----------------
+
+namespace {
+
+struct async_result {
+    bool called = false;
+    error_info failed;
+    resp::reply reply;
+};
+
+/// Starts commands one after the other on `c` (each from the previous one's
+/// handler), runs the io_context until all completed, and returns what each
+/// handler got.
+std::vector<async_result> run_async(asio::io_context& io, connection& c,
+                                    std::vector<std::vector<std::string>> commands) {
+    std::vector<async_result> results(commands.size());
+    std::function<void(std::size_t)> start = [&](std::size_t i) {
+        if (i == commands.size()) return;
+        const std::vector<std::string_view> args(commands[i].begin(), commands[i].end());
+        c.async_command(args, [&, i](error_info failed, resp::reply reply) {
+            results[i] = {true, std::move(failed), std::move(reply)};
+            start(i + 1);
+        });
+    };
+    start(0);
+    io.restart();
+    io.run_for(10s);
+    return results;
+}
+
+}  // namespace
+
+TEST_CASE("async_command: connects, authenticates and round-trips on the caller's executor, over TCP and TLS") {
+    for (bool tls : {false, true}) {
+        CAPTURE(tls);
+        asio::io_context io;
+        redis_options o = tls ? tls_options() : plain_options();
+        if (tls) o.host = "localhost";
+        o.database = 2;
+        connection c(io.get_executor(), o);
+        const std::string key = fresh_key();
+        const std::string value("x\0\r\ny", 5);
+        const auto results = run_async(io, c, {{"SET", key, value}, {"GET", key}, {"DEL", key}});
+        for (const auto& r : results) {
+            CHECK(r.called);
+            CHECK_MESSAGE(!r.failed, r.failed.detail);
+        }
+        CHECK(results[1].reply.text == value);
+        CHECK(results[2].reply.integer == 1);
+        CHECK(c.is_open());
+        resp::reply out;
+        error_info failed;
+        CHECK_FALSE(c.command({"PING"}, out, failed));  // it would block the caller's executor
+        CHECK(failed.detail.find("use async_command") != std::string::npos);
+    }
+}
+
+TEST_CASE("async_command fails as the blocking form does: a certificate that does not verify, a server that never answers") {
+    asio::io_context io;
+    SUBCASE("the system CAs") {
+        redis_options o = tls_options();
+        o.tls_ca_file.clear();
+        connection c(io.get_executor(), o);
+        const auto results = run_async(io, c, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("did not verify for the host '127.0.0.1'") != std::string::npos);
+    }
+    SUBCASE("silence") {
+        loopback_port silent(/*listening=*/true);
+        redis_options o = plain_options();
+        o.port = silent.port;
+        o.command_timeout = 200ms;
+        connection c(io.get_executor(), o);
+        const auto start = std::chrono::steady_clock::now();
+        const auto results = run_async(io, c, {{"PING"}, {"PING"}});
+        CHECK(std::chrono::steady_clock::now() - start < 3s);
+        for (const auto& r : results) {
+            REQUIRE(r.called);
+            CHECK(r.failed.code == errc::storage_failed);
+            CHECK(r.failed.detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
+        }
+    }
+    SUBCASE("a refused connection, a wrong password") {
+        loopback_port nobody(/*listening=*/false);
+        redis_options o = plain_options();
+        o.port = nobody.port;
+        connection refused(io.get_executor(), o);
+        auto results = run_async(io, refused, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("cannot connect to Redis at") != std::string::npos);
+        o = plain_options();
+        o.password = tokmgr::secret("hunter2-not-the-password");  // AUTH without a user: the server has none
+        connection wrong(io.get_executor(), o);
+        results = run_async(io, wrong, {{"PING"}});
+        REQUIRE(results[0].called);
+        CHECK(results[0].failed.code == errc::storage_unreachable);
+        CHECK(results[0].failed.detail.find("hunter2") == std::string::npos);
+        CHECK_MESSAGE(results[0].failed.detail.find("has no password set") != std::string::npos,
+                      results[0].failed.detail);
+    }
+    SUBCASE("a second command while one runs") {
+        connection c(io.get_executor(), plain_options());
+        async_result first, second;
+        c.async_command({"PING"}, [&](error_info f, resp::reply r) { first = {true, std::move(f), std::move(r)}; });
+        c.async_command({"PING"}, [&](error_info f, resp::reply r) { second = {true, std::move(f), std::move(r)}; });
+        io.run_for(5s);
+        CHECK(first.called);
+        CHECK_FALSE(first.failed);
+        CHECK(first.reply.text == "PONG");
+        CHECK(second.called);
+        CHECK(second.failed.detail.find("run one at a time") != std::string::npos);
+    }
+}
