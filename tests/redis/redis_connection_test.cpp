@@ -17,6 +17,8 @@
 #include <atomic>
 #include <functional>
 #include <chrono>
+#include <cstdlib>
+#include <cstdio>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -129,6 +131,12 @@ void round_trip(connection& c) {
 
 }  // namespace
 
+/// How often an asynchronous handler ran, and with what.
+struct async_result_holder {
+    int calls = 0;
+    error_info failed;
+};
+
 TEST_CASE("TCP: commands round-trip binary-safe values; an error reply is a reply") {
     connection c(plain_options());
     error_info failed;
@@ -228,6 +236,39 @@ TEST_CASE("TLS with a client certificate, where the server requires one") {
     connection half(o);
     CHECK_FALSE(half.connect(failed));
     CHECK(failed.detail.find("both tls_cert_file and tls_key_file") != std::string::npos);
+
+    // An encrypted key: refused at once, never a passphrase prompt on the
+    // terminal (OpenSSL's default), which would block the call forever.
+    const std::string encrypted = tls_clients_dir + "/pki/client-encrypted.key";
+    const std::string make = "openssl pkey -in '" + tls_clients_dir +
+                             "/pki/client.key' -aes256 -passout pass:secret-pass -out '" + encrypted + "' 2>/dev/null";
+    REQUIRE(std::system(make.c_str()) == 0);
+    o.tls_key_file = encrypted;
+    connection locked(o);
+    CHECK_FALSE(locked.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("could not be loaded as an unencrypted PEM key") != std::string::npos);
+    std::remove(encrypted.c_str());
+}
+
+TEST_CASE("a Unix socket path longer than a socket address holds: refused, in both forms, without an exception") {
+    redis_options o = plain_options();
+    o.unix_socket = "/tmp/" + std::string(200, 'x') + ".sock";
+    connection blocking(o);
+    error_info failed;
+    CHECK_FALSE(blocking.connect(failed));
+    CHECK(failed.code == errc::storage_unreachable);
+    CHECK(failed.detail.find("longer than the") != std::string::npos);
+    asio::io_context io;
+    connection c(io.get_executor(), o);
+    async_result_holder result;
+    c.async_command({"PING"}, [&](error_info f, resp::reply) {
+        ++result.calls;
+        result.failed = std::move(f);
+    });
+    io.run_for(5s);
+    CHECK(result.calls == 1);
+    CHECK(result.failed.detail.find("longer than the") != std::string::npos);
 }
 
 TEST_CASE("AUTH: the right password, a wrong one (never shown), a credential provider asked per connection") {
@@ -428,4 +469,45 @@ TEST_CASE("async_command fails as the blocking form does: a certificate that doe
         CHECK(second.called);
         CHECK(second.failed.detail.find("run one at a time") != std::string::npos);
     }
+}
+
+TEST_CASE("async_command: close() while a command waits ends it with one call of its handler; the next reconnects") {
+    asio::io_context io;
+    loopback_port silent(/*listening=*/true);
+    redis_options o = plain_options();
+    o.port = silent.port;
+    o.command_timeout = 5s;
+    connection c(io.get_executor(), o);
+    async_result_holder result;
+    c.async_command({"PING"}, [&](error_info f, resp::reply) {
+        ++result.calls;
+        result.failed = std::move(f);
+    });
+    asio::steady_timer later(io, 100ms);  // connected by then, the PING unanswered
+    later.async_wait([&](std::error_code) { c.close(); });
+    const auto start = std::chrono::steady_clock::now();
+    io.run_for(4s);
+    CHECK(std::chrono::steady_clock::now() - start < 3s);  // not the 5 s command_timeout
+    CHECK(result.calls == 1);
+    CHECK(result.failed);
+    CHECK_FALSE(c.is_open());
+
+    connection fine(io.get_executor(), plain_options());
+    async_result_holder first, second;
+    fine.async_command({"PING"}, [&](error_info f, resp::reply) {
+        ++first.calls;
+        first.failed = std::move(f);
+        fine.close();  // between two commands: the next one connects again
+        fine.async_command({"PING"}, [&](error_info g, resp::reply r) {
+            ++second.calls;
+            second.failed = std::move(g);
+            CHECK(r.text == "PONG");
+        });
+    });
+    io.restart();
+    io.run_for(5s);
+    CHECK(first.calls == 1);
+    CHECK_FALSE(first.failed);
+    CHECK(second.calls == 1);
+    CHECK_MESSAGE(!second.failed, second.failed.detail);
 }

@@ -283,10 +283,11 @@ public:
         if (options_.unix_socket.empty()) redisEnableKeepAlive(c.get());
         // The handshake's commands, through hiredis: an I/O failure is the
         // connection's, an error reply is the server's refusal.
-        const auto send = [&](const std::vector<std::string_view>& args, std::string& refusal, error_info& io_failed) {
+        const auto send = [&](const std::vector<std::string_view>& args, std::optional<std::string>& refusal,
+                              error_info& io_failed) {
             reply_ptr r = run(c.get(), args);
             if (!r) return io_failed = unreachable(io_error(c.get())), false;
-            if (r->type == REDIS_REPLY_ERROR) refusal.assign(r->str, r->len);
+            if (r->type == REDIS_REPLY_ERROR) refusal.emplace(r->str, r->len);
             return true;
         };
         if (!open_session(options_, send, failed)) return false;

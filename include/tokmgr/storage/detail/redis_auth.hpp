@@ -5,6 +5,7 @@
 #pragma once
 
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,23 +72,24 @@ public:
     }
 
     /// The answer to the command next() gave: the error reply's text, or
-    /// empty when the server accepted it.
-    void answered(std::string_view refusal) {
+    /// nothing when the server accepted it (an error reply without text is
+    /// still a refusal).
+    void answered(std::optional<std::string_view> refusal) {
         if (stage_ == stage::auth_sent) {
-            if (refusal.empty()) {
+            if (!refusal) {
                 stage_ = stage::select;
             } else if (options_.credential_provider && !asked_again_) {
                 asked_again_ = true;
                 stage_ = stage::credential;
             } else {
-                failure_ = auth_refused(options_, refusal, *password_, bool(options_.credential_provider));
+                failure_ = auth_refused(options_, *refusal, *password_, bool(options_.credential_provider));
                 stage_ = stage::done;
             }
         } else if (stage_ == stage::select_sent) {
             stage_ = stage::done;
-            if (refusal.empty()) return;
+            if (!refusal) return;
             failure_ = unreachable("Redis at " + options_.where() + " refused database " + database_ + ": " +
-                                   safe_server_text(refusal, options_.password.reveal()) +
+                                   safe_server_text(*refusal, password_->reveal()) +
                                    "; choose a database the server has (databases in redis.conf)");
         }
     }
@@ -128,16 +130,16 @@ private:
 
 /// The handshake, blocking: `send(args, refusal, failed)` sends one command
 /// and reads its answer; false with `failed` set when the connection failed,
-/// true with `refusal` holding the error reply's text (empty: accepted).
+/// true with `refusal` holding the error reply's text (none: accepted).
 template <class Send>
 bool open_session(const redis_options& options, Send&& send, error_info& failed) {
     session_opener opener(options);
     std::vector<std::string_view> command;
     while (opener.next(command, failed)) {
-        std::string refusal;
+        std::optional<std::string> refusal;
         if (!send(command, refusal, failed)) return false;
-        opener.answered(refusal);
-        detail::secure_clear(refusal);
+        opener.answered(refusal ? std::optional<std::string_view>(*refusal) : std::nullopt);
+        if (refusal) detail::secure_clear(*refusal);
     }
     return !failed;
 }

@@ -28,6 +28,8 @@
 // One object serves one thread at a time.
 #pragma once
 
+#include <sys/un.h>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -44,6 +46,7 @@
 #include <asio/connect.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/address.hpp>
 #include <asio/ip/tcp.hpp>
@@ -70,10 +73,13 @@ public:
     /// A connection whose I/O runs on `executor`, for async_command only
     /// (the blocking calls fail: they would block the caller's executor).
     connection(asio::any_io_executor executor, redis_options options)
-        : options_(std::move(options)), executor_(std::move(executor)), timer_(executor_), own_context_(false) {}
+        : options_(std::move(options)),
+          executor_(asio::make_strand(std::move(executor))),  // its handlers never run at once, on any executor
+          timer_(executor_),
+          own_context_(false) {}
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
-    ~connection() { close(); }
+    ~connection() { reset(); }
 
     const redis_options& options() const noexcept { return options_; }
     bool is_open() const noexcept { return open_; }
@@ -82,20 +88,21 @@ public:
     /// Opens the connection: resolve and connect (or the Unix socket), the
     /// TLS handshake, AUTH and SELECT. storage_unreachable on failure.
     bool connect(error_info& failed) {
-        close();
+        reset();
         if (!blocking_allowed(failed)) return false;
-        if (!open_transport(failed)) return close(), false;
-        const auto send = [this](const std::vector<std::string_view>& args, std::string& refusal, error_info& io) {
+        if (!open_transport(failed)) return reset(), false;
+        const auto send = [this](const std::vector<std::string_view>& args, std::optional<std::string>& refusal,
+                                 error_info& io) {
             resp::reply answer;
             if (!exchange(args, answer, io)) {
                 io = unreachable(io.detail);  // a handshake command: nothing of the caller's went out
                 return false;
             }
-            if (answer.type == resp::reply_type::error) refusal = std::move(answer.text);
+            if (answer.type == resp::reply_type::error) refusal.emplace(std::move(answer.text));
             resp::secure_clear(answer);
             return true;
         };
-        if (!open_session(options_, send, failed)) return close(), false;
+        if (!open_session(options_, send, failed)) return reset(), false;
         return true;
     }
 
@@ -142,17 +149,16 @@ public:
         });
     }
 
-    /// Closes the socket; the next command connects again. Ends an
-    /// asynchronous operation in flight (with the executor's next turn).
+    /// Closes the socket; the next command connects again. An asynchronous
+    /// operation in flight ends (with an error, at the executor's next turn,
+    /// unless its reply had already arrived): its socket is closed, and what
+    /// it uses stays until its handler has run.
     void close() noexcept {
+        if (!busy_) return reset();
         close_sockets();
         std::error_code ignored;
         timer_.cancel(ignored);
-        tls_.reset();
-        tcp_.reset();
-        unix_.reset();
-        reader_.reset();
-        open_ = false;
+        open_ = false;  // the next command connects again, whatever this one's end
     }
 
 private:
@@ -168,6 +174,19 @@ private:
         busy_ = false;
         auto handler = std::move(op->handler);
         handler(std::move(failed), std::move(out));
+    }
+
+    /// Closes the socket and drops what the connection held: for the
+    /// blocking path and an asynchronous operation's own failures.
+    void reset() noexcept {
+        close_sockets();
+        std::error_code ignored;
+        timer_.cancel(ignored);
+        tls_.reset();
+        tcp_.reset();
+        unix_.reset();
+        reader_.reset();
+        open_ = false;
     }
 
     bool blocking_allowed(error_info& failed) const {
@@ -232,13 +251,13 @@ private:
     }
 
     void async_open(std::function<void(error_info)> then) {
-        close();
+        reset();
         error_info failed;
         if (!check_options(failed)) return then(std::move(failed));
         reader_.emplace();
         const auto deadline = clock::now() + options_.connect_timeout;
         const auto connected = [this, then](std::error_code ec, bool timed_out) {
-            if (ec) return close(), then(cannot_connect(ec, timed_out));
+            if (ec) return reset(), then(cannot_connect(ec, timed_out));
             after_connect(then);
         };
         if (!options_.unix_socket.empty()) {
@@ -258,9 +277,9 @@ private:
                                     });
         }, [this, resolver, endpoints, deadline, then, connected](std::error_code ec, bool timed_out) {
             resolving_ = nullptr;
-            if (ec) return close(), then(cannot_connect(ec, timed_out));
+            if (ec) return reset(), then(cannot_connect(ec, timed_out));
             error_info failed;
-            if (options_.tls && !prepare_tls(failed)) return close(), then(std::move(failed));
+            if (options_.tls && !prepare_tls(failed)) return reset(), then(std::move(failed));
             auto& socket = tls_ ? tls_->next_layer() : tcp_.emplace(executor_);
             async_step(deadline, [&socket, endpoints](auto h) {
                 asio::async_connect(socket, *endpoints,
@@ -283,7 +302,7 @@ private:
                    [this, then, session](std::error_code ec, bool timed_out) {
                        if (ec) {
                            error_info failed = handshake_failure(ec, timed_out);
-                           return close(), then(std::move(failed));
+                           return reset(), then(std::move(failed));
                        }
                        session();
                    });
@@ -293,14 +312,15 @@ private:
         std::vector<std::string_view> next;
         error_info failed;
         if (!opener->next(next, failed)) {
-            if (failed) close();
+            if (failed) reset();
             return then(std::move(failed));
         }
         std::string encoded;
         resp::encode_command(next, encoded);
         async_exchange(std::move(encoded), [this, opener, then](error_info io, resp::reply answer) {
             if (io) return then(unreachable(io.detail));  // nothing of the caller's went out
-            opener->answered(answer.type == resp::reply_type::error ? std::string_view(answer.text) : "");
+            opener->answered(answer.type == resp::reply_type::error ? std::optional<std::string_view>(answer.text)
+                                                                    : std::nullopt);
             resp::secure_clear(answer);
             async_session(opener, then);
         });
@@ -323,7 +343,7 @@ private:
             secure_clear(*buffer);  // it may hold AUTH's password or a token set
             if (ec) {
                 error_info failed = write_failure(ec, timed_out, *written);
-                return close(), then(std::move(failed), resp::reply{});
+                return reset(), then(std::move(failed), resp::reply{});
             }
             async_read_reply(deadline, then);
         });
@@ -333,7 +353,7 @@ private:
         resp::reply out;
         error_info failed;
         if (reader_->next(out, failed)) return then({}, std::move(out));
-        if (failed) return close(), then(not_resp(failed), resp::reply{});
+        if (failed) return reset(), then(not_resp(failed), resp::reply{});
         auto got = std::make_shared<std::size_t>(0);
         async_step(deadline, [this, got](auto h) {
             with_stream([&](auto& stream) {
@@ -344,7 +364,7 @@ private:
             });
         }, [this, got, deadline, then](std::error_code ec, bool timed_out) {
             error_info failed = absorb(*got, ec, timed_out);
-            if (failed) return close(), then(std::move(failed), resp::reply{});
+            if (failed) return reset(), then(std::move(failed), resp::reply{});
             async_read_reply(deadline, then);
         });
     }
@@ -387,6 +407,13 @@ private:
             return failed = unreachable("Redis at " + options_.where() +
                                         ": TLS is for host and port, not a Unix socket; leave tls off or connect "
                                         "by host and port"),
+                   false;
+        // asio's endpoint throws for a path its sockaddr_un cannot hold.
+        if (options_.unix_socket.size() >= sizeof(sockaddr_un{}.sun_path))
+            return failed = unreachable("the Unix socket path of Redis at " + options_.where() + " is " +
+                                        std::to_string(options_.unix_socket.size()) + " bytes, longer than the " +
+                                        std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                                        " a socket address holds; use a shorter path"),
                    false;
         return true;
     }
@@ -530,7 +557,11 @@ private:
                                                 options_.tls_cert_file + "' could not be loaded as PEM (" +
                                                 ec.message() + ")"),
                            false;
-                context.use_private_key_file(options_.tls_key_file, asio::ssl::context::pem, ec);
+                // No passphrase: OpenSSL's default would prompt on the terminal
+                // and block; an encrypted key fails to load instead.
+                context.set_password_callback(
+                    [](std::size_t, asio::ssl::context::password_purpose) { return std::string(); }, ec);
+                if (!ec) context.use_private_key_file(options_.tls_key_file, asio::ssl::context::pem, ec);
                 if (ec)
                     return failed = unreachable("TLS to Redis at " + where + ": the client key '" +
                                                 options_.tls_key_file +
@@ -551,7 +582,7 @@ private:
     bool exchange(const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
         const auto deadline = clock::now() + options_.command_timeout;
         const auto lost = [&](error_info why) {
-            close();
+            reset();
             failed = std::move(why);
             return false;
         };

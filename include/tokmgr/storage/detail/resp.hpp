@@ -276,6 +276,7 @@ private:
             stack_.pop_back();
             if (attribute) return false;  // it annotated the next value, which still follows
         }
+        secure_clear(out);  // a reused reply's strings would be freed unwiped by the assignment
         out = std::move(value);
         return true;
     }

@@ -16,6 +16,7 @@
 
 #include "../../errc.hpp"
 #include "../../error.hpp"
+#include "../../secret.hpp"
 
 namespace tokmgr::detail {
 
@@ -29,17 +30,24 @@ inline errc code_of(const error_info& failed) noexcept {
     return failed.code == errc::storage_unreachable ? errc::storage_unreachable : errc::storage_failed;
 }
 
-/// Server text made safe for a message: no control characters, at most 160
-/// bytes, and never the password (servers do not echo it, but a proxy might).
+/// Server text made safe for a message: never the password (servers do not
+/// echo it, but a proxy might), then no control characters and at most 160
+/// bytes. The password is taken out of the whole raw text first, so that
+/// neither the cut at 160 bytes nor a control character inside it can leave
+/// a piece of it.
 inline std::string safe_server_text(std::string_view text, std::string_view password) {
-    std::string out;
-    for (char c : text.substr(0, 160)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
+    std::string raw(text);
     if (password.size() >= 4) {
-        for (auto at = out.find(password); at != std::string::npos; at = out.find(password))
-            out.replace(at, password.size(), "(redacted)");
-    } else if (!password.empty() && out.find(password) != std::string::npos) {
+        for (auto at = raw.find(password); at != std::string::npos; at = raw.find(password, at + 10))
+            raw.replace(at, password.size(), "(redacted)");
+    } else if (!password.empty() && raw.find(password) != std::string::npos) {
+        detail::secure_clear(raw);
         return "(a message that is not shown because it may contain the password)";
     }
+    std::string out;
+    for (char c : std::string_view(raw).substr(0, 160))
+        out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
+    detail::secure_clear(raw);
     return out;
 }
 
