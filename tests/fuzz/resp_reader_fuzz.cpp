@@ -36,6 +36,12 @@ outcome run(std::string_view wire, const resp::limits& limits, std::size_t first
     return o;
 }
 
+std::size_t values_in(const resp::reply& r) {
+    std::size_t n = r.elements.size();
+    for (const auto& element : r.elements) n += values_in(element);
+    return n;
+}
+
 void check_bounds(const resp::reply& r, const resp::limits& limits, std::size_t depth) {
     const bool aggregate = !r.elements.empty() || r.type == resp::reply_type::array ||
                            r.type == resp::reply_type::map || r.type == resp::reply_type::set ||
@@ -89,6 +95,7 @@ TOKMGR_FUZZ_TARGET(resp_reader) {
     limits.max_bulk_bytes = (data[0] >> 3) * 9;
     limits.max_elements = data[1] & 15;
     limits.max_line_bytes = 4 + (data[1] >> 4) * 16;
+    limits.max_values = 1 + (data[2] & 31);  // also the split point's low byte: limits are reached often
     limits.max_buffered_bytes = 1 << 20;  // past any input: what is held depends on the pulls
     const auto wire = tokmgr_fuzz::as_text(data + 12, size - 12);
     const std::size_t split = (data[2] | data[3] << 8) % (wire.size() + 1);
@@ -102,7 +109,10 @@ TOKMGR_FUZZ_TARGET(resp_reader) {
         FUZZ_CHECK(other->failed.detail == whole.failed.detail);
         if (!whole.failed) FUZZ_CHECK(other->buffered == whole.buffered);  // a failed reader stops taking bytes
     }
-    for (const auto& r : whole.replies) check_bounds(r, limits, 0);
+    for (const auto& r : whole.replies) {
+        check_bounds(r, limits, 0);
+        FUZZ_CHECK(values_in(r) <= limits.max_values);
+    }
     if (whole.failed) {
         FUZZ_CHECK(whole.failed.code == tokmgr::errc::protocol_error ||
                    whole.failed.code == tokmgr::errc::response_too_large);

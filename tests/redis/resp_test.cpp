@@ -214,6 +214,13 @@ TEST_CASE("RESP: each limit holds exactly at its bound and refuses one past it")
          {{"+hello!", "RESP at byte 0: a line is longer than the limit of 5 bytes"},
           {":123456\r\n", "longer than the limit"},
           {"$000005\r\nhello\r\n", "longer than the limit"}}},
+        // Values in all, nested ones included: each aggregate within the
+        // element limit, the whole reply past it (a value costs about 70
+        // bytes in memory and may come as 3 on the wire).
+        {&resp::limits::max_values, 3,
+         {"*3\r\n_\r\n_\r\n_\r\n", "*1\r\n*2\r\n_\r\n_\r\n", "_\r\n"},
+         {{"*1\r\n*3\r\n_\r\n_\r\n_\r\n", "RESP at byte 17: a reply of more than 3 values in all exceeds the limit of 3"},
+          {"*2\r\n*2\r\n_\r\n_\r\n_\r\n", "values in all"}}},
     };
     for (const bound_case& c : cases) {
         resp::limits limits;

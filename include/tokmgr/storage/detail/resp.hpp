@@ -45,6 +45,11 @@ struct limits {
     std::size_t max_bulk_bytes = 64 * 1024 * 1024;
     /// Elements of one aggregate; a map's keys and values count one each.
     std::size_t max_elements = 1024 * 1024;
+    /// Values in one whole reply, nested ones included. A value costs a
+    /// `reply` in memory (about 70 bytes) but may arrive as 3 bytes (`_\r\n`),
+    /// so the bytes held alone would let a reply take some 25 times
+    /// max_buffered_bytes.
+    std::size_t max_values = 1024 * 1024;
     /// A line without its CR LF: a simple string, an error, a number, a length.
     std::size_t max_line_bytes = 64 * 1024;
     /// Bytes fed and not yet handed out: the reply begun plus what was fed
@@ -139,6 +144,7 @@ public:
             if (read == step::failed) return failed = error_, false;
             if (read == step::value && deliver(std::move(value), out)) {
                 partial_bytes_ = 0;
+                values_ = 0;
                 return true;
             }
         }
@@ -268,6 +274,13 @@ private:
     /// aggregate it completes; true when a whole reply is in `out`.
     bool deliver(reply value, reply& out) {
         while (!stack_.empty()) {
+            if (++values_ > limits_.max_values) {
+                secure_clear(value);
+                fail(errc::response_too_large, "a reply of more than " + std::to_string(limits_.max_values) +
+                                                   " values in all exceeds the limit of " +
+                                                   std::to_string(limits_.max_values));
+                return false;
+            }
             frame& top = stack_.back();
             top.value.elements.push_back(std::move(value));
             if (--top.remaining != 0) return false;
@@ -400,6 +413,7 @@ private:
     std::size_t pos_ = 0;            // the first byte not yet read
     std::size_t scanned_ = 0;        // bytes of the line at pos_ already scanned for its CR LF
     std::size_t partial_bytes_ = 0;  // bytes read into the reply begun
+    std::size_t values_ = 0;         // values read into the reply begun
     std::uint64_t offset_ = 0;       // bytes dropped from the front of buffer_, for messages
     std::optional<pending_bulk> bulk_;  // a bulk header read, its bytes awaited
     std::vector<frame> stack_;          // the aggregates open, outermost first
