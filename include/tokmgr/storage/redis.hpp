@@ -74,12 +74,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -132,7 +129,6 @@ inline timeval to_timeval(std::chrono::milliseconds ms) {
 inline std::string safe_text(std::string_view text, std::string_view password) {
     return safe_server_text(text, password);
 }
-
 
 /// KEYS[1] the document, KEYS[2] the lease; ARGV[1] the holder's token,
 /// ARGV[2] the lease's TTL in ms. Takes the lease and reads the document in
