@@ -99,6 +99,14 @@ resp::reply must_route(cluster::route& route, connections& nodes, const std::vec
     return out;
 }
 
+/// The redirection an error reply must be.
+cluster::redirect redirect_in(const resp::reply& reply) {
+    REQUIRE(reply.type == resp::reply_type::error);
+    const auto redirect = cluster::parse_redirect(reply.text);
+    REQUIRE_MESSAGE(redirect, "not a redirection: " << reply.text);
+    return *redirect;
+}
+
 cluster::slot_map slots_from(connections& nodes, int port) {
     cluster::slot_map map;
     error_info failed;
@@ -172,14 +180,11 @@ TEST_CASE("a node that does not own a key's slot answers MOVED to its owner, whi
     for (const int port : ports)
         if (node_on(port) != owner) other = port;
 
-    const resp::reply refused = must(nodes.to(node_on(other)), {"SET", key, "v"});
-    REQUIRE(refused.type == resp::reply_type::error);
-    const auto moved = cluster::parse_redirect(refused.text);
-    REQUIRE(moved);
-    CHECK(moved->kind == cluster::redirect_kind::moved);
-    CHECK(moved->slot == slot);
-    CHECK(moved->node == owner);
-    CHECK(must(nodes.to(moved->node), {"SET", key, "v"}).text == "OK");
+    const auto moved = redirect_in(must(nodes.to(node_on(other)), {"SET", key, "v"}));
+    CHECK(moved.kind == cluster::redirect_kind::moved);
+    CHECK(moved.slot == slot);
+    CHECK(moved.node == owner);
+    CHECK(must(nodes.to(moved.node), {"SET", key, "v"}).text == "OK");
 
     cluster::route route(key + ":lease", node_on(other));
     CHECK(must_route(route, nodes, {"GET", key}).text == "v");
@@ -205,20 +210,14 @@ TEST_CASE("a slot migrated mid-run: ASK for the keys moved, the route follows it
 
     // The source still serves the key it holds, and sends the moved one to the target.
     CHECK(must(source, {"GET", lease}).text == "holder");
-    const resp::reply ask = must(source, {"GET", key});
-    REQUIRE(ask.type == resp::reply_type::error);
-    const auto redirect = cluster::parse_redirect(ask.text);
-    REQUIRE(redirect);
-    CHECK(redirect->kind == cluster::redirect_kind::ask);
-    CHECK(redirect->slot == slot);
-    CHECK(redirect->node == node_on(m.target));
+    const auto redirect = redirect_in(must(source, {"GET", key}));
+    CHECK(redirect.kind == cluster::redirect_kind::ask);
+    CHECK(redirect.slot == slot);
+    CHECK(redirect.node == node_on(m.target));
     // The target, which does not own the slot yet, serves it only after ASKING.
-    const resp::reply without_asking = must(target, {"GET", key});
-    REQUIRE(without_asking.type == resp::reply_type::error);
-    const auto back = cluster::parse_redirect(without_asking.text);
-    REQUIRE(back);
-    CHECK(back->kind == cluster::redirect_kind::moved);
-    CHECK(back->node == node_on(m.source));
+    const auto back = redirect_in(must(target, {"GET", key}));
+    CHECK(back.kind == cluster::redirect_kind::moved);
+    CHECK(back.node == node_on(m.source));
     CHECK(must(target, {"ASKING"}).text == "OK");
     CHECK(must(target, {"GET", key}).text == "document");
 
@@ -228,12 +227,9 @@ TEST_CASE("a slot migrated mid-run: ASK for the keys moved, the route follows it
     CHECK(must_route(route, nodes, {"GET", lease}).text == "holder");
 
     CHECK(migrate_slot(key, "finish").target == m.target);
-    const resp::reply moved = must(source, {"GET", key});
-    REQUIRE(moved.type == resp::reply_type::error);
-    const auto after = cluster::parse_redirect(moved.text);
-    REQUIRE(after);
-    CHECK(after->kind == cluster::redirect_kind::moved);
-    CHECK(after->node == node_on(m.target));
+    const auto after = redirect_in(must(source, {"GET", key}));
+    CHECK(after.kind == cluster::redirect_kind::moved);
+    CHECK(after.node == node_on(m.target));
     CHECK(must_route(route, nodes, {"GET", lease}).text == "holder");
     CHECK(route.node() == node_on(m.target));
     for (const int port : ports) CHECK(*slots_from(nodes, port).primary(slot) == node_on(m.target));

@@ -259,6 +259,9 @@ TEST_CASE("route: MOVED for good, ASK once with ASKING, TRYAGAIN later") {
         REQUIRE(map.parse(array({slots_entry(0, 16383, bulk("10.0.0.4"), 7004)}), asked, failed));
         CHECK(r.learn(map));
         CHECK(r.node() == node_address{"10.0.0.4", 7004});
+        REQUIRE(map.parse(array({slots_entry(0, 16383, bulk("?"), 7005)}), asked, failed));
+        CHECK_FALSE(r.learn(map));
+        CHECK(r.node() == node_address{"10.0.0.4", 7004});
     }
 }
 

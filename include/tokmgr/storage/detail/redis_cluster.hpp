@@ -286,10 +286,11 @@ public:
 
     /// Adopts the owner a slot map names for the slot (after the store read
     /// CLUSTER SLOTS from some node, say when its node stopped answering).
-    /// False when the map has no owner for it: the cluster is not serving it.
+    /// False when the map has no owner for it (the cluster is not serving
+    /// it) or names one with no address ('?'): the node is kept.
     bool learn(const slot_map& map) {
         const node_address* owner = map.primary(slot_);
-        if (!owner) return false;
+        if (!owner || owner->host == unknown_endpoint) return false;
         node_ = *owner;
         return true;
     }
