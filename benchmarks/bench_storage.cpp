@@ -168,7 +168,7 @@ void redis_cycle(benchmark::State& state) {
 #if TOKMGR_BENCH_WITH_REDIS
     if (url && *url) return shared_store_cycle(state, tokmgr::redis_storage(tokmgr::redis_options::from_url(url)));
 #endif
-    state.SkipWithError(url ? "built without hiredis" : "set TOKMGR_BENCH_REDIS=redis://host:port/key (it is overwritten)");
+    state.SkipWithError(url ? "built without tokmgr::redis" : "set TOKMGR_BENCH_REDIS=redis://host:port/key (it is overwritten)");
 }
 
 void postgres_cycle(benchmark::State& state) {
