@@ -53,18 +53,24 @@ check_tools() {
         die "Node.js $version is too old: oidc-provider needs Node.js >= $min_node_major"
 }
 
-# Node's fetch, so the fixture needs no curl: http METHOD URL prints the body,
-# fails (with the status on stderr) on an error status.
+# Node's http client, so the fixture needs no curl (and, unlike fetch, takes
+# any port): http METHOD URL prints the body, fails (with the status on
+# stderr) on an error status.
 http() {
     "$node" -e '
 const [method, url] = process.argv.slice(1);
-fetch(url, { method, signal: AbortSignal.timeout(5000) })
-  .then(async (r) => {
-    const t = await r.text();
-    if (!r.ok) { console.error(`${method} ${url}: HTTP ${r.status}`); process.exit(1); }
-    process.stdout.write(t);
-  })
-  .catch((e) => { console.error(`${method} ${url}: ${e.message}`); process.exit(1); });
+const fail = (why) => { console.error(`${method} ${url}: ${why}`); process.exit(1); };
+const req = require("node:http").request(url, { method, timeout: 5000 }, (res) => {
+  const chunks = [];
+  res.on("data", (c) => chunks.push(c));
+  res.on("end", () => {
+    if (res.statusCode >= 400) fail(`HTTP ${res.statusCode}`);
+    process.stdout.write(Buffer.concat(chunks));
+  });
+});
+req.on("timeout", () => req.destroy(new Error("timed out")));
+req.on("error", (e) => fail(e.message));
+req.end();
 ' "$1" "$2"
 }
 
@@ -88,6 +94,15 @@ install() {
     echo "$want" > "$stamp"
 }
 
+# start_failed PID WHAT: stop what was started, show its log, fail.
+start_failed() {
+    kill "$1" 2>/dev/null || true
+    rm -f "$dir/pid"
+    echo "oauth_fixture.sh: oidc-provider $2; its log:" >&2
+    cat "$dir/provider.log" >&2 || true
+    exit 1
+}
+
 start_provider() {
     stop_provider
     check_tools
@@ -103,11 +118,7 @@ start_provider() {
     while [ ! -s "$dir/port.new" ]; do
         i=$((i + 1))
         if ! kill -0 "$pid" 2>/dev/null || [ "$i" -gt 300 ]; then
-            kill "$pid" 2>/dev/null || true
-            rm -f "$dir/pid"
-            echo "oauth_fixture.sh: oidc-provider did not start (port $port); its log:" >&2
-            cat "$dir/provider.log" >&2 || true
-            exit 1
+            start_failed "$pid" "did not start (port $port)"
         fi
         sleep 0.1
     done
@@ -117,11 +128,7 @@ start_provider() {
     until discovery=$(http GET "$base/.well-known/openid-configuration" 2>/dev/null); do
         i=$((i + 1))
         if ! kill -0 "$pid" 2>/dev/null || [ "$i" -gt 100 ]; then
-            kill "$pid" 2>/dev/null || true
-            rm -f "$dir/pid"
-            echo "oauth_fixture.sh: oidc-provider on $base does not answer discovery; its log:" >&2
-            cat "$dir/provider.log" >&2 || true
-            exit 1
+            start_failed "$pid" "on $base does not answer discovery"
         fi
         sleep 0.1
     done

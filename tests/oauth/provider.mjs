@@ -54,34 +54,23 @@ const seconds = (name, fallback) => {
 const accessTokenTTL = seconds('OAUTH_ACCESS_TOKEN_TTL', 4);
 const refreshTokenTTL = seconds('OAUTH_REFRESH_TOKEN_TTL', 24 * 60 * 60);
 
+// Each may refresh; the confidential ones may also use client_credentials
+// (a public client cannot: it has no credentials).
+const client = (id, method, secret) => ({
+  client_id: id,
+  ...(secret === undefined ? {} : { client_secret: secret }),
+  token_endpoint_auth_method: method,
+  grant_types: secret === undefined ? ['refresh_token'] : ['client_credentials', 'refresh_token'],
+  response_types: [],
+  redirect_uris: [],
+  scope: 'api offline_access',
+});
 const clients = {
-  basic: {
-    client_id: env.OAUTH_BASIC_CLIENT_ID || 'tokmgr-basic',
-    client_secret: env.OAUTH_BASIC_CLIENT_SECRET || 'tokmgr-basic-test-secret',
-    token_endpoint_auth_method: 'client_secret_basic',
-    grant_types: ['client_credentials', 'refresh_token'],
-    response_types: [],
-    redirect_uris: [],
-    scope: 'api offline_access',
-  },
-  post: {
-    client_id: env.OAUTH_POST_CLIENT_ID || 'tokmgr-post',
-    client_secret: env.OAUTH_POST_CLIENT_SECRET || 'tokmgr-post-test-secret',
-    token_endpoint_auth_method: 'client_secret_post',
-    grant_types: ['client_credentials', 'refresh_token'],
-    response_types: [],
-    redirect_uris: [],
-    scope: 'api offline_access',
-  },
-  public: {
-    // A public client cannot use client_credentials (it has no credentials).
-    client_id: env.OAUTH_PUBLIC_CLIENT_ID || 'tokmgr-public',
-    token_endpoint_auth_method: 'none',
-    grant_types: ['refresh_token'],
-    response_types: [],
-    redirect_uris: [],
-    scope: 'api offline_access',
-  },
+  basic: client(env.OAUTH_BASIC_CLIENT_ID || 'tokmgr-basic', 'client_secret_basic',
+    env.OAUTH_BASIC_CLIENT_SECRET || 'tokmgr-basic-test-secret'),
+  post: client(env.OAUTH_POST_CLIENT_ID || 'tokmgr-post', 'client_secret_post',
+    env.OAUTH_POST_CLIENT_SECRET || 'tokmgr-post-test-secret'),
+  public: client(env.OAUTH_PUBLIC_CLIENT_ID || 'tokmgr-public', 'none'),
 };
 
 const portArg = process.argv[2];
