@@ -49,14 +49,16 @@ check_tools() {
     version=$("$node" --version 2>/dev/null) || die "'$node --version' failed"
     major=${version#v}
     major=${major%%.*}
-    [[ $major =~ ^[0-9]+$ ]] && [ "$major" -ge "$min_node_major" ] ||
+    if ! [[ $major =~ ^[0-9]+$ ]] || [ "$major" -lt "$min_node_major" ]; then
         die "Node.js $version is too old: oidc-provider needs Node.js >= $min_node_major"
+    fi
 }
 
 # Node's http client, so the fixture needs no curl (and, unlike fetch, takes
 # any port): http METHOD URL prints the body, fails (with the status on
 # stderr) on an error status.
 http() {
+    # shellcheck disable=SC2016  # JavaScript, not shell
     "$node" -e '
 const [method, url] = process.argv.slice(1);
 const fail = (why) => { console.error(`${method} ${url}: ${why}`); process.exit(1); };
