@@ -39,7 +39,7 @@ start_redis() {
 if [[ -n $tls ]]; then
     # The user docs/fleet.md lists, in the ACL file the server reads at each start.
     mkdir -p "$work/redis"
-    echo 'user fleet on >fleet-redis-password resetkeys ~{tokmgr:fleet}* resetchannels &{tokmgr:fleet}:changed -@all +get +set +eval +subscribe +auth +select +type +del +publish +pttl +wait' \
+    echo 'user fleet on >fleet-redis-password resetkeys ~{tokmgr:fleet}* resetchannels &{tokmgr:fleet}:changed -@all +get +set +eval +subscribe +auth +select +type +del +publish +pttl +wait +asking' \
         >"$work/redis/users.acl"
     echo 'user default on nopass ~* &* +@all' >>"$work/redis/users.acl"
 fi

@@ -1231,7 +1231,7 @@ TEST_CASE("an ACL user with exactly the names and commands docs/fleet.md lists: 
     const std::string user = "tokmgr-fleet-" + std::to_string(::getpid());
     raw.run({"ACL", "SETUSER", user, "on", ">fleet-password-1234", "resetkeys", "~" + doc(key) + "*", "resetchannels",
              "&" + channel_of(key), "-@all", "+get", "+set", "+eval", "+subscribe", "+auth", "+select", "+type",
-             "+del", "+publish", "+pttl", "+wait"});
+             "+del", "+publish", "+pttl", "+wait", "+asking"});
     auto o = options_for(key);
     o.user = user;
     o.password = tokmgr::secret("fleet-password-1234");

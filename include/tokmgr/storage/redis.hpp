@@ -90,6 +90,7 @@
 #include "../secret.hpp"
 #include "../token_set.hpp"
 #include "detail/redis_auth.hpp"
+#include "detail/redis_cluster.hpp"
 #include "detail/redis_connection.hpp"
 #include "detail/resp.hpp"
 #include "detail/shared_store.hpp"
@@ -204,32 +205,51 @@ struct fence {
 /// leases (a lease is released over it), hence the mutex.
 class link {
 public:
-    explicit link(redis_options options) : options_(std::move(options)), connection_(options_) {}
+    explicit link(redis_options options)
+        : options_(std::move(options)), route_(options_.document_name(), {options_.host, options_.port}) {}
 
     const redis_options& options() const noexcept { return options_; }
     std::mutex& mutex() noexcept { return mutex_; }
 
     /// Runs one command; true with its reply in `out` (an error reply is a
     /// reply), or false with `failed` set (a sentence naming the server and
-    /// what to do). A command on a kept connection that fails on I/O is sent
-    /// once more on a new one: the server may have restarted since the
-    /// connection was last used. Every command tokmgr sends may be repeated
-    /// safely (the scripts recognise their own write).
+    /// what to do). On Redis Cluster it follows the slot: MOVED sends this
+    /// and later commands to the owner it names, ASK this one to the
+    /// migration's target, TRYAGAIN (a script whose keys a migration has
+    /// split) is sent again after a pause, within command_timeout.
     bool command(const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
         forget();  // what an earlier command left is for the call right after it only
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            const bool fresh = !connection_.is_open();
-            if (fresh && !connection_.connect(failed)) {
-                // Unreachable only if nothing went out: a first attempt on a
-                // kept connection may have been carried out.
-                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
+        route_.begin_command();
+        auto pause = std::chrono::milliseconds(1);
+        const auto give_up = std::chrono::steady_clock::now() + options_.command_timeout;
+        for (;;) {
+            const auto attempt = route_.next();
+            const bool sent = attempt.asking ? send_asking(attempt.node, args, out, failed)
+                                             : send(node_connection(attempt.node), args, out, failed);
+            if (!sent) {
+                // The owner learned from a MOVED may be gone (a failover):
+                // the next command starts again from the node given, which
+                // redirects it to whoever owns the slot then.
+                if (!attempt.asking) reset_route();
                 return false;
             }
-            retried_ = attempt > 0;
-            if (connection_.command(args, out, failed)) return true;  // it clears a first attempt's failure
-            if (fresh) return false;  // a new connection that failed: asking again would fail alike
+            switch (route_.on_reply(out, failed)) {
+            case cluster::route::verdict::done: return true;
+            case cluster::route::verdict::retry: continue;
+            case cluster::route::verdict::failed: return false;
+            case cluster::route::verdict::retry_later:
+                if (std::chrono::steady_clock::now() + pause > give_up) {
+                    failed = storage_failure("Redis Cluster at " + options_.where() + " answered TRYAGAIN for " +
+                                             std::to_string(options_.command_timeout.count()) +
+                                             " ms: the migration of slot " + std::to_string(route_.slot()) +
+                                             " has left the store's keys on two nodes; the next call tries again");
+                    return false;
+                }
+                std::this_thread::sleep_for(pause);
+                pause = std::min(pause * 2, std::chrono::milliseconds(50));
+                continue;
+            }
         }
-        return false;
     }
 
     /// The lease's release, under the mutex: the compare-and-delete script.
@@ -270,10 +290,6 @@ public:
         fence_.reset();
     }
 
-    /// Whether the last command's answer came from a second sending (the
-    /// first may have been carried out too, its answer lost).
-    bool retried() const noexcept { return retried_; }
-
     // ---- the subscriber connection, for a waiting lock() ------------------
 
     /// Waits up to `timeout` for a message on the channel; true when one
@@ -312,6 +328,63 @@ public:
     void stop_waiting() noexcept { subscriber_.reset(); }
 
 private:
+    /// Sends one command on `c`. A command on a kept connection that fails
+    /// on I/O is sent once more on a new one: the server may have restarted
+    /// since the connection was last used. Every command tokmgr sends may be
+    /// repeated safely (the scripts recognise their own write).
+    static bool send(connection& c, const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const bool fresh = !c.is_open();
+            if (fresh && !c.connect(failed)) {
+                // Unreachable only if nothing went out: a first attempt on a
+                // kept connection may have been carried out.
+                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
+                return false;
+            }
+            if (c.command(args, out, failed)) return true;  // it clears a first attempt's failure
+            if (fresh) return false;  // a new connection that failed: asking again would fail alike
+        }
+        return false;
+    }
+
+    /// ASKING, then the command, on a connection to the migration's target
+    /// (kept for the next ASK: a migration sends several).
+    bool send_asking(const cluster::node_address& node, const std::vector<std::string_view>& args,
+                     resp::reply& out, error_info& failed) {
+        if (!asking_ || asking_node_ != node) {
+            asking_ = std::make_unique<connection>(options_for(node));
+            asking_node_ = node;
+        }
+        if (!send(*asking_, {"ASKING"}, out, failed)) return false;
+        if (out.type == resp::reply_type::error) return true;  // the target's refusal is the command's answer
+        return asking_->command(args, out, failed);  // not sent again: ASKING holds for one command
+    }
+
+    /// The connection to `node`, opened anew when the route moved.
+    connection& node_connection(const cluster::node_address& node) {
+        if (!connection_ || connected_node_ != node) {
+            connection_ = std::make_unique<connection>(options_for(node));
+            connected_node_ = node;
+            asking_.reset();  // a MOVED ended the migration the target was asked for
+        }
+        return *connection_;
+    }
+
+    /// The options for a node of the cluster: the given ones for the node
+    /// given (its Unix socket, if any), its host and port for another. Over
+    /// TLS another node's certificate is checked for the name the cluster
+    /// announces (or tls_server_name, when set: one certificate for all).
+    redis_options options_for(const cluster::node_address& node) const {
+        if (node == cluster::node_address{options_.host, options_.port}) return options_;
+        redis_options o = options_;
+        o.unix_socket.clear();
+        o.host = node.host;
+        o.port = node.port;
+        return o;
+    }
+
+    void reset_route() { route_ = cluster::route(options_.document_name(), {options_.host, options_.port}); }
+
     bool subscribe(const std::string& channel) {
         auto subscriber = std::make_unique<connection>(options_);
         error_info ignored;
@@ -324,10 +397,13 @@ private:
 
     redis_options options_;
     std::mutex mutex_;
-    connection connection_;
+    cluster::route route_;  // on a single server, always the node given
+    std::unique_ptr<connection> connection_;
+    cluster::node_address connected_node_;
+    std::unique_ptr<connection> asking_;  // to a migration's target
+    cluster::node_address asking_node_;
     std::unique_ptr<connection> subscriber_;
     std::chrono::steady_clock::time_point no_subscription_until_{};
-    bool retried_ = false;
     std::string held_token_;
     std::optional<prefetched> prefetched_;
     std::optional<fence> fence_;
