@@ -163,12 +163,19 @@ void shared_store_cycle(benchmark::State& state, Storage storage) {
     refresh_cycle(state, storage);
 }
 
+/// TOKMGR_BENCH_REDIS names the store (rediss:// for TLS, with the CA that
+/// signs the server's certificate in TOKMGR_BENCH_REDIS_CA).
 void redis_cycle(benchmark::State& state) {
     const char* url = std::getenv("TOKMGR_BENCH_REDIS");
 #if TOKMGR_BENCH_WITH_REDIS
-    if (url && *url) return shared_store_cycle(state, tokmgr::redis_storage(tokmgr::redis_options::from_url(url)));
+    if (url && *url) {
+        auto options = tokmgr::redis_options::from_url(url);
+        if (const char* ca = std::getenv("TOKMGR_BENCH_REDIS_CA"); ca && *ca) options.tls_ca_file = ca;
+        return shared_store_cycle(state, tokmgr::redis_storage(std::move(options)));
+    }
 #endif
-    state.SkipWithError(url ? "built without hiredis" : "set TOKMGR_BENCH_REDIS=redis://host:port/key (it is overwritten)");
+    state.SkipWithError(url ? "built without tokmgr::redis"
+                            : "set TOKMGR_BENCH_REDIS=redis[s]://host:port/key (it is overwritten)");
 }
 
 void postgres_cycle(benchmark::State& state) {

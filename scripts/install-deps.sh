@@ -10,11 +10,18 @@ packages=(
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
-  libhiredis-dev redis-server              # tokmgr::redis_storage and the fleet tests' own Redis
+  redis-server                             # the Redis store's and the fleet tests' own Redis
   libpq-dev postgresql-15                  # tokmgr::postgres_storage and its tests' own PostgreSQL (initdb)
   tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
   clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh
+  curl                                     # the OAuth 2.0 server's check (tests/oauth)
 )
+# Node.js and npm run the OAuth 2.0 tests' server (oidc-provider, installed by
+# its fixture with npm ci; it needs Node.js >= 18). Debian 12's nodejs is 18;
+# a newer Node.js already on the machine (with its own npm) is kept, so these
+# are asked for only when the commands are missing.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -27,10 +27,12 @@ constexpr const char* serve_synopsis =
     "               [--auth-delay-ms MS]\n";
 constexpr const char* token_synopsis =
     "  tokmgr token [--url URL] [--user NAME] [--ca-file FILE] [--insecure] [--proxy URL]\n"
-    "               [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+    "               [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]\n"
+    "                [--store-ca-file FILE] [--store-cert-file FILE --store-key-file FILE]]\n";
 constexpr const char* load_synopsis =
     "  tokmgr load  [--url URL] [--user NAME] --threads N --duration SECONDS --path PATH [--ca-file FILE]\n"
-    "               [--proxy URL] [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]]\n";
+    "               [--proxy URL] [--store PATH|REDIS-URL|POSTGRESQL-URL [--lease-wait SECONDS] [--lease-ttl SECONDS]\n"
+    "                [--store-ca-file FILE] [--store-cert-file FILE --store-key-file FILE]]\n";
 constexpr const char* version_synopsis = "  tokmgr --version | --help | COMMAND --help\n";
 
 // What token and load share: where the password, the server and the proxy come from.
@@ -38,7 +40,9 @@ constexpr const char* client_notes =
     "token and load read the password from TONIC_TEXTUAL_PASSWORD, else one line on stdin;\n"
     "with --store, token asks for it only when a login is needed (the file keeps the token set,\n"
     "shared by every process that names it);\n"
-    "a REDIS-URL is redis://[user][:password]@host:port/[<db>/]<key> (or redis+unix:///socket?key=K):\n"
+    "a REDIS-URL is redis://[user][:password]@host:port/[<db>/]<key> (or redis+unix:///socket?key=K,\n"
+    "or rediss:// for TLS, the server's certificate verified against the system's CAs or\n"
+    "--store-ca-file, with a client certificate from --store-cert-file and --store-key-file):\n"
     "one token set for every process on every host that names it; the Redis password may come\n"
     "from TOKMGR_REDIS_PASSWORD instead of the URL;\n"
     "a POSTGRESQL-URL is postgresql://[user]@host:port/db?key=K[&table=T][&sslmode=verify-full...]:\n"

@@ -32,14 +32,16 @@ stop_server() {
 field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
 check() { if [ "$(field "$1")" $2 ]; then pass "$1 = $(field "$1") ($2)"; else fail "$1 is $(field "$1"), expected $2"; fi; }
 
-# start_loads N DURATION [ARGS...] — N load processes on $store; pids in $loads.
+# start_loads N DURATION [ARGS...] — N load processes on $store (with the
+# options in the store_options array, if the sourcing script sets one); pids
+# in $loads.
 start_loads() {
     local n=$1 duration=$2
     shift 2
     loads=()
     for i in $(seq "$n"); do
-        "$TOKMGR" load --url "$url" --user svc --store "$store" --threads 4 --duration "$duration" --path /api/items \
-            "$@" >"$work/load$i.out" 2>"$work/load$i.err" &
+        "$TOKMGR" load --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} \
+            --threads 4 --duration "$duration" --path /api/items "$@" >"$work/load$i.out" 2>"$work/load$i.err" &
         loads+=($!)
         pids+=($!)
     done

@@ -10,7 +10,8 @@
 #   down     the store stopped for 10 s mid-run, then restarted: no caller error, no reuse,
 #            the fleet shares one set again
 # The sourcing script sources fleet_lib.sh, starts the store, sets $store
-# (the --store argument) and defines the store's hooks:
+# (the --store argument; an array store_options, if set, follows it) and
+# defines the store's hooks:
 #   lease_held       prints yes when somebody holds the lease now
 #   stored_document  prints the stored token-set document
 #   generation       prints the stored generation
@@ -42,9 +43,9 @@ kill)
     # server holds each answer 2 s, so the holder (sending within a few
     # hundred ms of its start) is killed mid-refresh; its lease lives 2 s.
     start_server --jwt-ttl 4 --refresh-ttl 600 --auth-delay-ms 2000
-    "$TOKMGR" token --url "$url" --user svc --store "$store" >/dev/null || fail "the first login failed"
+    "$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} >/dev/null || fail "the first login failed"
     sleep 2.2
-    "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 2 >/dev/null 2>&1 &
+    "$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} --lease-ttl 2 >/dev/null 2>&1 &
     holder=$!
     pids+=("$holder")
     sleep 0.8
@@ -73,15 +74,15 @@ sigstop)
     # The server holds each answer 3 s; the holder's lease lives 1 s, so it
     # is stopped mid-refresh well past its lease.
     start_server --jwt-ttl 4 --refresh-ttl 600 --auth-delay-ms 3000
-    "$TOKMGR" token --url "$url" --user svc --store "$store" >/dev/null || fail "the first login failed"
+    "$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} >/dev/null || fail "the first login failed"
     sleep 2.2
-    "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 1 >"$work/holder.out" 2>"$work/holder.err" &
+    "$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} --lease-ttl 1 >"$work/holder.out" 2>"$work/holder.err" &
     holder=$!
     pids+=("$holder")
     sleep 1  # it has sent its refresh by now; the answer comes 3 s after
     kill -STOP "$holder"
     sleep 1  # past the holder's lease, and past the JWT's hard threshold
-    if timeout 20 "$TOKMGR" token --url "$url" --user svc --store "$store" --lease-ttl 1 >"$work/other.out" 2>"$work/other.err"
+    if timeout 20 "$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} --lease-ttl 1 >"$work/other.out" 2>"$work/other.err"
     then pass "another process took over: generation $(generation)"
     else fail "another process failed (exit $?): $(cat "$work/other.err")"; fi
     taken_over=$(generation)
@@ -90,7 +91,7 @@ sigstop)
     else fail "the holder failed after SIGCONT (exit $?): $(cat "$work/holder.err")"; fi
     [[ $(generation) == "$taken_over" ]] && pass "the holder's late answer did not overwrite generation $taken_over" \
         || fail "the stored generation moved from $taken_over to $(generation) after the holder resumed"
-    after=$("$TOKMGR" token --url "$url" --user svc --store "$store" 2>&1)
+    after=$("$TOKMGR" token --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} 2>&1)
     [[ "$after" == "$(cat "$work/other.out")" ]] && pass "the next process reads the takeover's JWT" \
         || fail "the next process did not get the takeover's JWT"
     [[ "$after" != "$(cat "$work/holder.out")" ]] && pass "the holder's JWT never reached the store" \

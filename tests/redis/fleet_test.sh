@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A fleet of processes sharing one Redis key (`--store redis://...`), judged
 # by the reference server's statistics:
-#   fleet_test.sh TOKMGR FIXTURE group|kill|sigstop|redis-down
+#   fleet_test.sh TOKMGR FIXTURE [tls-]group|kill|sigstop|redis-down
 # the scenarios of tests/fleet/fleet_scenarios.sh (redis-down is its `down`:
 # redis-server stopped for 10 s mid-run, restarted empty since persistence is
 # off). Each section runs its own redis-server (FIXTURE is redis_fixture.sh)
-# and reference server on 127.0.0.1, and stops them on exit.
+# and reference server on 127.0.0.1, and stops them on exit. A tls- section
+# runs the same on a Redis that listens on TLS only, as the ACL user of
+# docs/fleet.md limited to the fleet's names, through
+# `--store rediss://fleet@localhost:PORT/tokmgr:fleet --store-ca-file CA`.
 set -u
 TOKMGR=$1
 FIXTURE=$2
@@ -27,20 +30,42 @@ here=$(dirname "$0")
 source "$here/../fleet/fleet_lib.sh"
 source "$here/../fleet/fleet_scenarios.sh"
 
-bash "$FIXTURE" start "$work/redis" >/dev/null || { echo "FAIL: redis-server did not start"; exit 1; }
+tls=
+[[ $SECTION == tls-* ]] && tls=yes && SECTION=${SECTION#tls-}
+start_redis() {
+    if [[ -n $tls ]]; then bash "$FIXTURE" start-tls "$work/redis" optional "$@"
+    else bash "$FIXTURE" start "$work/redis" "$@"; fi
+}
+if [[ -n $tls ]]; then
+    # The user docs/fleet.md lists, in the ACL file the server reads at each start.
+    mkdir -p "$work/redis"
+    echo 'user fleet on >fleet-redis-password resetkeys ~{tokmgr:fleet}* resetchannels &{tokmgr:fleet}:changed -@all +get +set +eval +subscribe +auth +select +type +del +publish +pttl +wait +asking' \
+        >"$work/redis/users.acl"
+    echo 'user default on nopass ~* &* +@all' >>"$work/redis/users.acl"
+fi
+start_redis >/dev/null || { echo "FAIL: redis-server did not start"; exit 1; }
 redis_port=$(cat "$work/redis/port")
-store="redis://127.0.0.1:$redis_port/tokmgr:fleet"
-rcli() { redis-cli -p "$redis_port" "$@"; }
+store_options=()
+if [[ -n $tls ]]; then
+    store="rediss://fleet@localhost:$redis_port/tokmgr:fleet"
+    store_options=(--store-ca-file "$work/redis/pki/ca.pem")
+    export TOKMGR_REDIS_PASSWORD=fleet-redis-password
+    rcli_args=(--tls --cacert "$work/redis/pki/ca.pem" -h localhost -p "$redis_port")
+else
+    store="redis://127.0.0.1:$redis_port/tokmgr:fleet"
+    rcli_args=(-p "$redis_port")
+fi
+rcli() { redis-cli "${rcli_args[@]}" "$@"; }
 
 # The store's hooks for fleet_scenarios.sh.
 lease_held() { [[ $(rcli EXISTS '{tokmgr:fleet}:lease') == 1 ]] && echo yes || echo no; }
 stored_document() { rcli GET '{tokmgr:fleet}'; }
 generation() { rcli GET '{tokmgr:fleet}' | sed -n 's/.*"generation":\([0-9]*\).*/\1/p'; }
 stop_store() { bash "$FIXTURE" stop "$work/redis" >/dev/null; }
-restart_store() { bash "$FIXTURE" start "$work/redis" "$redis_port" >/dev/null; }
+restart_store() { start_redis "$redis_port" >/dev/null; }
 # Every write PUBLISHes on the channel: count the messages.
 count_writes() {
-    timeout "$1" redis-cli -p "$redis_port" SUBSCRIBE '{tokmgr:fleet}:changed' >"$work/changes.out" 2>/dev/null
+    timeout "$1" redis-cli "${rcli_args[@]}" SUBSCRIBE '{tokmgr:fleet}:changed' >"$work/changes.out" 2>/dev/null
     # The subscribe reply itself is "subscribe", channel, 1: drop that 1.
     echo $(( $(grep -c '^[0-9][0-9]*$' "$work/changes.out") - 1 ))
 }

@@ -1,12 +1,13 @@
-// detail::redis::connection, the Asio Redis connection, against the fixtures'
-// redis-servers: plaintext on TCP and a Unix socket (TOKMGR_TEST_REDIS_DIR),
-// TLS only with the clients' certificates optional (TOKMGR_TEST_REDIS_TLS_DIR)
+// detail::redis::connection, the Asio Redis connection, and redis_storage
+// over TLS, against the fixtures' redis-servers: plaintext on TCP and a Unix
+// socket (TOKMGR_TEST_REDIS_DIR), TLS only with the clients' certificates optional (TOKMGR_TEST_REDIS_TLS_DIR)
 // and required (TOKMGR_TEST_REDIS_TLS_CLIENTS_DIR), each directory holding
 // the server's port and, for TLS, the fixture's pki/. Plus sockets of the
 // test's own: one that listens and never answers, one that refuses.
 #include <doctest/doctest.h>
 
 #include <tokmgr/storage/detail/redis_connection.hpp>
+#include <tokmgr/storage/redis.hpp>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -510,4 +512,90 @@ TEST_CASE("async_command: close() while a command waits ends it with one call of
     CHECK_FALSE(first.failed);
     CHECK(second.calls == 1);
     CHECK_MESSAGE(!second.failed, second.failed.detail);
+}
+
+// ---- redis_storage over TLS: what the store does with the connection's refusals ----
+
+TEST_CASE("redis_storage over TLS: a certificate that does not verify writes nothing; the right CA round-trips") {
+    const std::string key = fresh_key();
+    const auto document_exists = [&] {
+        connection check(tls_options());
+        return must(check, {"EXISTS", "{" + key + "}"}).integer == 1;
+    };
+    tokmgr::token_set set;
+    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjoxfQ.c2ln");
+    set.refresh_token = tokmgr::secret("rt-SECRET-1");
+    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
+    set.jwt_lifetime = 1800s;
+    set.refresh_lifetime = 600000s;
+    set.generation = 1;
+
+    struct refusal {
+        const char* what;
+        std::function<void(redis_options&)> change;
+        const char* says;
+    };
+    const std::vector<refusal> refusals = {
+        {"the system's CAs", [](redis_options& o) { o.tls_ca_file.clear(); }, "did not verify"},
+        {"another host name", [](redis_options& o) { o.tls_server_name = "redis.example.com"; }, "did not verify"},
+        {"a plaintext client on the TLS port", [](redis_options& o) { o.tls = false; }, "Redis at redis://"},
+    };
+    for (const auto& r : refusals) {
+        CAPTURE(r.what);
+        redis_options o = tls_options();
+        o.key = key;
+        o.connect_timeout = 2s;
+        o.command_timeout = 2s;
+        r.change(o);
+        tokmgr::redis_storage store(o);
+        std::error_code ec;
+        CHECK_FALSE(store.store_if(set, 0, ec));
+        CHECK(ec);
+        CHECK(store.last_error().detail.find(r.says) != std::string::npos);
+        CHECK(store.last_error().detail.find("rt-SECRET") == std::string::npos);
+        auto lease = store.lock(100ms, ec);
+        CHECK_FALSE(lease);
+        CHECK(ec);
+        CHECK_FALSE(document_exists());
+    }
+
+    redis_options o = tls_options();
+    o.key = key;
+    tokmgr::redis_storage store(o);
+    std::error_code ec;
+    auto lease = store.lock(1s, ec);
+    REQUIRE_MESSAGE(lease, store.last_error().message());
+    CHECK_FALSE(store.load(ec));
+    CHECK(store.store_if_and_release(set, 0, lease, ec));
+    CHECK_FALSE(lease);
+    auto loaded = store.load(ec);
+    REQUIRE(loaded);
+    CHECK(loaded->refresh_token.reveal() == "rt-SECRET-1");
+    CHECK(document_exists());
+}
+
+TEST_CASE("redis_storage over TLS with a client certificate, where the server requires one; a waiting lock() wakes on the channel") {
+    redis_options o = tls_options(tls_clients_dir);
+    o.key = fresh_key();
+    o.tls_cert_file = tls_clients_dir + "/pki/client.pem";
+    o.tls_key_file = tls_clients_dir + "/pki/client.key";
+    tokmgr::redis_storage holder(o), waiter(o);
+    std::error_code ec;
+    auto held = holder.lock(1s, ec);
+    REQUIRE_MESSAGE(held, holder.last_error().message());
+    long long subscribed = -1;
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(300ms);
+        connection check(o);
+        subscribed = must(check, {"PUBSUB", "NUMSUB", waiter.channel()}).elements.at(1).integer;
+        held.release();
+    });
+    const auto started = std::chrono::steady_clock::now();
+    auto second = waiter.lock(5s, ec);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    releaser.join();
+    CHECK_MESSAGE(second, waiter.last_error().message());
+    CHECK(subscribed == 1);  // the waiter listened on the channel, over TLS
+    CHECK(waited >= 250ms);
+    CHECK(waited < 2s);
 }

@@ -4,12 +4,13 @@
 #
 #   redis_fixture.sh start DIR [PORT]  start it (persistence off); write DIR/port
 #   redis_fixture.sh stop  DIR         stop it (SHUTDOWN NOSAVE, then the pid)
-#   redis_fixture.sh start-tls DIR optional|yes
+#   redis_fixture.sh start-tls DIR optional|yes [PORT]
 #                                      the same listening on TLS only (DIR/port is
 #                                      its tls-port), with a CA, a server
 #                                      certificate for localhost and 127.0.0.1 and
-#                                      a client certificate it makes in DIR/pki;
-#                                      the argument is tls-auth-clients
+#                                      a client certificate it makes in DIR/pki
+#                                      (kept when PORT restarts it); the argument
+#                                      is tls-auth-clients
 #   redis_fixture.sh start-cluster DIR  three masters of one Redis Cluster (DIR/node1..3,
 #                                      each with its port file; DIR/ports lists all
 #                                      three), every slot assigned and cluster_state:ok
@@ -19,6 +20,8 @@
 #                                      finish (MIGRATE what is left, then the slot's new
 #                                      owner told to every node), or both; prints the
 #                                      source's and the target's ports
+# With DIR/users.acl present (ACL file syntax), the server loads its users
+# from it, so that they outlive a restart as a managed Redis's do.
 #
 # It never uses a system Redis service: its own process, --daemonize no,
 # config on the command line, files only in DIR (pid, log, socket). PORT
@@ -73,7 +76,9 @@ start_redis() {
     local tries=0
     while :; do
         [ -n "$port" ] || port=$(free_port $((${after:-$((30000 + ($$ % 3000) * 7 - 1))} + 1)))
-        "$server" "${listen_args[@]}" "$port_flag" "$port" --bind 127.0.0.1 --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+        local acl_args=()
+        [ -f "$dir/users.acl" ] && acl_args=(--aclfile "$dir/users.acl")
+        "$server" "${listen_args[@]}" "${acl_args[@]}" "$port_flag" "$port" --bind 127.0.0.1 --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
             --save '' --appendonly no --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
             </dev/null >/dev/null 2>&1 &
         local pid=$!
@@ -236,11 +241,12 @@ start-cluster) start_cluster ;;
 migrate-slot) migrate_slot "${3:-}" "${4:-}" ;;
 start-tls)
     mkdir -p "$dir"
-    make_pki
+    # A restart keeps the CA its clients already trust.
+    [ -n "${4:-}" ] && [ -f "$dir/pki/ca.pem" ] || make_pki
     port_flag=--tls-port
     listen_args=(--port 0 --tls-cert-file "$dir/pki/server.pem" --tls-key-file "$dir/pki/server.key"
         --tls-ca-cert-file "$dir/pki/ca.pem" --tls-auth-clients "${3:?start-tls needs optional or yes}")
-    start_redis ;;
+    start_redis "${4:-}" ;;
 stop)
     stop_redis
     stop_cluster ;;

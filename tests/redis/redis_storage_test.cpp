@@ -70,33 +70,42 @@ redis_options options_for(const std::string& key) {
     return o;
 }
 
-/// A plain hiredis connection for arranging and inspecting the server.
+/// A plain connection for arranging and inspecting the server.
 class raw_redis {
 public:
-    raw_redis() : c_(redisConnect("127.0.0.1", redis_port())) { REQUIRE((c_ && !c_->err)); }
+    explicit raw_redis(int port = redis_port()) : c_(options(port)) {}
+    /// The reply as text; "(nil)" for a null, an array flattened one level
+    /// (what PUBSUB NUMSUB and the like answer).
     std::string run(std::vector<std::string> args) {
         std::vector<std::string_view> views(args.begin(), args.end());
-        tokmgr::detail::redis::reply_ptr r = tokmgr::detail::redis::link::run(c_.get(), views);
-        REQUIRE(r);
-        switch (r->type) {
-        case REDIS_REPLY_NIL: return "(nil)";
-        case REDIS_REPLY_INTEGER: return std::to_string(r->integer);
-        case REDIS_REPLY_ARRAY: {
-            // Flattened, one level: what PUBSUB NUMSUB and the like answer.
-            std::string out;
-            for (std::size_t i = 0; i < r->elements; ++i) {
-                const redisReply* e = r->element[i];
-                out += (i ? " " : "") + (e->type == REDIS_REPLY_INTEGER ? std::to_string(e->integer)
-                                                                        : std::string(e->str ? e->str : "", e->len));
-            }
-            return out;
-        }
-        default: return std::string(r->str, r->len);
-        }
+        tokmgr::detail::resp::reply r;
+        tokmgr::error_info failed;
+        REQUIRE_MESSAGE(c_.command(views, r, failed), failed.detail);
+        return text_of(r);
     }
 
 private:
-    tokmgr::detail::redis::context_ptr c_;
+    static redis_options options(int port) {
+        redis_options o;
+        o.port = port;
+        return o;
+    }
+    static std::string text_of(const tokmgr::detail::resp::reply& r) {
+        using tokmgr::detail::resp::reply_type;
+        switch (r.type) {
+        case reply_type::null: return "(nil)";
+        case reply_type::integer: return std::to_string(r.integer);
+        case reply_type::array:
+        case reply_type::push: {
+            std::string out;
+            for (std::size_t i = 0; i < r.elements.size(); ++i) out += (i ? " " : "") + text_of(r.elements[i]);
+            return out;
+        }
+        default: return r.text;
+        }
+    }
+
+    tokmgr::detail::redis::connection c_;
 };
 
 using test::set_of;
@@ -324,22 +333,20 @@ TEST_CASE("the lease between processes: never two holders at once") {
             // In the child: its own connections; exit status 1 on an overlap.
             int status = 0;
             redis_storage store(options_for(key));
-            redisContext* c = redisConnect("127.0.0.1", options_for(key).port);
-            for (int i = 0; i < 15 && c && !c->err; ++i) {
+            tokmgr::detail::redis::connection c(options_for(key));
+            tokmgr::detail::resp::reply r;
+            tokmgr::error_info failed;
+            for (int i = 0; i < 15; ++i) {
                 std::error_code ec;
                 auto lease = store.lock(20s, ec);
                 if (!lease) {
                     status = 2;
                     break;
                 }
-                auto* r = static_cast<redisReply*>(redisCommand(c, "INCR %s", counter.c_str()));
-                if (!r || r->integer != 1) status = 1;
-                if (r) freeReplyObject(r);
+                if (!c.command({"INCR", counter}, r, failed) || r.integer != 1) status = 1;
                 ::usleep(1000);
-                r = static_cast<redisReply*>(redisCommand(c, "DECR %s", counter.c_str()));
-                if (r) freeReplyObject(r);
+                if (!c.command({"DECR", counter}, r, failed)) status = 1;
             }
-            if (c) redisFree(c);
             ::_exit(status);
         }
         children.push_back(pid);
@@ -591,7 +598,7 @@ TEST_CASE("a server that answers garbage, asks for a password, or does not answe
         const auto started = std::chrono::steady_clock::now();
         CHECK_FALSE(store.load(ec));
         CHECK(ec == errc::storage_failed);
-        CHECK(store.last_error().detail.find("did not answer within 200 ms") != std::string::npos);
+        CHECK(store.last_error().detail.find("did not answer within command_timeout (200 ms)") != std::string::npos);
         CHECK(std::chrono::steady_clock::now() - started < 2s);
     }
 }
@@ -682,13 +689,8 @@ TEST_CASE("WAIT with a replica: the spent mark is acknowledged, and the replica 
     CHECK(store.store_if(set_of(1), 0, ec));
     CHECK(store.store_if(set_of(2, true), 1, ec));
     CHECK_FALSE(ec);
-    redisContext* r = redisConnect("127.0.0.1", replica_port);
-    REQUIRE((r && !r->err));
-    auto* reply = static_cast<redisReply*>(redisCommand(r, "GET %s", doc(key).c_str()));
-    REQUIRE(reply);
-    CHECK(std::string(reply->str ? reply->str : "", reply->len).find("\"refresh_token_spent\":true") != std::string::npos);
-    freeReplyObject(reply);
-    redisFree(r);
+    raw_redis replica_client(replica_port);
+    CHECK(replica_client.run({"GET", doc(key)}).find("\"refresh_token_spent\":true") != std::string::npos);
     raw.run({"DEL", doc(key)});
 }
 
@@ -760,17 +762,19 @@ TEST_CASE("rediss URLs ask for TLS, with the same forms and defaults as redis://
     }
 }
 
-TEST_CASE("redis_storage over hiredis refuses TLS options rather than connecting in plaintext") {
+TEST_CASE("redis_storage with TLS on a plaintext port fails; it never falls back to plaintext") {
     redis_options o;
-    o.port = redis_port();  // a plaintext server: connecting would work, and must not happen
+    o.port = redis_port();  // a plaintext server: connecting in plaintext would work, and must not happen
     o.key = fresh_key();
     o.tls = true;
+    o.connect_timeout = 2s;
     redis_storage store(o);
     std::error_code ec;
     CHECK_FALSE(store.load(ec));
     CHECK(ec == errc::storage_unreachable);
-    CHECK(store.last_error().detail.find("redis_storage over hiredis has no TLS") != std::string::npos);
+    CHECK(store.last_error().detail.find("TLS") != std::string::npos);
     CHECK(store.last_error().detail.find("rediss://127.0.0.1:") != std::string::npos);
+    CHECK(raw_redis().run({"EXISTS", doc(o.key)}) == "0");
 }
 
 // ---- the manager on redis_storage: the core's coordinating-store scenarios ----
@@ -898,8 +902,8 @@ TEST_CASE("trust rule: a key deleted or evicted after another process refreshed 
 namespace {
 
 /// A TCP proxy in front of the fixture's Redis. It counts the commands
-/// clients send through it — one command is one round trip: hiredis's
-/// synchronous API sends the next only after the answer — and, for fault
+/// clients send through it — one command is one round trip: the store
+/// sends the next only after the answer — and, for fault
 /// injection, cuts a connection at chosen commands: before the command goes
 /// out (nothing was executed), or after Redis answered it (it was executed,
 /// its answer is lost).
@@ -1072,16 +1076,16 @@ TEST_CASE("the document, the lease and the channel share one hash slot, whatever
             std::remove(config.c_str());
         }
     } stop{node, config};
-    tokmgr::detail::redis::context_ptr c;
-    for (int i = 0; i < 100 && !(c && !c->err); ++i) {
-        std::this_thread::sleep_for(50ms);
-        c.reset(redisConnect("127.0.0.1", port));
-    }
-    REQUIRE((c && !c->err));
+    redis_options node_options;
+    node_options.port = port;
+    tokmgr::detail::redis::connection c(node_options);
+    tokmgr::error_info failed;
+    for (int i = 0; i < 100 && !c.connect(failed); ++i) std::this_thread::sleep_for(50ms);
+    REQUIRE_MESSAGE(c.is_open(), failed.detail);
     auto ask = [&](std::vector<std::string_view> args) {
-        tokmgr::detail::redis::reply_ptr r = tokmgr::detail::redis::link::run(c.get(), args);
-        REQUIRE(r);
-        return r->type == REDIS_REPLY_INTEGER ? std::to_string(r->integer) : std::string(r->str, r->len);
+        tokmgr::detail::resp::reply r;
+        REQUIRE_MESSAGE(c.command(args, r, failed), failed.detail);
+        return r.type == tokmgr::detail::resp::reply_type::integer ? std::to_string(r.integer) : r.text;
     };
     ask({"CLUSTER", "ADDSLOTSRANGE", "0", "16383"});
     bool ready = false;
@@ -1227,7 +1231,7 @@ TEST_CASE("an ACL user with exactly the names and commands docs/fleet.md lists: 
     const std::string user = "tokmgr-fleet-" + std::to_string(::getpid());
     raw.run({"ACL", "SETUSER", user, "on", ">fleet-password-1234", "resetkeys", "~" + doc(key) + "*", "resetchannels",
              "&" + channel_of(key), "-@all", "+get", "+set", "+eval", "+subscribe", "+auth", "+select", "+type",
-             "+del", "+publish", "+pttl", "+wait"});
+             "+del", "+publish", "+pttl", "+wait", "+asking"});
     auto o = options_for(key);
     o.user = user;
     o.password = tokmgr::secret("fleet-password-1234");

@@ -1,5 +1,5 @@
 // The RESP reader and command encoder (storage/detail/resp.hpp): no Redis,
-// no hiredis, no Asio, so these run in every build.
+// no Redis, no Asio, so these run in every build.
 #include <tokmgr/storage/detail/resp.hpp>
 
 #include <doctest/doctest.h>

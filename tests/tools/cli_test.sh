@@ -174,13 +174,22 @@ run "token: --store that works" 0 env TONIC_TEXTUAL_PASSWORD=wonderland \
 [[ -s $work/state/t.json ]] && pass "--store wrote the token file" || fail "--store wrote no token file"
 run "token: --store again, no password: the stored JWT" 0 \
     "$TOKMGR" token --url "$plain_url" --user alice --store "$work/state/t.json"
-# rediss:// is a Redis store, not a file path, and one this build refuses
-# before anything is sent: its Redis store has no TLS yet.
-run "token: --store rediss:// refused" 2 env TONIC_TEXTUAL_PASSWORD=wonderland \
+# rediss:// is a Redis store, not a file path: one that cannot be reached
+# fails the command (nothing listens on port 1), saying so without the password.
+run "token: --store rediss:// unreachable" 1 env TONIC_TEXTUAL_PASSWORD=wonderland \
     "$TOKMGR" token --url "$plain_url" --user alice --store "rediss://user:hunter22@127.0.0.1:1/k"
 stderr_is_one_line_without "--store rediss://" hunter22
-grep -qE "no TLS|without hiredis" "$work/err" || fail "the rediss:// refusal does not say why: $(cat "$work/err")"
+grep -qE "rediss://([^ ]*@)?127.0.0.1:1/" "$work/err" || fail "the unreachable rediss:// store is not named: $(cat "$work/err")"
+[[ -s $work/out ]] && fail "token printed a JWT although the TLS store could not be reached"
 [[ -e rediss: ]] && fail "--store rediss:// was taken for a file path"
+# The certificate options belong to a TLS store, and the client's go in pairs.
+run "token: --store-ca-file with redis://" 2 "$TOKMGR" token --url "$plain_url" --user alice \
+    --store redis://127.0.0.1:1/k --store-ca-file /etc/ssl/certs/ca-certificates.crt
+run "token: --store-ca-file with a file store" 2 "$TOKMGR" token --url "$plain_url" --user alice \
+    --store "$work/state/t.json" --store-ca-file /etc/ssl/certs/ca-certificates.crt
+run "token: --store-cert-file without its key" 2 "$TOKMGR" token --url "$plain_url" --user alice \
+    --store rediss://127.0.0.1:1/k --store-cert-file "$work/none.pem"
+grep -q "go together" "$work/err" || fail "the lone --store-cert-file is not explained: $(cat "$work/err")"
 
 # A port nobody listens on: take one from a server that then stops.
 start_server gone --user x:y

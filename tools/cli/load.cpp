@@ -159,7 +159,7 @@ int report_load(Manager& manager, const tokmgr::asio_transport_options& options,
 int run_load(int argc, char** argv) {
     option_spec spec;
     spec.valued = {"url", "user", "threads", "duration", "path", "ca-file", "store", "lease-wait", "lease-ttl",
-                   "proxy"};
+                   "store-ca-file", "store-cert-file", "store-key-file", "proxy"};
     const auto args = parse_options(argc, argv, 2, spec, "load");
     const auto threads = args.get("threads"), duration = args.get("duration"), path = args.get("path");
     if (!threads || !duration || !path) throw usage_error{"load needs --threads N, --duration SECONDS and --path PATH"};

@@ -32,9 +32,14 @@ tokmgr::redis_options redis_store_options(const parsed_options& args, const std:
     tokmgr::error_info failed;
     auto options = tokmgr::redis_options::from_url(url, failed);
     if (failed) throw usage_error{"--store: " + failed.detail};
-    if (options.tls)  // refused here, before any login, rather than by every store call
-        throw usage_error{"--store: rediss:// (TLS) is not available yet: the Redis store runs on hiredis, which has "
-                          "no TLS; reach the server through a local TLS tunnel with a redis:// URL (docs/fleet.md)"};
+    const auto ca = args.get("store-ca-file"), cert = args.get("store-cert-file"), key = args.get("store-key-file");
+    if (!options.tls && (ca || cert || key))  // never a certificate given for a plaintext connection
+        throw usage_error{"--store-ca-file, --store-cert-file and --store-key-file are for TLS: use a rediss:// URL"};
+    if (bool(cert) != bool(key))
+        throw usage_error{"--store-cert-file and --store-key-file go together (a client certificate and its key)"};
+    if (ca) options.tls_ca_file = *ca;
+    if (cert) options.tls_cert_file = *cert;
+    if (key) options.tls_key_file = *key;
     if (options.password.empty()) {
         if (const char* env = std::getenv("TOKMGR_REDIS_PASSWORD"); env && *env) options.password = tokmgr::secret(env);
     }
@@ -56,12 +61,14 @@ tokmgr::postgres_options postgres_store_options(const parsed_options& args, cons
 
 std::string file_store_path(const parsed_options& args, const std::string& spec) {
     if (names_redis(spec))
-        throw usage_error{"--store names a Redis server, but this tokmgr was built without hiredis; "
-                          "install libhiredis-dev and rebuild, or use a file path"};
+        throw usage_error{"--store names a Redis server, but this tokmgr was built without its Redis store; "
+                          "rebuild it with tokmgr::redis, or use a file path"};
     if (names_postgres(spec))
         throw usage_error{"--store names a PostgreSQL database, but this tokmgr was built without libpq; "
                           "install libpq-dev and rebuild, or use a file path"};
     if (args.get("lease-ttl")) throw usage_error{"--lease-ttl applies to a redis:// or postgresql:// store only"};
+    if (args.get("store-ca-file") || args.get("store-cert-file") || args.get("store-key-file"))
+        throw usage_error{"--store-ca-file, --store-cert-file and --store-key-file apply to a rediss:// store only"};
     return spec;
 }
 

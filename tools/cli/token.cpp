@@ -77,7 +77,8 @@ int run_token_with_store(const parsed_options& args, const Storage& store) {
 
 int run_token(int argc, char** argv) {
     option_spec spec;
-    spec.valued = {"url", "user", "ca-file", "store", "lease-wait", "lease-ttl", "proxy"};
+    spec.valued = {"url",       "user",          "ca-file",         "store",         "lease-wait",
+                   "lease-ttl", "store-ca-file", "store-cert-file", "store-key-file", "proxy"};
     spec.flags = {"insecure"};
     const auto args = parse_options(argc, argv, 2, spec, "token");
     if (auto store = args.get("store")) {

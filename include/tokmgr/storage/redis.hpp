@@ -1,5 +1,4 @@
-// tokmgr/storage/redis.hpp — a coordinating Storage policy on Redis (hiredis
-// 0.14), so that every process on every host that shares a Textual account
+// tokmgr/storage/redis.hpp — a coordinating Storage policy on Redis, so that every process on every host that shares a Textual account
 // makes one refresh per expiry between them (docs/fleet.md has the whole
 // contract, the guarantees and the failure modes).
 //
@@ -57,20 +56,18 @@
 //   because pub/sub loses messages while a connection is down.
 // - Optionally `WAIT <replicas> <timeout>` after the spent mark: the refresh
 //   is sent only once that many replicas hold the mark.
-// - hiredis 0.14 has no TLS and is no Cluster client (it follows no MOVED).
-//   Connect over a Unix socket (unix_socket) to a local Redis, or through a
-//   local TLS tunnel (stunnel, spiped, ssh -L) to a remote one;
-//   docs/fleet.md shows both. Options with `tls` set are refused
-//   (storage_unreachable), never served in plaintext: TLS is the Asio
-//   connection's (detail/redis_connection.hpp), not yet wired in here.
+// - The connection is Asio's (detail/redis_connection.hpp): TCP, a Unix
+//   socket, or TLS that verifies the server's certificate and host name
+//   (rediss://, redis_options::tls*), never a plaintext fallback; deadlines
+//   on connecting, the handshake and every command (connect_timeout,
+//   command_timeout). Replies are read by the sans-I/O RESP reader
+//   (detail/resp.hpp), fuzzed in the tree; hiredis is not used (why:
+//   docs/fleet.md, "The connection").
 //
 // One object serves one thread at a time (the manager serialises its storage
 // calls) over its own connection, opened on first use and reopened after a
 // failure. Any number of objects may share one key, in one process or many.
 #pragma once
-
-#include <hiredis.h>
-#include <poll.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -93,6 +90,9 @@
 #include "../secret.hpp"
 #include "../token_set.hpp"
 #include "detail/redis_auth.hpp"
+#include "detail/redis_cluster.hpp"
+#include "detail/redis_connection.hpp"
+#include "detail/resp.hpp"
 #include "detail/shared_store.hpp"
 #include "detail/storage_errors.hpp"
 #include "document.hpp"
@@ -101,29 +101,6 @@
 namespace tokmgr {
 
 namespace detail::redis {
-
-struct reply_deleter {
-    void operator()(redisReply* r) const noexcept {
-        if (r) freeReplyObject(r);
-    }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-
-struct context_deleter {
-    void operator()(redisContext* c) const noexcept {
-        if (c) redisFree(c);
-    }
-};
-using context_ptr = std::unique_ptr<redisContext, context_deleter>;
-
-
-inline timeval to_timeval(std::chrono::milliseconds ms) {
-    const auto count = std::max<std::int64_t>(ms.count(), 1);
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(count / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((count % 1000) * 1000);
-    return tv;
-}
 
 /// Server text made safe for a message (storage/detail/shared_store.hpp).
 inline std::string safe_text(std::string_view text, std::string_view password) {
@@ -203,6 +180,15 @@ end
 return 0
 )lua";
 
+/// A reply that may hold the tokens, wiped when it goes.
+struct wiped_reply {
+    resp::reply reply;
+    wiped_reply() = default;
+    wiped_reply(const wiped_reply&) = delete;
+    wiped_reply& operator=(const wiped_reply&) = delete;
+    ~wiped_reply() { resp::secure_clear(reply); }
+};
+
 /// What the lease script read, kept for the load that comes next.
 struct prefetched {
     std::string type;  ///< the document's TYPE: "none", "string", another
@@ -219,105 +205,60 @@ struct fence {
 /// leases (a lease is released over it), hence the mutex.
 class link {
 public:
-    explicit link(redis_options options) : options_(std::move(options)) {}
+    explicit link(redis_options options)
+        : options_(std::move(options)), route_(options_.document_name(), {options_.host, options_.port}) {}
 
     const redis_options& options() const noexcept { return options_; }
     std::mutex& mutex() noexcept { return mutex_; }
 
-    /// Runs one command; a reply, or null with `failed` set (storage_failed
-    /// and a sentence naming the server and what to do). A command on a kept
-    /// connection that fails on I/O is sent once more on a new one: the server
-    /// may have restarted since the connection was last used. Every command tokmgr
-    /// sends may be repeated safely (the scripts recognise their own write).
-    reply_ptr command(const std::vector<std::string_view>& args, error_info& failed) {
+    /// Runs one command; true with its reply in `out` (an error reply is a
+    /// reply), or false with `failed` set (a sentence naming the server and
+    /// what to do). On Redis Cluster it follows the slot: MOVED sends this
+    /// and later commands to the owner it names, ASK this one to the
+    /// migration's target, TRYAGAIN (a script whose keys a migration has
+    /// split) is sent again after a pause, within command_timeout.
+    bool command(const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
         forget();  // what an earlier command left is for the call right after it only
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            const bool fresh = !context_;
-            if (fresh && !connect(context_, failed)) {
-                // Unreachable only if nothing went out: a first attempt on a
-                // kept connection may have been carried out.
-                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
-                return nullptr;
+        route_.begin_command();
+        auto pause = std::chrono::milliseconds(1);
+        const auto give_up = std::chrono::steady_clock::now() + options_.command_timeout;
+        for (;;) {
+            const auto attempt = route_.next();
+            const bool sent = attempt.asking ? send_asking(attempt.node, args, out, failed)
+                                             : send(node_connection(attempt.node), args, out, failed);
+            if (!sent) {
+                // The owner learned from a MOVED may be gone (a failover):
+                // the next command starts again from the node given, which
+                // redirects it to whoever owns the slot then.
+                if (!attempt.asking) reset_route();
+                return false;
             }
-            reply_ptr reply = run(context_.get(), args);
-            retried_ = attempt > 0;
-            if (reply) {
-                failed = {};  // a first attempt may have failed
-                return reply;
+            switch (route_.on_reply(out, failed)) {
+            case cluster::route::verdict::done: return true;
+            case cluster::route::verdict::retry: continue;
+            case cluster::route::verdict::failed: return false;
+            case cluster::route::verdict::retry_later:
+                if (std::chrono::steady_clock::now() + pause > give_up) {
+                    failed = storage_failure("Redis Cluster at " + options_.where() + " answered TRYAGAIN for " +
+                                             std::to_string(options_.command_timeout.count()) +
+                                             " ms: the migration of slot " + std::to_string(route_.slot()) +
+                                             " has left the store's keys on two nodes; the next call tries again");
+                    return false;
+                }
+                std::this_thread::sleep_for(pause);
+                pause = std::min(pause * 2, std::chrono::milliseconds(50));
+                continue;
             }
-            failed = storage_failure(io_error(context_.get()));
-            context_.reset();  // hiredis: a context that failed once is unusable
-            if (fresh) return nullptr;
         }
-        return nullptr;
     }
-
-    /// Opens, authenticates and selects the database; `failed` on failure.
-    bool connect(context_ptr& out, error_info& failed) {
-        if (options_.tls) {  // never a plaintext connection in its place
-            failed = unreachable("redis_storage over hiredis has no TLS; " + options_.where() +
-                                 " asks for it (rediss:// or redis_options::tls). Until the store runs on the Asio "
-                                 "connection, reach a TLS Redis through a local tunnel (stunnel) with a redis:// "
-                                 "URL, or use a Unix socket (docs/fleet.md)");
-            return false;
-        }
-        const timeval connect_tv = to_timeval(options_.connect_timeout);
-        context_ptr c(options_.unix_socket.empty()
-                          ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
-                          : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv));
-        if (!c) {
-            failed = unreachable("cannot allocate a Redis connection to " + options_.where());
-            return false;
-        }
-        if (c->err) {
-            failed = unreachable("cannot connect to Redis at " + options_.where() + ": " +
-                                     safe_text(c->errstr, {}) +
-                                     "; check that redis-server runs there and that the address is right");
-            return false;
-        }
-        redisSetTimeout(c.get(), to_timeval(options_.command_timeout));
-        if (options_.unix_socket.empty()) redisEnableKeepAlive(c.get());
-        // The handshake's commands, through hiredis: an I/O failure is the
-        // connection's, an error reply is the server's refusal.
-        const auto send = [&](const std::vector<std::string_view>& args, std::optional<std::string>& refusal,
-                              error_info& io_failed) {
-            reply_ptr r = run(c.get(), args);
-            if (!r) return io_failed = unreachable(io_error(c.get())), false;
-            if (r->type == REDIS_REPLY_ERROR) refusal.emplace(r->str, r->len);
-            return true;
-        };
-        if (!open_session(options_, send, failed)) return false;
-        out = std::move(c);
-        failed = {};
-        return true;
-    }
-
-    /// Why `c` failed, as a sentence.
-    std::string io_error(const redisContext* c) const {
-        const std::string said = c ? safe_text(c->errstr, options_.password.reveal()) : std::string("no connection");
-        if (c && c->err == REDIS_ERR_PROTOCOL)
-            return "Redis at " + options_.where() + " answered something that is not the Redis protocol (" + said +
-                   "); check that this address is a Redis server, not another service";
-        if (c && c->err == REDIS_ERR_IO &&
-            (said.find("temporarily unavailable") != std::string::npos || said.find("timed out") != std::string::npos))
-            return "Redis at " + options_.where() + " did not answer within " +
-                   std::to_string(options_.command_timeout.count()) +
-                   " ms; check the server's load and the network, or raise command_timeout";
-        if (c && c->err == REDIS_ERR_EOF)
-            return "Redis at " + options_.where() +
-                   " closed the connection; it may have restarted, or it refused this client (maxclients)";
-        return "the connection to Redis at " + options_.where() + " failed: " + said +
-               "; check that redis-server runs there";
-    }
-
-    void drop() noexcept { context_.reset(); }
 
     /// The lease's release, under the mutex: the compare-and-delete script.
     void release_lease(const std::string& token) {
         forget_lease(token);
         const std::string lease_name = options_.lease_name(), channel = options_.channel_name();
         error_info ignored;
-        command({"EVAL", release_script, "1", lease_name, token, channel}, ignored);
+        resp::reply answer;
+        command({"EVAL", release_script, "1", lease_name, token, channel}, answer, ignored);
     }
 
     // ---- what one call leaves for the next, under the mutex ---------------
@@ -349,23 +290,6 @@ public:
         fence_.reset();
     }
 
-    /// Whether the last command's answer came from a second sending (the
-    /// first may have been carried out too, its answer lost).
-    bool retried() const noexcept { return retried_; }
-
-    static reply_ptr run(redisContext* c, const std::vector<std::string_view>& args) {
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lengths;
-        argv.reserve(args.size());
-        lengths.reserve(args.size());
-        for (auto a : args) {
-            argv.push_back(a.data());
-            lengths.push_back(a.size());
-        }
-        return reply_ptr(static_cast<redisReply*>(
-            redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lengths.data())));
-    }
-
     // ---- the subscriber connection, for a waiting lock() ------------------
 
     /// Waits up to `timeout` for a message on the channel; true when one
@@ -383,15 +307,17 @@ public:
                 return false;
             }
         }
-        if (drain()) return true;
-        pollfd p{subscriber_->fd, POLLIN, 0};
-        const int ready = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(timeout.count(), 0)));
-        if (ready <= 0) return false;
-        if (redisBufferRead(subscriber_.get()) != REDIS_OK) {
-            subscriber_.reset();
+        resp::reply message;
+        error_info failed;
+        if (!subscriber_->next_message(timeout, message, failed)) {
+            if (failed) subscriber_.reset();
             return false;
         }
-        return drain();
+        // Messages already here say the same: one retry answers them all.
+        while (subscriber_->next_message(std::chrono::milliseconds(0), message, failed)) {
+        }
+        if (failed) subscriber_.reset();
+        return true;
     }
 
     /// Ends a wait: closes the subscriber connection rather than keeping it
@@ -402,37 +328,82 @@ public:
     void stop_waiting() noexcept { subscriber_.reset(); }
 
 private:
-    bool subscribe(const std::string& channel) {
-        error_info ignored;
-        context_ptr c;
-        if (!connect(c, ignored)) return false;
-        reply_ptr r = run(c.get(), {"SUBSCRIBE", channel});
-        if (!r || r->type != REDIS_REPLY_ARRAY) return false;
-        subscriber_ = std::move(c);
-        return true;
+    /// Sends one command on `c`. A command on a kept connection that fails
+    /// on I/O is sent once more on a new one: the server may have restarted
+    /// since the connection was last used. Every command tokmgr sends may be
+    /// repeated safely (the scripts recognise their own write).
+    static bool send(connection& c, const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const bool fresh = !c.is_open();
+            if (fresh && !c.connect(failed)) {
+                // Unreachable only if nothing went out: a first attempt on a
+                // kept connection may have been carried out.
+                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
+                return false;
+            }
+            if (c.command(args, out, failed)) return true;  // it clears a first attempt's failure
+            if (fresh) return false;  // a new connection that failed: asking again would fail alike
+        }
+        return false;
     }
 
-    /// Reads every complete message already buffered; true if there was one.
-    bool drain() {
-        bool any = false;
-        for (;;) {
-            void* raw = nullptr;
-            if (redisGetReplyFromReader(subscriber_.get(), &raw) != REDIS_OK) {
-                subscriber_.reset();
-                return any;
-            }
-            if (!raw) return any;
-            freeReplyObject(raw);
-            any = true;
+    /// ASKING, then the command, on a connection to the migration's target
+    /// (kept for the next ASK: a migration sends several).
+    bool send_asking(const cluster::node_address& node, const std::vector<std::string_view>& args,
+                     resp::reply& out, error_info& failed) {
+        if (!asking_ || asking_node_ != node) {
+            asking_ = std::make_unique<connection>(options_for(node));
+            asking_node_ = node;
         }
+        if (!send(*asking_, {"ASKING"}, out, failed)) return false;
+        if (out.type == resp::reply_type::error) return true;  // the target's refusal is the command's answer
+        return asking_->command(args, out, failed);  // not sent again: ASKING holds for one command
+    }
+
+    /// The connection to `node`, opened anew when the route moved.
+    connection& node_connection(const cluster::node_address& node) {
+        if (!connection_ || connected_node_ != node) {
+            connection_ = std::make_unique<connection>(options_for(node));
+            connected_node_ = node;
+            asking_.reset();  // a MOVED ended the migration the target was asked for
+        }
+        return *connection_;
+    }
+
+    /// The options for a node of the cluster: the given ones for the node
+    /// given (its Unix socket, if any), its host and port for another. Over
+    /// TLS another node's certificate is checked for the name the cluster
+    /// announces (or tls_server_name, when set: one certificate for all).
+    redis_options options_for(const cluster::node_address& node) const {
+        if (node == cluster::node_address{options_.host, options_.port}) return options_;
+        redis_options o = options_;
+        o.unix_socket.clear();
+        o.host = node.host;
+        o.port = node.port;
+        return o;
+    }
+
+    void reset_route() { route_ = cluster::route(options_.document_name(), {options_.host, options_.port}); }
+
+    bool subscribe(const std::string& channel) {
+        auto subscriber = std::make_unique<connection>(options_);
+        error_info ignored;
+        resp::reply answer;
+        if (!subscriber->command({"SUBSCRIBE", channel}, answer, ignored)) return false;
+        if (answer.type != resp::reply_type::array && answer.type != resp::reply_type::push) return false;
+        subscriber_ = std::move(subscriber);
+        return true;
     }
 
     redis_options options_;
     std::mutex mutex_;
-    context_ptr context_;
-    context_ptr subscriber_;
+    cluster::route route_;  // on a single server, always the node given
+    std::unique_ptr<connection> connection_;
+    cluster::node_address connected_node_;
+    std::unique_ptr<connection> asking_;  // to a migration's target
+    cluster::node_address asking_node_;
+    std::unique_ptr<connection> subscriber_;
     std::chrono::steady_clock::time_point no_subscription_until_{};
-    bool retried_ = false;
     std::string held_token_;
     std::optional<prefetched> prefetched_;
     std::optional<fence> fence_;
@@ -526,33 +497,13 @@ public:
             deadline,
             [&] {
                 error_info failed;
-                auto r = link_->command({"EVAL", detail::redis::lease_script, "2", document, key, token, ttl}, failed);
-                if (!r) {
+                detail::redis::wiped_reply r;
+                if (!link_->command({"EVAL", detail::redis::lease_script, "2", document, key, token, ttl}, r.reply,
+                                    failed)) {
                     fail(ec, detail::code_of(failed), "taking the lease " + key + ": " + failed.detail);
                     return lease_attempt::failed;
                 }
-                if (r->type == REDIS_REPLY_ERROR) {
-                    fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
-                                                       server_text(r.get()) + "; check the server's configuration");
-                    return lease_attempt::failed;
-                }
-                if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-                    (r->element[0]->integer == 1 && (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
-                    fail(ec, errc::storage_failed,
-                         "taking the lease " + key + " on " + options().where() + ": an unexpected answer");
-                    return lease_attempt::failed;
-                }
-                if (r->element[0]->integer == 0) return lease_attempt::held_elsewhere;
-                detail::redis::prefetched doc;
-                doc.type.assign(r->element[1]->str, r->element[1]->len);
-                if (r->elements > 2 && r->element[2]->type == REDIS_REPLY_STRING) {
-                    redisReply* text = r->element[2];
-                    doc.text = secret(std::string_view(text->str, text->len));
-                    // hiredis's buffer held the tokens: wipe it before it is freed.
-                    detail::secure_wipe(text->str, text->len);
-                }
-                read = std::move(doc);
-                return lease_attempt::taken;
+                return lease_answered(r.reply, read, ec);
             },
             [&](std::chrono::milliseconds step) { link_->wait_for_change(step, channel()); });
         if (got == lease_attempt::taken) {
@@ -583,12 +534,12 @@ public:
         link_->forget();
         if (proof && proof->token == held.token() && std::chrono::steady_clock::now() < proof->until) return true;
         error_info failed;
-        auto r = link_->command({"GET", lease_key()}, failed);
-        if (!r) {
+        detail::resp::reply r;
+        if (!link_->command({"GET", lease_key()}, r, failed)) {
             fail(ec, detail::code_of(failed), "checking the lease " + lease_key() + ": " + failed.detail);
             return false;
         }
-        return r->type == REDIS_REPLY_STRING && std::string_view(r->str, r->len) == held.token();
+        return r.type == detail::resp::reply_type::bulk_string && r.text == held.token();
     }
 
     /// Compare-and-swap on the generation, atomic in Redis (one script):
@@ -659,10 +610,37 @@ private:
         long long lease_left = -1;  ///< fence: the lease's remaining ms
     };
 
-    std::string server_text(const redisReply* r) const {
-        if (r->type != REDIS_REPLY_ERROR && r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+    std::string server_text(const detail::resp::reply& r) const {
+        using detail::resp::reply_type;
+        if (r.type != reply_type::error && r.type != reply_type::simple_string && r.type != reply_type::bulk_string)
             return "an unexpected answer";
-        return detail::redis::safe_text(std::string_view(r->str, r->len), options().password.reveal());
+        return detail::redis::safe_text(r.text, options().password.reveal());
+    }
+
+    /// What the lease script answered: taken (the document it read kept in
+    /// `read`), held elsewhere, or a failure set in `ec`.
+    detail::lease_attempt lease_answered(const detail::resp::reply& r, std::optional<detail::redis::prefetched>& read,
+                                         std::error_code& ec) {
+        using detail::lease_attempt;
+        using detail::resp::reply_type;
+        const std::string key = lease_key();
+        if (r.type == reply_type::error) {
+            fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": " +
+                                               server_text(r) + "; check the server's configuration");
+            return lease_attempt::failed;
+        }
+        const auto& e = r.elements;
+        if (r.type != reply_type::array || e.empty() || e[0].type != reply_type::integer ||
+            (e[0].integer == 1 && (e.size() < 2 || e[1].type != reply_type::bulk_string))) {
+            fail(ec, errc::storage_failed, "taking the lease " + key + " on " + options().where() + ": an unexpected answer");
+            return lease_attempt::failed;
+        }
+        if (e[0].integer == 0) return lease_attempt::held_elsewhere;
+        detail::redis::prefetched doc;
+        doc.type = e[1].text;
+        if (e.size() > 2 && e[2].type == reply_type::bulk_string) doc.text = secret(e[2].text);
+        read = std::move(doc);
+        return lease_attempt::taken;
     }
 
     std::string not_ours(std::string_view what) const {
@@ -689,16 +667,17 @@ private:
         if (replicas <= 0) return true;
         error_info failed;
         const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
-        auto r = link_->command({"WAIT", n, ms}, failed);
-        if (!r || r->type != REDIS_REPLY_INTEGER) {
+        detail::resp::reply r;
+        const bool answered = link_->command({"WAIT", n, ms}, r, failed);
+        if (!answered || r.type != detail::resp::reply_type::integer) {
             fail(ec, errc::storage_failed,
                  "waiting for replicas to acknowledge the spent mark on " + options().where() + ": " +
-                     (r ? server_text(r.get()) : failed.detail) + "; nothing was sent");
+                     (answered ? server_text(r) : failed.detail) + "; nothing was sent");
             return false;
         }
-        if (r->integer < replicas) {
+        if (r.integer < replicas) {
             fail(ec, errc::storage_failed,
-                 "the spent mark on " + options().where() + " reached " + std::to_string(r->integer) + " of " + n +
+                 "the spent mark on " + options().where() + " reached " + std::to_string(r.integer) + " of " + n +
                      " replicas within " + ms +
                      " ms, so a failover could lose it; nothing was sent (check the replicas, or lower "
                      "wait_replicas)");
@@ -710,18 +689,20 @@ private:
     /// GET and decode; under the link's mutex.
     std::optional<token_set> read_current(std::error_code& ec) {
         error_info failed;
-        auto r = link_->command({"GET", document_key()}, failed);
-        if (!r) {
+        detail::redis::wiped_reply answer;  // it holds the tokens
+        const detail::resp::reply& r = answer.reply;
+        if (!link_->command({"GET", document_key()}, answer.reply, failed)) {
             fail(ec, detail::code_of(failed), "reading the token set: " + failed.detail);
             return std::nullopt;
         }
-        if (r->type == REDIS_REPLY_NIL) return std::nullopt;
-        if (r->type == REDIS_REPLY_ERROR) {
-            const std::string said = server_text(r.get());
+        if (r.type == detail::resp::reply_type::null) return std::nullopt;
+        if (r.type == detail::resp::reply_type::error) {
+            const std::string said = server_text(r);
             if (said.rfind("WRONGTYPE", 0) == 0) {
                 std::string kind = "a value of another type";
-                if (auto t = link_->command({"TYPE", document_key()}, failed); t && t->type == REDIS_REPLY_STATUS)
-                    kind = "a " + std::string(t->str, t->len) + ", not a tokmgr token-set document";
+                detail::resp::reply t;
+                if (link_->command({"TYPE", document_key()}, t, failed) && t.type == detail::resp::reply_type::simple_string)
+                    kind = "a " + detail::redis::safe_text(t.text, {}) + ", not a tokmgr token-set document";
                 fail(ec, errc::storage_foreign, not_ours(kind));
             } else if (said.rfind("NOAUTH", 0) == 0) {
                 fail(ec, errc::storage_failed,
@@ -733,15 +714,12 @@ private:
             }
             return std::nullopt;
         }
-        if (r->type != REDIS_REPLY_STRING) {
+        if (r.type != detail::resp::reply_type::bulk_string) {
             fail(ec, errc::storage_failed,
                  "reading " + document_key() + " on " + options().where() + ": an unexpected answer to GET");
             return std::nullopt;
         }
-        auto set = decoded(std::string_view(r->str, r->len), ec);
-        // hiredis's buffer held the tokens: wipe it before it is freed.
-        detail::secure_wipe(r->str, r->len);
-        return set;
+        return decoded(r.text, ec);
     }
 
     /// What the lease script read, as read_current would have answered it.
@@ -775,33 +753,40 @@ private:
         const std::string document = document_key(), lease_name = lease_key(), changed = channel();
         const char* mode = use == lease_use::fence ? "fence" : use == lease_use::release ? "release" : "";
         error_info failed;
-        auto r = link_->command({"EVAL", detail::redis::write_script, "2", document, lease_name, expected_text,
-                                 text.reveal(), generation, changed, mode, token},
-                                failed);
-        if (!r) {
+        detail::resp::reply r;
+        if (!link_->command({"EVAL", detail::redis::write_script, "2", document, lease_name, expected_text,
+                             text.reveal(), generation, changed, mode, token},
+                            r, failed)) {
             fail(ec, detail::code_of(failed), "storing the token set: " + failed.detail);
             return {};
         }
-        if (r->type == REDIS_REPLY_ERROR) {
+        return write_answered(r, ec);
+    }
+
+    /// What the write script answered.
+    write_result write_answered(const detail::resp::reply& r, std::error_code& ec) {
+        using detail::resp::reply_type;
+        if (r.type == reply_type::error) {
+            const std::string said = server_text(r);
             fail(ec, errc::storage_failed,
-                 "storing the token set on " + options().where() + ": Redis said: " + server_text(r.get()) +
-                     (server_text(r.get()).rfind("NOAUTH", 0) == 0 ? "; set TOKMGR_REDIS_PASSWORD" : ""));
+                 "storing the token set on " + options().where() + ": Redis said: " + said +
+                     (said.rfind("NOAUTH", 0) == 0 ? "; set TOKMGR_REDIS_PASSWORD" : ""));
             return {};
         }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
+        const auto& e = r.elements;
+        if (r.type != reply_type::array || e.empty() || e[0].type != reply_type::integer) {
             fail(ec, errc::storage_failed, "storing the token set on " + options().where() + ": an unexpected answer");
             return {};
         }
         auto second = [&] {
-            return r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING
-                       ? detail::redis::safe_text(std::string_view(r->element[1]->str, r->element[1]->len), {})
-                       : std::string("?");
+            return e.size() > 1 && e[1].type == reply_type::bulk_string ? detail::redis::safe_text(e[1].text, {})
+                                                                        : std::string("?");
         };
-        switch (r->element[0]->integer) {
+        switch (e[0].integer) {
         case 1: {
             write_result out;
             out.written = true;
-            if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_INTEGER) out.lease_left = r->element[1]->integer;
+            if (e.size() > 1 && e[1].type == reply_type::integer) out.lease_left = e[1].integer;
             return out;
         }
         case 0:

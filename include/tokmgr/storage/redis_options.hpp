@@ -1,8 +1,8 @@
 // tokmgr/storage/redis_options.hpp — where a Redis store is and how it is
 // reached: redis_options, its URL forms and the credential AUTH sends. Free of
-// hiredis and Asio, so that the hiredis store (redis.hpp) and the Asio
-// connection that will replace it (detail/redis_connection.hpp) share one
-// definition, and a program can build its options without either.
+// Asio, so that a program (the command line's argument parsing, a
+// configuration loader) can build its options without compiling the
+// connection (detail/redis_connection.hpp).
 #pragma once
 
 #include <charconv>
@@ -34,18 +34,15 @@ struct redis_credential {
 struct redis_options {
     std::string host = "127.0.0.1";
     int port = 6379;
-    /// A Unix socket path; when set, host and port are not used. The way to
-    /// keep traffic off the network, since hiredis 0.14 has no TLS.
+    /// A Unix socket path; when set, host and port are not used (a Redis on
+    /// the same host: no TCP, no TLS needed).
     std::string unix_socket;
     int database = 0;  ///< SELECT after connecting
 
     /// TLS to host:port (a `rediss://` URL sets it), with the server's
     /// certificate and host name always verified: a certificate that does
     /// not verify fails the connection, never falls back to plaintext. Not
-    /// for a Unix socket. Only the Asio connection
-    /// (storage/detail/redis_connection.hpp) speaks TLS; redis_storage, on
-    /// hiredis 0.14 until that connection is wired in, refuses options with
-    /// `tls` set (docs/fleet.md).
+    /// for a Unix socket.
     bool tls = false;
     /// PEM file of the CA certificates that sign the server's certificate (a
     /// managed Redis's own CA, a private CA). Empty: the system's trusted CAs.

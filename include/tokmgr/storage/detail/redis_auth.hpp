@@ -1,7 +1,8 @@
 // tokmgr/storage/detail/redis_auth.hpp — what a new Redis connection sends
 // before its first command (AUTH with the options' or the provider's
-// credential, SELECT), and the sentences its refusals become. One home for
-// both Redis clients: hiredis's (redis.hpp) and Asio's (redis_connection.hpp).
+// credential, SELECT), and the sentences its refusals become, as steps with
+// no I/O that the connection's blocking and asynchronous paths both drive
+// (redis_connection.hpp).
 #pragma once
 
 #include <exception>

@@ -1,7 +1,6 @@
 // tokmgr/storage/detail/redis_connection.hpp — one connection to Redis on
-// Asio: TCP, a Unix socket, or TLS through OpenSSL (asio::ssl). The piece
-// that is to replace hiredis under redis_storage (issue 21); redis_storage
-// does not use it yet.
+// Asio: TCP, a Unix socket, or TLS through OpenSSL (asio::ssl); what
+// redis_storage runs on.
 //
 // - TLS always verifies the server's certificate (against the system's CAs
 //   or redis_options::tls_ca_file) and its host name (tls_server_name, else
@@ -115,6 +114,49 @@ public:
         return exchange(args, out, failed);
     }
 
+    /// For a subscribed connection: waits at most `wait` for the next
+    /// message (a RESP3 push, a RESP2 array) and reads it into `out`. False
+    /// with `failed` empty when none came in time: the wait is cancelled,
+    /// not the socket closed, so the subscription stays. A message begun
+    /// within `wait` is read to its end within command_timeout. On failure
+    /// (`failed` set) the connection is closed.
+    bool next_message(std::chrono::milliseconds wait, resp::reply& out, error_info& failed) {
+        failed = {};
+        if (!blocking_allowed(failed)) return false;
+        if (!open_) return failed = storage_failure("no subscription to Redis at " + options_.where()), false;
+        const auto lost = [&](error_info why) {
+            reset();
+            failed = std::move(why);
+            return false;
+        };
+        const auto deadline = clock::now() + wait;
+        for (;;) {
+            error_info parse_failed;
+            if (reader_->next(out, parse_failed)) return true;
+            if (parse_failed) return lost(not_resp(parse_failed));
+            // OpenSSL may hold decrypted bytes the socket no longer signals.
+            if (!(tls_ && SSL_pending(tls_->native_handle()) > 0)) {
+                bool timed_out = false;
+                const auto ec = run_until(deadline, timed_out, [&](auto handler) {
+                    with_socket([&](auto& socket) { socket.async_wait(asio::socket_base::wait_read, handler); });
+                }, on_timeout::cancel);
+                if (timed_out) return false;
+                if (ec) return lost(absorb(0, ec, false));
+            }
+            std::size_t got = 0;
+            bool timed_out = false;
+            const auto ec = run_until(clock::now() + options_.command_timeout, timed_out, [&](auto handler) {
+                with_stream([&](auto& stream) {
+                    stream.async_read_some(asio::buffer(incoming_), [&got, handler](std::error_code e, std::size_t n) mutable {
+                        got = n;
+                        handler(e);
+                    });
+                });
+            });
+            if (error_info why = absorb(got, ec, timed_out)) return lost(std::move(why));
+        }
+    }
+
     /// The same without blocking: on the connection's executor, connecting
     /// first when needed, with the same timeouts (a steady_timer) and the
     /// same errors; `handler(error_info, resp::reply)` is called once, on
@@ -202,8 +244,14 @@ private:
     /// ran or `deadline` passed; in that case the socket is closed, which
     /// ends the operation, and `timed_out` is set. `start` gets a handler to
     /// call with the operation's error_code.
+    /// What a deadline does to the operation still pending: closing the
+    /// socket ends any operation; cancelling keeps the connection, and is
+    /// for a wait that consumed nothing (a readiness wait).
+    enum class on_timeout { close, cancel };
+
     template <class Start>
-    std::error_code run_until(clock::time_point deadline, bool& timed_out, Start&& start) {
+    std::error_code run_until(clock::time_point deadline, bool& timed_out, Start&& start,
+                              on_timeout ending = on_timeout::close) {
         std::error_code result;
         bool done = false;
         timed_out = false;
@@ -216,7 +264,8 @@ private:
         if (deadline > now) io_.run_for(deadline - now);
         if (!done) {
             timed_out = true;
-            close_sockets();
+            if (ending == on_timeout::cancel) cancel_sockets();
+            else close_sockets();
             io_.restart();
             io_.run();  // the aborted operation's handler, so nothing refers to this frame afterwards
             result = make_error_code(std::errc::timed_out);
@@ -377,6 +426,19 @@ private:
         if (tls_) tls_->lowest_layer().close(ignored);
         if (tcp_) tcp_->close(ignored);
         if (unix_) unix_->close(ignored);
+    }
+
+    void cancel_sockets() noexcept {
+        std::error_code ignored;
+        with_socket([&](auto& socket) { socket.cancel(ignored); });
+    }
+
+    /// The socket beneath the stream, whichever kind it is.
+    template <class F>
+    void with_socket(F&& f) {
+        if (tls_) return f(tls_->lowest_layer());
+        if (unix_) return f(*unix_);
+        return f(*tcp_);
     }
 
     /// The stream commands travel on, whichever kind it is.
