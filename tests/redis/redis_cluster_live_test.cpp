@@ -221,6 +221,15 @@ TEST_CASE("a slot migrated mid-run: ASK for the keys moved, the route follows it
     CHECK(must(target, {"ASKING"}).text == "OK");
     CHECK(must(target, {"GET", key}).text == "document");
 
+    // A command of both keys, now on two nodes, is refused until they are together again.
+    const resp::reply split = must(source, {"MGET", key, lease});
+    REQUIRE(split.type == resp::reply_type::error);
+    CHECK(split.text.rfind("TRYAGAIN", 0) == 0);
+    error_info failed;
+    route.begin_command();
+    CHECK(route.on_reply(split, failed) == cluster::route::verdict::retry_later);
+    CHECK(route.next().node == node_on(m.source));
+
     // The route: one ASK, then back to the source, which is still the owner.
     CHECK(must_route(route, nodes, {"GET", key}).text == "document");
     CHECK(route.node() == node_on(m.source));

@@ -254,9 +254,9 @@ private:
 /// source). TRYAGAIN (a script whose keys are split between source and
 /// target mid-migration) is retried later on the same node, for as long as
 /// the caller allows (its command timeout). Redirections of one command are
-/// bounded: nodes that disagree about an owner (a failover
-/// half seen, a migration set up on one side only) would otherwise send it
-/// back and forth forever.
+/// bounded: nodes that disagree about an owner (a failover half seen, a
+/// migration set up on one side only) would otherwise send it back and
+/// forth forever.
 class route {
 public:
     enum class verdict { done, retry, retry_later, failed };
