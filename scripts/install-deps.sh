@@ -10,7 +10,7 @@ packages=(
   libbenchmark-dev libcurl4-openssl-dev    # benchmarks and the libcurl transport example
   valgrind python3                         # benchmarks: instruction counts, the ratio summary
   nginx openssl                            # TLS tests against a real server, test certificates
-  redis-server                             # the Redis store's and the fleet tests' own Redis
+  redis-server redis-tools                 # the Redis store's and the fleet tests' own Redis; redis-cli makes the test cluster
   libpq-dev postgresql-15                  # tokmgr::postgres_storage and its tests' own PostgreSQL (initdb)
   tinyproxy                                # proxy tests: a real HTTP proxy with CONNECT and Basic auth
   clang libclang-rt-14-dev                 # the fuzz targets (libFuzzer), scripts/fuzz.sh

@@ -259,6 +259,9 @@ TEST_CASE("route: MOVED for good, ASK once with ASKING, TRYAGAIN later") {
         REQUIRE(map.parse(array({slots_entry(0, 16383, bulk("10.0.0.4"), 7004)}), asked, failed));
         CHECK(r.learn(map));
         CHECK(r.node() == node_address{"10.0.0.4", 7004});
+        REQUIRE(map.parse(array({slots_entry(0, 16383, bulk("?"), 7005)}), asked, failed));
+        CHECK_FALSE(r.learn(map));
+        CHECK(r.node() == node_address{"10.0.0.4", 7004});
     }
 }
 
@@ -279,6 +282,28 @@ TEST_CASE("route: redirections of one command are bounded, so nodes that disagre
 
     // The next command has its own five.
     r.begin_command();
-    CHECK(r.on_reply(error("TRYAGAIN"), failed) == cluster::route::verdict::retry_later);
+    CHECK(r.on_reply(error("MOVED " + slot + " 10.0.0.2:7001"), failed) == cluster::route::verdict::retry);
     CHECK_FALSE(failed);
+}
+
+TEST_CASE("route: TRYAGAIN is not a redirection; the caller bounds it by time") {
+    const std::string slot = std::to_string(key_slot("{k}"));
+    cluster::route r("{k}", asked, 2);
+    tokmgr::error_info failed;
+    r.begin_command();
+    for (int i = 0; i < 100; ++i)
+        REQUIRE(r.on_reply(error("TRYAGAIN Multiple keys request during rehashing of slot"), failed) ==
+                cluster::route::verdict::retry_later);
+    CHECK(r.on_reply(error("MOVED " + slot + " 10.0.0.2:7001"), failed) == cluster::route::verdict::retry);
+    CHECK(r.on_reply(error("TRYAGAIN"), failed) == cluster::route::verdict::retry_later);
+    CHECK(r.on_reply(error("ASK " + slot + " 10.0.0.3:7002"), failed) == cluster::route::verdict::retry);
+    // The target, asked, has the script's keys split too: asked again, after ASKING, without a hop.
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(r.on_reply(error("TRYAGAIN"), failed) == cluster::route::verdict::retry_later);
+        CHECK(r.next().node == node_address{"10.0.0.3", 7002});
+        CHECK(r.next().asking);
+    }
+    CHECK(r.on_reply(reply{}, failed) == cluster::route::verdict::done);
+    CHECK_FALSE(r.next().asking);
+    CHECK(r.on_reply(error("MOVED " + slot + " 10.0.0.2:7001"), failed) == cluster::route::verdict::failed);
 }

@@ -252,10 +252,11 @@ private:
 /// changes it for the next attempt only, preceded by ASKING (without it the
 /// target, which does not own the slot yet, would answer MOVED back to the
 /// source). TRYAGAIN (a script whose keys are split between source and
-/// target mid-migration) is retried later on the same node. Redirections of
-/// one command are bounded: nodes that disagree about an owner (a failover
-/// half seen, a migration set up on one side only) would otherwise send it
-/// back and forth forever.
+/// target mid-migration) is retried later on the same node, for as long as
+/// the caller allows (its command timeout). Redirections of one command are
+/// bounded: nodes that disagree about an owner (a failover half seen, a
+/// migration set up on one side only) would otherwise send it back and
+/// forth forever.
 class route {
 public:
     enum class verdict { done, retry, retry_later, failed };
@@ -286,10 +287,11 @@ public:
 
     /// Adopts the owner a slot map names for the slot (after the store read
     /// CLUSTER SLOTS from some node, say when its node stopped answering).
-    /// False when the map has no owner for it: the cluster is not serving it.
+    /// False when the map has no owner for it (the cluster is not serving
+    /// it) or names one with no address ('?'): the node is kept.
     bool learn(const slot_map& map) {
         const node_address* owner = map.primary(slot_);
-        if (!owner) return false;
+        if (!owner || owner->host == unknown_endpoint) return false;
         node_ = *owner;
         return true;
     }
@@ -298,12 +300,22 @@ public:
     /// TRYAGAIN, error replies included, is the command's (done).
     verdict on_reply(const resp::reply& reply, error_info& failed) {
         failed = {};
-        const node_address asked = next().node;
-        ask_.reset();  // one-shot: whatever the target answered, the next attempt starts from node_
+        // One-shot: whatever the target answered, the next attempt starts
+        // from node_, but for TRYAGAIN below.
+        std::optional<node_address> asked_target = std::exchange(ask_, std::nullopt);
+        const node_address asked = asked_target ? *asked_target : node_;
         if (reply.type != resp::reply_type::error) return verdict::done;
         const bool try_again = reply.text.compare(0, 9, "TRYAGAIN ") == 0 || reply.text == "TRYAGAIN";
         const std::optional<redirect> moved = parse_redirect(reply.text);
         if (!try_again && !moved) return verdict::done;
+        if (try_again) {
+            // Not counted: a split migration ends when the keys move, which
+            // takes time rather than hops, so the caller bounds it by its
+            // clock. The same node again, the target after ASKING included
+            // (the source would only send the command there again).
+            ask_ = std::move(asked_target);
+            return verdict::retry_later;
+        }
         if (++redirects_ > max_redirects_) {
             failed = {make_error_code(errc::storage_failed),
                       "Redis Cluster redirected one command more than " + std::to_string(max_redirects_) +
@@ -312,7 +324,6 @@ public:
                           "the next command tries again"};
             return verdict::failed;
         }
-        if (try_again) return verdict::retry_later;
         if (moved->slot != slot_) {
             failed = {make_error_code(errc::protocol_error),
                       "Redis Cluster redirected a command for slot " + std::to_string(moved->slot) +
