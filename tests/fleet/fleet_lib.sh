@@ -33,14 +33,17 @@ field() { sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p" <<<"$stats"; }
 check() { if [ "$(field "$1")" $2 ]; then pass "$1 = $(field "$1") ($2)"; else fail "$1 is $(field "$1"), expected $2"; fi; }
 
 # start_loads N DURATION [ARGS...] — N load processes on $store (with the
-# options in the store_options array, if the sourcing script sets one); pids
-# in $loads.
+# options in the store_options array, if the sourcing script sets one; the
+# i-th process on the i-th of the stores array instead, if it sets that, in
+# turn); pids in $loads.
 start_loads() {
-    local n=$1 duration=$2
+    local n=$1 duration=$2 this_store
     shift 2
     loads=()
     for i in $(seq "$n"); do
-        "$TOKMGR" load --url "$url" --user svc --store "$store" ${store_options[@]+"${store_options[@]}"} \
+        this_store=$store
+        [[ -n ${stores[*]+set} ]] && this_store=${stores[$(((i - 1) % ${#stores[@]}))]}
+        "$TOKMGR" load --url "$url" --user svc --store "$this_store" ${store_options[@]+"${store_options[@]}"} \
             --threads 4 --duration "$duration" --path /api/items "$@" >"$work/load$i.out" 2>"$work/load$i.err" &
         loads+=($!)
         pids+=($!)

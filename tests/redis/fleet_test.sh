@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A fleet of processes sharing one Redis key (`--store redis://...`), judged
 # by the reference server's statistics:
-#   fleet_test.sh TOKMGR FIXTURE [tls-]group|kill|sigstop|redis-down
+#   fleet_test.sh TOKMGR FIXTURE [tls-]group|kill|sigstop|redis-down|cluster
 # the scenarios of tests/fleet/fleet_scenarios.sh (redis-down is its `down`:
 # redis-server stopped for 10 s mid-run, restarted empty since persistence is
 # off). Each section runs its own redis-server (FIXTURE is redis_fixture.sh)
@@ -9,6 +9,9 @@
 # runs the same on a Redis that listens on TLS only, as the ACL user of
 # docs/fleet.md limited to the fleet's names, through
 # `--store rediss://fleet@localhost:PORT/tokmgr:fleet --store-ca-file CA`.
+# cluster is `group` on a Redis Cluster of three masters, the processes
+# pointed at different nodes, the key's slot migrated to another node 10 s
+# and 20 s into the run.
 set -u
 TOKMGR=$1
 FIXTURE=$2
@@ -29,6 +32,31 @@ export TONIC_TEXTUAL_PASSWORD=fleet-password
 here=$(dirname "$0")
 source "$here/../fleet/fleet_lib.sh"
 source "$here/../fleet/fleet_scenarios.sh"
+
+if [[ $SECTION == cluster ]]; then
+    bash "$FIXTURE" start-cluster "$work/redis" >/dev/null || { echo "FAIL: the Redis Cluster did not start"; exit 1; }
+    mapfile -t nodes <"$work/redis/ports"
+    stores=()
+    for port in "${nodes[@]}"; do stores+=("redis://127.0.0.1:$port/tokmgr:fleet"); done
+    store=${stores[0]}
+    (
+        for at in 10 20; do
+            sleep 10
+            moved=$(bash "$FIXTURE" migrate-slot "$work/redis" '{tokmgr:fleet}') \
+                && echo "ok:   the slot moved at $at s (source and target: $moved)" \
+                || echo "FAIL: the slot did not move at $at s"
+        done
+    ) >"$work/migrations.out" 2>&1 &
+    migrations=$!
+    run_fleet_scenario group
+    wait "$migrations"
+    cat "$work/migrations.out"
+    grep -q FAIL "$work/migrations.out" && failures=$((failures + 1))
+    grep -c '^ok:' "$work/migrations.out" | grep -qx 2 || fail "fewer than two migrations ran"
+    echo "cluster: $failures failed"
+    [[ $failures -eq 0 ]]
+    exit
+fi
 
 tls=
 [[ $SECTION == tls-* ]] && tls=yes && SECTION=${SECTION#tls-}

@@ -3,11 +3,14 @@
 // (TOKMGR_TEST_REDIS_CLUSTER_DIR holds its ports), through the Asio
 // connection: what the nodes send is what the parsers read, and a route
 // reaches the owner of a slot from any node, before, during and after a
-// migration of that slot (the fixture's migrate-slot).
+// migration of that slot (the fixture's migrate-slot); and redis_storage on
+// that cluster: stores pointed at different nodes share one set, through a
+// migration of its slot.
 #include <doctest/doctest.h>
 
 #include <tokmgr/storage/detail/redis_cluster.hpp>
 #include <tokmgr/storage/detail/redis_connection.hpp>
+#include <tokmgr/storage/redis.hpp>
 
 #include <unistd.h>
 
@@ -243,4 +246,132 @@ TEST_CASE("a slot migrated mid-run: ASK for the keys moved, the route follows it
     CHECK(route.node() == node_on(m.target));
     for (const int port : ports) CHECK(*slots_from(nodes, port).primary(slot) == node_on(m.target));
     CHECK(must_route(route, nodes, {"DEL", key, lease}).integer == 2);
+}
+
+// ---- redis_storage on the cluster ----
+
+namespace {
+
+tokmgr::token_set set_of(std::uint64_t generation, bool spent = false) {
+    tokmgr::token_set set;
+    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + "fQ.c2ln");
+    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
+    set.refresh_token_spent = spent;
+    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
+    set.jwt_lifetime = 1800s;
+    set.refresh_lifetime = 600000s;
+    set.generation = generation;
+    return set;
+}
+
+/// A store on the node at `port`, for the account `key` (the store adds the braces).
+tokmgr::redis_storage store_on(int port, const std::string& key, std::chrono::milliseconds command_timeout = 5s) {
+    redis_options o;
+    o.port = port;
+    o.key = key;
+    o.lease_ttl = 5s;
+    o.command_timeout = command_timeout;
+    return tokmgr::redis_storage(o);
+}
+
+std::string account(const char* what) { return "tokmgr-cluster-store:" + std::to_string(::getpid()) + ":" + what; }
+
+}  // namespace
+
+TEST_CASE("redis_storage: stores pointed at the three nodes share one token set, the lease, and its channel") {
+    const auto ports = cluster_ports();
+    const std::string key = account("shared");
+    auto a = store_on(ports[0], key), b = store_on(ports[1], key), c = store_on(ports[2], key);
+    std::error_code ec;
+    auto held = a.lock(1s, ec);
+    REQUIRE_MESSAGE(held, a.last_error().message());
+    CHECK_FALSE(a.load(ec));
+    CHECK(a.store_if(set_of(1), 0, ec));
+    // Another node's store waits for that lease, and wakes when it goes.
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(300ms);
+        std::error_code ignored;
+        CHECK(a.store_if_and_release(set_of(2), 1, held, ignored));
+    });
+    auto second = b.lock(5s, ec);
+    releaser.join();
+    REQUIRE_MESSAGE(second, b.last_error().message());
+    auto seen = b.load(ec);
+    REQUIRE(seen);
+    CHECK(seen->generation == 2);
+    CHECK(b.store_if(set_of(3, true), 2, ec));
+    CHECK(b.holds(second, ec));
+    CHECK(b.store_if_and_release(set_of(4), 3, second, ec));
+    auto third = c.load(ec);
+    REQUIRE_MESSAGE(third, c.last_error().message());
+    CHECK(third->generation == 4);
+    CHECK(third->refresh_token.reveal() == "rt-SECRET-4");
+    CHECK_FALSE(c.store_if(set_of(5), 3, ec));  // the compare-and-swap holds across nodes
+    CHECK_FALSE(ec);
+}
+
+TEST_CASE("redis_storage through a migration of its slot: ASK for a moved document, TRYAGAIN while its keys are split, MOVED after") {
+    const auto ports = cluster_ports();
+    const std::string key = account("migrating");
+    const std::string document = "{" + key + "}";
+    auto store = store_on(ports[0], key);
+    std::error_code ec;
+    REQUIRE_MESSAGE(store.store_if(set_of(1), 0, ec), store.last_error().message());
+
+    const migration m = migrate_slot(document, "start");
+    connections nodes;
+    // The document alone moves to the target: the source answers ASK for it.
+    must(nodes.to(node_on(m.source)), {"MIGRATE", "127.0.0.1", std::to_string(m.target), "", "0", "5000", "KEYS", document});
+    auto loaded = store.load(ec);
+    REQUIRE_MESSAGE(loaded, store.last_error().message());
+    CHECK(loaded->generation == 1);
+
+    // Taking the lease touches the document (on the target) and the lease
+    // (nowhere yet): TRYAGAIN until the migration ends, which a thread does.
+    std::thread finisher([&] {
+        std::this_thread::sleep_for(400ms);
+        migrate_slot(document, "finish");
+    });
+    const auto started = std::chrono::steady_clock::now();
+    auto held = store.lock(5s, ec);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    finisher.join();
+    REQUIRE_MESSAGE(held, store.last_error().message());
+    CHECK(waited >= 300ms);
+    auto current = store.load(ec);
+    REQUIRE(current);
+    CHECK(store.store_if_and_release(set_of(2), current->generation, held, ec));
+
+    // Every node's store reads it from its new owner.
+    for (int port : ports) {
+        CAPTURE(port);
+        auto other = store_on(port, key);
+        auto read = other.load(ec);
+        REQUIRE_MESSAGE(read, other.last_error().message());
+        CHECK(read->generation == 2);
+    }
+}
+
+TEST_CASE("redis_storage: a migration left half done fails the call after command_timeout, naming it; nothing is written") {
+    const auto ports = cluster_ports();
+    const std::string key = account("stuck");
+    const std::string document = "{" + key + "}";
+    auto store = store_on(ports[1], key, 300ms);
+    std::error_code ec;
+    REQUIRE_MESSAGE(store.store_if(set_of(1), 0, ec), store.last_error().message());
+    const migration m = migrate_slot(document, "start");
+    connections nodes;
+    must(nodes.to(node_on(m.source)), {"MIGRATE", "127.0.0.1", std::to_string(m.target), "", "0", "5000", "KEYS", document});
+    const auto started = std::chrono::steady_clock::now();
+    auto held = store.lock(0ms, ec);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK_FALSE(held);
+    CHECK(ec == tokmgr::errc::storage_failed);
+    CHECK(store.last_error().detail.find("TRYAGAIN") != std::string::npos);
+    CHECK(store.last_error().detail.find("rt-SECRET") == std::string::npos);
+    CHECK(took < 2s);
+    migrate_slot(document, "finish");
+    auto after = store.load(ec);
+    REQUIRE_MESSAGE(after, store.last_error().message());
+    CHECK(after->generation == 1);
 }
