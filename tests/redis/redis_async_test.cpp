@@ -12,22 +12,21 @@
 
 #include "../io_gap.hpp"
 #include "harness.hpp"
+#include "redis_test_support.hpp"
 
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
-#include <signal.h>
-#include <sys/types.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 
 using namespace std::chrono_literals;
 using tokmgr::errc;
@@ -41,13 +40,8 @@ static_assert(tokmgr::is_coordinating_storage_v<redis_async_storage>);
 
 namespace {
 
-int fixture_number(const char* file) {
-    std::ifstream in(std::string(TOKMGR_TEST_REDIS_DIR) + "/" + file);
-    int n = 0;
-    in >> n;
-    REQUIRE_MESSAGE(n > 0, "the redis fixture did not write " << file);
-    return n;
-}
+using redis_test::fixture_number;
+using redis_test::stopped_redis;
 
 std::string fresh_async_key() {
     static std::atomic<int> n{0};
@@ -71,16 +65,37 @@ std::chrono::steady_clock::duration run_until(asio::io_context& io, const bool& 
     return widest;
 }
 
-/// Stops the fixture's redis-server (SIGSTOP) until destroyed.
-class stopped_redis {
-public:
-    stopped_redis() : pid_(fixture_number("redis.pid")) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
-    stopped_redis(const stopped_redis&) = delete;
-    stopped_redis& operator=(const stopped_redis&) = delete;
-    ~stopped_redis() { ::kill(pid_, SIGCONT); }
+/// Starts an operation with a handler that keeps what it is called with,
+/// runs the io_context until then, and returns it; counts every call.
+struct awaiter {
+    asio::io_context& io;
+    int calls = 0;
 
-private:
-    pid_t pid_;
+    template <class... Results, class Start>
+    std::tuple<Results...> operator()(Start start) {
+        std::optional<std::tuple<Results...>> got;
+        bool done = false;
+        start([&](Results... results) {
+            ++calls;
+            got.emplace(std::move(results)...);
+            done = true;
+        });
+        run_until(io, done);
+        return std::move(*got);
+    }
+    std::error_code done(std::function<void(std::function<void(std::error_code)>)> start) {
+        return std::get<0>(operator()<std::error_code>(std::move(start)));
+    }
+    std::tuple<std::error_code, bool> decided(std::function<void(std::function<void(std::error_code, bool)>)> start) {
+        return operator()<std::error_code, bool>(std::move(start));
+    }
+    std::tuple<std::error_code, std::optional<tokmgr::token_set>> loaded(redis_async_storage& store) {
+        return operator()<std::error_code, std::optional<tokmgr::token_set>>([&](auto h) { store.async_load(h); });
+    }
+    std::tuple<std::error_code, redis_async_storage::lease> leased(redis_async_storage& store,
+                                                                   std::chrono::milliseconds wait) {
+        return operator()<std::error_code, redis_async_storage::lease>([&](auto h) { store.async_lock(wait, h); });
+    }
 };
 
 }  // namespace
@@ -90,68 +105,31 @@ TEST_CASE("async members: load, store, store_if, lock, holds, release, each answ
     const auto key = fresh_async_key();
     redis_async_storage store(async_options(io, key));
     redis_storage blocking(async_options(io, key));
-    bool done = false;
-    int calls = 0;
+    awaiter await{io};
 
-    std::optional<tokmgr::token_set> loaded = set_of(99);
-    store.async_load([&](std::error_code ec, std::optional<tokmgr::token_set> set) {
-        ++calls;
-        CHECK_FALSE(ec);
-        loaded = std::move(set);
-        done = true;
-    });
-    run_until(io, done);
-    CHECK_FALSE(loaded);
+    auto [load_ec, nothing] = await.loaded(store);
+    CHECK_FALSE(load_ec);
+    CHECK_FALSE(nothing);
 
-    done = false;
-    store.async_store(set_of(1), [&](std::error_code ec) {
-        ++calls;
-        CHECK_FALSE(ec);
-        done = true;
-    });
-    run_until(io, done);
+    CHECK_FALSE(await.done([&](auto h) { store.async_store(set_of(1), h); }));
     CHECK(blocking.load()->generation == 1);  // the blocking store sees it
 
-    done = false;
-    bool wrote_stale = true, wrote = false;
-    store.async_store_if(set_of(2), 0, [&](std::error_code ec, bool w) {
-        ++calls;
-        CHECK_FALSE(ec);
-        wrote_stale = w;
-        store.async_store_if(set_of(2), 1, [&](std::error_code ec2, bool w2) {
-            ++calls;
-            CHECK_FALSE(ec2);
-            wrote = w2;
-            done = true;
-        });
-    });
-    run_until(io, done);
-    CHECK_FALSE(wrote_stale);
-    CHECK(wrote);
+    CHECK(await.decided([&](auto h) { store.async_store_if(set_of(2), 0, h); }) ==
+          std::make_tuple(std::error_code(), false));
+    CHECK(await.decided([&](auto h) { store.async_store_if(set_of(2), 1, h); }) ==
+          std::make_tuple(std::error_code(), true));
 
     // The lease and the read in one command: the load after it is answered
     // with the server stopped.
-    done = false;
-    redis_async_storage::lease held;
-    store.async_lock(1s, [&](std::error_code ec, redis_async_storage::lease l) {
-        ++calls;
-        CHECK_FALSE(ec);
-        held = std::move(l);
-        done = true;
-    });
-    run_until(io, done);
+    auto [lock_ec, held] = await.leased(store, 1s);
+    CHECK_FALSE(lock_ec);
     REQUIRE(held);
+    std::optional<tokmgr::token_set> loaded;
     {
         stopped_redis stopped;
-        done = false;
-        loaded.reset();
-        store.async_load([&](std::error_code ec2, std::optional<tokmgr::token_set> set) {
-            ++calls;
-            CHECK_FALSE(ec2);
-            loaded = std::move(set);
-            done = true;
-        });
-        run_until(io, done);
+        std::error_code ec;
+        std::tie(ec, loaded) = await.loaded(store);
+        CHECK_FALSE(ec);
     }
     REQUIRE(loaded);
     CHECK(loaded->generation == 2);
@@ -161,109 +139,52 @@ TEST_CASE("async members: load, store, store_if, lock, holds, release, each answ
     CHECK(ec == errc::lease_timeout);
 
     // A spent mark fenced by the lease: async_holds answers from it, with
-    // the server stopped.
-    done = false;
-    bool marked = false, holds = false;
-    store.async_store_if(set_of(3, true), 2, [&](std::error_code ec1, bool w) {
-        ++calls;
-        CHECK_FALSE(ec1);
-        marked = w;
-        done = true;
-    });
-    run_until(io, done);
-    CHECK(marked);
+    // the server stopped; after that, from Redis.
+    CHECK(await.decided([&](auto h) { store.async_store_if(set_of(3, true), 2, h); }) ==
+          std::make_tuple(std::error_code(), true));
     {
         stopped_redis stopped;
-        done = false;
-        store.async_holds(held, [&](std::error_code ec2, bool h) {
-            ++calls;
-            CHECK_FALSE(ec2);
-            holds = h;
-            done = true;
-        });
-        run_until(io, done);
+        CHECK(await.decided([&](auto h) { store.async_holds(held, h); }) == std::make_tuple(std::error_code(), true));
     }
-    CHECK(holds);
+    CHECK(await.decided([&](auto h) { store.async_holds(held, h); }) == std::make_tuple(std::error_code(), true));
 
-    // Without the fence, holds() asks Redis.
-    done = false;
-    holds = false;
-    store.async_holds(held, [&](std::error_code ec2, bool h) {
-        ++calls;
-        CHECK_FALSE(ec2);
-        holds = h;
-        done = true;
-    });
-    run_until(io, done);
-    CHECK(holds);
-
-    done = false;
-    store.async_release(std::move(held), [&](std::error_code ec2) {
-        ++calls;
-        CHECK_FALSE(ec2);
-        done = true;
-    });
-    run_until(io, done);
+    CHECK_FALSE(await.done([&](auto h) { store.async_release(std::move(held), h); }));
     CHECK_FALSE(held);
     auto after = blocking.lock(0ms, ec);
     CHECK(after);
 
     // The blocking store holds it now: the wait ends when asked.
-    done = false;
-    store.async_lock(0ms, [&](std::error_code ec2, redis_async_storage::lease l) {
-        ++calls;
-        CHECK(ec2 == errc::lease_timeout);
-        CHECK_FALSE(l);
-        CHECK(store.last_error().detail.find("held by another process") != std::string::npos);
-        done = true;
-    });
-    run_until(io, done);
+    auto [timeout_ec, refused] = await.leased(store, 0ms);
+    CHECK(timeout_ec == errc::lease_timeout);
+    CHECK_FALSE(refused);
+    CHECK(store.last_error().detail.find("held by another process") != std::string::npos);
 
     io.restart();
     io.run_for(50ms);  // nothing more is called
-    CHECK(calls == 11);
+    CHECK(await.calls == 11);
 }
 
 TEST_CASE("async: a value tokmgr did not write is refused, named, and left as it is") {
     asio::io_context io;
     const auto key = fresh_async_key();
     redis_async_storage store(async_options(io, key));
-    {
-        tokmgr::redis_options o;
-        o.port = fixture_number("port");
-        tokmgr::detail::redis::connection c(o);
-        tokmgr::detail::resp::reply r;
-        tokmgr::error_info failed;
-        REQUIRE(c.command({"LPUSH", "{" + key + "}", "x"}, r, failed));
-    }
-    bool done = false;
-    std::error_code failed;
-    store.async_load([&](std::error_code ec, std::optional<tokmgr::token_set> set) {
-        failed = ec;
-        CHECK_FALSE(set);
-        done = true;
-    });
-    run_until(io, done);
-    CHECK(failed == errc::storage_foreign);
+    tokmgr::redis_options raw_options;
+    raw_options.port = fixture_number("port");
+    tokmgr::detail::redis::connection raw(raw_options);
+    tokmgr::detail::resp::reply r;
+    tokmgr::error_info failed;
+    REQUIRE(raw.command({"LPUSH", "{" + key + "}", "x"}, r, failed));
+    awaiter await{io};
+    auto [load_ec, set] = await.loaded(store);
+    CHECK(load_ec == errc::storage_foreign);
+    CHECK_FALSE(set);
     CHECK(store.last_error().detail.find("a list, not a tokmgr token-set document") != std::string::npos);
-
-    done = false;
-    bool wrote = true;
-    store.async_store(set_of(1), [&](std::error_code ec) {
-        failed = ec;
-        done = true;
-    });
-    run_until(io, done);
-    CHECK(failed == errc::storage_foreign);
-    store.async_store_if(set_of(1), 0, [&](std::error_code ec, bool w) {
-        failed = ec;
-        wrote = w;
-        done = true;
-    });
-    done = false;
-    run_until(io, done);
-    CHECK(failed == errc::storage_foreign);
-    CHECK_FALSE(wrote);
+    CHECK(await.done([&](auto h) { store.async_store(set_of(1), h); }) == errc::storage_foreign);
+    CHECK(await.decided([&](auto h) { store.async_store_if(set_of(1), 0, h); }) ==
+          std::make_tuple(make_error_code(errc::storage_foreign), false));
+    REQUIRE(raw.command({"LRANGE", "{" + key + "}", "0", "-1"}, r, failed));
+    REQUIRE(r.elements.size() == 1);
+    CHECK(r.elements[0].text == "x");
 }
 
 TEST_CASE("async: a lease wait ends when the blocking holder releases, without blocking the executor") {
