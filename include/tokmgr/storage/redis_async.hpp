@@ -37,6 +37,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "redis.hpp"
@@ -122,7 +123,10 @@ private:
 
 }  // namespace detail::redis
 
-/// redis_storage plus members 6–11 of the Storage concept. The lease type
+/// redis_storage plus members 6–11 of the Storage concept. Each handler is
+/// called once, on the executor, never inside the call that started it (an
+/// answer known at once is posted), so a caller holding a lock across the
+/// call cannot be re-entered. The lease type
 /// is redis_storage::lease: a lease from async_lock may be released by
 /// async_release (without blocking) or, like any lease, by its destructor
 /// (a blocking command on the blocking connection).
@@ -159,11 +163,11 @@ public:
             std::lock_guard<std::mutex> lock(link_->mutex());
             if (auto read = link_->take_prefetched()) {
                 auto set = interpret(*read, ec);
-                return handler(ec, std::move(set));
+                return answer(handler, ec, std::move(set));
             }
             link_->forget();
         }
-        if (refused_key(ec)) return handler(ec, std::optional<token_set>());
+        if (refused_key(ec)) return answer(handler, ec, std::optional<token_set>());
         read_async(std::move(handler));
     }
 
@@ -174,7 +178,7 @@ public:
         std::error_code ec;
         clear_error(ec);
         forget();
-        if (refused_key(ec)) return handler(ec);
+        if (refused_key(ec)) return answer(handler, ec);
         store_attempt(std::make_shared<token_set>(set), 8, std::move(handler));
     }
 
@@ -185,7 +189,7 @@ public:
         std::error_code ec;
         clear_error(ec);
         forget();
-        if (refused_key(ec)) return handler(ec, lease());
+        if (refused_key(ec)) return answer(handler, ec, lease());
         lock_attempt(std::make_shared<const std::string>(random_token()),
                      std::chrono::steady_clock::now() + max_wait, max_wait, std::chrono::milliseconds(1),
                      std::move(handler));
@@ -197,13 +201,13 @@ public:
     void async_holds(const lease& held, Handler handler) {
         std::error_code ec;
         clear_error(ec);
-        if (!held) return handler(ec, false);
+        if (!held) return answer(handler, ec, false);
         {
             std::lock_guard<std::mutex> lock(link_->mutex());
             const auto proof = link_->take_fence();
             link_->forget();
             if (proof && proof->token == held.token() && std::chrono::steady_clock::now() < proof->until)
-                return handler(ec, true);
+                return answer(handler, ec, true);
         }
         async_->command({"GET", lease_key()}, [anchor = anchor_, token = held.token(), handler](
                                                   error_info failed, detail::resp::reply r) mutable {
@@ -226,18 +230,18 @@ public:
     void async_store_if(const token_set& set, std::uint64_t expected_generation, Handler handler) {
         std::error_code ec;
         clear_error(ec);
-        if (!generation_increases(set, expected_generation, ec)) return handler(ec, false);
+        if (!generation_increases(set, expected_generation, ec)) return answer(handler, ec, false);
         std::string token;
         {
             std::lock_guard<std::mutex> lock(link_->mutex());
             link_->forget();
             if (set.refresh_token_spent) token = link_->held_token();
         }
-        if (refused_key(ec)) return handler(ec, false);
+        if (refused_key(ec)) return answer(handler, ec, false);
         detail::redis::command_args args;
         if (!write_command(set, expected_generation, token.empty() ? lease_use::none : lease_use::fence, token, args,
                            ec))
-            return handler(ec, false);
+            return answer(handler, ec, false);
         const bool spent = set.refresh_token_spent;
         const auto sent = std::chrono::steady_clock::now();
         write_async(std::move(args), [this_anchor = anchor_, async = async_, spent, token, sent, handler](
@@ -275,7 +279,7 @@ public:
     /// that cannot reach Redis is not an error (the lease's TTL ends it).
     template <class Handler>
     void async_release(lease held, Handler handler) {
-        if (!held) return handler(std::error_code());
+        if (!held) return answer(handler, std::error_code());
         const std::string token = held.abandon();
         {
             std::lock_guard<std::mutex> lock(link_->mutex());
@@ -311,6 +315,16 @@ private:
     };
 
     static std::error_code gone() { return make_error_code(errc::shut_down); }
+
+    /// An answer known at once, given on the executor all the same, as
+    /// every other answer is.
+    template <class Handler, class... Results>
+    void answer(Handler handler, Results... results) {
+        asio::post(executor_, [handler = std::move(handler),
+                               results = std::make_tuple(std::move(results)...)]() mutable {
+            std::apply(handler, std::move(results));
+        });
+    }
 
     void forget() {
         std::lock_guard<std::mutex> lock(link_->mutex());
