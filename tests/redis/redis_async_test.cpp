@@ -197,6 +197,19 @@ TEST_CASE("async: a value tokmgr did not write is refused, named, and left as it
     CHECK(r.elements[0].text == "x");
 }
 
+TEST_CASE("async: a password the server refuses is named in no message") {
+    asio::io_context io;
+    auto options = async_options(io, fresh_async_key());
+    options.password = tokmgr::secret("async-secret-8c1f");  // the fixture's server has none
+    redis_async_storage store(options);
+    awaiter await{io};
+    auto [ec, set] = await.loaded(store);
+    CHECK(ec);
+    CHECK_FALSE(set);
+    CHECK_FALSE(store.last_error().detail.empty());
+    CHECK(store.last_error().detail.find("async-secret-8c1f") == std::string::npos);
+}
+
 TEST_CASE("async: a lease wait ends when the blocking holder releases, without blocking the executor") {
     asio::io_context io;
     const auto key = fresh_async_key();
