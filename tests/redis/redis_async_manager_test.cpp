@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "../io_gap.hpp"
+#include "redis_test_support.hpp"
 
 #include <tokmgr/storage/redis.hpp>
 #include <tokmgr/tokmgr.hpp>
@@ -26,17 +27,7 @@
 
 using namespace std::chrono_literals;
 
-namespace {
-
-int fixture_number(const char* file) {
-    std::ifstream in(std::string(TOKMGR_TEST_REDIS_DIR) + "/" + file);
-    int n = 0;
-    in >> n;
-    REQUIRE_MESSAGE(n > 0, "the redis fixture did not write " << file);
-    return n;
-}
-
-}  // namespace
+using redis_test::fixture_number;
 
 TEST_CASE("an asynchronous manager on redis_storage while redis-server is stopped (SIGSTOP): the io thread never "
           "waits, every await is answered") {

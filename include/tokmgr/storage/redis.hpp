@@ -74,6 +74,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -187,6 +188,25 @@ struct wiped_reply {
     wiped_reply(const wiped_reply&) = delete;
     wiped_reply& operator=(const wiped_reply&) = delete;
     ~wiped_reply() { resp::secure_clear(reply); }
+};
+
+/// A command's arguments, owned (a queued asynchronous command outlives its
+/// caller's strings) and wiped when they go: a write's carry the tokens.
+struct command_args {
+    std::vector<std::string> items;
+    command_args() = default;
+    command_args(std::initializer_list<std::string_view> args) {
+        items.reserve(args.size());
+        for (std::string_view a : args) items.emplace_back(a);
+    }
+    command_args(command_args&&) noexcept = default;
+    command_args& operator=(command_args&&) = delete;
+    command_args(const command_args&) = delete;
+    command_args& operator=(const command_args&) = delete;
+    ~command_args() {
+        for (std::string& a : items) secure_clear(a);
+    }
+    std::vector<std::string_view> views() const { return {items.begin(), items.end()}; }
 };
 
 /// What the lease script read, kept for the load that comes next.
@@ -500,7 +520,7 @@ public:
                 detail::redis::wiped_reply r;
                 if (!link_->command({"EVAL", detail::redis::lease_script, "2", document, key, token, ttl}, r.reply,
                                     failed)) {
-                    fail(ec, detail::code_of(failed), "taking the lease " + key + ": " + failed.detail);
+                    io_failed(ec, failed, "taking the lease " + key);
                     return lease_attempt::failed;
                 }
                 return lease_answered(r.reply, read, ec);
@@ -511,12 +531,7 @@ public:
             link_->keep(std::move(*read));
             return lease(link_, token);
         }
-        if (got == lease_attempt::held_elsewhere)
-            fail(ec, errc::lease_timeout,
-                 "the lease " + key + " on " + options().where() + " was held by another process for longer than " +
-                     std::to_string(max_wait.count()) +
-                     " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
-                     std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
+        if (got == lease_attempt::held_elsewhere) lease_timed_out(max_wait, ec);
         return {};
     }
 
@@ -536,10 +551,10 @@ public:
         error_info failed;
         detail::resp::reply r;
         if (!link_->command({"GET", lease_key()}, r, failed)) {
-            fail(ec, detail::code_of(failed), "checking the lease " + lease_key() + ": " + failed.detail);
+            io_failed(ec, failed, "checking the lease " + lease_key());
             return false;
         }
-        return r.type == detail::resp::reply_type::bulk_string && r.text == held.token();
+        return holder_answered(r, held.token());
     }
 
     /// Compare-and-swap on the generation, atomic in Redis (one script):
@@ -603,7 +618,10 @@ public:
     using detail::storage_errors<redis_storage>::holds;
     using detail::storage_errors<redis_storage>::store_if;
 
-private:
+protected:
+    // What follows reads replies without doing I/O, so that the blocking
+    // members above and the asynchronous ones (redis_async.hpp) say the same
+    // thing about the same answer.
     enum class lease_use { none, fence, release };
     struct write_result {
         bool written = false;
@@ -661,14 +679,44 @@ private:
         return true;
     }
 
+    /// A command that got no answer: what it was doing, and why.
+    void io_failed(std::error_code& ec, const error_info& failed, const std::string& doing) {
+        fail(ec, detail::code_of(failed), doing + ": " + failed.detail);
+    }
+
+    void lease_timed_out(std::chrono::milliseconds max_wait, std::error_code& ec) {
+        fail(ec, errc::lease_timeout,
+             "the lease " + lease_key() + " on " + options().where() + " was held by another process for longer than " +
+                 std::to_string(max_wait.count()) +
+                 " ms; retry later, or wait longer (lease_wait); a holder that died frees it after " +
+                 std::to_string(options().lease_ttl.count()) + " ms (lease_ttl)");
+    }
+
+    /// What GET of the lease answered: whether `token` holds it.
+    static bool holder_answered(const detail::resp::reply& r, const std::string& token) {
+        return r.type == detail::resp::reply_type::bulk_string && r.text == token;
+    }
+
+    /// The WAIT command after a spent mark (empty when none is asked for).
+    detail::redis::command_args wait_command() const {
+        if (options().wait_replicas <= 0) return {};
+        return {"WAIT", std::to_string(options().wait_replicas), std::to_string(options().wait_timeout.count())};
+    }
+
     /// WAIT for wait_replicas after a spent mark; under the link's mutex.
     bool acknowledged_by_replicas(std::error_code& ec) {
-        const int replicas = options().wait_replicas;
-        if (replicas <= 0) return true;
+        const detail::redis::command_args wait = wait_command();
+        if (wait.items.empty()) return true;
         error_info failed;
-        const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
         detail::resp::reply r;
-        const bool answered = link_->command({"WAIT", n, ms}, r, failed);
+        const bool answered = link_->command(wait.views(), r, failed);
+        return replicas_answered(answered, r, failed, ec);
+    }
+
+    /// What WAIT answered (`answered` false: nothing, for `failed`).
+    bool replicas_answered(bool answered, const detail::resp::reply& r, const error_info& failed, std::error_code& ec) {
+        const int replicas = options().wait_replicas;
+        const std::string n = std::to_string(replicas), ms = std::to_string(options().wait_timeout.count());
         if (!answered || r.type != detail::resp::reply_type::integer) {
             fail(ec, errc::storage_failed,
                  "waiting for replicas to acknowledge the spent mark on " + options().where() + ": " +
@@ -690,20 +738,35 @@ private:
     std::optional<token_set> read_current(std::error_code& ec) {
         error_info failed;
         detail::redis::wiped_reply answer;  // it holds the tokens
-        const detail::resp::reply& r = answer.reply;
         if (!link_->command({"GET", document_key()}, answer.reply, failed)) {
-            fail(ec, detail::code_of(failed), "reading the token set: " + failed.detail);
+            io_failed(ec, failed, "reading the token set");
             return std::nullopt;
         }
+        bool ask_type = false;
+        auto set = current_answered(answer.reply, ask_type, ec);
+        if (ask_type) {
+            detail::resp::reply t;
+            foreign_type(link_->command({"TYPE", document_key()}, t, failed) ? &t : nullptr, ec);
+        }
+        return set;
+    }
+
+    /// What TYPE answered (null: nothing) about a key that holds another type.
+    void foreign_type(const detail::resp::reply* t, std::error_code& ec) {
+        std::string kind = "a value of another type";
+        if (t && t->type == detail::resp::reply_type::simple_string)
+            kind = "a " + detail::redis::safe_text(t->text, {}) + ", not a tokmgr token-set document";
+        fail(ec, errc::storage_foreign, not_ours(kind));
+    }
+
+    /// What GET of the document answered. `ask_type` set: the key holds
+    /// another type, which TYPE names (then foreign_type sets the error).
+    std::optional<token_set> current_answered(const detail::resp::reply& r, bool& ask_type, std::error_code& ec) {
         if (r.type == detail::resp::reply_type::null) return std::nullopt;
         if (r.type == detail::resp::reply_type::error) {
             const std::string said = server_text(r);
             if (said.rfind("WRONGTYPE", 0) == 0) {
-                std::string kind = "a value of another type";
-                detail::resp::reply t;
-                if (link_->command({"TYPE", document_key()}, t, failed) && t.type == detail::resp::reply_type::simple_string)
-                    kind = "a " + detail::redis::safe_text(t.text, {}) + ", not a tokmgr token-set document";
-                fail(ec, errc::storage_foreign, not_ours(kind));
+                ask_type = true;
             } else if (said.rfind("NOAUTH", 0) == 0) {
                 fail(ec, errc::storage_failed,
                      "Redis at " + options().where() +
@@ -743,24 +806,33 @@ private:
     /// The write script; under the link's mutex.
     write_result write(const token_set& set, std::uint64_t expected, lease_use use, std::string_view token,
                        std::error_code& ec) {
+        detail::redis::command_args args;
+        if (!write_command(set, expected, use, token, args, ec)) return {};
+        error_info failed;
+        detail::resp::reply r;
+        if (!link_->command(args.views(), r, failed)) {
+            io_failed(ec, failed, "storing the token set");
+            return {};
+        }
+        return write_answered(r, ec);
+    }
+
+    /// The write script's command for `set`; false (with `ec`) when the set
+    /// cannot be encoded.
+    bool write_command(const token_set& set, std::uint64_t expected, lease_use use, std::string_view token,
+                       detail::redis::command_args& out, std::error_code& ec) {
         error_info refused;
         secret text = encode_token_set(set, refused);
         if (refused) {
             fail(ec, errc::storage_failed, "cannot store to " + options().where() + ": " + refused.detail);
-            return {};
+            return false;
         }
-        const std::string expected_text = std::to_string(expected), generation = std::to_string(set.generation);
-        const std::string document = document_key(), lease_name = lease_key(), changed = channel();
         const char* mode = use == lease_use::fence ? "fence" : use == lease_use::release ? "release" : "";
-        error_info failed;
-        detail::resp::reply r;
-        if (!link_->command({"EVAL", detail::redis::write_script, "2", document, lease_name, expected_text,
-                             text.reveal(), generation, changed, mode, token},
-                            r, failed)) {
-            fail(ec, detail::code_of(failed), "storing the token set: " + failed.detail);
-            return {};
-        }
-        return write_answered(r, ec);
+        detail::redis::command_args built{"EVAL", detail::redis::write_script, "2", document_key(), lease_key(),
+                                          std::to_string(expected), text.reveal(), std::to_string(set.generation),
+                                          channel(), mode, token};
+        out.items.swap(built.items);  // what `out` held goes with `built`, wiped
+        return true;
     }
 
     /// What the write script answered.
