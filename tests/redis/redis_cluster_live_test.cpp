@@ -11,6 +11,9 @@
 #include <tokmgr/storage/detail/redis_cluster.hpp>
 #include <tokmgr/storage/detail/redis_connection.hpp>
 #include <tokmgr/storage/redis.hpp>
+#include <tokmgr/storage/redis_async.hpp>
+
+#include <asio/io_context.hpp>
 
 #include <unistd.h>
 
@@ -374,4 +377,87 @@ TEST_CASE("redis_storage: a migration left half done fails the call after comman
     auto after = store.load(ec);
     REQUIRE_MESSAGE(after, store.last_error().message());
     CHECK(after->generation == 1);
+}
+
+TEST_CASE("redis_async_storage follows the cluster too: from a node that does not own the slot, and through a migration") {
+    const auto ports = cluster_ports();
+    const std::string key = account("async");
+    const std::string document = "{" + key + "}";
+    asio::io_context io;
+    tokmgr::redis_async_options o;
+    o.port = ports[2];
+    o.key = key;
+    o.lease_ttl = 5s;
+    o.executor = io.get_executor();
+    tokmgr::redis_async_storage store(o);
+    // Runs `start(handler)` on the io_context until its handler was called.
+    const auto await = [&](auto start) {
+        bool done = false;
+        start([&] { done = true; });
+        io.restart();
+        while (!done && io.run_one_for(5s)) {
+        }
+        REQUIRE(done);
+    };
+    std::error_code ec;
+    bool written = false;
+    await([&](auto finished) {
+        store.async_store_if(set_of(1), 0, [&, finished](std::error_code e, bool w) {
+            ec = e;
+            written = w;
+            finished();
+        });
+    });
+    CHECK_FALSE(ec);
+    CHECK(written);
+
+    const migration m = migrate_slot(document, "start");
+    connections nodes;
+    must(nodes.to(node_on(m.source)), {"MIGRATE", "127.0.0.1", std::to_string(m.target), "", "0", "5000", "KEYS", document});
+    std::optional<tokmgr::token_set> loaded;
+    await([&](auto finished) {
+        store.async_load([&, finished](std::error_code e, std::optional<tokmgr::token_set> s) {
+            ec = e;
+            loaded = std::move(s);
+            finished();
+        });
+    });
+    CHECK_FALSE(ec);
+    REQUIRE(loaded);  // ASK followed
+    CHECK(loaded->generation == 1);
+
+    std::thread finisher([&] {
+        std::this_thread::sleep_for(400ms);
+        migrate_slot(document, "finish");
+    });
+    tokmgr::redis_async_storage::lease held;
+    await([&](auto finished) {
+        store.async_lock(5s, [&, finished](std::error_code e, tokmgr::redis_async_storage::lease l) {
+            ec = e;
+            held = std::move(l);
+            finished();
+        });
+    });
+    finisher.join();
+    CHECK_FALSE(ec);
+    REQUIRE(held);  // TRYAGAIN waited out
+    await([&](auto finished) {
+        store.async_store_if(set_of(2), 1, [&, finished](std::error_code e, bool w) {
+            ec = e;
+            written = w;
+            finished();
+        });
+    });
+    CHECK(written);
+    await([&](auto finished) {
+        store.async_release(std::move(held), [&, finished](std::error_code e) {
+            ec = e;
+            finished();
+        });
+    });
+    CHECK_FALSE(ec);
+    auto check = store_on(ports[0], key);
+    auto read = check.load(ec);
+    REQUIRE(read);
+    CHECK(read->generation == 2);
 }

@@ -221,12 +221,41 @@ struct fence {
     std::chrono::steady_clock::time_point until;
 };
 
+// ---- Redis Cluster: what both links (this one, redis_async.hpp's) do ----
+
+/// The route of a store's commands: from the node given.
+inline cluster::route route_from(const redis_options& given) {
+    return cluster::route(given.document_name(), {given.host, given.port});
+}
+
+/// The options for a node of the cluster: the given ones for the node given
+/// (its Unix socket, if any), its host and port for another. Over TLS
+/// another node's certificate is checked for the name the cluster announces
+/// (or tls_server_name, when set: one certificate for all).
+inline redis_options options_for(const redis_options& given, const cluster::node_address& node) {
+    if (node == cluster::node_address{given.host, given.port}) return given;
+    redis_options o = given;
+    o.unix_socket.clear();
+    o.host = node.host;
+    o.port = node.port;
+    return o;
+}
+
+/// TRYAGAIN (a script whose keys a migration has split) is sent again after
+/// a pause of 1 ms doubling to 50 ms, for at most command_timeout.
+inline constexpr std::chrono::milliseconds first_retry_pause{1}, longest_retry_pause{50};
+
+inline error_info migration_stalled(const redis_options& given, std::uint16_t slot) {
+    return storage_failure("Redis Cluster at " + given.where() + " answered TRYAGAIN for " +
+                           std::to_string(given.command_timeout.count()) + " ms: the migration of slot " +
+                           std::to_string(slot) + " has left the store's keys on two nodes; the next call tries again");
+}
+
 /// One connection and what it failed with. Shared by the store and its
 /// leases (a lease is released over it), hence the mutex.
 class link {
 public:
-    explicit link(redis_options options)
-        : options_(std::move(options)), route_(options_.document_name(), {options_.host, options_.port}) {}
+    explicit link(redis_options options) : options_(std::move(options)), route_(route_from(options_)) {}
 
     const redis_options& options() const noexcept { return options_; }
     std::mutex& mutex() noexcept { return mutex_; }
@@ -240,7 +269,7 @@ public:
     bool command(const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
         forget();  // what an earlier command left is for the call right after it only
         route_.begin_command();
-        auto pause = std::chrono::milliseconds(1);
+        auto pause = first_retry_pause;
         const auto give_up = std::chrono::steady_clock::now() + options_.command_timeout;
         for (;;) {
             const auto attempt = route_.next();
@@ -259,14 +288,11 @@ public:
             case cluster::route::verdict::failed: return false;
             case cluster::route::verdict::retry_later:
                 if (std::chrono::steady_clock::now() + pause > give_up) {
-                    failed = storage_failure("Redis Cluster at " + options_.where() + " answered TRYAGAIN for " +
-                                             std::to_string(options_.command_timeout.count()) +
-                                             " ms: the migration of slot " + std::to_string(route_.slot()) +
-                                             " has left the store's keys on two nodes; the next call tries again");
+                    failed = migration_stalled(options_, route_.slot());
                     return false;
                 }
                 std::this_thread::sleep_for(pause);
-                pause = std::min(pause * 2, std::chrono::milliseconds(50));
+                pause = std::min(pause * 2, longest_retry_pause);
                 continue;
             }
         }
@@ -372,7 +398,7 @@ private:
     bool send_asking(const cluster::node_address& node, const std::vector<std::string_view>& args,
                      resp::reply& out, error_info& failed) {
         if (!asking_ || asking_node_ != node) {
-            asking_ = std::make_unique<connection>(options_for(node));
+            asking_ = std::make_unique<connection>(options_for(options_, node));
             asking_node_ = node;
         }
         if (!send(*asking_, {"ASKING"}, out, failed)) return false;
@@ -383,27 +409,14 @@ private:
     /// The connection to `node`, opened anew when the route moved.
     connection& node_connection(const cluster::node_address& node) {
         if (!connection_ || connected_node_ != node) {
-            connection_ = std::make_unique<connection>(options_for(node));
+            connection_ = std::make_unique<connection>(options_for(options_, node));
             connected_node_ = node;
             asking_.reset();  // a MOVED ended the migration the target was asked for
         }
         return *connection_;
     }
 
-    /// The options for a node of the cluster: the given ones for the node
-    /// given (its Unix socket, if any), its host and port for another. Over
-    /// TLS another node's certificate is checked for the name the cluster
-    /// announces (or tls_server_name, when set: one certificate for all).
-    redis_options options_for(const cluster::node_address& node) const {
-        if (node == cluster::node_address{options_.host, options_.port}) return options_;
-        redis_options o = options_;
-        o.unix_socket.clear();
-        o.host = node.host;
-        o.port = node.port;
-        return o;
-    }
-
-    void reset_route() { route_ = cluster::route(options_.document_name(), {options_.host, options_.port}); }
+    void reset_route() { route_ = route_from(options_); }
 
     bool subscribe(const std::string& channel) {
         auto subscriber = std::make_unique<connection>(options_);

@@ -8,7 +8,8 @@
 //   executor given in the options, in a strand) runs one command at a time;
 //   the others queue, because a RESP connection answers in order and the
 //   Asio connection runs one exchange at a time. The blocking members (1–5,
-//   12) stay usable and keep their own connection.
+//   12) stay usable and keep their own connection. On Redis Cluster it
+//   follows MOVED, ASK and TRYAGAIN as the blocking store does.
 // - The same scripts and the same reading of their answers as the blocking
 //   store (redis_storage's protected members), so both say the same thing
 //   about the same reply, and the same retry rule as its link: a command on
@@ -28,6 +29,7 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -52,18 +54,22 @@ struct redis_async_options : redis_options {
 namespace detail::redis {
 
 /// The asynchronous connection: a queue of commands, run one at a time on
-/// the connection's strand. Each completion is called once, on that strand.
+/// the link's strand (every connection it opens runs there too). Each
+/// completion is called once, on that strand. On Redis Cluster it follows
+/// the slot as the blocking link does (route_from, options_for): MOVED for
+/// this and later commands, ASK with ASKING for this one, TRYAGAIN again on
+/// a timer within command_timeout.
 class async_link : public std::enable_shared_from_this<async_link> {
 public:
     /// Called with the reply (an error reply is a reply), or what failed.
     using completion = std::function<void(error_info, resp::reply)>;
 
-    async_link(redis_options options, asio::any_io_executor executor)
-        : connection_(std::move(executor), std::move(options)) {}
+    async_link(redis_options options, const asio::any_io_executor& executor)
+        : options_(std::move(options)), strand_(asio::make_strand(executor)), route_(route_from(options_)) {}
 
     void command(command_args args, completion done) {
         auto op = std::make_shared<operation>(operation{std::move(args), std::move(done)});
-        asio::post(connection_.get_executor(), [self = shared_from_this(), op] {
+        asio::post(strand_, [self = shared_from_this(), op] {
             self->queue_.push_back(op);
             if (!self->busy_) self->start_next();
         });
@@ -71,7 +77,7 @@ public:
 
     /// Calls `f` on the strand after `delay`.
     void after(std::chrono::milliseconds delay, std::function<void()> f) {
-        auto timer = std::make_shared<asio::steady_timer>(connection_.get_executor(), delay);
+        auto timer = std::make_shared<asio::steady_timer>(strand_, delay);
         timer->async_wait([self = shared_from_this(), timer, f = std::move(f)](const std::error_code&) { f(); });
     }
 
@@ -80,6 +86,9 @@ private:
         command_args args;
         completion done;
         bool retried = false;  // sent once more on a new connection after an I/O failure
+        bool begun = false;
+        std::chrono::milliseconds pause = first_retry_pause;
+        std::chrono::steady_clock::time_point give_up{};
     };
 
     void start_next() {
@@ -88,20 +97,33 @@ private:
     }
 
     void send() {
-        const bool fresh = !connection_.is_open();
-        connection_.async_command(queue_.front()->args.views(),
-                                  [self = shared_from_this(), fresh](error_info failed, resp::reply out) {
-                                      self->answered(fresh, std::move(failed), std::move(out));
-                                  });
+        operation& op = *queue_.front();
+        if (!op.begun) {
+            op.begun = true;
+            route_.begin_command();
+            op.give_up = std::chrono::steady_clock::now() + options_.command_timeout;
+        }
+        const cluster::route::attempt attempt = route_.next();
+        connection& c = attempt.asking ? to_target(attempt.node) : to_node(attempt.node);
+        const bool fresh = !c.is_open(), asking = attempt.asking;
+        auto then = [self = shared_from_this(), fresh, asking](error_info failed, resp::reply out) {
+            self->answered(fresh, asking, std::move(failed), std::move(out));
+        };
+        if (!asking) return c.async_command(op.args.views(), std::move(then));
+        // ASKING holds for the one command after it, on that connection.
+        c.async_command({"ASKING"}, [self = shared_from_this(), &c, then](error_info failed, resp::reply out) mutable {
+            if (failed || out.type == resp::reply_type::error) return then(std::move(failed), std::move(out));
+            c.async_command(self->queue_.front()->args.views(), std::move(then));
+        });
     }
 
-    void answered(bool fresh, error_info failed, resp::reply out) {
+    void answered(bool fresh, bool asking, error_info failed, resp::reply out) {
         operation& op = *queue_.front();
         if (failed) {
-            connection_.close();  // the next command connects again
+            (asking ? asking_ : connection_)->close();  // the next command connects again
             // The server may have restarted since the connection was last
             // used; every command tokmgr sends may be repeated safely.
-            if (!fresh && !op.retried) {
+            if (!fresh && !asking && !op.retried) {
                 op.retried = true;
                 return send();
             }
@@ -109,14 +131,65 @@ private:
             // have been carried out.
             if (op.retried && failed.code == make_error_code(errc::storage_unreachable))
                 failed.code = make_error_code(errc::storage_failed);
+            // An owner learned from a MOVED may be gone (a failover): the
+            // next command starts again from the node given.
+            if (!asking) route_ = route_from(options_);
+            return complete(std::move(failed), std::move(out));
         }
+        switch (route_.on_reply(out, failed)) {
+        case cluster::route::verdict::done: return complete({}, std::move(out));
+        case cluster::route::verdict::retry: return send();
+        case cluster::route::verdict::failed: return complete(std::move(failed), {});
+        case cluster::route::verdict::retry_later:
+            if (std::chrono::steady_clock::now() + op.pause > op.give_up)
+                return complete(migration_stalled(options_, route_.slot()), {});
+            after(op.pause, [self = shared_from_this()] { self->send(); });
+            op.pause = std::min(op.pause * 2, longest_retry_pause);
+            return;
+        }
+    }
+
+    void complete(error_info failed, resp::reply out) {
         const std::shared_ptr<operation> done = std::move(queue_.front());
         queue_.pop_front();
         done->done(std::move(failed), std::move(out));
         start_next();
     }
 
-    connection connection_;
+    /// The connection to `node`, opened anew when the route moved. One that
+    /// is replaced goes at the strand's next turn, after the handler that
+    /// replaced it has returned into its code.
+    connection& to_node(const cluster::node_address& node) {
+        if (!connection_ || connected_node_ != node) {
+            retire(std::move(connection_));
+            retire(std::move(asking_));  // a MOVED ended the migration the target was asked for
+            connection_ = std::make_unique<connection>(strand_, options_for(options_, node));
+            connected_node_ = node;
+        }
+        return *connection_;
+    }
+
+    /// The connection to a migration's target, kept for the next ASK.
+    connection& to_target(const cluster::node_address& node) {
+        if (!asking_ || asking_node_ != node) {
+            retire(std::move(asking_));
+            asking_ = std::make_unique<connection>(strand_, options_for(options_, node));
+            asking_node_ = node;
+        }
+        return *asking_;
+    }
+
+    void retire(std::unique_ptr<connection> old) {
+        if (old) asio::post(strand_, [old = std::shared_ptr<connection>(std::move(old))] {});
+    }
+
+    redis_options options_;
+    asio::strand<asio::any_io_executor> strand_;
+    cluster::route route_;
+    std::unique_ptr<connection> connection_;
+    cluster::node_address connected_node_;
+    std::unique_ptr<connection> asking_;
+    cluster::node_address asking_node_;
     std::deque<std::shared_ptr<operation>> queue_;
     bool busy_ = false;
 };
