@@ -168,22 +168,23 @@ public:
     void async_command(const std::vector<std::string_view>& args, Handler handler) {
         auto op = std::make_shared<async_op>();
         op->handler = std::move(handler);
-        if (busy_) {
-            return asio::post(executor_, [op, where = options_.where()] {
-                op->handler(storage_failure("a command to Redis at " + where +
-                                            " was started while another was running; run one at a time"),
-                            resp::reply{});
-            });
-        }
-        busy_ = true;
         resp::encode_command(args, op->encoded);
-        const auto send = [this, op] {
-            async_exchange(std::move(op->encoded), [this, op](error_info failed, resp::reply out) {
-                finish(op, std::move(failed), std::move(out));
-            });
-        };
-        if (open_) return asio::post(executor_, send);
-        asio::post(executor_, [this, op, send] {
+        // Whether one is running is asked on the executor: on a
+        // multi-threaded io_context the caller's thread may not be the one
+        // where the running command ends.
+        asio::post(executor_, [this, op] {
+            if (busy_) {
+                return op->handler(storage_failure("a command to Redis at " + options_.where() +
+                                                   " was started while another was running; run one at a time"),
+                                   resp::reply{});
+            }
+            busy_ = true;
+            const auto send = [this, op] {
+                async_exchange(std::move(op->encoded), [this, op](error_info failed, resp::reply out) {
+                    finish(op, std::move(failed), std::move(out));
+                });
+            };
+            if (open_) return send();
             async_open([this, op, send](error_info failed) {
                 if (failed) return finish(op, std::move(failed), resp::reply{});
                 send();
