@@ -222,10 +222,21 @@ migrate_slot() {
         echo "$slot $source $target" > "$state"
     fi
     if [ "$phase" != start ]; then
-        local keys
-        # redis-cli prints an empty list as an empty line.
+        local keys answer rounds=0
+        # redis-cli prints an empty list as an empty line. A MIGRATE that
+        # fails (its error is printed, with exit status 0) would leave the
+        # keys where they are: said, and bounded, never looped on.
         while mapfile -t keys < <(cli "$source" CLUSTER GETKEYSINSLOT "$slot" 100 | sed '/^$/d') && [ "${#keys[@]}" -gt 0 ]; do
-            cli "$source" MIGRATE 127.0.0.1 "$target" "" 0 5000 KEYS "${keys[@]}" > /dev/null
+            answer=$(cli "$source" MIGRATE 127.0.0.1 "$target" "" 0 5000 KEYS "${keys[@]}")
+            rounds=$((rounds + 1))
+            if [ "$answer" != OK ] && [ "$answer" != NOKEY ]; then
+                echo "MIGRATE of slot $slot from $source to $target answered: $answer" >&2
+                exit 1
+            fi
+            if [ "$rounds" -gt 100 ]; then
+                echo "slot $slot still holds keys after 100 MIGRATEs" >&2
+                exit 1
+            fi
         done
         local target_id
         target_id=$(cli "$target" CLUSTER MYID)

@@ -567,6 +567,112 @@ TEST_CASE("Redis unreachable: storage_unreachable at once, naming the address") 
     CHECK(std::chrono::steady_clock::now() - started < 2s);
 }
 
+namespace {
+
+/// Reads one RESP command (an array of bulk strings) from `fd` into its
+/// arguments; empty when the connection closed first.
+std::vector<std::string> read_command(int fd, std::string& buffer) {
+    for (;;) {
+        tokmgr::detail::resp::reader reader;
+        tokmgr::error_info failed;
+        tokmgr::detail::resp::reply command;
+        if (reader.feed(buffer, failed) && reader.next(command, failed)) {
+            // One command at a time from these clients: whatever is buffered is it.
+            buffer.clear();
+            std::vector<std::string> args;
+            for (auto& a : command.elements) args.push_back(a.text);
+            return args;
+        }
+        char chunk[4096];
+        const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+        if (n <= 0) return {};
+        buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+/// A loopback port where nothing listens.
+int closed_port() {
+    int port = 0;
+    const int fd = test::listen_on_loopback(port);
+    ::close(fd);
+    return port;
+}
+
+}  // namespace
+
+TEST_CASE("a write whose answer was lost is never reported as not sent, though its resending is redirected to a node that cannot be reached") {
+    const std::string key = fresh_key();
+    redis_options named;
+    named.key = key;
+    const auto slot = tokmgr::detail::redis::cluster::key_slot(named.document_name());
+    const int dead = closed_port();
+    std::atomic<int> connections{0};
+    std::atomic<bool> write_executed{false};
+    loopback_acceptor server([&](int client) {
+        const int n = ++connections;
+        std::string buffer;
+        for (auto args = read_command(client, buffer); !args.empty(); args = read_command(client, buffer)) {
+            std::string answer;
+            if (args[0] == "GET") answer = "$-1\r\n";
+            else if (args[0] == "CLUSTER") {
+                const std::string nodes = "abc 127.0.0.1:" + std::to_string(dead) + "@1 master - 0 0 1 connected 0-16383\n";
+                answer = "$" + std::to_string(nodes.size()) + "\r\n" + nodes + "\r\n";
+            } else if (args[0] == "EVAL" && n == 1) {
+                write_executed = true;  // carried out; its answer is lost with the connection
+                break;
+            } else if (args[0] == "EVAL") answer = "-MOVED " + std::to_string(slot) + " 127.0.0.1:" + std::to_string(dead) + "\r\n";
+            else answer = "+OK\r\n";
+            (void)!::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+        }
+        ::close(client);
+    });
+    redis_options o = named;
+    o.port = server.port();
+    o.command_timeout = 2s;
+    redis_storage store(o);
+    std::error_code ec;
+    CHECK_FALSE(store.load(ec));  // the connection is kept
+    REQUIRE_FALSE(ec);
+    CHECK_FALSE(store.store_if(set_of(1), 0, ec));
+    CHECK(write_executed);
+    CHECK(ec == errc::storage_failed);  // may have landed: never storage_unreachable
+}
+
+TEST_CASE("a redirection is followed only to a node the cluster lists: a server that is not a cluster node sends the store nowhere") {
+    const std::string key = fresh_key();
+    redis_options named;
+    named.key = key;
+    const auto slot = tokmgr::detail::redis::cluster::key_slot(named.document_name());
+    std::atomic<int> elsewhere{0};
+    loopback_acceptor other([&](int client) {
+        ++elsewhere;
+        ::close(client);
+    });
+    loopback_acceptor server([&](int client) {
+        std::string buffer;
+        for (auto args = read_command(client, buffer); !args.empty(); args = read_command(client, buffer)) {
+            std::string answer = "-ERR This instance has cluster support disabled\r\n";
+            if (args[0] == "AUTH") answer = "+OK\r\n";
+            else if (args[0] == "EVAL" || args[0] == "GET")
+                answer = "-MOVED " + std::to_string(slot) + " 127.0.0.1:" + std::to_string(other.port()) + "\r\n";
+            (void)!::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+        }
+        ::close(client);
+    });
+    redis_options o = named;
+    o.port = server.port();
+    o.password = tokmgr::secret("the-redis-password");
+    redis_storage store(o);
+    std::error_code ec;
+    CHECK_FALSE(store.store_if(set_of(1), 0, ec));
+    CHECK(ec == errc::storage_failed);
+    CHECK(store.last_error().detail.find("does not list") != std::string::npos);
+    CHECK(store.last_error().detail.find("the-redis-password") == std::string::npos);
+    CHECK_FALSE(store.load(ec));
+    CHECK(ec == errc::storage_failed);
+    CHECK(elsewhere == 0);  // neither the password nor the token set went there
+}
+
 TEST_CASE("a server that answers garbage, asks for a password, or does not answer") {
     std::error_code ec;
     SUBCASE("garbage RESP") {
@@ -1231,7 +1337,7 @@ TEST_CASE("an ACL user with exactly the names and commands docs/fleet.md lists: 
     const std::string user = "tokmgr-fleet-" + std::to_string(::getpid());
     raw.run({"ACL", "SETUSER", user, "on", ">fleet-password-1234", "resetkeys", "~" + doc(key) + "*", "resetchannels",
              "&" + channel_of(key), "-@all", "+get", "+set", "+eval", "+subscribe", "+auth", "+select", "+type",
-             "+del", "+publish", "+pttl", "+wait", "+asking"});
+             "+del", "+publish", "+pttl", "+wait", "+asking", "+cluster|nodes"});
     auto o = options_for(key);
     o.user = user;
     o.password = tokmgr::secret("fleet-password-1234");

@@ -79,6 +79,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -245,6 +246,18 @@ inline redis_options options_for(const redis_options& given, const cluster::node
 /// a pause of 1 ms doubling to 50 ms, for at most command_timeout.
 inline constexpr std::chrono::milliseconds first_retry_pause{1}, longest_retry_pause{50};
 
+/// Why a redirection was not followed (the links' member checks).
+inline error_info redirect_refused(const redis_options& given, const cluster::node_address& node, bool unix_socket) {
+    const std::string to = node.host + ":" + std::to_string(node.port);
+    if (unix_socket)
+        return storage_failure("Redis at " + given.where() + " (a Unix socket) redirected the store to " + to +
+                               "; a Unix socket reaches one server, not a cluster: point the store at a cluster "
+                               "node's host and port");
+    return storage_failure("Redis at " + given.where() + " redirected the store to " + to +
+                           ", which its cluster does not list as a node (CLUSTER NODES); not followed, so that "
+                           "address receives neither the password nor the token set");
+}
+
 inline error_info migration_stalled(const redis_options& given, std::uint16_t slot) {
     return storage_failure("Redis Cluster at " + given.where() + " answered TRYAGAIN for " +
                            std::to_string(given.command_timeout.count()) + " ms: the migration of slot " +
@@ -271,25 +284,39 @@ public:
         route_.begin_command();
         auto pause = first_retry_pause;
         const auto give_up = std::chrono::steady_clock::now() + options_.command_timeout;
+        // Once one sending may have been carried out (its answer lost), no
+        // later failure of the same command may say that nothing went out:
+        // the manager would take a write that landed for one that did not.
+        bool may_have_run = false;
+        const auto fail = [&] {
+            if (may_have_run && failed.code == errc::storage_unreachable)
+                failed.code = make_error_code(errc::storage_failed);
+            return false;
+        };
         for (;;) {
             const auto attempt = route_.next();
-            const bool sent = attempt.asking ? send_asking(attempt.node, args, out, failed)
-                                             : send(node_connection(attempt.node), args, out, failed);
+            const bool sent = attempt.asking ? send_asking(attempt.node, args, out, failed, may_have_run)
+                                             : send(node_connection(attempt.node), args, out, failed, may_have_run);
             if (!sent) {
                 // The owner learned from a MOVED may be gone (a failover):
                 // the next command starts again from the node given, which
                 // redirects it to whoever owns the slot then.
                 if (!attempt.asking) reset_route();
-                return false;
+                return fail();
             }
             switch (route_.on_reply(out, failed)) {
             case cluster::route::verdict::done: return true;
-            case cluster::route::verdict::retry: continue;
-            case cluster::route::verdict::failed: return false;
+            case cluster::route::verdict::retry:
+                if (!member(route_.next().node, attempt, failed)) {
+                    reset_route();  // the route already points there: the next command starts from the node given
+                    return fail();
+                }
+                continue;
+            case cluster::route::verdict::failed: return fail();
             case cluster::route::verdict::retry_later:
                 if (std::chrono::steady_clock::now() + pause > give_up) {
                     failed = migration_stalled(options_, route_.slot());
-                    return false;
+                    return fail();
                 }
                 std::this_thread::sleep_for(pause);
                 pause = std::min(pause * 2, longest_retry_pause);
@@ -378,16 +405,15 @@ private:
     /// on I/O is sent once more on a new one: the server may have restarted
     /// since the connection was last used. Every command tokmgr sends may be
     /// repeated safely (the scripts recognise their own write).
-    static bool send(connection& c, const std::vector<std::string_view>& args, resp::reply& out, error_info& failed) {
+    /// `may_have_run` is set when a sending failed after its bytes may have
+    /// gone out.
+    static bool send(connection& c, const std::vector<std::string_view>& args, resp::reply& out, error_info& failed,
+                     bool& may_have_run) {
         for (int attempt = 0; attempt < 2; ++attempt) {
             const bool fresh = !c.is_open();
-            if (fresh && !c.connect(failed)) {
-                // Unreachable only if nothing went out: a first attempt on a
-                // kept connection may have been carried out.
-                if (attempt > 0) failed.code = make_error_code(errc::storage_failed);
-                return false;
-            }
+            if (fresh && !c.connect(failed)) return false;
             if (c.command(args, out, failed)) return true;  // it clears a first attempt's failure
+            if (failed.code != errc::storage_unreachable) may_have_run = true;
             if (fresh) return false;  // a new connection that failed: asking again would fail alike
         }
         return false;
@@ -396,14 +422,38 @@ private:
     /// ASKING, then the command, on a connection to the migration's target
     /// (kept for the next ASK: a migration sends several).
     bool send_asking(const cluster::node_address& node, const std::vector<std::string_view>& args,
-                     resp::reply& out, error_info& failed) {
+                     resp::reply& out, error_info& failed, bool& may_have_run) {
         if (!asking_ || asking_node_ != node) {
             asking_ = std::make_unique<connection>(options_for(options_, node));
             asking_node_ = node;
         }
-        if (!send(*asking_, {"ASKING"}, out, failed)) return false;
+        bool asking_ran = false;  // ASKING alone changes nothing
+        if (!send(*asking_, {"ASKING"}, out, failed, asking_ran)) return false;
         if (out.type == resp::reply_type::error) return true;  // the target's refusal is the command's answer
-        return asking_->command(args, out, failed);  // not sent again: ASKING holds for one command
+        if (asking_->command(args, out, failed)) return true;  // not sent again: ASKING holds for one command
+        if (failed.code != errc::storage_unreachable) may_have_run = true;
+        return false;
+    }
+
+    /// Whether `node`, where a redirection points, is a node of the cluster
+    /// as the node that redirected there lists it (CLUSTER NODES). A store
+    /// sends its password and the token set to the nodes it follows, so it
+    /// follows no redirection from a server that is not a cluster node, none
+    /// to a node its cluster does not list, and none from a Unix socket
+    /// (one server, whose traffic never leaves the host).
+    bool member(const cluster::node_address& node, const cluster::route::attempt& from, error_info& failed) {
+        if (members_.count(node)) return true;
+        if (!options_.unix_socket.empty()) return failed = redirect_refused(options_, node, true), false;
+        connection& asked = from.asking ? *asking_ : *connection_;
+        resp::reply listed;
+        error_info ignored;
+        bool ignored_run = false;
+        if (send(asked, {"CLUSTER", "NODES"}, listed, ignored, ignored_run) &&
+            listed.type != resp::reply_type::error) {
+            for (cluster::node_address& known : cluster::nodes_listed(listed.text, from.node)) members_.insert(known);
+        }
+        if (members_.count(node)) return true;
+        return failed = redirect_refused(options_, node, false), false;
     }
 
     /// The connection to `node`, opened anew when the route moved.
@@ -431,6 +481,7 @@ private:
     redis_options options_;
     std::mutex mutex_;
     cluster::route route_;  // on a single server, always the node given
+    std::set<cluster::node_address> members_;  // the cluster's nodes, as a node listed them
     std::unique_ptr<connection> connection_;
     cluster::node_address connected_node_;
     std::unique_ptr<connection> asking_;  // to a migration's target

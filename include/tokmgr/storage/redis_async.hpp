@@ -38,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -85,7 +86,8 @@ private:
     struct operation {
         command_args args;
         completion done;
-        bool retried = false;  // sent once more on a new connection after an I/O failure
+        bool retried = false;       // sent once more on a new connection after an I/O failure
+        bool may_have_run = false;  // a sending failed after its bytes may have gone out
         bool begun = false;
         std::chrono::milliseconds pause = first_retry_pause;
         std::chrono::steady_clock::time_point give_up{};
@@ -120,6 +122,7 @@ private:
     void answered(bool fresh, bool asking, error_info failed, resp::reply out) {
         operation& op = *queue_.front();
         if (failed) {
+            if (failed.code != errc::storage_unreachable) op.may_have_run = true;
             (asking ? asking_ : connection_)->close();  // the next command connects again
             // The server may have restarted since the connection was last
             // used; every command tokmgr sends may be repeated safely.
@@ -127,9 +130,9 @@ private:
                 op.retried = true;
                 return send();
             }
-            // Unreachable only if nothing went out: the first sending may
+            // Unreachable only if nothing went out: an earlier sending may
             // have been carried out.
-            if (op.retried && failed.code == make_error_code(errc::storage_unreachable))
+            if ((op.retried || op.may_have_run) && failed.code == errc::storage_unreachable)
                 failed.code = make_error_code(errc::storage_failed);
             // An owner learned from a MOVED may be gone (a failover): the
             // next command starts again from the node given.
@@ -138,7 +141,7 @@ private:
         }
         switch (route_.on_reply(out, failed)) {
         case cluster::route::verdict::done: return complete({}, std::move(out));
-        case cluster::route::verdict::retry: return send();
+        case cluster::route::verdict::retry: return follow(asking);
         case cluster::route::verdict::failed: return complete(std::move(failed), {});
         case cluster::route::verdict::retry_later:
             if (std::chrono::steady_clock::now() + op.pause > op.give_up)
@@ -149,7 +152,37 @@ private:
         }
     }
 
+    /// Sends the command where the route now points once that node is a
+    /// member of the cluster, as the node that redirected there lists it
+    /// (the blocking link's member(), for the same reason: the password and
+    /// the token set go where the store follows).
+    void follow(bool asked_target) {
+        const cluster::node_address next = route_.next().node;
+        if (members_.count(next)) return send();
+        if (!options_.unix_socket.empty()) return complete(not_followed(next, true), {});
+        connection& asked = asked_target ? *asking_ : *connection_;
+        const cluster::node_address asked_node = asked_target ? asking_node_ : connected_node_;
+        asked.async_command({"CLUSTER", "NODES"}, [self = shared_from_this(), next, asked_node](error_info failed,
+                                                                                              resp::reply listed) {
+            if (!failed && listed.type != resp::reply_type::error)
+                for (cluster::node_address& known : cluster::nodes_listed(listed.text, asked_node))
+                    self->members_.insert(known);
+            if (self->members_.count(next)) return self->send();
+            self->complete(self->not_followed(next, false), {});
+        });
+    }
+
+    /// Why the route's redirection is refused; the route, which already
+    /// points there, starts again from the node given.
+    error_info not_followed(const cluster::node_address& node, bool unix_socket) {
+        route_ = route_from(options_);
+        return redirect_refused(options_, node, unix_socket);
+    }
+
     void complete(error_info failed, resp::reply out) {
+        operation& op = *queue_.front();
+        if (failed && op.may_have_run && failed.code == errc::storage_unreachable)
+            failed.code = make_error_code(errc::storage_failed);
         const std::shared_ptr<operation> done = std::move(queue_.front());
         queue_.pop_front();
         done->done(std::move(failed), std::move(out));
@@ -186,6 +219,7 @@ private:
     redis_options options_;
     asio::strand<asio::any_io_executor> strand_;
     cluster::route route_;
+    std::set<cluster::node_address> members_;
     std::unique_ptr<connection> connection_;
     cluster::node_address connected_node_;
     std::unique_ptr<connection> asking_;

@@ -79,6 +79,9 @@ struct node_address {
         return a.host == b.host && a.port == b.port;
     }
     friend bool operator!=(const node_address& a, const node_address& b) { return !(a == b); }
+    friend bool operator<(const node_address& a, const node_address& b) {
+        return a.host < b.host || (a.host == b.host && a.port < b.port);
+    }
 };
 
 inline constexpr std::string_view unknown_endpoint = "?";
@@ -145,6 +148,34 @@ inline std::optional<redirect> parse_redirect(std::string_view text) {
     if (host.find_first_of(" []\r\n") != std::string_view::npos) return std::nullopt;
     out.slot = static_cast<std::uint16_t>(*slot);
     out.node = node_address{std::string(host), static_cast<int>(*port)};
+    return out;
+}
+
+/// The nodes CLUSTER NODES lists (its text, one node a line: id, then
+/// `ip:port@cport[,hostname]`, ...), each by its address and, when it has
+/// one, its host name; a node without an address yet (`:port`) is at the
+/// host that was asked. Lines that do not read are skipped.
+inline std::vector<node_address> nodes_listed(std::string_view text, const node_address& asked) {
+    std::vector<node_address> out;
+    while (!text.empty()) {
+        const auto end = text.find('\n');
+        std::string_view line = text.substr(0, end);
+        text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+        const auto first = line.find(' ');
+        if (first == std::string_view::npos) continue;
+        std::string_view field = line.substr(first + 1);
+        field = field.substr(0, field.find(' '));
+        const auto comma = field.find(',');
+        const std::string_view hostname = comma == std::string_view::npos ? std::string_view() : field.substr(comma + 1);
+        const std::string_view endpoint = field.substr(0, std::min(field.find('@'), comma));
+        const auto colon = endpoint.rfind(':');
+        if (colon == std::string_view::npos) continue;
+        const auto port = parse_detail::small_number(endpoint.substr(colon + 1), 65535);
+        if (!port || *port == 0) continue;
+        const std::string_view host = endpoint.substr(0, colon);
+        out.push_back({host.empty() ? asked.host : std::string(host), static_cast<int>(*port)});
+        if (!hostname.empty() && hostname != "?") out.push_back({std::string(hostname), static_cast<int>(*port)});
+    }
     return out;
 }
 

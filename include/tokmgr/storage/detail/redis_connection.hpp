@@ -29,6 +29,7 @@
 
 #include <sys/un.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -117,9 +118,12 @@ public:
     /// For a subscribed connection: waits at most `wait` for the next
     /// message (a RESP3 push, a RESP2 array) and reads it into `out`. False
     /// with `failed` empty when none came in time: the wait is cancelled,
-    /// not the socket closed, so the subscription stays. A message begun
-    /// within `wait` is read to its end within command_timeout. On failure
-    /// (`failed` set) the connection is closed.
+    /// not the socket closed, so the subscription stays. Reading what
+    /// arrived is bounded by `wait` too (at least 10 ms, so bytes already
+    /// here are read): a server that sends part of a message, or of a TLS
+    /// record, and stalls fails the connection then, never holding the
+    /// caller past its wait. On failure (`failed` set) the connection is
+    /// closed.
     bool next_message(std::chrono::milliseconds wait, resp::reply& out, error_info& failed) {
         failed = {};
         if (!blocking_allowed(failed)) return false;
@@ -145,7 +149,10 @@ public:
             }
             std::size_t got = 0;
             bool timed_out = false;
-            const auto ec = run_until(clock::now() + options_.command_timeout, timed_out, [&](auto handler) {
+            const auto now = clock::now();
+            const auto read_by = std::min(now + options_.command_timeout,
+                                          std::max(deadline, now + std::chrono::milliseconds(10)));
+            const auto ec = run_until(read_by, timed_out, [&](auto handler) {
                 with_stream([&](auto& stream) {
                     stream.async_read_some(asio::buffer(incoming_), [&got, handler](std::error_code e, std::size_t n) mutable {
                         got = n;
