@@ -82,7 +82,8 @@
 // this form is run, by an asynchronous manager, on a thread of the
 // manager's own (manager_options::storage_executor to supply one).
 //
-// Json — encodes requests and decodes responses:
+// Json — encodes requests and decodes responses (for textual_protocol; 4 for
+// the manager itself):
 //   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
 //   2. `std::string j.refresh_body(std::string_view refresh_token) const`
 //   3. `token_pair j.parse_token_response(std::string_view body, std::error_code&) const`
@@ -91,6 +92,40 @@
 //   4. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
 //   5. `std::string j.error_message(std::string_view body) const` — the first
 //      string member of "message", "detail", "title", "errorMessage"; empty if none
+//
+// Protocol (concept token_protocol<P, J>; tokmgr::protocol is the namespace
+// of the Textual facts) — what the login and refresh requests and their
+// answers look like on the wire (textual_protocol, the default;
+// tokmgr/protocol/). Used
+// only inside a flight, under the manager's policy gate, never on the hot
+// path. Each member is given the manager's Json policy J for the bodies
+// (a member template serves any J):
+//   1. `token_request p.login_request(const credentials&, std::string_view target, const J&) const`
+//      — the request that obtains a first token set; `target` is
+//      manager_options::login_path, which a protocol with its own endpoint
+//      may ignore
+//   2. `token_request p.refresh_request(std::string_view refresh_token,
+//      std::string_view target, const J&) const` — the request that
+//      exchanges the current refresh token; `target` is
+//      manager_options::refresh_path
+//   3. `token_answer p.read_tokens(std::string_view body, const J&, std::error_code&) const`
+//      — a 2xx answer's tokens; sets an error (errc::protocol_error) when
+//      the body does not hold them. An empty refresh token keeps the one
+//      sent; an empty expires_in leaves the lifetime to the JWT's claims.
+//   4. `std::string p.answer_shape() const` — what a 2xx body must hold, for
+//      the message of 3's error
+//   5. `errc p.classify(token_call, int status, std::string_view body, const J&) const`
+//      — what a non-2xx answer means to the manager: credentials_rejected
+//      (not retried for a while), refresh_rejected (the grant is dead: log
+//      in again), rate_limited, service_unavailable or server_error (back
+//      off, honouring Retry-After), unexpected_redirect, or another errc
+//      reported as it is
+//   6. `std::string p.error_message(std::string_view body, const J&) const`
+//      — the server's own words, or empty; the manager redacts the secrets
+//      it sent before showing them
+// Secrets reach a protocol as `tokmgr::secret` (credentials) or as a view of
+// one, and leave it in token_request::body or a header value, both wiped by
+// the manager; a protocol must not put them in any other text.
 #pragma once
 
 #include <chrono>
@@ -102,7 +137,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "errc.hpp"
 #include "http.hpp"
+#include "protocol/token_exchange.hpp"
 #include "token_set.hpp"
 
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L && __has_include(<concepts>)
@@ -113,6 +150,9 @@
 #endif
 
 namespace tokmgr {
+
+struct credentials;
+
 namespace detail {
 
 template <class, template <class> class, class = void>
@@ -246,6 +286,28 @@ using json_parse_claims =
 template <class J>
 using json_error_message = decltype(std::declval<const J&>().error_message(std::string_view{}));
 
+// Protocol, probed with the Json policy J it will be given
+template <class J>
+struct protocol_probe {
+    template <class P>
+    using login_request = decltype(std::declval<const P&>().login_request(
+        std::declval<const credentials&>(), std::string_view{}, std::declval<const J&>()));
+    template <class P>
+    using refresh_request = decltype(std::declval<const P&>().refresh_request(std::string_view{}, std::string_view{},
+                                                                              std::declval<const J&>()));
+    template <class P>
+    using read_tokens = decltype(std::declval<const P&>().read_tokens(
+        std::string_view{}, std::declval<const J&>(), std::declval<std::error_code&>()));
+    template <class P>
+    using answer_shape = decltype(std::declval<const P&>().answer_shape());
+    template <class P>
+    using classify = decltype(std::declval<const P&>().classify(token_call{}, int{}, std::string_view{},
+                                                                std::declval<const J&>()));
+    template <class P>
+    using error_message =
+        decltype(std::declval<const P&>().error_message(std::string_view{}, std::declval<const J&>()));
+};
+
 
 template <class T>
 using executor_result = decltype(std::declval<T&>().get_executor());
@@ -303,6 +365,16 @@ inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, st
                                   detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
                                   detail::returns<J, detail::json_error_message, std::string>();
 
+/// A Protocol policy usable with the Json policy J (1–6 above).
+template <class P, class J>
+inline constexpr bool is_token_protocol_v =
+    detail::returns<P, detail::protocol_probe<J>::template login_request, token_request>() &&
+    detail::returns<P, detail::protocol_probe<J>::template refresh_request, token_request>() &&
+    detail::returns<P, detail::protocol_probe<J>::template read_tokens, token_answer>() &&
+    detail::returns<P, detail::protocol_probe<J>::template answer_shape, std::string>() &&
+    detail::returns<P, detail::protocol_probe<J>::template classify, errc>() &&
+    detail::returns<P, detail::protocol_probe<J>::template error_message, std::string>();
+
 #if TOKMGR_HAS_CONCEPTS
 
 template <class T>
@@ -351,13 +423,24 @@ concept json = requires(const J& j, std::string_view text, std::error_code& ec) 
     { j.error_message(text) } -> std::same_as<std::string>;            // 5
 };
 
+template <class P, class J>
+concept token_protocol = requires(const P& p, const credentials& login, const J& j, std::string_view text,
+                            token_call call, int status, std::error_code& ec) {
+    { p.login_request(login, text, j) } -> std::same_as<token_request>;       // 1
+    { p.refresh_request(text, text, j) } -> std::same_as<token_request>;      // 2
+    { p.read_tokens(text, j, ec) } -> std::same_as<token_answer>;            // 3
+    { p.answer_shape() } -> std::same_as<std::string>;                       // 4
+    { p.classify(call, status, text, j) } -> std::same_as<errc>;             // 5
+    { p.error_message(text, j) } -> std::same_as<std::string>;               // 6
+};
+
 #endif
 
 namespace detail {
 
 /// One static_assert per requirement, so a wrong policy produces one line
 /// naming the missing member. Used by token_manager in both language modes.
-template <class Transport, class Clock, class Storage, class Json>
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
 constexpr bool check_policies() {
     static_assert(is_transport_v<Transport>,
                   "tokmgr: the Transport policy needs "
@@ -385,6 +468,24 @@ constexpr bool check_policies() {
                   "`tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const`");
     static_assert(returns<Json, json_error_message, std::string>(),
                   "tokmgr: the Json policy needs `std::string error_message(std::string_view body) const`");
+    using probe = protocol_probe<Json>;
+    static_assert(returns<Protocol, probe::template login_request, token_request>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_request login_request(const tokmgr::credentials&, "
+                  "std::string_view target, const Json&) const`");
+    static_assert(returns<Protocol, probe::template refresh_request, token_request>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_request refresh_request(std::string_view "
+                  "refresh_token, std::string_view target, const Json&) const`");
+    static_assert(returns<Protocol, probe::template read_tokens, token_answer>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_answer read_tokens(std::string_view body, "
+                  "const Json&, std::error_code&) const`");
+    static_assert(returns<Protocol, probe::template answer_shape, std::string>(),
+                  "tokmgr: the Protocol policy needs `std::string answer_shape() const`");
+    static_assert(returns<Protocol, probe::template classify, errc>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::errc classify(tokmgr::token_call, int status, "
+                  "std::string_view body, const Json&) const`");
+    static_assert(returns<Protocol, probe::template error_message, std::string>(),
+                  "tokmgr: the Protocol policy needs `std::string error_message(std::string_view body, "
+                  "const Json&) const`");
     return true;
 }
 

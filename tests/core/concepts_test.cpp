@@ -47,9 +47,35 @@ struct json {
     std::string error_message(std::string_view) const { return {}; }
 };
 
+struct protocol {
+    tokmgr::token_request login_request(const tokmgr::credentials&, std::string_view, const json&) const {
+        return {};
+    }
+    tokmgr::token_request refresh_request(std::string_view, std::string_view, const json&) const { return {}; }
+    tokmgr::token_answer read_tokens(std::string_view, const json&, std::error_code& ec) const {
+        ec = tokmgr::errc::protocol_error;
+        return {};
+    }
+    std::string answer_shape() const { return {}; }
+    tokmgr::errc classify(tokmgr::token_call, int, std::string_view, const json&) const {
+        return tokmgr::errc::server_error;
+    }
+    std::string error_message(std::string_view, const json&) const { return {}; }
+};
+
 }  // namespace archetype
 
 namespace wrong {
+/// Reads the answer without the Json policy it is given.
+struct protocol_without_json_in_read {
+    tokmgr::token_request login_request(const tokmgr::credentials&, std::string_view,
+                                        const archetype::json&) const;
+    tokmgr::token_request refresh_request(std::string_view, std::string_view, const archetype::json&) const;
+    tokmgr::token_answer read_tokens(std::string_view, std::error_code&) const;
+    std::string answer_shape() const;
+    tokmgr::errc classify(tokmgr::token_call, int, std::string_view, const archetype::json&) const;
+    std::string error_message(std::string_view, const archetype::json&) const;
+};
 struct transport_returning_string {
     std::string send(const tokmgr::http_request&, std::error_code&);
 };
@@ -111,7 +137,12 @@ TEST_CASE("the shipped policies and the archetypes model their policies") {
     static_assert(tokmgr::storage<archetype::storage>);
     static_assert(tokmgr::json<archetype::json>);
     static_assert(tokmgr::json<tokmgr::simdjson_json>);
+    static_assert(tokmgr::token_protocol<archetype::protocol, archetype::json>);
+    static_assert(tokmgr::token_protocol<tokmgr::textual_protocol, tokmgr::simdjson_json>);
 #endif
+    static_assert(tokmgr::is_token_protocol_v<archetype::protocol, archetype::json>);
+    static_assert(tokmgr::is_token_protocol_v<tokmgr::textual_protocol, tokmgr::simdjson_json>);
+    static_assert(tokmgr::is_token_protocol_v<tokmgr::textual_protocol, archetype::json>);
     CHECK(true);
 }
 
@@ -129,14 +160,21 @@ TEST_CASE("types that miss a requirement are rejected") {
     static_assert(!tokmgr::clock<wrong::clock_with_int_time_point>);
     static_assert(!tokmgr::storage<wrong::storage_without_store>);
     static_assert(!tokmgr::json<wrong::json_with_mutable_parse>);
+    static_assert(!tokmgr::token_protocol<wrong::protocol_without_json_in_read, archetype::json>);
+    static_assert(!tokmgr::token_protocol<archetype::protocol, tokmgr::simdjson_json>);  // another Json
 #endif
+    static_assert(!tokmgr::is_token_protocol_v<wrong::protocol_without_json_in_read, archetype::json>);
+    static_assert(!tokmgr::is_token_protocol_v<archetype::protocol, tokmgr::simdjson_json>);
+    static_assert(!tokmgr::is_token_protocol_v<int, archetype::json>);
     CHECK(true);
 }
 
 TEST_CASE("a manager built from the archetypes alone works and reports the transport's error") {
     tokmgr::manager_options options;
     options.assumed_lifetimes = tokmgr::lifetimes{};
-    tokmgr::token_manager<archetype::transport, archetype::clock, archetype::storage, archetype::json> manager(
+    tokmgr::token_manager<archetype::transport, archetype::clock, archetype::storage, archetype::json,
+                          archetype::protocol>
+        manager(
         archetype::transport{}, tokmgr::credentials{"u", tokmgr::secret("p")}, options);
     std::error_code ec;
     CHECK(manager.get_token(ec).empty());

@@ -1,0 +1,186 @@
+// The Protocol policy: a manager speaks whatever protocol it is given, and
+// the parts of a flight that are not the protocol's (rotation, single flight,
+// fallback to a login, redaction) work unchanged for it.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <string_view>
+
+#include "harness.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Not OAuth 2.0, but shaped like it: a form body, a Basic header, its own
+/// endpoint, an answer that is not JSON, opaque tokens with expires_in, and
+/// a refresh answer that may keep the old refresh token.
+struct form_protocol {
+    template <class Json>
+    tokmgr::token_request login_request(const tokmgr::credentials& login, std::string_view, const Json&) const {
+        return request("grant_type=password&username=" + login.user_name +
+                       "&password=" + std::string(login.password.reveal()));
+    }
+    template <class Json>
+    tokmgr::token_request refresh_request(std::string_view refresh_token, std::string_view, const Json&) const {
+        return request("grant_type=refresh_token&refresh_token=" + std::string(refresh_token));
+    }
+    /// `access refresh expires_in`, the refresh token "-" when there is none.
+    template <class Json>
+    tokmgr::token_answer read_tokens(std::string_view body, const Json&, std::error_code& ec) const {
+        tokmgr::token_answer answer;
+        const auto first = body.find(' '), second = body.rfind(' ');
+        if (first == std::string_view::npos || first == second) {
+            ec = tokmgr::errc::protocol_error;
+            return answer;
+        }
+        answer.access_token = tokmgr::secret(body.substr(0, first));
+        const std::string_view refresh = body.substr(first + 1, second - first - 1);
+        if (refresh != "-") answer.refresh_token = tokmgr::secret(refresh);
+        answer.expires_in = std::chrono::seconds(std::stoll(std::string(body.substr(second + 1))));
+        return answer;
+    }
+    std::string answer_shape() const { return "`access refresh expires_in`"; }
+    template <class Json>
+    tokmgr::errc classify(tokmgr::token_call call, int status, std::string_view body, const Json&) const {
+        if (status == 400 && body == "invalid_grant" && call == tokmgr::token_call::refresh)
+            return tokmgr::errc::refresh_rejected;
+        if (status == 400 || status == 401) return tokmgr::errc::credentials_rejected;
+        return tokmgr::errc::server_error;
+    }
+    template <class Json>
+    std::string error_message(std::string_view body, const Json&) const {
+        return std::string(body);
+    }
+
+    static tokmgr::token_request request(std::string body) {
+        tokmgr::token_request built;
+        built.target = "/oauth/token";
+        built.content_type = "application/x-www-form-urlencoded";
+        built.headers.push_back({"Authorization", "Basic Y2xpZW50OnNlY3JldA=="});
+        built.body = tokmgr::secret(std::move(body));
+        return built;
+    }
+};
+
+static_assert(tokmgr::is_token_protocol_v<form_protocol, tokmgr::simdjson_json>);
+static_assert(tokmgr::is_token_protocol_v<tokmgr::textual_protocol, tokmgr::simdjson_json>);
+
+using form_manager = tokmgr::token_manager<tokmgr::testing::fake_transport, tokmgr::testing::manual_clock,
+                                           tokmgr::memory_storage, tokmgr::simdjson_json, form_protocol>;
+
+struct seen {
+    std::string content_type, authorization, body, target;
+};
+
+struct form_server {
+    std::vector<seen> requests;
+    std::vector<tokmgr::http_response> answers;  // in order; the last repeats
+
+    tokmgr::testing::fake_transport transport() {
+        return tokmgr::testing::fake_transport([this](const tokmgr::http_request& r) {
+            auto auth = tokmgr::find_header(r.headers, "authorization");
+            requests.push_back({r.content_type, auth ? std::string(*auth) : "", std::string(r.body), r.target});
+            const std::size_t i = std::min(requests.size(), answers.size()) - 1;
+            return answers[i];
+        });
+    }
+};
+
+std::unique_ptr<form_manager> make(form_server& server, tokmgr::testing::manual_clock& clock) {
+    tokmgr::manager_options options;
+    options.assumed_lifetimes = tokmgr::lifetimes{30min, 10000min};
+    options.jitter_fraction = 0;
+    options.jitter_seed = 42;
+    return std::make_unique<form_manager>(server.transport(),
+                                          tokmgr::credentials{"svc", tokmgr::secret("pa55word")}, options, clock);
+}
+
+}  // namespace
+
+TEST_CASE("a protocol policy builds the request: its target, content type, headers and body") {
+    form_server server;
+    server.answers = {test::status(200, "opaque-1 rt-1 3600")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    CHECK(manager->get_token().reveal() == "opaque-1");
+    REQUIRE(server.requests.size() == 1);
+    CHECK(server.requests[0].target == "/oauth/token");
+    CHECK(server.requests[0].content_type == "application/x-www-form-urlencoded");
+    CHECK(server.requests[0].authorization == "Basic Y2xpZW50OnNlY3JldA==");
+    CHECK(server.requests[0].body == "grant_type=password&username=svc&password=pa55word");
+}
+
+TEST_CASE("a protocol policy's expires_in sets the lifetime of an opaque token, not the configured one") {
+    form_server server;
+    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 rt-2 60")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    CHECK(manager->get_token().reveal() == "opaque-1");
+    clock.advance(61s);  // far inside the configured 30 minutes
+    CHECK(manager->get_token().reveal() == "opaque-2");
+    REQUIRE(server.requests.size() == 2);
+    CHECK(server.requests[1].body == "grant_type=refresh_token&refresh_token=rt-1");
+    CHECK(manager->counters().refreshes == 1);
+}
+
+TEST_CASE("an answer to a refresh without a refresh token keeps the one sent") {
+    form_server server;
+    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 - 60"),
+                      test::status(200, "opaque-3 rt-3 60")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    CHECK(manager->get_token().reveal() == "opaque-1");
+    clock.advance(61s);
+    CHECK(manager->get_token().reveal() == "opaque-2");
+    clock.advance(61s);
+    CHECK(manager->get_token().reveal() == "opaque-3");
+    REQUIRE(server.requests.size() == 3);
+    CHECK(server.requests[2].body == "grant_type=refresh_token&refresh_token=rt-1");
+    CHECK(manager->counters().logins == 1);
+}
+
+TEST_CASE("a grant the protocol calls dead falls back to one login; its words reach the error, redacted") {
+    form_server server;
+    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(400, "invalid_grant"),
+                      test::status(200, "opaque-2 rt-2 60")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    CHECK(manager->get_token().reveal() == "opaque-1");
+    clock.advance(61s);
+    CHECK(manager->get_token().reveal() == "opaque-2");
+    CHECK(manager->counters().logins == 2);
+    CHECK(server.requests[2].body == "grant_type=password&username=svc&password=pa55word");
+
+    form_server refusing;
+    refusing.answers = {test::status(401, "no such client; you sent pa55word")};
+    auto refused = make(refusing, clock);
+    std::error_code ec;
+    CHECK(refused->get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::credentials_rejected);
+    const std::string detail = refused->last_error().detail;
+    CHECK(detail.find("status 401") != std::string::npos);
+    CHECK(detail.find("no such client") != std::string::npos);
+    CHECK(detail.find("pa55word") == std::string::npos);
+}
+
+TEST_CASE("a 2xx answer the protocol cannot read is a protocol error that names the protocol's shape") {
+    form_server server;
+    server.answers = {test::status(200, "{}")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    std::error_code ec;
+    CHECK(manager->get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::protocol_error);
+    CHECK(manager->last_error().detail.find("`access refresh expires_in`") != std::string::npos);
+}
+
+TEST_CASE("expires_in of zero or less is a token expired on arrival") {
+    form_server server;
+    server.answers = {test::status(200, "opaque-1 rt-1 0")};
+    tokmgr::testing::manual_clock clock;
+    auto manager = make(server, clock);
+    std::error_code ec;
+    CHECK(manager->get_token(ec).empty());
+    CHECK(ec == tokmgr::errc::protocol_error);
+}
