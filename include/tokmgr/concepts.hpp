@@ -82,16 +82,21 @@
 // this form is run, by an asynchronous manager, on a thread of the
 // manager's own (manager_options::storage_executor to supply one).
 //
-// Json — encodes requests and decodes responses (for textual_protocol; 4 for
-// the manager itself):
-//   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
-//   2. `std::string j.refresh_body(std::string_view refresh_token) const`
-//   3. `token_pair j.parse_token_response(std::string_view body, std::error_code&) const`
-//      sets errc::protocol_error unless the body is a JSON object with string
-//      members "jwt" and "refreshToken" (other members are ignored)
-//   4. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
-//   5. `std::string j.error_message(std::string_view body) const` — the first
-//      string member of "message", "detail", "title", "errorMessage"; empty if none
+// Json — the JSON library of the user's choice, knowing no protocol; every
+// input under the rules of detail/json_rules.hpp (else errc::protocol_error):
+//   1. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
+//      — "iat" and "exp" of a JWT's payload, for the manager (JWT claims are
+//      not a protocol's: any protocol may hand out JWTs)
+//   2. `std::string j.write_object(const flat_object&) const` — one JSON
+//      object of the members, in their order (flat_object.hpp); a string
+//      that is not UTF-8 is written without an exception
+//   3. `flat_object j.read_object(std::string_view body, std::error_code&) const`
+//      — the string, number and boolean members of the object `body` is,
+//      sorted by name; members of other types are skipped
+//   A protocol builds its bodies with 2 and reads answers with 3. The
+//   Textual-shaped members the shipped policies still have (login_body,
+//   refresh_body, parse_token_response, error_message) are conveniences
+//   outside the concept: textual_protocol does not use them.
 //
 // Protocol (concept token_protocol<P, J>; tokmgr::protocol is the namespace
 // of the Textual facts) — what the login and refresh requests and their
@@ -138,6 +143,7 @@
 #include <utility>
 
 #include "errc.hpp"
+#include "flat_object.hpp"
 #include "http.hpp"
 #include "protocol/token_exchange.hpp"
 #include "token_set.hpp"
@@ -274,17 +280,13 @@ using storage_async_lock_result =
     decltype(std::declval<S&>().async_lock(std::chrono::milliseconds{}, async_lock_probe<S>{}));
 
 template <class J>
-using json_login_body = decltype(std::declval<const J&>().login_body(std::string_view{}, std::string_view{}));
-template <class J>
-using json_refresh_body = decltype(std::declval<const J&>().refresh_body(std::string_view{}));
-template <class J>
-using json_parse_tokens = decltype(std::declval<const J&>().parse_token_response(
-    std::string_view{}, std::declval<std::error_code&>()));
-template <class J>
 using json_parse_claims =
     decltype(std::declval<const J&>().parse_jwt_claims(std::string_view{}, std::declval<std::error_code&>()));
 template <class J>
-using json_error_message = decltype(std::declval<const J&>().error_message(std::string_view{}));
+using json_write_object = decltype(std::declval<const J&>().write_object(std::declval<const flat_object&>()));
+template <class J>
+using json_read_object =
+    decltype(std::declval<const J&>().read_object(std::string_view{}, std::declval<std::error_code&>()));
 
 // Protocol, probed with the Json policy J it will be given
 template <class J>
@@ -359,11 +361,9 @@ template <class S>
 inline constexpr bool is_async_storage_v = is_storage_v<S> && detail::storage_is_async<S>();
 
 template <class J>
-inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, std::string>() &&
-                                  detail::returns<J, detail::json_refresh_body, std::string>() &&
-                                  detail::returns<J, detail::json_parse_tokens, token_pair>() &&
-                                  detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
-                                  detail::returns<J, detail::json_error_message, std::string>();
+inline constexpr bool is_json_v = detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
+                                  detail::returns<J, detail::json_write_object, std::string>() &&
+                                  detail::returns<J, detail::json_read_object, flat_object>();
 
 /// A Protocol policy usable with the Json policy J (1–6 above).
 template <class P, class J>
@@ -415,12 +415,10 @@ template <class S>
 concept async_storage = storage<S> && detail::storage_is_async<S>();  // 6–11
 
 template <class J>
-concept json = requires(const J& j, std::string_view text, std::error_code& ec) {
-    { j.login_body(text, text) } -> std::same_as<std::string>;         // 1
-    { j.refresh_body(text) } -> std::same_as<std::string>;             // 2
-    { j.parse_token_response(text, ec) } -> std::same_as<token_pair>;  // 3
-    { j.parse_jwt_claims(text, ec) } -> std::same_as<jwt_claims>;      // 4
-    { j.error_message(text) } -> std::same_as<std::string>;            // 5
+concept json = requires(const J& j, std::string_view text, const flat_object& object, std::error_code& ec) {
+    { j.parse_jwt_claims(text, ec) } -> std::same_as<jwt_claims>;  // 1
+    { j.write_object(object) } -> std::same_as<std::string>;       // 2
+    { j.read_object(text, ec) } -> std::same_as<flat_object>;      // 3
 };
 
 template <class P, class J>
@@ -455,19 +453,14 @@ constexpr bool check_policies() {
                   "tokmgr: the Storage policy needs `std::optional<tokmgr::token_set> load(std::error_code&)`");
     static_assert(storage_has_store<Storage>(),
                   "tokmgr: the Storage policy needs `void store(const tokmgr::token_set&, std::error_code&)`");
-    static_assert(returns<Json, json_login_body, std::string>(),
-                  "tokmgr: the Json policy needs "
-                  "`std::string login_body(std::string_view user, std::string_view password) const`");
-    static_assert(returns<Json, json_refresh_body, std::string>(),
-                  "tokmgr: the Json policy needs `std::string refresh_body(std::string_view refresh_token) const`");
-    static_assert(returns<Json, json_parse_tokens, token_pair>(),
-                  "tokmgr: the Json policy needs "
-                  "`tokmgr::token_pair parse_token_response(std::string_view, std::error_code&) const`");
     static_assert(returns<Json, json_parse_claims, jwt_claims>(),
                   "tokmgr: the Json policy needs "
                   "`tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const`");
-    static_assert(returns<Json, json_error_message, std::string>(),
-                  "tokmgr: the Json policy needs `std::string error_message(std::string_view body) const`");
+    static_assert(returns<Json, json_write_object, std::string>(),
+                  "tokmgr: the Json policy needs `std::string write_object(const tokmgr::flat_object&) const`");
+    static_assert(returns<Json, json_read_object, flat_object>(),
+                  "tokmgr: the Json policy needs "
+                  "`tokmgr::flat_object read_object(std::string_view body, std::error_code&) const`");
     using probe = protocol_probe<Json>;
     static_assert(returns<Protocol, probe::template login_request, token_request>(),
                   "tokmgr: the Protocol policy needs `tokmgr::token_request login_request(const tokmgr::credentials&, "

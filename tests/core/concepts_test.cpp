@@ -34,17 +34,15 @@ struct storage {
 };
 
 struct json {
-    std::string login_body(std::string_view, std::string_view) const { return "{}"; }
-    std::string refresh_body(std::string_view) const { return "{}"; }
-    tokmgr::token_pair parse_token_response(std::string_view, std::error_code& ec) const {
-        ec = tokmgr::errc::protocol_error;
-        return {};
-    }
     tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code& ec) const {
         ec.clear();
         return {};
     }
-    std::string error_message(std::string_view) const { return {}; }
+    std::string write_object(const tokmgr::flat_object&) const { return "{}"; }
+    tokmgr::flat_object read_object(std::string_view, std::error_code& ec) const {
+        ec = tokmgr::errc::protocol_error;
+        return {};
+    }
 };
 
 struct protocol {
@@ -95,7 +93,15 @@ struct storage_without_store {
     std::optional<tokmgr::token_set> load(std::error_code&);
 };
 struct json_with_mutable_parse : archetype::json {
-    tokmgr::token_pair parse_token_response(std::string_view, std::error_code&);  // hides the const one
+    tokmgr::flat_object read_object(std::string_view, std::error_code&);  // hides the const one
+};
+/// The Textual-shaped policy of old, without the flat objects.
+struct json_of_textual_shape {
+    std::string login_body(std::string_view, std::string_view) const;
+    std::string refresh_body(std::string_view) const;
+    tokmgr::token_pair parse_token_response(std::string_view, std::error_code&) const;
+    tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const;
+    std::string error_message(std::string_view) const;
 };
 }  // namespace wrong
 
@@ -155,6 +161,7 @@ TEST_CASE("types that miss a requirement are rejected") {
     static_assert(!tokmgr::is_clock_v<std::chrono::steady_clock>);  // no wall_now
     static_assert(!tokmgr::is_storage_v<wrong::storage_without_store>);
     static_assert(!tokmgr::is_json_v<wrong::json_with_mutable_parse>);
+    static_assert(!tokmgr::is_json_v<wrong::json_of_textual_shape>);
 #if TOKMGR_HAS_CONCEPTS
     static_assert(!tokmgr::transport<wrong::transport_returning_string>);
     static_assert(!tokmgr::clock<wrong::clock_with_int_time_point>);

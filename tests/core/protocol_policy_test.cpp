@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -87,100 +88,96 @@ struct form_server {
     }
 };
 
-std::unique_ptr<form_manager> make(form_server& server, tokmgr::testing::manual_clock& clock) {
-    tokmgr::manager_options options;
-    options.assumed_lifetimes = tokmgr::lifetimes{30min, 10000min};
-    options.jitter_fraction = 0;
-    options.jitter_seed = 42;
-    return std::make_unique<form_manager>(server.transport(),
-                                          tokmgr::credentials{"svc", tokmgr::secret("pa55word")}, options, clock);
-}
+/// A manager on a form_server that gives `answers` in turn.
+struct scripted {
+    form_server server;
+    tokmgr::testing::manual_clock clock;
+    std::unique_ptr<form_manager> manager;
+
+    explicit scripted(std::vector<tokmgr::http_response> answers) {
+        server.answers = std::move(answers);
+        tokmgr::manager_options options;
+        options.assumed_lifetimes = tokmgr::lifetimes{30min, 10000min};
+        options.jitter_fraction = 0;
+        options.jitter_seed = 42;
+        manager = std::make_unique<form_manager>(
+            server.transport(), tokmgr::credentials{"svc", tokmgr::secret("pa55word")}, options, clock);
+    }
+
+    /// The token served `later`, or the error's code.
+    std::string token_after(std::chrono::seconds later, std::error_code& ec) {
+        clock.advance(later);
+        return std::string(manager->get_token(ec).reveal());
+    }
+    std::string token_after(std::chrono::seconds later = 0s) {
+        std::error_code ec;
+        return token_after(later, ec);
+    }
+};
 
 }  // namespace
 
 TEST_CASE("a protocol policy builds the request: its target, content type, headers and body") {
-    form_server server;
-    server.answers = {test::status(200, "opaque-1 rt-1 3600")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
-    CHECK(manager->get_token().reveal() == "opaque-1");
-    REQUIRE(server.requests.size() == 1);
-    CHECK(server.requests[0].target == "/oauth/token");
-    CHECK(server.requests[0].content_type == "application/x-www-form-urlencoded");
-    CHECK(server.requests[0].authorization == "Basic Y2xpZW50OnNlY3JldA==");
-    CHECK(server.requests[0].body == "grant_type=password&username=svc&password=pa55word");
+    scripted s({test::status(200, "opaque-1 rt-1 3600")});
+    CHECK(s.token_after() == "opaque-1");
+    REQUIRE(s.server.requests.size() == 1);
+    CHECK(s.server.requests[0].target == "/oauth/token");
+    CHECK(s.server.requests[0].content_type == "application/x-www-form-urlencoded");
+    CHECK(s.server.requests[0].authorization == "Basic Y2xpZW50OnNlY3JldA==");
+    CHECK(s.server.requests[0].body == "grant_type=password&username=svc&password=pa55word");
 }
 
 TEST_CASE("a protocol policy's expires_in sets the lifetime of an opaque token, not the configured one") {
-    form_server server;
-    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 rt-2 60")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
-    CHECK(manager->get_token().reveal() == "opaque-1");
-    clock.advance(61s);  // far inside the configured 30 minutes
-    CHECK(manager->get_token().reveal() == "opaque-2");
-    REQUIRE(server.requests.size() == 2);
-    CHECK(server.requests[1].body == "grant_type=refresh_token&refresh_token=rt-1");
-    CHECK(manager->counters().refreshes == 1);
+    scripted s({test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 rt-2 60")});
+    CHECK(s.token_after() == "opaque-1");
+    CHECK(s.token_after(61s) == "opaque-2");  // far inside the configured 30 minutes
+    REQUIRE(s.server.requests.size() == 2);
+    CHECK(s.server.requests[1].body == "grant_type=refresh_token&refresh_token=rt-1");
+    CHECK(s.manager->counters().refreshes == 1);
 }
 
 TEST_CASE("an answer to a refresh without a refresh token keeps the one sent") {
-    form_server server;
-    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 - 60"),
-                      test::status(200, "opaque-3 rt-3 60")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
-    CHECK(manager->get_token().reveal() == "opaque-1");
-    clock.advance(61s);
-    CHECK(manager->get_token().reveal() == "opaque-2");
-    clock.advance(61s);
-    CHECK(manager->get_token().reveal() == "opaque-3");
-    REQUIRE(server.requests.size() == 3);
-    CHECK(server.requests[2].body == "grant_type=refresh_token&refresh_token=rt-1");
-    CHECK(manager->counters().logins == 1);
+    scripted s({test::status(200, "opaque-1 rt-1 60"), test::status(200, "opaque-2 - 60"),
+                test::status(200, "opaque-3 rt-3 60")});
+    CHECK(s.token_after() == "opaque-1");
+    CHECK(s.token_after(61s) == "opaque-2");
+    CHECK(s.token_after(61s) == "opaque-3");
+    REQUIRE(s.server.requests.size() == 3);
+    CHECK(s.server.requests[2].body == "grant_type=refresh_token&refresh_token=rt-1");
+    CHECK(s.manager->counters().logins == 1);
 }
 
-TEST_CASE("a grant the protocol calls dead falls back to one login; its words reach the error, redacted") {
-    form_server server;
-    server.answers = {test::status(200, "opaque-1 rt-1 60"), test::status(400, "invalid_grant"),
-                      test::status(200, "opaque-2 rt-2 60")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
-    CHECK(manager->get_token().reveal() == "opaque-1");
-    clock.advance(61s);
-    CHECK(manager->get_token().reveal() == "opaque-2");
-    CHECK(manager->counters().logins == 2);
-    CHECK(server.requests[2].body == "grant_type=password&username=svc&password=pa55word");
+TEST_CASE("a grant the protocol calls dead falls back to one login") {
+    scripted s({test::status(200, "opaque-1 rt-1 60"), test::status(400, "invalid_grant"),
+                test::status(200, "opaque-2 rt-2 60")});
+    CHECK(s.token_after() == "opaque-1");
+    CHECK(s.token_after(61s) == "opaque-2");
+    CHECK(s.manager->counters().logins == 2);
+    CHECK(s.server.requests[2].body == "grant_type=password&username=svc&password=pa55word");
+}
 
-    form_server refusing;
-    refusing.answers = {test::status(401, "no such client; you sent pa55word")};
-    auto refused = make(refusing, clock);
+TEST_CASE("what the protocol says a failure means is the error; the server's words reach it, redacted") {
+    scripted s({test::status(401, "no such client; you sent pa55word")});
     std::error_code ec;
-    CHECK(refused->get_token(ec).empty());
+    CHECK(s.token_after(0s, ec).empty());
     CHECK(ec == tokmgr::errc::credentials_rejected);
-    const std::string detail = refused->last_error().detail;
+    const std::string detail = s.manager->last_error().detail;
     CHECK(detail.find("status 401") != std::string::npos);
     CHECK(detail.find("no such client") != std::string::npos);
     CHECK(detail.find("pa55word") == std::string::npos);
 }
 
 TEST_CASE("a 2xx answer the protocol cannot read is a protocol error that names the protocol's shape") {
-    form_server server;
-    server.answers = {test::status(200, "{}")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
+    scripted s({test::status(200, "{}")});
     std::error_code ec;
-    CHECK(manager->get_token(ec).empty());
+    CHECK(s.token_after(0s, ec).empty());
     CHECK(ec == tokmgr::errc::protocol_error);
-    CHECK(manager->last_error().detail.find("`access refresh expires_in`") != std::string::npos);
+    CHECK(s.manager->last_error().detail.find("`access refresh expires_in`") != std::string::npos);
 }
 
 TEST_CASE("expires_in of zero or less is a token expired on arrival") {
-    form_server server;
-    server.answers = {test::status(200, "opaque-1 rt-1 0")};
-    tokmgr::testing::manual_clock clock;
-    auto manager = make(server, clock);
+    scripted s({test::status(200, "opaque-1 rt-1 0")});
     std::error_code ec;
-    CHECK(manager->get_token(ec).empty());
+    CHECK(s.token_after(0s, ec).empty());
     CHECK(ec == tokmgr::errc::protocol_error);
 }
