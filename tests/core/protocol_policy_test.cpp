@@ -181,3 +181,39 @@ TEST_CASE("expires_in of zero or less is a token expired on arrival") {
     CHECK(s.token_after(0s, ec).empty());
     CHECK(ec == tokmgr::errc::protocol_error);
 }
+
+TEST_CASE("textual_protocol sends today's Textual requests and reads answers by today's rules") {
+    const tokmgr::textual_protocol textual;
+    const tokmgr::simdjson_json json;
+    const tokmgr::credentials login{"jdoe@company.com", tokmgr::secret("My\"Pass\\word\n!")};
+    const auto first = textual.login_request(login, "/api/auth/login", json);
+    CHECK(first.method == "POST");
+    CHECK(first.target == "/api/auth/login");
+    CHECK(first.content_type == "application/json");
+    CHECK(first.headers.empty());
+    CHECK(first.body.reveal() == tokmgr::protocol::login_request_json(login.user_name, login.password.reveal()));
+    const auto again = textual.refresh_request("rt-1", "/api/auth/token_refresh", json);
+    CHECK(again.body.reveal() == tokmgr::protocol::refresh_request_json("rt-1"));
+
+    std::error_code ec;
+    const auto tokens = textual.read_tokens(R"({"jwt":"a.b.c","refreshToken":"r1","user":{}})", json, ec);
+    CHECK_FALSE(ec);
+    CHECK(tokens.access_token.reveal() == "a.b.c");
+    CHECK(tokens.refresh_token.reveal() == "r1");
+    CHECK_FALSE(tokens.expires_in);
+    for (const char* body : {R"({"jwt":"a.b.c"})", R"({"jwt":"","refreshToken":"r1"})", R"({"jwt":1,"refreshToken":"r"})"}) {
+        CAPTURE(body);
+        textual.read_tokens(body, json, ec);
+        CHECK(ec == tokmgr::errc::protocol_error);
+    }
+
+    for (int status : {301, 400, 401, 403, 404, 429, 500, 503}) {
+        CAPTURE(status);
+        CHECK(textual.classify(tokmgr::token_call::login, status, "", json) ==
+              tokmgr::protocol::error_for_status(tokmgr::protocol::call::login, status));
+        CHECK(textual.classify(tokmgr::token_call::refresh, status, "", json) ==
+              tokmgr::protocol::error_for_status(tokmgr::protocol::call::refresh, status));
+    }
+    CHECK(textual.error_message(R"({"title":"T","detail":"","errorMessage":"E"})", json) == "T");
+    CHECK(textual.error_message("<html>502</html>", json).empty());
+}
