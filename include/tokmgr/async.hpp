@@ -387,14 +387,14 @@ auto api_key_source::async_get_token(CompletionToken&& token) const {
         detail::initiate_async_api_key{served_}, token);
 }
 
-template <class Transport, class Clock, class Storage, class Json>
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
 template <class CompletionToken>
-auto token_manager<Transport, Clock, Storage, Json>::async_get_token(CompletionToken&& token) {
+auto token_manager<Transport, Clock, Storage, Json, Protocol>::async_get_token(CompletionToken&& token) {
     static_assert(detail::has_executor_v<Transport>,
                   "tokmgr: async_get_token needs a Transport with `get_executor()` and `async_send(request, token)` "
                   "(asio_transport constructed with an executor)");
     return asio::async_initiate<CompletionToken, void(std::error_code, token_handle)>(
-        detail::initiate_async_get_token<detail::manager_core<Transport, Clock, Storage, Json>>{core()}, token);
+        detail::initiate_async_get_token<detail::manager_core<Transport, Clock, Storage, Json, Protocol>>{core()}, token);
 }
 
 }  // namespace tokmgr

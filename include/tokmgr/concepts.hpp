@@ -82,15 +82,55 @@
 // this form is run, by an asynchronous manager, on a thread of the
 // manager's own (manager_options::storage_executor to supply one).
 //
-// Json — encodes requests and decodes responses:
-//   1. `std::string j.login_body(std::string_view user, std::string_view password) const`
-//   2. `std::string j.refresh_body(std::string_view refresh_token) const`
-//   3. `token_pair j.parse_token_response(std::string_view body, std::error_code&) const`
-//      sets errc::protocol_error unless the body is a JSON object with string
-//      members "jwt" and "refreshToken" (other members are ignored)
-//   4. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
-//   5. `std::string j.error_message(std::string_view body) const` — the first
-//      string member of "message", "detail", "title", "errorMessage"; empty if none
+// Json — the JSON library of the user's choice, knowing no protocol; every
+// input under the rules of detail/json_rules.hpp (else errc::protocol_error):
+//   1. `jwt_claims j.parse_jwt_claims(std::string_view payload_json, std::error_code&) const`
+//      — "iat" and "exp" of a JWT's payload, for the manager (JWT claims are
+//      not a protocol's: any protocol may hand out JWTs)
+//   2. `std::string j.write_object(const flat_object&) const` — one JSON
+//      object of the members, in their order (flat_object.hpp); a string
+//      that is not UTF-8 is written without an exception
+//   3. `flat_object j.read_object(std::string_view body, std::error_code&) const`
+//      — the string, number and boolean members of the object `body` is,
+//      sorted by name; members of other types are skipped
+//   A protocol builds its bodies with 2 and reads answers with 3. The
+//   Textual-shaped members the shipped policies still have (login_body,
+//   refresh_body, parse_token_response, error_message) are conveniences
+//   outside the concept: textual_protocol does not use them.
+//
+// Protocol (concept token_protocol<P, J>; tokmgr::protocol is the namespace
+// of the Textual facts) — what the login and refresh requests and their
+// answers look like on the wire (textual_protocol, the default;
+// tokmgr/protocol/). Used
+// only inside a flight, under the manager's policy gate, never on the hot
+// path. Each member is given the manager's Json policy J for the bodies
+// (a member template serves any J):
+//   1. `token_request p.login_request(const credentials&, std::string_view target, const J&) const`
+//      — the request that obtains a first token set; `target` is
+//      manager_options::login_path, which a protocol with its own endpoint
+//      may ignore
+//   2. `token_request p.refresh_request(std::string_view refresh_token,
+//      std::string_view target, const J&) const` — the request that
+//      exchanges the current refresh token; `target` is
+//      manager_options::refresh_path
+//   3. `token_answer p.read_tokens(std::string_view body, const J&, std::error_code&) const`
+//      — a 2xx answer's tokens; sets an error (errc::protocol_error) when
+//      the body does not hold them. An empty refresh token keeps the one
+//      sent; an empty expires_in leaves the lifetime to the JWT's claims.
+//   4. `std::string p.answer_shape() const` — what a 2xx body must hold, for
+//      the message of 3's error
+//   5. `errc p.classify(token_call, int status, std::string_view body, const J&) const`
+//      — what a non-2xx answer means to the manager: credentials_rejected
+//      (not retried for a while), refresh_rejected (the grant is dead: log
+//      in again), rate_limited, service_unavailable or server_error (back
+//      off, honouring Retry-After), unexpected_redirect, or another errc
+//      reported as it is
+//   6. `std::string p.error_message(std::string_view body, const J&) const`
+//      — the server's own words, or empty; the manager redacts the secrets
+//      it sent before showing them
+// Secrets reach a protocol as `tokmgr::secret` (credentials) or as a view of
+// one, and leave it in token_request::body or a header value, both wiped by
+// the manager; a protocol must not put them in any other text.
 #pragma once
 
 #include <chrono>
@@ -102,7 +142,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "errc.hpp"
+#include "flat_object.hpp"
 #include "http.hpp"
+#include "protocol/token_exchange.hpp"
 #include "token_set.hpp"
 
 #if defined(__cpp_concepts) && __cpp_concepts >= 201907L && __has_include(<concepts>)
@@ -113,6 +156,9 @@
 #endif
 
 namespace tokmgr {
+
+struct credentials;
+
 namespace detail {
 
 template <class, template <class> class, class = void>
@@ -234,17 +280,35 @@ using storage_async_lock_result =
     decltype(std::declval<S&>().async_lock(std::chrono::milliseconds{}, async_lock_probe<S>{}));
 
 template <class J>
-using json_login_body = decltype(std::declval<const J&>().login_body(std::string_view{}, std::string_view{}));
-template <class J>
-using json_refresh_body = decltype(std::declval<const J&>().refresh_body(std::string_view{}));
-template <class J>
-using json_parse_tokens = decltype(std::declval<const J&>().parse_token_response(
-    std::string_view{}, std::declval<std::error_code&>()));
-template <class J>
 using json_parse_claims =
     decltype(std::declval<const J&>().parse_jwt_claims(std::string_view{}, std::declval<std::error_code&>()));
 template <class J>
-using json_error_message = decltype(std::declval<const J&>().error_message(std::string_view{}));
+using json_write_object = decltype(std::declval<const J&>().write_object(std::declval<const flat_object&>()));
+template <class J>
+using json_read_object =
+    decltype(std::declval<const J&>().read_object(std::string_view{}, std::declval<std::error_code&>()));
+
+// Protocol, probed with the Json policy J it will be given
+template <class J>
+struct protocol_probe {
+    template <class P>
+    using login_request = decltype(std::declval<const P&>().login_request(
+        std::declval<const credentials&>(), std::string_view{}, std::declval<const J&>()));
+    template <class P>
+    using refresh_request = decltype(std::declval<const P&>().refresh_request(std::string_view{}, std::string_view{},
+                                                                              std::declval<const J&>()));
+    template <class P>
+    using read_tokens = decltype(std::declval<const P&>().read_tokens(
+        std::string_view{}, std::declval<const J&>(), std::declval<std::error_code&>()));
+    template <class P>
+    using answer_shape = decltype(std::declval<const P&>().answer_shape());
+    template <class P>
+    using classify = decltype(std::declval<const P&>().classify(token_call{}, int{}, std::string_view{},
+                                                                std::declval<const J&>()));
+    template <class P>
+    using error_message =
+        decltype(std::declval<const P&>().error_message(std::string_view{}, std::declval<const J&>()));
+};
 
 
 template <class T>
@@ -297,11 +361,19 @@ template <class S>
 inline constexpr bool is_async_storage_v = is_storage_v<S> && detail::storage_is_async<S>();
 
 template <class J>
-inline constexpr bool is_json_v = detail::returns<J, detail::json_login_body, std::string>() &&
-                                  detail::returns<J, detail::json_refresh_body, std::string>() &&
-                                  detail::returns<J, detail::json_parse_tokens, token_pair>() &&
-                                  detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
-                                  detail::returns<J, detail::json_error_message, std::string>();
+inline constexpr bool is_json_v = detail::returns<J, detail::json_parse_claims, jwt_claims>() &&
+                                  detail::returns<J, detail::json_write_object, std::string>() &&
+                                  detail::returns<J, detail::json_read_object, flat_object>();
+
+/// A Protocol policy usable with the Json policy J (1–6 above).
+template <class P, class J>
+inline constexpr bool is_token_protocol_v =
+    detail::returns<P, detail::protocol_probe<J>::template login_request, token_request>() &&
+    detail::returns<P, detail::protocol_probe<J>::template refresh_request, token_request>() &&
+    detail::returns<P, detail::protocol_probe<J>::template read_tokens, token_answer>() &&
+    detail::returns<P, detail::protocol_probe<J>::template answer_shape, std::string>() &&
+    detail::returns<P, detail::protocol_probe<J>::template classify, errc>() &&
+    detail::returns<P, detail::protocol_probe<J>::template error_message, std::string>();
 
 #if TOKMGR_HAS_CONCEPTS
 
@@ -343,12 +415,21 @@ template <class S>
 concept async_storage = storage<S> && detail::storage_is_async<S>();  // 6–11
 
 template <class J>
-concept json = requires(const J& j, std::string_view text, std::error_code& ec) {
-    { j.login_body(text, text) } -> std::same_as<std::string>;         // 1
-    { j.refresh_body(text) } -> std::same_as<std::string>;             // 2
-    { j.parse_token_response(text, ec) } -> std::same_as<token_pair>;  // 3
-    { j.parse_jwt_claims(text, ec) } -> std::same_as<jwt_claims>;      // 4
-    { j.error_message(text) } -> std::same_as<std::string>;            // 5
+concept json = requires(const J& j, std::string_view text, const flat_object& object, std::error_code& ec) {
+    { j.parse_jwt_claims(text, ec) } -> std::same_as<jwt_claims>;  // 1
+    { j.write_object(object) } -> std::same_as<std::string>;       // 2
+    { j.read_object(text, ec) } -> std::same_as<flat_object>;      // 3
+};
+
+template <class P, class J>
+concept token_protocol = requires(const P& p, const credentials& login, const J& j, std::string_view text,
+                            token_call call, int status, std::error_code& ec) {
+    { p.login_request(login, text, j) } -> std::same_as<token_request>;       // 1
+    { p.refresh_request(text, text, j) } -> std::same_as<token_request>;      // 2
+    { p.read_tokens(text, j, ec) } -> std::same_as<token_answer>;            // 3
+    { p.answer_shape() } -> std::same_as<std::string>;                       // 4
+    { p.classify(call, status, text, j) } -> std::same_as<errc>;             // 5
+    { p.error_message(text, j) } -> std::same_as<std::string>;               // 6
 };
 
 #endif
@@ -357,7 +438,7 @@ namespace detail {
 
 /// One static_assert per requirement, so a wrong policy produces one line
 /// naming the missing member. Used by token_manager in both language modes.
-template <class Transport, class Clock, class Storage, class Json>
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
 constexpr bool check_policies() {
     static_assert(is_transport_v<Transport>,
                   "tokmgr: the Transport policy needs "
@@ -372,19 +453,32 @@ constexpr bool check_policies() {
                   "tokmgr: the Storage policy needs `std::optional<tokmgr::token_set> load(std::error_code&)`");
     static_assert(storage_has_store<Storage>(),
                   "tokmgr: the Storage policy needs `void store(const tokmgr::token_set&, std::error_code&)`");
-    static_assert(returns<Json, json_login_body, std::string>(),
-                  "tokmgr: the Json policy needs "
-                  "`std::string login_body(std::string_view user, std::string_view password) const`");
-    static_assert(returns<Json, json_refresh_body, std::string>(),
-                  "tokmgr: the Json policy needs `std::string refresh_body(std::string_view refresh_token) const`");
-    static_assert(returns<Json, json_parse_tokens, token_pair>(),
-                  "tokmgr: the Json policy needs "
-                  "`tokmgr::token_pair parse_token_response(std::string_view, std::error_code&) const`");
     static_assert(returns<Json, json_parse_claims, jwt_claims>(),
                   "tokmgr: the Json policy needs "
                   "`tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const`");
-    static_assert(returns<Json, json_error_message, std::string>(),
-                  "tokmgr: the Json policy needs `std::string error_message(std::string_view body) const`");
+    static_assert(returns<Json, json_write_object, std::string>(),
+                  "tokmgr: the Json policy needs `std::string write_object(const tokmgr::flat_object&) const`");
+    static_assert(returns<Json, json_read_object, flat_object>(),
+                  "tokmgr: the Json policy needs "
+                  "`tokmgr::flat_object read_object(std::string_view body, std::error_code&) const`");
+    using probe = protocol_probe<Json>;
+    static_assert(returns<Protocol, probe::template login_request, token_request>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_request login_request(const tokmgr::credentials&, "
+                  "std::string_view target, const Json&) const`");
+    static_assert(returns<Protocol, probe::template refresh_request, token_request>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_request refresh_request(std::string_view "
+                  "refresh_token, std::string_view target, const Json&) const`");
+    static_assert(returns<Protocol, probe::template read_tokens, token_answer>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::token_answer read_tokens(std::string_view body, "
+                  "const Json&, std::error_code&) const`");
+    static_assert(returns<Protocol, probe::template answer_shape, std::string>(),
+                  "tokmgr: the Protocol policy needs `std::string answer_shape() const`");
+    static_assert(returns<Protocol, probe::template classify, errc>(),
+                  "tokmgr: the Protocol policy needs `tokmgr::errc classify(tokmgr::token_call, int status, "
+                  "std::string_view body, const Json&) const`");
+    static_assert(returns<Protocol, probe::template error_message, std::string>(),
+                  "tokmgr: the Protocol policy needs `std::string error_message(std::string_view body, "
+                  "const Json&) const`");
     return true;
 }
 

@@ -9,5 +9,5 @@
 #include "transport/impl/asio.hpp"  // the transport's bodies, compiled here once
 
 template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock, tokmgr::memory_storage,
-                                            tokmgr::simdjson_json>;
+                                            tokmgr::simdjson_json, tokmgr::textual_protocol>;
 template class tokmgr::token_manager<>;

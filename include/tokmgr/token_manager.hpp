@@ -38,6 +38,7 @@
 #include "event.hpp"
 #include "fwd.hpp"
 #include "options.hpp"
+#include "protocol/textual.hpp"
 #include "detail/snapshot.hpp"
 #include "impl/manager_support.hpp"
 #include "secret.hpp"
@@ -59,29 +60,30 @@ struct manager_counters {
 };
 
 namespace detail {
-template <class Transport, class Clock, class Storage, class Json>
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
 class manager_core;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
 class token_manager {
-    static_assert(detail::check_policies<Transport, Clock, Storage, Json>());
+    static_assert(detail::check_policies<Transport, Clock, Storage, Json, Protocol>());
 
 public:
     using transport_type = Transport;
     using clock_type = Clock;
     using storage_type = Storage;
     using json_type = Json;
+    using protocol_type = Protocol;
 
     /// Throws tokmgr::error (errc::invalid_configuration) for invalid options
     /// or SOLAR_* variables; check beforehand with `validate(options)` and
     /// `lifetimes_from_environment(ec)` to avoid the exception. A token set
     /// found in `storage` is used before any login.
     token_manager(Transport transport, credentials login, manager_options options = {}, Clock clock = {},
-                  Storage storage = {}, Json json = {})
-        : core_(std::make_shared<detail::manager_core<Transport, Clock, Storage, Json>>(
+                  Storage storage = {}, Json json = {}, Protocol protocol = {})
+        : core_(std::make_shared<detail::manager_core<Transport, Clock, Storage, Json, Protocol>>(
               std::move(transport), std::move(login), std::move(options), std::move(clock), std::move(storage),
-              std::move(json))) {}
+              std::move(json), std::move(protocol))) {}
 
     token_manager(const token_manager&) = delete;
     token_manager& operator=(const token_manager&) = delete;
@@ -175,12 +177,12 @@ public:
     const Clock& clock() const noexcept { return core_->clock(); }
 
     /// For <tokmgr/async.hpp>.
-    const std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>>& core() const noexcept {
+    const std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json, Protocol>>& core() const noexcept {
         return core_;
     }
 
 private:
-    std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json>> core_;
+    std::shared_ptr<detail::manager_core<Transport, Clock, Storage, Json, Protocol>> core_;
 };
 
 }  // namespace tokmgr

@@ -25,6 +25,7 @@
 
 #if defined(TOKMGR_SEPARATE_COMPILATION)
 extern template class tokmgr::detail::manager_core<tokmgr::asio_transport, tokmgr::coarse_steady_clock,
-                                                   tokmgr::memory_storage, tokmgr::simdjson_json>;
+                                                   tokmgr::memory_storage, tokmgr::simdjson_json,
+                                                   tokmgr::textual_protocol>;
 extern template class tokmgr::token_manager<>;
 #endif

@@ -34,22 +34,46 @@ struct storage {
 };
 
 struct json {
-    std::string login_body(std::string_view, std::string_view) const { return "{}"; }
-    std::string refresh_body(std::string_view) const { return "{}"; }
-    tokmgr::token_pair parse_token_response(std::string_view, std::error_code& ec) const {
-        ec = tokmgr::errc::protocol_error;
-        return {};
-    }
     tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code& ec) const {
         ec.clear();
         return {};
     }
-    std::string error_message(std::string_view) const { return {}; }
+    std::string write_object(const tokmgr::flat_object&) const { return "{}"; }
+    tokmgr::flat_object read_object(std::string_view, std::error_code& ec) const {
+        ec = tokmgr::errc::protocol_error;
+        return {};
+    }
+};
+
+struct protocol {
+    tokmgr::token_request login_request(const tokmgr::credentials&, std::string_view, const json&) const {
+        return {};
+    }
+    tokmgr::token_request refresh_request(std::string_view, std::string_view, const json&) const { return {}; }
+    tokmgr::token_answer read_tokens(std::string_view, const json&, std::error_code& ec) const {
+        ec = tokmgr::errc::protocol_error;
+        return {};
+    }
+    std::string answer_shape() const { return {}; }
+    tokmgr::errc classify(tokmgr::token_call, int, std::string_view, const json&) const {
+        return tokmgr::errc::server_error;
+    }
+    std::string error_message(std::string_view, const json&) const { return {}; }
 };
 
 }  // namespace archetype
 
 namespace wrong {
+/// Reads the answer without the Json policy it is given.
+struct protocol_without_json_in_read {
+    tokmgr::token_request login_request(const tokmgr::credentials&, std::string_view,
+                                        const archetype::json&) const;
+    tokmgr::token_request refresh_request(std::string_view, std::string_view, const archetype::json&) const;
+    tokmgr::token_answer read_tokens(std::string_view, std::error_code&) const;
+    std::string answer_shape() const;
+    tokmgr::errc classify(tokmgr::token_call, int, std::string_view, const archetype::json&) const;
+    std::string error_message(std::string_view, const archetype::json&) const;
+};
 struct transport_returning_string {
     std::string send(const tokmgr::http_request&, std::error_code&);
 };
@@ -69,7 +93,15 @@ struct storage_without_store {
     std::optional<tokmgr::token_set> load(std::error_code&);
 };
 struct json_with_mutable_parse : archetype::json {
-    tokmgr::token_pair parse_token_response(std::string_view, std::error_code&);  // hides the const one
+    tokmgr::flat_object read_object(std::string_view, std::error_code&);  // hides the const one
+};
+/// The Textual-shaped policy of old, without the flat objects.
+struct json_of_textual_shape {
+    std::string login_body(std::string_view, std::string_view) const;
+    std::string refresh_body(std::string_view) const;
+    tokmgr::token_pair parse_token_response(std::string_view, std::error_code&) const;
+    tokmgr::jwt_claims parse_jwt_claims(std::string_view, std::error_code&) const;
+    std::string error_message(std::string_view) const;
 };
 }  // namespace wrong
 
@@ -111,7 +143,12 @@ TEST_CASE("the shipped policies and the archetypes model their policies") {
     static_assert(tokmgr::storage<archetype::storage>);
     static_assert(tokmgr::json<archetype::json>);
     static_assert(tokmgr::json<tokmgr::simdjson_json>);
+    static_assert(tokmgr::token_protocol<archetype::protocol, archetype::json>);
+    static_assert(tokmgr::token_protocol<tokmgr::textual_protocol, tokmgr::simdjson_json>);
 #endif
+    static_assert(tokmgr::is_token_protocol_v<archetype::protocol, archetype::json>);
+    static_assert(tokmgr::is_token_protocol_v<tokmgr::textual_protocol, tokmgr::simdjson_json>);
+    static_assert(tokmgr::is_token_protocol_v<tokmgr::textual_protocol, archetype::json>);
     CHECK(true);
 }
 
@@ -124,19 +161,27 @@ TEST_CASE("types that miss a requirement are rejected") {
     static_assert(!tokmgr::is_clock_v<std::chrono::steady_clock>);  // no wall_now
     static_assert(!tokmgr::is_storage_v<wrong::storage_without_store>);
     static_assert(!tokmgr::is_json_v<wrong::json_with_mutable_parse>);
+    static_assert(!tokmgr::is_json_v<wrong::json_of_textual_shape>);
 #if TOKMGR_HAS_CONCEPTS
     static_assert(!tokmgr::transport<wrong::transport_returning_string>);
     static_assert(!tokmgr::clock<wrong::clock_with_int_time_point>);
     static_assert(!tokmgr::storage<wrong::storage_without_store>);
     static_assert(!tokmgr::json<wrong::json_with_mutable_parse>);
+    static_assert(!tokmgr::token_protocol<wrong::protocol_without_json_in_read, archetype::json>);
+    static_assert(!tokmgr::token_protocol<archetype::protocol, tokmgr::simdjson_json>);  // another Json
 #endif
+    static_assert(!tokmgr::is_token_protocol_v<wrong::protocol_without_json_in_read, archetype::json>);
+    static_assert(!tokmgr::is_token_protocol_v<archetype::protocol, tokmgr::simdjson_json>);
+    static_assert(!tokmgr::is_token_protocol_v<int, archetype::json>);
     CHECK(true);
 }
 
 TEST_CASE("a manager built from the archetypes alone works and reports the transport's error") {
     tokmgr::manager_options options;
     options.assumed_lifetimes = tokmgr::lifetimes{};
-    tokmgr::token_manager<archetype::transport, archetype::clock, archetype::storage, archetype::json> manager(
+    tokmgr::token_manager<archetype::transport, archetype::clock, archetype::storage, archetype::json,
+                          archetype::protocol>
+        manager(
         archetype::transport{}, tokmgr::credentials{"u", tokmgr::secret("p")}, options);
     std::error_code ec;
     CHECK(manager.get_token(ec).empty());

@@ -115,26 +115,18 @@ public:
 
     faulty_json() : state_(std::make_shared<state>()) {}
 
-    std::string login_body(std::string_view user, std::string_view password) const {
+    std::string write_object(const tokmgr::flat_object& object) const {
         count();
-        return json_.login_body(user, password);
+        return json_.write_object(object);
     }
-    std::string refresh_body(std::string_view refresh_token) const {
+    tokmgr::flat_object read_object(std::string_view body, std::error_code& ec) const {
         count();
-        return json_.refresh_body(refresh_token);
-    }
-    tokmgr::token_pair parse_token_response(std::string_view body, std::error_code& ec) const {
-        count();
-        return json_.parse_token_response(body, ec);
+        return json_.read_object(body, ec);
     }
     tokmgr::jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const {
         count();
         if (state_->claims_always_throw.load()) throw std::runtime_error("injected claims failure");
         return json_.parse_jwt_claims(payload, ec);
-    }
-    std::string error_message(std::string_view body) const {
-        count();
-        return json_.error_message(body);
     }
 
     state& shared() const { return *state_; }

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
+#include <vector>
 
 #include "fuzz_target.hpp"
 
@@ -17,10 +19,14 @@ struct json_reading {
     std::error_code claims_ec;
     std::optional<std::int64_t> issued_at, expires_at;
     std::string message;
+    std::error_code object_ec;
+    // name, kind, text, number, boolean: read_object's members, in its order
+    std::vector<std::tuple<std::string, int, std::string, double, bool>> members;
 
     bool operator==(const json_reading& o) const {
         return token_ec == o.token_ec && jwt == o.jwt && refresh_token == o.refresh_token && claims_ec == o.claims_ec &&
-               issued_at == o.issued_at && expires_at == o.expires_at && message == o.message;
+               issued_at == o.issued_at && expires_at == o.expires_at && message == o.message &&
+               object_ec == o.object_ec && members == o.members;
     }
 };
 
@@ -40,6 +46,14 @@ json_reading read_with(std::string_view text) {
     // Documented bound on claims (detail/json_rules.hpp).
     if (r.expires_at) FUZZ_CHECK(*r.expires_at > -1'000'000'000'000'001 && *r.expires_at < 1'000'000'000'000'000);
     r.message = json.error_message(text);
+    const tokmgr::flat_object object = json.read_object(text, r.object_ec);
+    for (const auto& m : object)
+        r.members.emplace_back(m.name, static_cast<int>(m.type), std::string(m.text.reveal()), m.number, m.boolean);
+    if (!r.object_ec) {
+        // What was read is written and read back whole.
+        std::error_code again;
+        FUZZ_CHECK(json.read_object(json.write_object(object), again).size() == object.size() && !again);
+    }
     // Request bodies built from the same bytes parse back.
     const std::string body = json.refresh_body(text);
     FUZZ_CHECK(!body.empty() && body.front() == '{' && body.back() == '}');

@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 TEST_CASE_TEMPLATE_DEFINE("Json policy contract", Json, json_policy_contract) {
     const Json json{};
@@ -143,6 +144,69 @@ TEST_CASE_TEMPLATE_DEFINE("Json policy contract", Json, json_policy_contract) {
         CHECK(json.error_message(R"({"message":"M","title":"T"})") == "M");
         CHECK(json.error_message("<html>502</html>").empty());
         CHECK(json.error_message(R"({"detail":5})").empty());
+    }
+
+    SUBCASE("flat objects: strings, numbers and booleans read back sorted by name; other members skipped") {
+        const auto object = json.read_object(
+            R"({"token_type":"Bearer","expires_in":3600,"ok":true,"no":false,"big":18446744073709551615,)"
+            R"("neg":-42,"half":1.5,"nothing":null,"list":[1],"nested":{"a":"b"},"esc":"a\"b\u00e9\n"})",
+            ec);
+        REQUIRE_FALSE(ec);
+        std::vector<std::string> names;
+        for (const auto& member : object) names.push_back(member.name);
+        CHECK(names == std::vector<std::string>{"big", "esc", "expires_in", "half", "neg", "no", "ok", "token_type"});
+        CHECK(tokmgr::string_member(object, "token_type").reveal() == "Bearer");
+        CHECK(tokmgr::string_member(object, "esc").reveal() == "a\"b\xc3\xa9\n");
+        CHECK(tokmgr::find_member(object, "expires_in")->number == 3600);
+        CHECK(tokmgr::find_member(object, "big")->number == 18446744073709551615.0);
+        CHECK(tokmgr::find_member(object, "neg")->number == -42);
+        CHECK(tokmgr::find_member(object, "half")->number == 1.5);
+        CHECK(tokmgr::find_member(object, "ok")->boolean);
+        CHECK_FALSE(tokmgr::find_member(object, "no")->boolean);
+        CHECK(tokmgr::find_member(object, "nothing") == nullptr);
+        CHECK(tokmgr::string_member(object, "expires_in").empty());  // a number is not a string
+    }
+
+    SUBCASE("flat objects: what read_object refuses, by the same rules as every other read") {
+        for (const char* body : {"", "null", "[1]", "{", "\"s\"", R"({"a":1,"a":2})", R"({"a":1} x)",
+                                 "\xEF\xBB\xBF{}"}) {
+            CAPTURE(body);
+            CHECK(json.read_object(body, ec).empty());
+            CHECK(ec == tokmgr::errc::protocol_error);
+        }
+        CHECK(json.read_object("{}", ec).empty());
+        CHECK_FALSE(ec);
+    }
+
+    SUBCASE("flat objects: what write_object writes reads back the same, in the members' order") {
+        const tokmgr::flat_object written = {
+            tokmgr::flat_member::of_string("grant_type", "password"),
+            tokmgr::flat_member::of_string("password", "My\"Pass\\word\n!\x01"),
+            tokmgr::flat_member::of_number("expires_in", 3600),
+            tokmgr::flat_member::of_number("fraction", 0.1),
+            tokmgr::flat_member::of_number("large", 1e300),
+            tokmgr::flat_member::of_number("negative", -9007199254740992.0),
+            tokmgr::flat_member::of_boolean("yes", true),
+        };
+        const std::string text = json.write_object(written);
+        CHECK(text.find(R"("grant_type":"password")") < text.find(R"("password":)"));  // order kept
+        CHECK(text.find(R"("expires_in":3600)") != std::string::npos);  // an integer, not 3600.0
+        const auto back = json.read_object(text, ec);
+        REQUIRE_FALSE(ec);
+        REQUIRE(back.size() == written.size());
+        for (const auto& member : written) {
+            CAPTURE(member.name);
+            const tokmgr::flat_member* read = tokmgr::find_member(back, member.name);
+            REQUIRE(read != nullptr);
+            CHECK(read->type == member.type);
+            CHECK(read->text == member.text);
+            CHECK(read->number == member.number);
+            CHECK(read->boolean == member.boolean);
+        }
+        CHECK(json.write_object({}) == "{}");
+        std::string not_utf8;
+        CHECK_NOTHROW(not_utf8 = json.write_object({tokmgr::flat_member::of_string("p", "pa\xffss")}));
+        CHECK(not_utf8.front() == '{');
     }
 
     SUBCASE("a token manager runs on this policy unchanged") {

@@ -92,4 +92,13 @@ std::chrono::nanoseconds jwt_lifetime(const Json& json, std::string_view jwt,
     return lifetime;
 }
 
+/// A lifetime the answer states (OAuth 2.0's expires_in) rather than the
+/// token's claims: it is counted from the answer's receipt, like a JWT with
+/// iat, and held to the same bounds. None left is the same protocol error.
+inline std::chrono::nanoseconds stated_lifetime(std::chrono::seconds stated, std::error_code& ec) {
+    ec.clear();
+    if (stated.count() <= 0) ec = make_error_code(errc::protocol_error);
+    return std::chrono::nanoseconds(std::clamp(stated, std::chrono::seconds::zero(), max_lifetime));
+}
+
 }  // namespace tokmgr::detail

@@ -14,8 +14,8 @@
 namespace tokmgr {
 namespace detail {
 
-template <class Transport, class Clock, class Storage, class Json>
-std::shared_ptr<flight> manager_core<Transport, Clock, Storage, Json>::acquire_async(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+std::shared_ptr<flight> manager_core<Transport, Clock, Storage, Json, Protocol>::acquire_async(
     const std::shared_ptr<async_waiter>& waiter, std::shared_ptr<const snapshot>& served, error_info& failed) {
     const std::int64_t now = now_ns();
     std::shared_ptr<flight> pending;
@@ -61,14 +61,14 @@ std::shared_ptr<flight> manager_core<Transport, Clock, Storage, Json>::acquire_a
     return pending;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_begin(const std::shared_ptr<flight>& pending) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_begin(const std::shared_ptr<flight>& pending) noexcept {
     if (!pending->claim()) return;
     async_perform(pending, started());
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_perform(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_perform(
     const std::shared_ptr<flight>& pending, flight_step step) noexcept {
     if (closed_.load(std::memory_order_acquire)) step = shut_down_step();
     if (step.kind == step_kind::finish) {
@@ -88,15 +88,15 @@ void manager_core<Transport, Clock, Storage, Json>::async_perform(
     else async_storage_step(pending, std::move(step));
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_advance(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_advance(
     const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
     if (!in_progress(pending)) return;  // shut down meanwhile: its waiters were answered
     async_perform(pending, advanced(std::move(done)));
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::post_back(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::post_back(
     const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
     if constexpr (executor_ops<executor_type_or_void>::known) {
         try {
@@ -118,8 +118,8 @@ void manager_core<Transport, Clock, Storage, Json>::post_back(
     lease_.reset();
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_storage_step(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_storage_step(
     const std::shared_ptr<flight>& pending, flight_step step) noexcept {
     if constexpr (storage_is_async) {
         async_storage_native(pending, std::move(step));
@@ -147,8 +147,8 @@ void manager_core<Transport, Clock, Storage, Json>::async_storage_step(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-bool manager_core<Transport, Clock, Storage, Json>::perform_storage_gated(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+bool manager_core<Transport, Clock, Storage, Json, Protocol>::perform_storage_gated(
     flight_step& step, step_outcome& done) noexcept {
     using namespace std::chrono;
     flight_runner_mark mark(id_);
@@ -169,16 +169,16 @@ bool manager_core<Transport, Clock, Storage, Json>::perform_storage_gated(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-auto manager_core<Transport, Clock, Storage, Json>::outstanding_work() {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+auto manager_core<Transport, Clock, Storage, Json, Protocol>::outstanding_work() {
     if constexpr (executor_ops<executor_type_or_void>::known)
         return work_tracking<executor_type_or_void>::keep(transport_.get_executor());
     else
         return 0;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-bool manager_core<Transport, Clock, Storage, Json>::to_storage(std::function<void()> task) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+bool manager_core<Transport, Clock, Storage, Json, Protocol>::to_storage(std::function<void()> task) noexcept {
     if (!options_.storage_executor) return storage_worker_.post(std::move(task));
     try {
         options_.storage_executor(std::move(task));
@@ -188,8 +188,8 @@ bool manager_core<Transport, Clock, Storage, Json>::to_storage(std::function<voi
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-struct manager_core<Transport, Clock, Storage, Json>::storage_ticket {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+struct manager_core<Transport, Clock, Storage, Json, Protocol>::storage_ticket {
     std::weak_ptr<manager_core> core;
     std::shared_ptr<flight> pending;
     bool ran = false;
@@ -206,8 +206,8 @@ struct manager_core<Transport, Clock, Storage, Json>::storage_ticket {
     }
 };
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_storage_native(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_storage_native(
     const std::shared_ptr<flight>& pending, flight_step step) noexcept {
     if constexpr (storage_is_async) {
         std::lock_guard<std::mutex> gate(policy_gate_);
@@ -268,8 +268,8 @@ void manager_core<Transport, Clock, Storage, Json>::async_storage_native(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::post_lease_back(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::post_lease_back(
     const std::shared_ptr<flight>& pending, lease_type lease) noexcept {
     if constexpr (coordinating && executor_ops<executor_type_or_void>::known) {
         try {
@@ -292,8 +292,8 @@ void manager_core<Transport, Clock, Storage, Json>::post_lease_back(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::post_back_unlocked_later(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::post_back_unlocked_later(
     const std::shared_ptr<flight>& pending, step_outcome done) noexcept {
     if constexpr (executor_ops<executor_type_or_void>::known) {
         try {
@@ -306,16 +306,16 @@ void manager_core<Transport, Clock, Storage, Json>::post_back_unlocked_later(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::post_storage_failure_later(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::post_storage_failure_later(
     const std::shared_ptr<flight>& pending, std::error_code ec) noexcept {
     step_outcome done;
     storage_failure(done, ec);
     post_back_unlocked_later(pending, std::move(done));
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::release_lease_async() noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::release_lease_async() noexcept {
     if constexpr (coordinating) {
         std::optional<lease_type> held;
         {
@@ -354,8 +354,8 @@ void manager_core<Transport, Clock, Storage, Json>::release_lease_async() noexce
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::async_send_step(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::async_send_step(
     const std::shared_ptr<flight>& pending, flight_step step) noexcept {
     if constexpr (has_executor_v<Transport>) {
         std::shared_ptr<sent_request> kept;
@@ -401,8 +401,8 @@ void manager_core<Transport, Clock, Storage, Json>::async_send_step(
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-bool manager_core<Transport, Clock, Storage, Json>::awaits(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+bool manager_core<Transport, Clock, Storage, Json, Protocol>::awaits(
     const std::shared_ptr<flight>& pending, std::uint64_t request) const {
     std::lock_guard<std::mutex> lock(mutex_);
     return in_flight_ == pending && machine_.awaits(request);

@@ -10,8 +10,8 @@
 namespace tokmgr {
 namespace detail {
 
-template <class Transport, class Clock, class Storage, class Json>
-step_outcome manager_core<Transport, Clock, Storage, Json>::perform_storage(const flight_step& step) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+step_outcome manager_core<Transport, Clock, Storage, Json, Protocol>::perform_storage(const flight_step& step) noexcept {
     step_outcome done;
     std::error_code ec;
     try {
@@ -64,8 +64,8 @@ step_outcome manager_core<Transport, Clock, Storage, Json>::perform_storage(cons
     return done;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::storage_failure(step_outcome& done, std::error_code ec) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::storage_failure(step_outcome& done, std::error_code ec) noexcept {
     done.yes = false;
     done.stored.reset();
     done.failure.code = ec;
@@ -75,8 +75,8 @@ void manager_core<Transport, Clock, Storage, Json>::storage_failure(step_outcome
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-error_info manager_core<Transport, Clock, Storage, Json>::failure_info(errc code, const char* what) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+error_info manager_core<Transport, Clock, Storage, Json, Protocol>::failure_info(errc code, const char* what) noexcept {
     error_info why;
     why.code = make_error_code(code);
     try {
@@ -86,8 +86,8 @@ error_info manager_core<Transport, Clock, Storage, Json>::failure_info(errc code
     return why;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-flight_step manager_core<Transport, Clock, Storage, Json>::started() noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+flight_step manager_core<Transport, Clock, Storage, Json, Protocol>::started() noexcept {
     const std::int64_t now = now_ns();
     std::lock_guard<std::mutex> lock(mutex_);
     try {
@@ -97,8 +97,8 @@ flight_step manager_core<Transport, Clock, Storage, Json>::started() noexcept {
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-flight_step manager_core<Transport, Clock, Storage, Json>::advanced(step_outcome done) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+flight_step manager_core<Transport, Clock, Storage, Json, Protocol>::advanced(step_outcome done) noexcept {
     const std::int64_t now = now_ns();
     const auto wall = clock_.wall_now();
     std::lock_guard<std::mutex> lock(mutex_);
@@ -109,20 +109,20 @@ flight_step manager_core<Transport, Clock, Storage, Json>::advanced(step_outcome
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-error_info manager_core<Transport, Clock, Storage, Json>::expired_meanwhile() noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+error_info manager_core<Transport, Clock, Storage, Json, Protocol>::expired_meanwhile() noexcept {
     return failure_info(errc::protocol_error,
                         "the login or refresh produced a JWT that expired before it could be served");
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-flight_step manager_core<Transport, Clock, Storage, Json>::shut_down_step() noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+flight_step manager_core<Transport, Clock, Storage, Json, Protocol>::shut_down_step() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     return machine_.fail(failure_info(errc::shut_down, "the token manager was destroyed"), now_ns());
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::run_flight_claimed(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::run_flight_claimed(
     const std::shared_ptr<flight>& pending) noexcept {
     flight_runner_mark mark(id_);
     std::lock_guard<std::mutex> gate(policy_gate_);
@@ -137,8 +137,8 @@ void manager_core<Transport, Clock, Storage, Json>::run_flight_claimed(
     lease_.reset();
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-step_outcome manager_core<Transport, Clock, Storage, Json>::send_blocking(const flight_step& step) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+step_outcome manager_core<Transport, Clock, Storage, Json, Protocol>::send_blocking(const flight_step& step) noexcept {
     std::optional<outgoing> sending;
     try {
         sending.emplace(prepare(step));
@@ -158,28 +158,32 @@ step_outcome manager_core<Transport, Clock, Storage, Json>::send_blocking(const 
     return judged(*sending, step.request, ec, response);
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-outgoing manager_core<Transport, Clock, Storage, Json>::prepare(const flight_step& step) {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+outgoing manager_core<Transport, Clock, Storage, Json, Protocol>::prepare(const flight_step& step) {
     outgoing sending;
     sending.by_login = step.by_login;
+    token_request built;
     if (step.by_login) {
         logins_.fetch_add(1, std::memory_order_relaxed);
-        sending.body = secret(json_.login_body(credentials_.user_name, credentials_.password.reveal()));
+        built = protocol_.login_request(credentials_, options_.login_path, json_);
         sending.sent_secret = credentials_.password;
     } else {
         refreshes_.fetch_add(1, std::memory_order_relaxed);
-        sending.body = secret(json_.refresh_body(step.refresh_token.reveal()));
+        built = protocol_.refresh_request(step.refresh_token.reveal(), options_.refresh_path, json_);
         sending.sent_secret = step.refresh_token;
     }
-    sending.request.method = "POST";
-    sending.request.target = step.by_login ? options_.login_path : options_.refresh_path;
+    sending.body = std::move(built.body);
+    sending.request.method = std::move(built.method);
+    sending.request.target = std::move(built.target);
+    sending.request.content_type = std::move(built.content_type);
+    sending.request.headers = std::move(built.headers);
     sending.request.body = sending.body.reveal();
     sending.started = std::chrono::steady_clock::now();
     return sending;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-step_outcome manager_core<Transport, Clock, Storage, Json>::judged(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+step_outcome manager_core<Transport, Clock, Storage, Json, Protocol>::judged(
     const outgoing& sent, std::uint64_t request, std::error_code ec, http_response& response) noexcept {
     step_outcome done;
     done.request = request;
@@ -196,22 +200,22 @@ step_outcome manager_core<Transport, Clock, Storage, Json>::judged(
     return done;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::account(const flight_step& step) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::account(const flight_step& step) noexcept {
     if (step.counts_failure) failures_.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < step.note_count; ++i) emit_note(step.notes[i]);
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::finish_flight(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::finish_flight(
     const std::shared_ptr<flight>& pending, const flight_step& step) noexcept {
     if (step.counts_failure) failures_.fetch_add(1, std::memory_order_relaxed);
     end_flight(pending, step.failure);
     for (std::size_t i = 0; i < step.note_count; ++i) emit_note(step.notes[i]);
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-answer manager_core<Transport, Clock, Storage, Json>::judge(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+answer manager_core<Transport, Clock, Storage, Json, Protocol>::judge(
     const outgoing& sent, std::error_code ec, http_response& response) {
     answer reply;
     reply.by_login = sent.by_login;
@@ -229,21 +233,27 @@ answer manager_core<Transport, Clock, Storage, Json>::judge(
     const int status = response.status;
     if (status >= 200 && status < 300) {
         std::error_code parse_error;
-        token_pair tokens = json_.parse_token_response(response.body, parse_error);
+        token_answer tokens = protocol_.read_tokens(response.body, json_, parse_error);
         secure_clear(response.body);
         if (parse_error) {
             reply.error = {make_error_code(errc::protocol_error),
                            where + ": status " + std::to_string(status) + " with a body that is not JSON with " +
-                               protocol::token_response_fields()};
+                               protocol_.answer_shape()};
             return reply;
         }
-        reply.tokens = std::move(tokens);
+        // No new refresh token: the one sent stays valid (a login sent a
+        // password, so it keeps none).
+        if (tokens.refresh_token.empty() && !sent.by_login) tokens.refresh_token = sent.sent_secret;
+        reply.tokens = token_pair{std::move(tokens.access_token), std::move(tokens.refresh_token)};
         // A policy that throws here must not lose the pair: the session
         // gets it either way, with no lifetime if it cannot be read.
         try {
             std::error_code lifetime_error;
-            auto lifetime = jwt_lifetime(json_, reply.tokens->jwt.reveal(), reply.received_wall,
-                                         std::chrono::nanoseconds(session_lifetimes().jwt), lifetime_error);
+            auto lifetime =
+                tokens.expires_in
+                    ? stated_lifetime(*tokens.expires_in, lifetime_error)
+                    : jwt_lifetime(json_, reply.tokens->jwt.reveal(), reply.received_wall,
+                                   std::chrono::nanoseconds(session_lifetimes().jwt), lifetime_error);
             if (!lifetime_error && is_header_safe_token(reply.tokens->jwt.reveal()))
                 reply.jwt_lifetime = std::min(lifetime, std::chrono::nanoseconds(max_lifetime));
             else
@@ -255,12 +265,16 @@ answer manager_core<Transport, Clock, Storage, Json>::judge(
         }
         return reply;
     }
-    const errc code = protocol::error_for_status(sent.by_login ? protocol::call::login : protocol::call::refresh,
-                                                 status);
+    errc code = errc::policy_error;
+    try {
+        code = protocol_.classify(sent.by_login ? token_call::login : token_call::refresh, status, response.body,
+                                  json_);
+    } catch (...) {
+    }
     std::string detail = where + ": status " + std::to_string(status);
     std::string said;
     try {
-        said = sanitize_server_message(json_.error_message(response.body),
+        said = sanitize_server_message(protocol_.error_message(response.body, json_),
                                        {sent.sent_secret.reveal(), credentials_.password.reveal()});
     } catch (...) {
     }
@@ -272,8 +286,8 @@ answer manager_core<Transport, Clock, Storage, Json>::judge(
     return reply;
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::end_flight(
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::end_flight(
     const std::shared_ptr<flight>& pending, const error_info& failure) noexcept {
     error_info why;
     copy_failure(why, failure);
@@ -300,8 +314,8 @@ void manager_core<Transport, Clock, Storage, Json>::end_flight(
     pending->complete(result, result ? error_info{} : std::move(why));
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::copy_failure(error_info& to, const error_info& from) noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::copy_failure(error_info& to, const error_info& from) noexcept {
     to.code = from.code;
     try {
         to.detail = from.detail;
@@ -309,8 +323,8 @@ void manager_core<Transport, Clock, Storage, Json>::copy_failure(error_info& to,
     }
 }
 
-template <class Transport, class Clock, class Storage, class Json>
-void manager_core<Transport, Clock, Storage, Json>::shut_down() noexcept {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+void manager_core<Transport, Clock, Storage, Json, Protocol>::shut_down() noexcept {
     std::shared_ptr<flight> pending;
     {
         std::lock_guard<std::mutex> gate(policy_gate_);  // waits for a policy call in progress

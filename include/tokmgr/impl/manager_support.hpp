@@ -176,6 +176,14 @@ private:
 
 /// One request the flight sends, and how to read its answer.
 struct outgoing {
+    outgoing() = default;
+    outgoing(outgoing&&) = default;
+    outgoing& operator=(outgoing&&) = default;
+    // A protocol's header may carry a secret (`Authorization: Basic`).
+    ~outgoing() {
+        for (auto& header : request.headers) secure_clear(header.value);
+    }
+
     http_request request;
     secret body;  // the request's body views this
     bool by_login = false;

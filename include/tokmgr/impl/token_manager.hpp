@@ -34,11 +34,11 @@
 namespace tokmgr {
 namespace detail {
 
-template <class Transport, class Clock, class Storage, class Json>
-class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json>> {
+template <class Transport, class Clock, class Storage, class Json, class Protocol>
+class manager_core : public std::enable_shared_from_this<manager_core<Transport, Clock, Storage, Json, Protocol>> {
 public:
     manager_core(Transport transport, credentials login, manager_options options, Clock clock, Storage storage,
-                 Json json)
+                 Json json, Protocol protocol)
         : clock_(std::move(clock)),
           options_(checked(std::move(options))),
           lifetimes_(options_.assumed_lifetimes ? *options_.assumed_lifetimes : lifetimes_from_environment()),
@@ -50,6 +50,7 @@ public:
           transport_(std::move(transport)),
           storage_(std::move(storage)),
           json_(std::move(json)),
+          protocol_(std::move(protocol)),
           credentials_(std::move(login)),
           asynchronous_(runs_asynchronously(transport_)) {
         std::error_code ec;
@@ -400,7 +401,7 @@ private:
 
     step_outcome send_blocking(const flight_step& step) noexcept;
 
-    /// The request of a send step (the Json policy writes its body).
+    /// The request of a send step (the Protocol policy builds it).
     outgoing prepare(const flight_step& step);
 
     step_outcome judged(const outgoing& sent, std::uint64_t request, std::error_code ec,
@@ -527,6 +528,7 @@ private:
     Transport transport_;
     Storage storage_;
     Json json_;
+    Protocol protocol_;
     const credentials credentials_;
     const bool asynchronous_;
     const std::shared_ptr<const int> liveness_ = std::make_shared<const int>(0);

@@ -4,7 +4,7 @@
 //
 // What it accepts is defined once for every policy in detail/json_rules.hpp,
 // the member names in protocol/textual_api.hpp (json/simdjson.hpp says why
-// the policies are not a generic member-by-name trait);
+// the policies read and write flat objects, not documents);
 // nlohmann is lenient in places (it keeps the last of duplicate members,
 // stops at a NUL byte, skips a byte-order mark, rounds huge integers to
 // doubles), so a strict SAX pass enforces the rules before the document is
@@ -28,6 +28,7 @@
 
 #include "../detail/json_rules.hpp"
 #include "../errc.hpp"
+#include "../flat_object.hpp"
 #include "../protocol/textual_api.hpp"
 #include "../token_set.hpp"
 
@@ -73,6 +74,49 @@ public:
             if (auto text = string_member(document, key); text && !text->empty()) return *text;
         }
         return {};
+    }
+
+    /// Json 6 (tokmgr/concepts.hpp): ordered_json keeps the members' order.
+    /// Numbers as detail::append_json_number writes them, so that both
+    /// policies write 3600 as 3600.
+    std::string write_object(const flat_object& object) const {
+        nlohmann::ordered_json document = nlohmann::ordered_json::object();
+        for (const auto& member : object) {
+            auto& value = document[member.name];
+            switch (member.type) {
+            case flat_member::kind::string: value = member.text.reveal(); break;
+            case flat_member::kind::boolean: value = member.boolean; break;
+            case flat_member::kind::number:
+                if (member.number == std::floor(member.number) && std::fabs(member.number) <= 9007199254740992.0)
+                    value = static_cast<std::int64_t>(member.number);
+                else
+                    value = member.number;
+                break;
+            }
+        }
+        return document.dump(-1, ' ', false, replace_invalid);
+    }
+
+    /// Json 7: nlohmann's object is a std::map, so the members come sorted.
+    flat_object read_object(std::string_view body, std::error_code& ec) const {
+        ec.clear();
+        const auto document = parse(body);
+        flat_object members;
+        if (!document.is_object()) {
+            ec = make_error_code(errc::protocol_error);
+            return members;
+        }
+        members.reserve(document.size());
+        for (const auto& item : document.items()) {
+            const std::string& name = item.key();
+            const nlohmann::json& value = item.value();
+            if (value.is_string()) members.push_back(flat_member::of_string(name, value.get_ref<const std::string&>()));
+            else if (value.is_boolean()) members.push_back(flat_member::of_boolean(name, value.get<bool>()));
+            else if (value.is_number_unsigned()) members.push_back(flat_member::of_number(name, double(value.get<std::uint64_t>())));
+            else if (value.is_number_integer()) members.push_back(flat_member::of_number(name, double(value.get<std::int64_t>())));
+            else if (value.is_number_float()) members.push_back(flat_member::of_number(name, value.get<double>()));
+        }
+        return members;
     }
 
 private:

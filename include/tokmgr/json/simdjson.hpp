@@ -3,14 +3,14 @@
 // What it accepts is defined once for every policy in detail/json_rules.hpp,
 // and the member names it reads and writes once in protocol/textual_api.hpp.
 //
-// Why the policies keep their protocol-shaped operations (login_body,
-// parse_token_response, ...) instead of a generic "parse, then get a member
-// by name" trait as in jwt-cpp: the operations decide where a password or a
-// token is copied, and each library needs a different answer (one reserved
-// allocation here, nlohmann's replacement of bytes that are not UTF-8, no
-// parsed document outliving the call). A generic trait would hand out
-// documents holding secrets for the caller to manage, and would break every
-// user-written policy for no gain: the names are already in one place.
+// A Protocol policy reads and writes through flat objects (flat_object.hpp)
+// rather than a generic "parse, then get a member by name" document as in
+// jwt-cpp: the policy decides where a password or a token is copied, and
+// each library needs a different answer (one reserved allocation here,
+// nlohmann's replacement of bytes that are not UTF-8), while no parsed
+// document outlives the call; string values leave as `secret`s. The
+// Textual-shaped members (login_body, ...) are kept as conveniences outside
+// the concept, for code that called them.
 //
 // Parsing copies the body into simdjson's own buffers, which are freed but not
 // wiped; a process whose freed memory must hold no token needs a policy that
@@ -41,7 +41,9 @@ class object;
 #endif
 
 #include "../detail/json_rules.hpp"
+#include "../detail/json_text.hpp"
 #include "../errc.hpp"
+#include "../flat_object.hpp"
 #include "../protocol/textual_api.hpp"
 #include "../token_set.hpp"
 
@@ -58,6 +60,10 @@ public:
     TOKMGR_SIMDJSON_DECL jwt_claims parse_jwt_claims(std::string_view payload, std::error_code& ec) const;
 
     TOKMGR_SIMDJSON_DECL std::string error_message(std::string_view body) const;
+
+    /// Json 6 and 7 (tokmgr/concepts.hpp).
+    TOKMGR_SIMDJSON_DECL std::string write_object(const flat_object& object) const;
+    TOKMGR_SIMDJSON_DECL flat_object read_object(std::string_view body, std::error_code& ec) const;
 
 private:
     /// One JSON object under the rules of detail/json_rules.hpp. simdjson

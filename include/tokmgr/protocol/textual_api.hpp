@@ -5,8 +5,9 @@
 // "Endpoints" and "Errors").
 //
 // No Asio, no JSON library: the bodies the protocol sends are flat objects of
-// strings, written here; reading them is the Json policy's (client) or
-// simdjson's (server) job, by the names below.
+// strings, whose members are listed here; the client writes and reads them
+// through its Json policy (textual.hpp), the server and the fake write them
+// here and read them with simdjson, by the names below.
 #pragma once
 
 #include <array>
@@ -15,6 +16,7 @@
 
 #include "../detail/json_text.hpp"
 #include "../errc.hpp"
+#include "../flat_object.hpp"
 
 namespace tokmgr::protocol {
 
@@ -64,49 +66,35 @@ inline std::string token_response_fields() {
     return "string fields \"" + std::string(field::jwt) + "\" and \"" + std::string(field::refresh_token) + "\"";
 }
 
-namespace detail {
-
-/// `{"<name>":<value>,...}` of JSON strings. The worst case (every byte
-/// escaped as \u00XX) is reserved up front: one allocation, so no
-/// reallocation leaves a copy of a password or token in freed memory.
-template <std::size_t N>
-std::string flat_string_object(const std::array<std::string_view, 2 * N>& names_and_values) {
-    std::size_t worst = 2;
-    for (std::size_t i = 0; i < 2 * N; i += 2)
-        worst += names_and_values[i].size() + 4 + 6 * names_and_values[i + 1].size();
-    std::string body;
-    body.reserve(worst);
-    body += '{';
-    for (std::size_t i = 0; i < 2 * N; i += 2) {
-        if (i != 0) body += ',';
-        body += '"';
-        body += names_and_values[i];
-        body += "\":";
-        tokmgr::detail::append_json_string(body, names_and_values[i + 1]);
-    }
-    body += '}';
-    return body;
+/// The members of each body, for the writers below and for textual_protocol,
+/// which writes them through the Json policy.
+inline flat_object login_request_members(std::string_view user, std::string_view password) {
+    return {flat_member::of_string(field::user_name, user), flat_member::of_string(field::password, password)};
 }
 
-}  // namespace detail
+inline flat_object refresh_request_members(std::string_view refresh_token) {
+    return {flat_member::of_string(field::refresh_token, refresh_token)};
+}
 
 inline std::string login_request_json(std::string_view user, std::string_view password) {
-    return detail::flat_string_object<2>({field::user_name, user, field::password, password});
+    return tokmgr::detail::write_flat_object(login_request_members(user, password));
 }
 
 inline std::string refresh_request_json(std::string_view refresh_token) {
-    return detail::flat_string_object<1>({field::refresh_token, refresh_token});
+    return tokmgr::detail::write_flat_object(refresh_request_members(refresh_token));
 }
 
 /// The 2xx answer of both calls.
 inline std::string token_response_json(std::string_view jwt, std::string_view refresh_token) {
-    return detail::flat_string_object<2>({field::jwt, jwt, field::refresh_token, refresh_token});
+    return tokmgr::detail::write_flat_object(
+        {flat_member::of_string(field::jwt, jwt), flat_member::of_string(field::refresh_token, refresh_token)});
 }
 
 /// An error answer as the reference server and the fake write it:
 /// `{"title": "<reason phrase>", "detail": "<what to do>"}`.
 inline std::string error_json(std::string_view title, std::string_view explanation) {
-    return detail::flat_string_object<2>({field::error_title, title, field::error_detail, explanation});
+    return tokmgr::detail::write_flat_object(
+        {flat_member::of_string(field::error_title, title), flat_member::of_string(field::error_detail, explanation)});
 }
 
 /// What a non-2xx answer to `c` means (the spec's "Errors" table). A 3xx is

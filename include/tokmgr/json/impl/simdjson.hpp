@@ -53,6 +53,43 @@ TOKMGR_SIMDJSON_DECL std::string simdjson_json::error_message(std::string_view b
     return {};
 }
 
+TOKMGR_SIMDJSON_DECL std::string simdjson_json::write_object(const flat_object& object) const {
+    return detail::write_flat_object(object);
+}
+
+TOKMGR_SIMDJSON_DECL flat_object simdjson_json::read_object(std::string_view body, std::error_code& ec) const {
+    ec.clear();
+    simdjson::dom::parser parser;
+    simdjson::dom::object object;
+    flat_object members;
+    if (!parse_object(parser, body, object)) {
+        ec = make_error_code(errc::protocol_error);
+        return members;
+    }
+    members.reserve(object.size());
+    for (auto field : object) {
+        std::string_view text;
+        bool boolean = false;
+        if (!field.value.get_string().get(text)) {
+            members.push_back(flat_member::of_string(field.key, text));
+        } else if (!field.value.get_bool().get(boolean)) {
+            members.push_back(flat_member::of_boolean(field.key, boolean));
+        } else if (field.value.is_number()) {
+            // int64 and uint64 first: get_double() refuses them.
+            std::int64_t whole = 0;
+            std::uint64_t positive = 0;
+            double number = 0;
+            if (!field.value.get_int64().get(whole)) number = static_cast<double>(whole);
+            else if (!field.value.get_uint64().get(positive)) number = static_cast<double>(positive);
+            else if (field.value.get_double().get(number)) continue;  // not after is_number()
+            members.push_back(flat_member::of_number(field.key, number));
+        }
+    }
+    std::sort(members.begin(), members.end(),
+              [](const flat_member& a, const flat_member& b) { return a.name < b.name; });
+    return members;
+}
+
 TOKMGR_SIMDJSON_DECL bool simdjson_json::parse_object(simdjson::dom::parser& parser, std::string_view text,
                                                       simdjson::dom::object& object) {
     static_assert(detail::json_max_depth == simdjson::DEFAULT_MAX_DEPTH, "the policies must agree on depth");
