@@ -913,6 +913,55 @@ TEST_CASE("four managers on one Redis key, called from four threads across ten e
     raw_redis().run({"DEL", doc(key)});
 }
 
+TEST_CASE("four managers whose store's password rotates twice mid-run (ACL SETUSER, then CLIENT KILL): the fleet keeps going") {
+    const auto key = fresh_key();
+    raw_redis raw;
+    const std::string user = "tokmgr-fleet-rotating-" + std::to_string(::getpid());
+    std::mutex m;
+    std::string current = "fleet-password-0";
+    raw.run({"ACL", "SETUSER", user, "on", ">" + current, "~*", "&*", "+@all"});
+    const auto rotate = [&](const std::string& next) {
+        raw.run({"ACL", "SETUSER", user, "resetpass", ">" + next});
+        {
+            std::lock_guard<std::mutex> lock(m);
+            current = next;  // the provider's source (an IAM token cache, a secret manager) has the new one
+        }
+        raw.run({"CLIENT", "KILL", "USER", user});
+    };
+    test::harness h(60s);
+    std::vector<std::unique_ptr<redis_manager>> managers;
+    for (int i = 0; i < 4; ++i) {
+        auto o = options_for(key);
+        o.credential_provider = [&] {
+            std::lock_guard<std::mutex> lock(m);
+            return tokmgr::redis_credential{user, tokmgr::secret(current)};
+        };
+        managers.push_back(std::make_unique<redis_manager>(
+            h.transport, tokmgr::credentials{"user@example.com", tokmgr::secret(test::password)}, h.options, h.clock,
+            redis_storage(o)));
+    }
+    const auto step = tokmgr::schedule_for(60s, h.options, 0).hard;
+    int failures = 0;
+    for (int expiry = 0; expiry < 10; ++expiry) {
+        if (expiry == 3) rotate("fleet-password-1");
+        if (expiry == 7) rotate("fleet-password-2");
+        for (auto& manager : managers) {
+            for (int call = 0; call < 5; ++call) {
+                std::error_code ec;
+                if (manager->get_token(ec).empty() || ec) ++failures;
+            }
+        }
+        h.clock.advance(step + 1s);
+    }
+    const auto stats = h.server.stats();
+    CHECK(failures == 0);
+    CHECK(stats.refresh_tokens_reused == 0);
+    CHECK(stats.logins == 1);
+    CHECK(stats.refreshes == 9);  // one per expiry, the rotations cost none
+    raw.run({"DEL", doc(key)});
+    raw.run({"ACL", "DELUSER", user});
+}
+
 TEST_CASE("a restarted manager on the key logs in after a refresh whose answer was lost, never reusing the token") {
     const auto key = fresh_key();
     test::harness h;
