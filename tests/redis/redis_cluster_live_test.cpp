@@ -15,6 +15,8 @@
 
 #include <asio/io_context.hpp>
 
+#include "harness.hpp"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -255,17 +257,7 @@ TEST_CASE("a slot migrated mid-run: ASK for the keys moved, the route follows it
 
 namespace {
 
-tokmgr::token_set set_of(std::uint64_t generation, bool spent = false) {
-    tokmgr::token_set set;
-    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjo" + std::to_string(generation) + "fQ.c2ln");
-    if (!spent) set.refresh_token = tokmgr::secret("rt-SECRET-" + std::to_string(generation));
-    set.refresh_token_spent = spent;
-    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
-    set.jwt_lifetime = 1800s;
-    set.refresh_lifetime = 600000s;
-    set.generation = generation;
-    return set;
-}
+using test::set_of;
 
 /// A store on the node at `port`, for the account `key` (the store adds the braces).
 tokmgr::redis_storage store_on(int port, const std::string& key, std::chrono::milliseconds command_timeout = 5s) {
