@@ -294,20 +294,23 @@ public:
             return false;
         };
         for (;;) {
-            const auto attempt = route_.next();
-            const bool sent = attempt.asking ? send_asking(attempt.node, args, out, failed, may_have_run)
-                                             : send(node_connection(attempt.node), args, out, failed, may_have_run);
+            // Copied: the route's answer to on_reply() changes what its
+            // attempt refers to.
+            const cluster::node_address asked = route_.next().node;
+            const bool asking = route_.next().asking;
+            const bool sent = asking ? send_asking(asked, args, out, failed, may_have_run)
+                                     : send(node_connection(asked), args, out, failed, may_have_run);
             if (!sent) {
                 // The owner learned from a MOVED may be gone (a failover):
                 // the next command starts again from the node given, which
                 // redirects it to whoever owns the slot then.
-                if (!attempt.asking) reset_route();
+                if (!asking) reset_route();
                 return fail();
             }
             switch (route_.on_reply(out, failed)) {
             case cluster::route::verdict::done: return true;
             case cluster::route::verdict::retry:
-                if (!member(route_.next().node, attempt, failed)) {
+                if (!member(route_.next().node, asked, asking, failed)) {
                     reset_route();  // the route already points there: the next command starts from the node given
                     return fail();
                 }
@@ -441,16 +444,17 @@ private:
     /// follows no redirection from a server that is not a cluster node, none
     /// to a node its cluster does not list, and none from a Unix socket
     /// (one server, whose traffic never leaves the host).
-    bool member(const cluster::node_address& node, const cluster::route::attempt& from, error_info& failed) {
+    bool member(const cluster::node_address& node, const cluster::node_address& asked_node, bool asked_target,
+                error_info& failed) {
         if (members_.count(node)) return true;
         if (!options_.unix_socket.empty()) return failed = redirect_refused(options_, node, true), false;
-        connection& asked = from.asking ? *asking_ : *connection_;
+        connection& asked = asked_target ? *asking_ : *connection_;
         resp::reply listed;
         error_info ignored;
         bool ignored_run = false;
         if (send(asked, {"CLUSTER", "NODES"}, listed, ignored, ignored_run) &&
             listed.type != resp::reply_type::error) {
-            for (cluster::node_address& known : cluster::nodes_listed(listed.text, from.node)) members_.insert(known);
+            for (cluster::node_address& known : cluster::nodes_listed(listed.text, asked_node)) members_.insert(known);
         }
         if (members_.count(node)) return true;
         return failed = redirect_refused(options_, node, false), false;
