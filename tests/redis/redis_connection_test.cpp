@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "harness.hpp"
+
 using namespace std::chrono_literals;
 using tokmgr::errc;
 using tokmgr::error_info;
@@ -522,13 +524,7 @@ TEST_CASE("redis_storage over TLS: a certificate that does not verify writes not
         connection check(tls_options());
         return must(check, {"EXISTS", "{" + key + "}"}).integer == 1;
     };
-    tokmgr::token_set set;
-    set.jwt = tokmgr::secret("eyJhbGciOiJIUzI1NiJ9.eyJnIjoxfQ.c2ln");
-    set.refresh_token = tokmgr::secret("rt-SECRET-1");
-    set.received_at = std::chrono::system_clock::time_point(std::chrono::seconds(1764625200));
-    set.jwt_lifetime = 1800s;
-    set.refresh_lifetime = 600000s;
-    set.generation = 1;
+    const tokmgr::token_set set = test::set_of(1);  // its refresh token is "rt-SECRET-1"
 
     struct refusal {
         const char* what;
